@@ -1,0 +1,94 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	"github.com/vestibule-mdm/vestibule/server"
+	"github.com/vestibule-mdm/vestibule/store"
+)
+
+func (a *app) serveCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the Vestibule server",
+		Long: `Run the Vestibule server: the enrollment portal, the admin console, SCEP and
+the MDM check-in endpoints, plus /healthz, /readyz and /metrics.
+
+With --dev it runs on the embedded defaults: SQLite and generated keys in
+./data, HTTP on 127.0.0.1:8080, and a one-time admin password printed at start.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			cfg, err := a.config()
+			if err != nil {
+				return err
+			}
+			log := a.logger(cfg)
+			ln, err := net.Listen("tcp", cfg.Listen)
+			if err != nil {
+				return fmt.Errorf("listen: %w", err)
+			}
+			defer ln.Close()
+			if cfg.PublicURL == "" {
+				// --dev on port 0: the URL is known only once bound.
+				cfg.PublicURL = "http://" + ln.Addr().String()
+			}
+			st, err := store.Open(ctx, cfg.Database.DSN, store.Options{MaxOpenConns: cfg.Database.MaxOpenConns, Logger: log})
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			applied, err := st.Migrate(ctx)
+			if err != nil {
+				return err
+			}
+			if len(applied) > 0 {
+				log.Info("database migrated", "versions", applied)
+			}
+			srv, err := server.New(server.Options{Config: cfg, Logger: log, Store: st})
+			if err != nil {
+				return err
+			}
+			var password string
+			if cfg.Dev {
+				if password, err = server.EnsureDevAdmin(ctx, st); err != nil {
+					return err
+				}
+			}
+			a.printBanner(cfg.Dev, cfg.PublicURL, cfg.DataDir, st.Dialect(), password)
+			log.Info("listening", "addr", ln.Addr().String(), "public_url", cfg.PublicURL, "database", st.Dialect())
+			return srv.Serve(ctx, ln)
+		},
+	}
+	cmd.Flags().StringVar(&a.flags.Listen, "listen", "", "address to listen on, host:port (listen)")
+	return cmd
+}
+
+func (a *app) printBanner(dev bool, url, dataDir, dialect, password string) {
+	w := a.out
+	if !dev {
+		fmt.Fprintf(w, "Vestibule is listening on %s\n", url)
+		return
+	}
+	abs, _ := filepath.Abs(dataDir)
+	fmt.Fprintf(w, `
+Vestibule is running in development mode.
+
+  URL:       %s
+  Admin:     %s
+  Password:  %s   (one-time: a new one is printed at every start)
+  Data:      %s (%s database, keys)
+
+Next:
+  curl %s/readyz
+  go run ./cmd/vestibule --dev user add you@example.com --name "You"
+  go run ./cmd/vestibule --dev user list
+
+Development mode keeps the token key in a local file. Production keeps it in Vault.
+
+`, url, server.DevAdminEmail, password, abs, dialect, url)
+}

@@ -1,0 +1,181 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vestibule-mdm/vestibule/auth"
+	"github.com/vestibule-mdm/vestibule/config"
+	"github.com/vestibule-mdm/vestibule/server"
+	"github.com/vestibule-mdm/vestibule/store"
+)
+
+// syncBuffer is written by the command and read by the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startDev runs `serve --dev` in-process on a random port and returns its
+// URL and printed banner once it answers.
+func startDev(t *testing.T, dataDir string) (url, banner string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var out, errOut syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"serve", "--dev", "--listen", "127.0.0.1:0", "--data-dir", dataDir}, &out, &errOut)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case code := <-done:
+			if code != 0 {
+				t.Errorf("serve exited %d: %s", code, errOut.String())
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("serve did not shut down")
+		}
+	})
+	urlRE := regexp.MustCompile(`URL:\s+(http://127\.0\.0\.1:\d+)`)
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if m := urlRE.FindStringSubmatch(out.String()); m != nil {
+			return m[1], out.String()
+		}
+		select {
+		case code := <-done:
+			t.Fatalf("serve exited %d early: %s", code, errOut.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	t.Fatalf("serve printed no URL: %s %s", out.String(), errOut.String())
+	return "", ""
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestServeDev(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "data")
+	url, banner := startDev(t, dataDir)
+
+	if code, body := get(t, url+"/healthz"); code != 200 || !strings.Contains(body, `"ok"`) {
+		t.Errorf("/healthz: %d %s", code, body)
+	}
+	if code, body := get(t, url+"/readyz"); code != 200 || !strings.Contains(body, `"migrations":"ok"`) || !strings.Contains(body, `"database":"ok"`) {
+		t.Errorf("/readyz: %d %s", code, body)
+	}
+	code, body := get(t, url+"/metrics")
+	if code != 200 || !strings.Contains(body, `vestibule_http_requests_total{code="200",method="GET",route="GET /readyz"} 1`) {
+		t.Errorf("/metrics: %d, request counter by route missing", code)
+	}
+	if code, _ := get(t, url+"/no/such/page"); code != 404 {
+		t.Errorf("unknown path: %d", code)
+	}
+
+	// The printed password is the dev admin's, and only its hash is stored.
+	m := regexp.MustCompile(`Password:\s+(\S+)`).FindStringSubmatch(banner)
+	if m == nil {
+		t.Fatalf("no password in banner: %s", banner)
+	}
+	cfg, err := config.Load(config.Overrides{Dev: true, DataDir: dataDir}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(context.Background(), cfg.Database.DSN, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	admin, err := st.UserByEmail(context.Background(), server.DevAdminEmail)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := auth.VerifyPassword(admin.PasswordHash, m[1]); err != nil {
+		t.Errorf("printed password does not match the admin account: %v", err)
+	}
+}
+
+// TestAdminCommandsBesideServer runs the CLI on the data dir of a running
+// dev server, as the README tells an admin to.
+func TestAdminCommandsBesideServer(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "data")
+	startDev(t, dataDir)
+	csv := filepath.Join(t.TempDir(), "users.csv")
+	writeTestFile(t, csv, "email,name,role\ncarol@example.com,Carol,approver\n")
+
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"ok/add", []string{"user", "add", "Bob@Example.com", "--name", "Bob"}, 0, "added bob@example.com (user)"},
+		{"error/add twice", []string{"user", "add", "bob@example.com"}, 1, "already exists"},
+		{"error/bad email", []string{"user", "add", "bob"}, 1, "not an e-mail address"},
+		{"error/bad role", []string{"user", "add", "eve@example.com", "--role", "root"}, 1, "not one of user"},
+		{"ok/import", []string{"user", "import", csv}, 0, "1 created, 0 updated"},
+		{"ok/list", []string{"user", "list"}, 0, "carol@example.com  Carol"},
+		{"ok/list json", []string{"user", "list", "--json"}, 0, `"email": "bob@example.com"`},
+		{"ok/migrate is idempotent", []string{"migrate"}, 0, "schema is current"},
+		{"ok/version", []string{"version"}, 0, "vestibule "},
+		{"error/unknown command", []string{"frobnicate"}, 1, "unknown command"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			args := append([]string{"--dev", "--data-dir", dataDir}, tc.args...)
+			code := run(context.Background(), args, &out, &errOut)
+			if code != tc.code || !strings.Contains(out.String()+errOut.String(), tc.want) {
+				t.Fatalf("exit %d (want %d), output %q %q, want %q", code, tc.code, out.String(), errOut.String(), tc.want)
+			}
+		})
+	}
+}
+
+func TestNonDevRequiresSettings(t *testing.T) {
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), []string{"serve"}, &out, &errOut)
+	if code == 0 {
+		t.Fatal("serve without config started")
+	}
+	sc := bufio.NewScanner(strings.NewReader(errOut.String()))
+	var lines []string
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+	}
+	for _, key := range []string{"public_url", "database.dsn", "org.id"} {
+		if !strings.Contains(errOut.String(), key+": is required") {
+			t.Errorf("error does not name %s: %v", key, lines)
+		}
+	}
+}

@@ -1,0 +1,339 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole configuration. Every field has a yaml key; the
+// environment variable that overrides it is VESTIBULE_ followed by the key
+// path in upper case joined with underscores (database.dsn →
+// VESTIBULE_DATABASE_DSN).
+type Config struct {
+	// Dev selects the embedded defaults; it is set by the --dev flag only.
+	Dev bool `yaml:"-"`
+
+	Listen    string     `yaml:"listen"`
+	PublicURL string     `yaml:"public_url"`
+	DataDir   string     `yaml:"data_dir"`
+	Org       Org        `yaml:"org"`
+	Database  Database   `yaml:"database"`
+	HTTP      HTTP       `yaml:"http"`
+	TLS       TLS        `yaml:"tls"`
+	Log       Log        `yaml:"log"`
+	Enroll    Enrollment `yaml:"enrollment"`
+	Signer    Signer     `yaml:"signer"`
+}
+
+// Org names the organisation devices enroll into.
+type Org struct {
+	ID   string `yaml:"id"`
+	Name string `yaml:"name"`
+}
+
+// Database selects the store.
+type Database struct {
+	DSN          string `yaml:"dsn"`
+	MaxOpenConns int    `yaml:"max_open_conns"`
+}
+
+// HTTP tunes the listener.
+type HTTP struct {
+	ReadHeaderTimeout Duration `yaml:"read_header_timeout"`
+	ReadTimeout       Duration `yaml:"read_timeout"`
+	WriteTimeout      Duration `yaml:"write_timeout"`
+	IdleTimeout       Duration `yaml:"idle_timeout"`
+	ShutdownTimeout   Duration `yaml:"shutdown_timeout"`
+	MaxBodyBytes      int64    `yaml:"max_body_bytes"`
+}
+
+// TLS makes Vestibule terminate TLS itself instead of behind a proxy.
+type TLS struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// Log configures the structured logger.
+type Log struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+// Enrollment tunes the enrollment ceremony.
+type Enrollment struct {
+	TokenTTL  Duration `yaml:"token_ttl"`
+	ClockSkew Duration `yaml:"clock_skew"`
+}
+
+// Signer selects where the enrollment-token HMAC key lives.
+type Signer struct {
+	Backend      string `yaml:"backend"`
+	LocalKeyFile string `yaml:"local_key_file"`
+}
+
+// Duration is a time.Duration written as "90s" or "1h" in YAML and in the
+// environment.
+type Duration time.Duration
+
+// UnmarshalYAML reads a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return err
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration (use e.g. 30s, 5m, 1h)", n.Line, s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// D returns the standard library duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// Defaults are the tuning values every deployment starts from. They hold no
+// deployment-specific value (addresses, URLs, database), which must be
+// configured outside --dev.
+func Defaults() Config {
+	return Config{
+		Database: Database{MaxOpenConns: 20},
+		HTTP: HTTP{
+			ReadHeaderTimeout: Duration(10 * time.Second),
+			ReadTimeout:       Duration(30 * time.Second),
+			WriteTimeout:      Duration(60 * time.Second),
+			IdleTimeout:       Duration(120 * time.Second),
+			ShutdownTimeout:   Duration(20 * time.Second),
+			MaxBodyBytes:      1 << 20,
+		},
+		Log:    Log{Level: "info", Format: "text"},
+		Enroll: Enrollment{TokenTTL: Duration(time.Hour), ClockSkew: Duration(2 * time.Minute)},
+		Signer: Signer{Backend: "local"},
+	}
+}
+
+// DevDefaultListen is where `serve --dev` listens unless told otherwise.
+const DevDefaultListen = "127.0.0.1:8080"
+
+// Overrides are the values given on the command line; empty means unset.
+type Overrides struct {
+	ConfigFile string
+	Dev        bool
+	Listen     string
+	PublicURL  string
+	DataDir    string
+	DB         string
+}
+
+// Load builds the configuration: defaults, then the file, then VESTIBULE_*
+// variables from env, then command-line overrides, then --dev fill-ins, and
+// validates the result.
+func Load(o Overrides, env []string) (Config, error) {
+	cfg := Defaults()
+	cfg.Dev = o.Dev
+	if o.ConfigFile != "" {
+		b, err := os.ReadFile(o.ConfigFile)
+		if err != nil {
+			return Config{}, fmt.Errorf("config: %w", err)
+		}
+		if err := decodeYAML(b, &cfg); err != nil {
+			return Config{}, fmt.Errorf("config %s: %w", o.ConfigFile, err)
+		}
+	}
+	if err := applyEnv(&cfg, env); err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	for _, kv := range []struct {
+		dst *string
+		v   string
+	}{{&cfg.Listen, o.Listen}, {&cfg.PublicURL, o.PublicURL}, {&cfg.DataDir, o.DataDir}, {&cfg.Database.DSN, o.DB}} {
+		if kv.v != "" {
+			*kv.dst = kv.v
+		}
+	}
+	if cfg.Dev {
+		fillDev(&cfg)
+	}
+	if cfg.Signer.Backend == "local" && cfg.Signer.LocalKeyFile == "" && cfg.DataDir != "" {
+		cfg.Signer.LocalKeyFile = filepath.Join(cfg.DataDir, "hmac-keys.json")
+	}
+	if err := cfg.Validate(); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+func decodeYAML(b []byte, cfg *Config) error {
+	if len(bytes.TrimSpace(b)) == 0 {
+		return nil
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil {
+		return err
+	}
+	return nil
+}
+
+// fillDev supplies the embedded defaults of a laptop run. The public URL is
+// left empty when the listen port is 0 so the server can derive it from the
+// port it actually bound.
+func fillDev(cfg *Config) {
+	if cfg.Listen == "" {
+		cfg.Listen = DevDefaultListen
+	}
+	if cfg.DataDir == "" {
+		cfg.DataDir = "data"
+	}
+	if cfg.PublicURL == "" {
+		if _, port, err := net.SplitHostPort(cfg.Listen); err == nil && port != "0" {
+			cfg.PublicURL = "http://" + cfg.Listen
+		}
+	}
+	if cfg.Database.DSN == "" {
+		cfg.Database.DSN = "sqlite:" + filepath.Join(cfg.DataDir, "vestibule.db")
+	}
+	if cfg.Org.ID == "" {
+		cfg.Org.ID = "dev"
+	}
+	if cfg.Org.Name == "" {
+		cfg.Org.Name = "Vestibule Dev"
+	}
+}
+
+// FieldError names the configuration key at fault.
+type FieldError struct {
+	Key     string
+	Problem string
+}
+
+func (e *FieldError) Error() string {
+	return fmt.Sprintf("config: %s: %s (env VESTIBULE_%s)", e.Key, e.Problem, strings.ToUpper(strings.ReplaceAll(e.Key, ".", "_")))
+}
+
+// Validate checks every key and returns all problems at once, each naming
+// its key.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(key, problem string) { errs = append(errs, &FieldError{Key: key, Problem: problem}) }
+	required := func(key, v string) bool {
+		if strings.TrimSpace(v) == "" {
+			bad(key, "is required (or run with --dev for the embedded defaults)")
+			return false
+		}
+		return true
+	}
+
+	if required("listen", c.Listen) {
+		if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+			bad("listen", fmt.Sprintf("%q is not host:port", c.Listen))
+		}
+	}
+	if c.PublicURL != "" || !c.Dev {
+		if required("public_url", c.PublicURL) {
+			u, err := url.Parse(c.PublicURL)
+			switch {
+			case err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https"):
+				bad("public_url", fmt.Sprintf("%q is not an absolute http(s) URL", c.PublicURL))
+			case u.RawQuery != "" || u.Fragment != "":
+				bad("public_url", "must not carry a query or fragment")
+			case !c.Dev && u.Scheme != "https":
+				bad("public_url", "must be https outside --dev: Apple devices speak MDM and SCEP enrollment only over HTTPS")
+			}
+		}
+	}
+	required("data_dir", c.DataDir)
+	if required("database.dsn", c.Database.DSN) {
+		if _, _, err := SplitDSN(c.Database.DSN); err != nil {
+			bad("database.dsn", err.Error())
+		}
+	}
+	if c.Database.MaxOpenConns < 1 {
+		bad("database.max_open_conns", "must be at least 1")
+	}
+	if required("org.id", c.Org.ID) && strings.ContainsAny(c.Org.ID, " \t\n/") {
+		bad("org.id", "must not contain spaces or slashes")
+	}
+	required("org.name", c.Org.Name)
+
+	for _, d := range []struct {
+		key string
+		v   Duration
+	}{
+		{"http.read_header_timeout", c.HTTP.ReadHeaderTimeout},
+		{"http.read_timeout", c.HTTP.ReadTimeout},
+		{"http.write_timeout", c.HTTP.WriteTimeout},
+		{"http.idle_timeout", c.HTTP.IdleTimeout},
+		{"http.shutdown_timeout", c.HTTP.ShutdownTimeout},
+		{"enrollment.token_ttl", c.Enroll.TokenTTL},
+	} {
+		if d.v <= 0 {
+			bad(d.key, "must be a positive duration")
+		}
+	}
+	if c.Enroll.ClockSkew < 0 || c.Enroll.ClockSkew.D() > 10*time.Minute {
+		bad("enrollment.clock_skew", "must be between 0s and 10m")
+	}
+	if c.Enroll.TokenTTL.D() > 7*24*time.Hour {
+		bad("enrollment.token_ttl", "must be at most 168h: a long-lived token is a standing invitation to enroll")
+	}
+	if c.HTTP.MaxBodyBytes < 1024 {
+		bad("http.max_body_bytes", "must be at least 1024")
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		bad("tls", "cert_file and key_file go together")
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", fmt.Sprintf("%q is not one of debug, info, warn, error", c.Log.Level))
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		bad("log.format", fmt.Sprintf("%q is not one of text, json", c.Log.Format))
+	}
+	switch c.Signer.Backend {
+	case "local":
+		required("signer.local_key_file", c.Signer.LocalKeyFile)
+	case "vault":
+	default:
+		bad("signer.backend", fmt.Sprintf("%q is not one of local, vault", c.Signer.Backend))
+	}
+	return errors.Join(errs...)
+}
+
+// SplitDSN tells the database kind of a DSN and returns what its driver
+// takes: "postgres" with the URL unchanged, or "sqlite" with a file path.
+func SplitDSN(dsn string) (kind, rest string, err error) {
+	switch {
+	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
+		return "postgres", dsn, nil
+	case strings.HasPrefix(dsn, "sqlite:"):
+		p := strings.TrimPrefix(strings.TrimPrefix(dsn, "sqlite:"), "//")
+		if p == "" {
+			return "", "", errors.New("sqlite: needs a file path, e.g. sqlite:data/vestibule.db")
+		}
+		return "sqlite", p, nil
+	default:
+		return "", "", fmt.Errorf("%q: use postgres://... or sqlite:PATH", redactDSN(dsn))
+	}
+}
+
+// redactDSN keeps passwords out of error messages and logs.
+func redactDSN(dsn string) string {
+	u, err := url.Parse(dsn)
+	if err != nil || u.User == nil {
+		return dsn
+	}
+	return u.Redacted()
+}

@@ -1,0 +1,56 @@
+package enrollment
+
+import (
+	"context"
+	"time"
+)
+
+// AuditEvent is one line of the audit log: who did what to which record,
+// from where, and how it ended. Detail never carries a secret, token or
+// challenge.
+type AuditEvent struct {
+	ID         string    `json:"id"`
+	At         time.Time `json:"at"`
+	Actor      string    `json:"actor"`
+	Action     string    `json:"action"`
+	TargetType string    `json:"target_type"`
+	TargetID   string    `json:"target_id"`
+	RemoteIP   string    `json:"remote_ip"`
+	Outcome    string    `json:"outcome"`
+	Detail     string    `json:"detail"`
+}
+
+// Audit outcomes.
+const (
+	OutcomeOK      = "ok"
+	OutcomeRefused = "refused"
+)
+
+// Actor is who asks for a change: "user:EMAIL", "cli:NAME", "api:TOKEN-NAME",
+// "device:UDID", and the address the request came from.
+type Actor struct {
+	Name     string
+	RemoteIP string
+}
+
+func (a Actor) event(at time.Time, action, targetType, targetID, detail string) AuditEvent {
+	return AuditEvent{At: at, Actor: a.Name, Action: action, TargetType: targetType, TargetID: targetID, RemoteIP: a.RemoteIP, Outcome: OutcomeOK, Detail: detail}
+}
+
+// AuditFilter narrows an audit listing; zero fields match everything.
+type AuditFilter struct {
+	Actor      string
+	Action     string
+	TargetType string
+	TargetID   string
+	Since      time.Time
+	Until      time.Time
+	Limit      int
+}
+
+// AuditLog records events that are not part of another change, such as a
+// refused request.
+type AuditLog interface {
+	AppendAudit(ctx context.Context, ev AuditEvent) error
+	ListAudit(ctx context.Context, f AuditFilter) ([]AuditEvent, error)
+}

@@ -1,0 +1,120 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/vestibule-mdm/vestibule/config"
+	"github.com/vestibule-mdm/vestibule/store"
+)
+
+var errPendingMigrations = errors.New("database migrations pending: run `vestibule migrate`")
+
+// Options are the server's dependencies, built by the caller.
+type Options struct {
+	Config config.Config
+	Logger *slog.Logger
+	Store  *store.Store
+}
+
+// Server is a configured Vestibule HTTP server.
+type Server struct {
+	cfg      config.Config
+	log      *slog.Logger
+	store    *store.Store
+	registry *prometheus.Registry
+	handler  http.Handler
+}
+
+// New wires the routes. cfg.PublicURL must be final: profiles carry it.
+func New(opts Options) (*Server, error) {
+	if opts.Store == nil {
+		return nil, errors.New("server: a store is required")
+	}
+	if opts.Config.PublicURL == "" {
+		return nil, errors.New("server: the public URL is not set")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: opts.Config, log: opts.Logger, store: opts.Store, registry: prometheus.NewRegistry()}
+	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := newHTTPMetrics(s.registry)
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", handleHealthz)
+	mux.Handle("GET /readyz", handleReadyz(s.readinessChecks()))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{Registry: s.registry}))
+
+	var h http.Handler = mux
+	h = recoverPanics(s.log)(h)
+	h = observe(s.log, metrics)(h)
+	h = limitBody(s.cfg.HTTP.MaxBodyBytes)(h)
+	h = requestID(h)
+	s.handler = h
+	return s, nil
+}
+
+func (s *Server) readinessChecks() []readinessCheck {
+	return []readinessCheck{
+		{name: "database", check: s.store.Ping},
+		{name: "migrations", check: migrationsCheck(func(ctx context.Context) (bool, error) {
+			st, err := s.store.Migrations(ctx)
+			return st.Pending(), err
+		})},
+	}
+}
+
+// Handler is the whole HTTP surface, for tests and embedding.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Registry is the server's metrics registry, for components that export
+// their own metrics.
+func (s *Server) Registry() *prometheus.Registry { return s.registry }
+
+// Serve answers on ln until ctx is done, then stops taking new connections
+// and lets requests in flight finish within the shutdown timeout.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	h := s.cfg.HTTP
+	srv := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: h.ReadHeaderTimeout.D(),
+		ReadTimeout:       h.ReadTimeout.D(),
+		WriteTimeout:      h.WriteTimeout.D(),
+		IdleTimeout:       h.IdleTimeout.D(),
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	errc := make(chan error, 1)
+	go func() {
+		if s.cfg.TLS.CertFile != "" {
+			errc <- srv.ServeTLS(ln, s.cfg.TLS.CertFile, s.cfg.TLS.KeyFile)
+			return
+		}
+		errc <- srv.Serve(ln)
+	}()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	s.log.Info("shutting down", "timeout", h.ShutdownTimeout.D().String())
+	sctx, cancel := context.WithTimeout(context.Background(), h.ShutdownTimeout.D())
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve: %w", err)
+	}
+	return nil
+}

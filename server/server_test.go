@@ -1,0 +1,120 @@
+package server
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vestibule-mdm/vestibule/config"
+	"github.com/vestibule-mdm/vestibule/store"
+	"github.com/vestibule-mdm/vestibule/store/storetest"
+)
+
+func testConfig(t *testing.T) config.Config {
+	t.Helper()
+	cfg, err := config.Load(config.Overrides{Dev: true, DataDir: t.TempDir()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func TestReadyzNeedsCurrentMigrations(t *testing.T) {
+	storetest.ForEachDialect(t, func(t *testing.T, dialect string) {
+		ctx := context.Background()
+		st, err := store.Open(ctx, storetest.DSN(t, dialect), store.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		srv, err := New(Options{Config: testConfig(t), Store: st})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts := httptest.NewServer(srv.Handler())
+		defer ts.Close()
+
+		code, body := fetch(t, ts.URL+"/readyz")
+		if code != http.StatusServiceUnavailable || !strings.Contains(body, "migrations pending") {
+			t.Fatalf("before migrate: %d %s", code, body)
+		}
+		if _, err := st.Migrate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if code, body := fetch(t, ts.URL+"/readyz"); code != http.StatusOK {
+			t.Fatalf("after migrate: %d %s", code, body)
+		}
+		st.Close()
+		if code, body := fetch(t, ts.URL+"/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, `"database"`) {
+			t.Fatalf("database closed: %d %s", code, body)
+		}
+	})
+}
+
+func TestRequestBasics(t *testing.T) {
+	st := storetest.Open(t, store.SQLite)
+	cfg := testConfig(t)
+	cfg.HTTP.MaxBodyBytes = 2048
+	srv, err := New(Options{Config: cfg, Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv.Handler())
+	defer ts.Close()
+
+	resp, err := http.Get(ts.URL + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if len(resp.Header.Get(RequestIDHeader)) != 16 {
+		t.Errorf("no request ID header: %v", resp.Header)
+	}
+	resp, err = http.Post(ts.URL+"/healthz", "text/plain", strings.NewReader(strings.Repeat("x", 4096)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("oversized body: %d", resp.StatusCode)
+	}
+}
+
+func TestPanicsBecome500(t *testing.T) {
+	var logs strings.Builder
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	h := recoverPanics(log)(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { panic("boom") }))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/x", nil))
+	if rec.Code != 500 || !strings.Contains(logs.String(), "boom") {
+		t.Fatalf("got %d, log %q", rec.Code, logs.String())
+	}
+}
+
+func TestQueryStringsAreNotLogged(t *testing.T) {
+	var logs strings.Builder
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	m := newHTTPMetrics(prometheus.NewRegistry())
+	h := observe(log, m)(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(204) }))
+	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("PUT", "/mdm/checkin?t=SECRET-TOKEN", nil))
+	if strings.Contains(logs.String(), "SECRET-TOKEN") || !strings.Contains(logs.String(), "path=/mdm/checkin") {
+		t.Fatalf("log line: %s", logs.String())
+	}
+}
+
+func fetch(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}

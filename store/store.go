@@ -1,0 +1,236 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
+	_ "modernc.org/sqlite"             // registers the "sqlite" driver
+
+	"github.com/vestibule-mdm/vestibule/config"
+	"github.com/vestibule-mdm/vestibule/migrations"
+)
+
+// Dialects.
+const (
+	SQLite   = "sqlite"
+	Postgres = "postgres"
+)
+
+// Options tune Open.
+type Options struct {
+	MaxOpenConns int
+	Logger       *slog.Logger
+	// Migrations replaces the embedded migrations; tests use it.
+	Migrations fs.FS
+	// Now replaces the clock; tests use it.
+	Now func() time.Time
+}
+
+// Store is the database behind every store interface.
+type Store struct {
+	db         *sqlx.DB
+	dialect    string
+	migrations fs.FS
+	log        *slog.Logger
+	now        func() time.Time
+}
+
+// Open connects to the database a DSN names (postgres://... or
+// sqlite:PATH). It does not migrate; call Migrate.
+func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
+	kind, target, err := config.SplitDSN(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.MaxOpenConns < 1 {
+		opts.MaxOpenConns = 10
+	}
+	s := &Store{dialect: kind, log: opts.Logger, now: opts.Now}
+	switch kind {
+	case SQLite:
+		s.db, err = openSQLite(target, opts)
+	case Postgres:
+		s.db, err = openPostgres(target, opts)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	s.migrations = opts.Migrations
+	if s.migrations == nil {
+		s.migrations = migrations.For(kind)
+	}
+	if err := s.db.PingContext(ctx); err != nil {
+		s.db.Close()
+		return nil, fmt.Errorf("open store: ping %s: %w", kind, err)
+	}
+	return s, nil
+}
+
+func openSQLite(path string, opts Options) (*sqlx.DB, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("sqlite: %w", err)
+	}
+	// Create the file ourselves so it is private from the first byte; SQLite
+	// gives its -wal and -shm files the same mode.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: %w", err)
+	}
+	f.Close()
+	// WAL lets readers run beside the writer; busy_timeout makes a second
+	// writer wait instead of failing; immediate transactions take the write
+	// lock up front, so two read-then-write transactions cannot deadlock.
+	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)" +
+		"&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)&_txlock=immediate"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: %w", err)
+	}
+	db.SetMaxOpenConns(opts.MaxOpenConns)
+	// sqlx picks the placeholder style by driver name; "sqlite3" means "?".
+	return sqlx.NewDb(db, "sqlite3"), nil
+}
+
+func openPostgres(dsn string, opts Options) (*sqlx.DB, error) {
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	db.SetMaxOpenConns(opts.MaxOpenConns)
+	db.SetMaxIdleConns(opts.MaxOpenConns)
+	db.SetConnMaxIdleTime(5 * time.Minute)
+	return sqlx.NewDb(db, "pgx"), nil
+}
+
+// Dialect is SQLite or Postgres.
+func (s *Store) Dialect() string { return s.dialect }
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Ping checks the database answers.
+func (s *Store) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
+
+// DB exposes the handle for tests and benchmarks in other packages.
+func (s *Store) DB() *sqlx.DB { return s.db }
+
+func (s *Store) provider() (*goose.Provider, error) {
+	d := goose.DialectSQLite3
+	var popts []goose.ProviderOption
+	popts = append(popts, goose.WithDisableGlobalRegistry(true), goose.WithSlog(s.log))
+	if s.dialect == Postgres {
+		d = goose.DialectPostgres
+		// Replicas starting together must not run the same migration twice.
+		locker, err := lock.NewPostgresSessionLocker()
+		if err != nil {
+			return nil, err
+		}
+		popts = append(popts, goose.WithSessionLocker(locker))
+	}
+	return goose.NewProvider(d, s.db.DB, s.migrations, popts...)
+}
+
+// Migrate applies every pending migration, each in its own transaction: a
+// migration that fails leaves the database as the previous one left it.
+// It returns the versions applied.
+func (s *Store) Migrate(ctx context.Context) ([]int64, error) {
+	p, err := s.provider()
+	if err != nil {
+		return nil, fmt.Errorf("migrate: %w", err)
+	}
+	results, err := p.Up(ctx)
+	var pe *goose.PartialError
+	if errors.As(err, &pe) {
+		results = pe.Applied
+	}
+	var applied []int64
+	for _, r := range results {
+		if r.Error == nil {
+			applied = append(applied, r.Source.Version)
+		}
+	}
+	if err != nil {
+		if pe != nil && pe.Failed != nil {
+			return applied, fmt.Errorf("migrate: version %d (%s): %w", pe.Failed.Source.Version, filepath.Base(pe.Failed.Source.Path), pe.Err)
+		}
+		return applied, fmt.Errorf("migrate: %w", err)
+	}
+	return applied, nil
+}
+
+// MigrationStatus says which schema version the database has and which the
+// binary wants.
+type MigrationStatus struct {
+	Current, Target int64
+}
+
+// Pending reports whether migrations are missing.
+func (m MigrationStatus) Pending() bool { return m.Current < m.Target }
+
+// Migrations reads the schema version.
+func (s *Store) Migrations(ctx context.Context) (MigrationStatus, error) {
+	p, err := s.provider()
+	if err != nil {
+		return MigrationStatus{}, fmt.Errorf("migration status: %w", err)
+	}
+	cur, target, err := p.GetVersions(ctx)
+	if err != nil {
+		return MigrationStatus{}, fmt.Errorf("migration status: %w", err)
+	}
+	return MigrationStatus{Current: cur, Target: target}, nil
+}
+
+// inTx runs fn in a transaction, committed when fn returns nil.
+func (s *Store) inTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
+	tx, err := s.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// ms and fromMS convert between time and the Unix milliseconds every table
+// stores.
+func ms(t time.Time) int64 { return t.UnixMilli() }
+
+func fromMS(v int64) time.Time { return time.UnixMilli(v).UTC() }
+
+func fromNullMS(v sql.NullInt64) *time.Time {
+	if !v.Valid {
+		return nil
+	}
+	t := fromMS(v.Int64)
+	return &t
+}
+
+func nullMS(t *time.Time) sql.NullInt64 {
+	if t == nil {
+		return sql.NullInt64{}
+	}
+	return sql.NullInt64{Int64: ms(*t), Valid: true}
+}

@@ -1,0 +1,127 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"testing/fstest"
+
+	"github.com/vestibule-mdm/vestibule/migrations"
+	"github.com/vestibule-mdm/vestibule/store"
+	"github.com/vestibule-mdm/vestibule/store/storetest"
+)
+
+func TestConformance(t *testing.T) {
+	storetest.ForEachDialect(t, func(t *testing.T, dialect string) {
+		storetest.Run(t, func(t *testing.T) *store.Store { return storetest.Open(t, dialect) })
+	})
+}
+
+func TestMigrateFromEmptyAndAgain(t *testing.T) {
+	storetest.ForEachDialect(t, func(t *testing.T, dialect string) {
+		ctx := context.Background()
+		s, err := store.Open(ctx, storetest.DSN(t, dialect), store.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		st, err := s.Migrations(ctx)
+		if err != nil || !st.Pending() || st.Current != 0 {
+			t.Fatalf("empty database: %+v %v", st, err)
+		}
+		applied, err := s.Migrate(ctx)
+		if err != nil || len(applied) == 0 {
+			t.Fatalf("first migrate: %v %v", applied, err)
+		}
+		again, err := s.Migrate(ctx)
+		if err != nil || len(again) != 0 {
+			t.Fatalf("second migrate applied %v, %v", again, err)
+		}
+		if st, err := s.Migrations(ctx); err != nil || st.Pending() || st.Current != applied[len(applied)-1] {
+			t.Fatalf("after migrate: %+v %v", st, err)
+		}
+	})
+}
+
+func TestFailedMigrationRollsBack(t *testing.T) {
+	fsys := fstest.MapFS{
+		"00001_one.sql": {Data: []byte("-- +goose Up\nCREATE TABLE one (id TEXT PRIMARY KEY);\n-- +goose Down\nDROP TABLE one;\n")},
+		"00002_two.sql": {Data: []byte("-- +goose Up\nCREATE TABLE two (id TEXT PRIMARY KEY);\nINSERT INTO two (id) VALUES ('a');\nTHIS IS NOT SQL;\n-- +goose Down\nDROP TABLE two;\n")},
+	}
+	storetest.ForEachDialect(t, func(t *testing.T, dialect string) {
+		ctx := context.Background()
+		s, err := store.Open(ctx, storetest.DSN(t, dialect), store.Options{Migrations: fsys})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		applied, err := s.Migrate(ctx)
+		if err == nil || !strings.Contains(err.Error(), "version 2") {
+			t.Fatalf("want an error naming version 2, got %v", err)
+		}
+		if len(applied) != 1 || applied[0] != 1 {
+			t.Errorf("applied %v, want [1]", applied)
+		}
+		if _, err := s.DB().ExecContext(ctx, "SELECT * FROM two"); err == nil {
+			t.Error("table two exists: the failed migration was not rolled back")
+		}
+		if _, err := s.DB().ExecContext(ctx, "SELECT * FROM one"); err != nil {
+			t.Errorf("table one missing: %v", err)
+		}
+		st, err := s.Migrations(ctx)
+		if err != nil || st.Current != 1 || st.Target != 2 {
+			t.Errorf("status after failure: %+v %v", st, err)
+		}
+	})
+}
+
+func TestDialectFilesAreSeparated(t *testing.T) {
+	fsys := fstest.MapFS{
+		"00001_common.sql":           {Data: []byte("x")},
+		"00002_feature.sqlite.sql":   {Data: []byte("x")},
+		"00002_feature.postgres.sql": {Data: []byte("x")},
+	}
+	for dialect, want := range map[string]string{
+		"sqlite":   "00001_common.sql,00002_feature.sqlite.sql",
+		"postgres": "00001_common.sql,00002_feature.postgres.sql",
+	} {
+		entries, err := migrations.Filter(fsys, dialect).(interface {
+			ReadDir(string) ([]os.DirEntry, error)
+		}).ReadDir(".")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		if got := strings.Join(names, ","); got != want {
+			t.Errorf("%s sees %s, want %s", dialect, got, want)
+		}
+	}
+}
+
+func TestSQLiteFileIsPrivate(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sub", "v.db")
+	s := storetest.OpenDSN(t, "sqlite:"+path, store.Options{})
+	_ = s
+	for _, p := range []string{path, filepath.Dir(path)} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm()&0o077 != 0 {
+			t.Errorf("%s has mode %v, want no group or other access", p, fi.Mode().Perm())
+		}
+	}
+}
+
+func TestOpenRejectsUnknownDSN(t *testing.T) {
+	_, err := store.Open(context.Background(), "mysql://x", store.Options{})
+	if err == nil || errors.Is(err, nil) || !strings.Contains(err.Error(), "postgres://") {
+		t.Fatalf("got %v", err)
+	}
+}

@@ -1,0 +1,125 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/vestibule-mdm/vestibule/enrollment"
+)
+
+type userRow struct {
+	ID           string         `db:"id"`
+	Email        string         `db:"email"`
+	Name         string         `db:"name"`
+	Role         string         `db:"role"`
+	PasswordHash sql.NullString `db:"password_hash"`
+	CreatedAt    int64          `db:"created_at"`
+	UpdatedAt    int64          `db:"updated_at"`
+	DisabledAt   sql.NullInt64  `db:"disabled_at"`
+}
+
+func (r userRow) user() enrollment.User {
+	return enrollment.User{ID: r.ID, Email: r.Email, Name: r.Name, Role: enrollment.Role(r.Role),
+		PasswordHash: r.PasswordHash.String, CreatedAt: fromMS(r.CreatedAt), UpdatedAt: fromMS(r.UpdatedAt),
+		DisabledAt: fromNullMS(r.DisabledAt)}
+}
+
+func newUserRow(u enrollment.User) userRow {
+	return userRow{ID: u.ID, Email: u.Email, Name: u.Name, Role: string(u.Role),
+		PasswordHash: sql.NullString{String: u.PasswordHash, Valid: u.PasswordHash != ""},
+		CreatedAt:    ms(u.CreatedAt), UpdatedAt: ms(u.UpdatedAt), DisabledAt: nullMS(u.DisabledAt)}
+}
+
+const insertUser = `INSERT INTO users (id, email, name, role, password_hash, created_at, updated_at, disabled_at)
+	VALUES (:id, :email, :name, :role, :password_hash, :created_at, :updated_at, :disabled_at)`
+
+// CreateUser adds a user; an e-mail already known is ErrConflict.
+func (s *Store) CreateUser(ctx context.Context, u enrollment.User, ev enrollment.AuditEvent) error {
+	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+		if _, err := tx.NamedExecContext(ctx, insertUser, newUserRow(u)); err != nil {
+			if isUniqueViolation(err) {
+				return fmt.Errorf("create user: %w: %s already exists", enrollment.ErrConflict, u.Email)
+			}
+			return fmt.Errorf("create user: %w", err)
+		}
+		return appendAudit(ctx, tx, ev)
+	})
+}
+
+// UpsertUsers creates or updates users by e-mail in one transaction.
+func (s *Store) UpsertUsers(ctx context.Context, users []enrollment.User, ev enrollment.AuditEvent) (created, updated int, err error) {
+	err = s.inTx(ctx, func(tx *sqlx.Tx) error {
+		created, updated = 0, 0
+		for _, u := range users {
+			var id string
+			err := tx.GetContext(ctx, &id, tx.Rebind(`SELECT id FROM users WHERE email = ?`), u.Email)
+			switch {
+			case err == sql.ErrNoRows:
+				if _, err := tx.NamedExecContext(ctx, insertUser, newUserRow(u)); err != nil {
+					return fmt.Errorf("upsert user %s: %w", u.Email, err)
+				}
+				created++
+			case err != nil:
+				return fmt.Errorf("upsert user %s: %w", u.Email, err)
+			default:
+				if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE users SET name = ?, role = ?, updated_at = ? WHERE id = ?`),
+					u.Name, string(u.Role), ms(u.UpdatedAt), id); err != nil {
+					return fmt.Errorf("upsert user %s: %w", u.Email, err)
+				}
+				updated++
+			}
+		}
+		ev.Detail = fmt.Sprintf("%s created=%d updated=%d", ev.Detail, created, updated)
+		return appendAudit(ctx, tx, ev)
+	})
+	return created, updated, err
+}
+
+// UserByEmail finds a user by normalized e-mail.
+func (s *Store) UserByEmail(ctx context.Context, email string) (enrollment.User, error) {
+	var r userRow
+	if err := s.db.GetContext(ctx, &r, s.db.Rebind(`SELECT * FROM users WHERE email = ?`), email); err != nil {
+		return enrollment.User{}, fmt.Errorf("user %s: %w", email, notFound(err))
+	}
+	return r.user(), nil
+}
+
+// UserByID finds a user by ID.
+func (s *Store) UserByID(ctx context.Context, id string) (enrollment.User, error) {
+	var r userRow
+	if err := s.db.GetContext(ctx, &r, s.db.Rebind(`SELECT * FROM users WHERE id = ?`), id); err != nil {
+		return enrollment.User{}, fmt.Errorf("user %s: %w", id, notFound(err))
+	}
+	return r.user(), nil
+}
+
+// ListUsers returns every user by e-mail.
+func (s *Store) ListUsers(ctx context.Context) ([]enrollment.User, error) {
+	var rows []userRow
+	if err := s.db.SelectContext(ctx, &rows, `SELECT * FROM users ORDER BY email`); err != nil {
+		return nil, fmt.Errorf("list users: %w", err)
+	}
+	out := make([]enrollment.User, len(rows))
+	for i, r := range rows {
+		out[i] = r.user()
+	}
+	return out, nil
+}
+
+// SetUserPassword replaces a local account's password hash.
+func (s *Store) SetUserPassword(ctx context.Context, userID, hash string, ev enrollment.AuditEvent) error {
+	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+		res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?`),
+			hash, ms(ev.At), userID)
+		if err != nil {
+			return fmt.Errorf("set password: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("set password: user %s: %w", userID, enrollment.ErrNotFound)
+		}
+		return appendAudit(ctx, tx, ev)
+	})
+}
