@@ -1,9 +1,6 @@
 package enrollment
 
-import (
-	"crypto/rand"
-	"fmt"
-)
+import "crypto/rand"
 
 // NewID returns a random (version 4) UUID. Reservation IDs become device
 // identities, so they come from the CSPRNG and reveal nothing.
@@ -12,7 +9,7 @@ func NewID() string {
 	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms.
 	b[6] = (b[6] & 0x0f) | 0x40
 	b[8] = (b[8] & 0x3f) | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+	return formatUUID(b[:])
 }
 
 // ValidID reports whether s has the shape of a UUID, so that garbage never
