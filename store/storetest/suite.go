@@ -16,6 +16,9 @@ func Run(t *testing.T, open func(t *testing.T) *store.Store) {
 	t.Run("users", func(t *testing.T) { testUsers(t, open(t)) })
 	t.Run("user import is all or nothing", func(t *testing.T) { testImportAtomic(t, open(t)) })
 	t.Run("audit", func(t *testing.T) { testAudit(t, open(t)) })
+	t.Run("token claims", func(t *testing.T) { testClaims(t, open(t)) })
+	t.Run("approval gate", func(t *testing.T) { testApprovalGate(t, open(t)) })
+	t.Run("command queue", func(t *testing.T) { testCommandQueue(t, open(t)) })
 }
 
 var testNow = time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)

@@ -1,0 +1,320 @@
+package enrollment
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// State is where an enrollment is in the approval gate.
+type State string
+
+// Enrollment states. Only pending enrollments can be decided; approval is
+// the only way to approved.
+const (
+	StatePending    State = "pending"
+	StateApproved   State = "approved"
+	StateDenied     State = "denied"
+	StateSuperseded State = "superseded"
+	StateUnenrolled State = "unenrolled"
+)
+
+// ParseState accepts a state name for filters.
+func ParseState(s string) (State, error) {
+	switch st := State(s); st {
+	case StatePending, StateApproved, StateDenied, StateSuperseded, StateUnenrolled, "":
+		return st, nil
+	}
+	return "", fmt.Errorf("%w: state %q is not one of pending, approved, denied, superseded, unenrolled", ErrInvalid, s)
+}
+
+// Refusals at Authenticate. The device only ever learns "401".
+var (
+	ErrCertNotForReservation = errors.New("certificate was issued for another reservation")
+	ErrTokenClaimed          = errors.New("enrollment token already claimed by another device")
+	ErrReservationNotOpen    = errors.New("reservation is not open")
+	ErrTokenSuperseded       = errors.New("enrollment token replaced by a newer download")
+)
+
+// DeviceFacts are what a device says about itself. They are believed only
+// after its certificate has been verified, and even then they are claims:
+// the approver sees them, nothing is decided on them.
+type DeviceFacts struct {
+	UDID         string `json:"udid"`
+	Serial       string `json:"serial"`
+	Model        string `json:"model"`
+	ModelName    string `json:"model_name"`
+	ProductName  string `json:"product_name"`
+	OSVersion    string `json:"os_version"`
+	BuildVersion string `json:"build_version"`
+	IMEI         string `json:"imei,omitempty"`
+	MEID         string `json:"meid,omitempty"`
+	DeviceName   string `json:"device_name,omitempty"`
+}
+
+// maxFactLen bounds what a device may make us store per field.
+const maxFactLen = 256
+
+func (f DeviceFacts) clean() (DeviceFacts, error) {
+	fields := []*string{&f.UDID, &f.Serial, &f.Model, &f.ModelName, &f.ProductName, &f.OSVersion, &f.BuildVersion, &f.IMEI, &f.MEID, &f.DeviceName}
+	for _, p := range fields {
+		*p = strings.TrimSpace(*p)
+		if len(*p) > maxFactLen {
+			return f, fmt.Errorf("%w: a device fact is longer than %d bytes", ErrInvalid, maxFactLen)
+		}
+	}
+	if f.UDID == "" {
+		return f, fmt.Errorf("%w: UDID is required", ErrInvalid)
+	}
+	return f, nil
+}
+
+// Enrollment is one device's enrollment; its ID is the reserved device ID.
+type Enrollment struct {
+	ID             string      `json:"id"`
+	UserID         string      `json:"user_id"`
+	UserEmail      string      `json:"user"`
+	State          State       `json:"state"`
+	ReEnrollment   bool        `json:"re_enrollment"`
+	PreviousID     string      `json:"previous_id,omitempty"`
+	Facts          DeviceFacts `json:"device"`
+	CheckinIP      string      `json:"checkin_ip"`
+	CreatedAt      time.Time   `json:"created_at"`
+	UpdatedAt      time.Time   `json:"updated_at"`
+	DecidedAt      *time.Time  `json:"decided_at,omitempty"`
+	DecidedBy      string      `json:"decided_by,omitempty"`
+	DecisionNote   string      `json:"decision_note,omitempty"`
+	Suspicious     bool        `json:"suspicious"`
+	PushToken      string      `json:"-"`
+	PushMagic      string      `json:"-"`
+	PushTopic      string      `json:"push_topic,omitempty"`
+	TokenUpdatedAt *time.Time  `json:"token_updated_at,omitempty"`
+	LastSeenAt     *time.Time  `json:"last_seen_at,omitempty"`
+}
+
+// Flags lists what an approver should look at twice.
+func (e Enrollment) Flags() []string {
+	var f []string
+	if e.ReEnrollment {
+		f = append(f, "re_enrollment")
+	}
+	if e.Suspicious {
+		f = append(f, "suspicious")
+	}
+	return f
+}
+
+// Claim is what the check-in service has established when a device sends
+// Authenticate: the token from its check-in URL, the reservation its
+// verified certificate was issued for, and its claimed facts.
+type Claim struct {
+	Token             string
+	CertReservationID string
+	Facts             DeviceFacts
+	RemoteIP          string
+}
+
+// ClaimResult tells the store what to record.
+type ClaimResult struct {
+	Enrollment Enrollment
+	// Retry is true when this same device had already claimed the token.
+	Retry bool
+}
+
+// EnrollmentFilter narrows a listing; zero fields match everything.
+type EnrollmentFilter struct {
+	State  State
+	UserID string
+	UDID   string
+	Serial string
+	Limit  int
+}
+
+// EnrollmentStore is what the approval gate needs from storage.
+type EnrollmentStore interface {
+	// ClaimReservation atomically claims reservation resID for facts.UDID if
+	// its current token nonce is nonce and it is open and unexpired at now,
+	// or returns the existing enrollment when that UDID already claimed it.
+	// It creates the pending enrollment, flagged when the UDID or serial
+	// enrolled before. A claim by another device increments the
+	// reservation's claim attempts and returns ErrTokenClaimed.
+	ClaimReservation(ctx context.Context, resID, nonce string, e Enrollment, now time.Time, ev AuditEvent) (ClaimResult, error)
+	Enrollment(ctx context.Context, id string) (Enrollment, error)
+	EnrollmentByUDID(ctx context.Context, udid string) (Enrollment, error)
+	ListEnrollments(ctx context.Context, f EnrollmentFilter) ([]Enrollment, error)
+	// Decide moves a pending enrollment to approved or denied; any other
+	// current state is ErrConflict. Approval supersedes the device's earlier
+	// enrollments and enqueues cmds; denial revokes the enrollment's
+	// certificates. All in one transaction with ev.
+	Decide(ctx context.Context, id string, to State, by, note string, at time.Time, cmds []NewCommand, ev AuditEvent) (Enrollment, error)
+	UpdatePushInfo(ctx context.Context, id string, p PushInfo, at time.Time) error
+	MarkUnenrolled(ctx context.Context, id string, at time.Time, ev AuditEvent) error
+	Touch(ctx context.Context, id string, at time.Time) error
+	AppendAudit(ctx context.Context, ev AuditEvent) error
+}
+
+// PushInfo is what TokenUpdate delivers for APNs.
+type PushInfo struct {
+	Token string
+	Magic string
+	Topic string
+}
+
+// PostApproval builds the commands queued when an enrollment is approved.
+type PostApproval interface {
+	Commands(e Enrollment) ([]NewCommand, error)
+}
+
+// Enrollments is the approval gate.
+type Enrollments struct {
+	store  EnrollmentStore
+	tokens *Tokens
+	post   PostApproval
+	now    func() time.Time
+}
+
+// NewEnrollments returns the approval gate.
+func NewEnrollments(store EnrollmentStore, tokens *Tokens, post PostApproval, now func() time.Time) *Enrollments {
+	if now == nil {
+		now = time.Now
+	}
+	return &Enrollments{store: store, tokens: tokens, post: post, now: now}
+}
+
+// Authenticate admits a device into the pending queue, or refuses it. The
+// certificate must have been issued for the token's reservation, and the
+// token must verify and be unclaimed, or claimed by this very device (a
+// retry). Every refusal is audited with its reason.
+func (s *Enrollments) Authenticate(ctx context.Context, c Claim) (Enrollment, error) {
+	now := s.now()
+	facts, err := c.Facts.clean()
+	if err != nil {
+		return Enrollment{}, s.refuse(ctx, c, "", now, err)
+	}
+	tok, err := s.tokens.Verify(ctx, c.Token)
+	if err != nil {
+		if errors.Is(err, ErrSignerUnavailable) {
+			return Enrollment{}, fmt.Errorf("authenticate: %w", err)
+		}
+		return Enrollment{}, s.refuse(ctx, c, "", now, err)
+	}
+	if tok.ReservationID != c.CertReservationID {
+		return Enrollment{}, s.refuse(ctx, c, tok.ReservationID, now, ErrCertNotForReservation)
+	}
+	e := Enrollment{ID: tok.ReservationID, UserID: tok.UserID, State: StatePending, Facts: facts, CheckinIP: c.RemoteIP,
+		CreatedAt: now, UpdatedAt: now}
+	ev := AuditEvent{At: now, Actor: "device:" + facts.UDID, Action: "enrollment.authenticate", TargetType: "enrollment",
+		TargetID: e.ID, RemoteIP: c.RemoteIP, Outcome: OutcomeOK, Detail: fmt.Sprintf("serial=%s model=%s", facts.Serial, facts.Model)}
+	res, err := s.store.ClaimReservation(ctx, tok.ReservationID, tok.NonceHex(), e, now, ev)
+	if err != nil {
+		if errors.Is(err, ErrTokenClaimed) || errors.Is(err, ErrReservationNotOpen) || errors.Is(err, ErrTokenSuperseded) || errors.Is(err, ErrNotFound) {
+			return Enrollment{}, s.refuse(ctx, c, tok.ReservationID, now, err)
+		}
+		return Enrollment{}, fmt.Errorf("authenticate: %w", err)
+	}
+	return res.Enrollment, nil
+}
+
+// refuse audits a refused Authenticate and returns the error the check-in
+// handler maps to 401.
+func (s *Enrollments) refuse(ctx context.Context, c Claim, resID string, now time.Time, cause error) error {
+	ev := AuditEvent{At: now, Actor: "device:" + c.Facts.UDID, Action: "enrollment.authenticate", TargetType: "reservation",
+		TargetID: resID, RemoteIP: c.RemoteIP, Outcome: OutcomeRefused,
+		Detail: fmt.Sprintf("%v; cert reservation=%s serial=%s", cause, c.CertReservationID, c.Facts.Serial)}
+	if err := s.store.AppendAudit(ctx, ev); err != nil {
+		return fmt.Errorf("authenticate refused (%v), and the audit failed: %w", cause, err)
+	}
+	return fmt.Errorf("authenticate: %w: %w", ErrForbidden, cause)
+}
+
+// Approve lets a pending device in: its post-approval commands are queued
+// and the device's earlier enrollments are superseded. Only from pending.
+func (s *Enrollments) Approve(ctx context.Context, actor Actor, id, note string) (Enrollment, error) {
+	return s.decide(ctx, actor, id, StateApproved, note)
+}
+
+// Deny refuses a pending device for good: its certificates are revoked and
+// it is refused from then on. A reason is required.
+func (s *Enrollments) Deny(ctx context.Context, actor Actor, id, reason string) (Enrollment, error) {
+	if strings.TrimSpace(reason) == "" {
+		return Enrollment{}, fmt.Errorf("deny: %w: a reason is required", ErrInvalid)
+	}
+	return s.decide(ctx, actor, id, StateDenied, reason)
+}
+
+func (s *Enrollments) decide(ctx context.Context, actor Actor, id string, to State, note string) (Enrollment, error) {
+	op := map[State]string{StateApproved: "approve", StateDenied: "deny"}[to]
+	if !ValidID(id) {
+		return Enrollment{}, fmt.Errorf("%s: %w: enrollment %q", op, ErrNotFound, id)
+	}
+	if len(note) > 2000 {
+		return Enrollment{}, fmt.Errorf("%s: %w: note longer than 2000 characters", op, ErrInvalid)
+	}
+	e, err := s.store.Enrollment(ctx, id)
+	if err != nil {
+		return Enrollment{}, fmt.Errorf("%s: %w", op, err)
+	}
+	if e.State != StatePending {
+		return Enrollment{}, fmt.Errorf("%s: %w: enrollment %s is %s, not pending", op, ErrConflict, id, e.State)
+	}
+	var cmds []NewCommand
+	if to == StateApproved && s.post != nil {
+		if cmds, err = s.post.Commands(e); err != nil {
+			return Enrollment{}, fmt.Errorf("%s: post-approval commands: %w", op, err)
+		}
+	}
+	now := s.now()
+	ev := actor.event(now, "enrollment."+op, "enrollment", id, note)
+	out, err := s.store.Decide(ctx, id, to, actor.Name, note, now, cmds, ev)
+	if err != nil {
+		return Enrollment{}, fmt.Errorf("%s: %w", op, err)
+	}
+	return out, nil
+}
+
+// Get returns one enrollment.
+func (s *Enrollments) Get(ctx context.Context, id string) (Enrollment, error) {
+	if !ValidID(id) {
+		return Enrollment{}, fmt.Errorf("enrollment: %w: %q", ErrNotFound, id)
+	}
+	return s.store.Enrollment(ctx, id)
+}
+
+// Resolve finds the current enrollment of a device named by its reserved
+// ID or by its UDID.
+func (s *Enrollments) Resolve(ctx context.Context, device string) (Enrollment, error) {
+	if ValidID(device) {
+		e, err := s.store.Enrollment(ctx, device)
+		if err == nil || !errors.Is(err, ErrNotFound) {
+			return e, err
+		}
+	}
+	return s.store.EnrollmentByUDID(ctx, device)
+}
+
+// List returns enrollments newest first.
+func (s *Enrollments) List(ctx context.Context, f EnrollmentFilter) ([]Enrollment, error) {
+	return s.store.ListEnrollments(ctx, f)
+}
+
+// TokenUpdate records how to wake the device. Pending devices too, so that
+// approval can push to them at once.
+func (s *Enrollments) TokenUpdate(ctx context.Context, id string, p PushInfo) error {
+	if p.Token == "" || p.Magic == "" || p.Topic == "" {
+		return fmt.Errorf("token update: %w: token, push magic and topic are required", ErrInvalid)
+	}
+	return s.store.UpdatePushInfo(ctx, id, p, s.now())
+}
+
+// CheckOut records that the device removed its MDM profile.
+func (s *Enrollments) CheckOut(ctx context.Context, e Enrollment, remoteIP string) error {
+	now := s.now()
+	ev := AuditEvent{At: now, Actor: "device:" + e.Facts.UDID, Action: "enrollment.checkout", TargetType: "enrollment",
+		TargetID: e.ID, RemoteIP: remoteIP, Outcome: OutcomeOK}
+	return s.store.MarkUnenrolled(ctx, e.ID, now, ev)
+}
+
+// Seen records that the device checked in.
+func (s *Enrollments) Seen(ctx context.Context, id string) error { return s.store.Touch(ctx, id, s.now()) }

@@ -1,0 +1,132 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/vestibule-mdm/vestibule/enrollment"
+)
+
+type commandRow struct {
+	ID           string        `db:"id"`
+	EnrollmentID string        `db:"enrollment_id"`
+	Seq          int64         `db:"seq"`
+	RequestType  string        `db:"request_type"`
+	Body         string        `db:"body"`
+	Status       string        `db:"status"`
+	CreatedAt    int64         `db:"created_at"`
+	CreatedBy    string        `db:"created_by"`
+	SentAt       sql.NullInt64 `db:"sent_at"`
+	ResultAt     sql.NullInt64 `db:"result_at"`
+	Result       string        `db:"result"`
+	NotNowCount  int           `db:"not_now_count"`
+}
+
+func (r commandRow) command() enrollment.Command {
+	return enrollment.Command{UUID: r.ID, EnrollmentID: r.EnrollmentID, Seq: r.Seq, RequestType: r.RequestType, Body: []byte(r.Body),
+		Status: enrollment.CommandStatus(r.Status), CreatedAt: fromMS(r.CreatedAt), CreatedBy: r.CreatedBy, SentAt: fromNullMS(r.SentAt),
+		ResultAt: fromNullMS(r.ResultAt), Result: r.Result, NotNowCount: r.NotNowCount}
+}
+
+// EnqueueCommands appends commands to an enrollment's queue.
+func (s *Store) EnqueueCommands(ctx context.Context, enrollmentID string, cmds []enrollment.NewCommand, by string, at time.Time,
+	ev enrollment.AuditEvent) error {
+	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+		if err := enqueue(ctx, tx, enrollmentID, cmds, by, at); err != nil {
+			return err
+		}
+		return appendAudit(ctx, tx, ev)
+	})
+}
+
+func enqueue(ctx context.Context, tx *sqlx.Tx, enrollmentID string, cmds []enrollment.NewCommand, by string, at time.Time) error {
+	if len(cmds) == 0 {
+		return nil
+	}
+	// Touching the enrollment row first serializes enqueuers on PostgreSQL,
+	// so two of them cannot pick the same next seq.
+	res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE enrollments SET updated_at = ? WHERE id = ?`), ms(at), enrollmentID)
+	if err != nil {
+		return fmt.Errorf("enqueue: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("enqueue: enrollment %s: %w", enrollmentID, enrollment.ErrNotFound)
+	}
+	var seq int64
+	if err := tx.GetContext(ctx, &seq, tx.Rebind(`SELECT COALESCE(MAX(seq), 0) FROM commands WHERE enrollment_id = ?`), enrollmentID); err != nil {
+		return fmt.Errorf("enqueue: %w", err)
+	}
+	for _, c := range cmds {
+		seq++
+		_, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO commands (id, enrollment_id, seq, request_type, body, status, created_at, created_by)
+			VALUES (?, ?, ?, ?, ?, 'queued', ?, ?)`), c.UUID, enrollmentID, seq, c.RequestType, string(c.Body), ms(at), by)
+		if err != nil {
+			if isUniqueViolation(err) {
+				return fmt.Errorf("enqueue: %w: command %s exists", enrollment.ErrConflict, c.UUID)
+			}
+			return fmt.Errorf("enqueue: %w", err)
+		}
+	}
+	return nil
+}
+
+// RecordResult stores the device's answer to a command it was sent; a
+// result for a command not in flight changes nothing.
+func (s *Store) RecordResult(ctx context.Context, enrollmentID, uuid string, status enrollment.CommandStatus, result []byte, at time.Time) error {
+	notNow := 0
+	if status == enrollment.CommandNotNow {
+		notNow = 1
+	}
+	res, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE commands SET status = ?, result = ?, result_at = ?, not_now_count = not_now_count + ?
+		WHERE enrollment_id = ? AND id = ? AND status = 'sent'`), string(status), string(result), ms(at), notNow, enrollmentID, uuid)
+	if err != nil {
+		return fmt.Errorf("record result: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("record result: command %s is not in flight for %s: %w", uuid, enrollmentID, enrollment.ErrNotFound)
+	}
+	return nil
+}
+
+// NextCommand picks the first command still owed to the device, in queue
+// order, and marks it sent. A command sent but never answered (a lost
+// reply) is owed again.
+func (s *Store) NextCommand(ctx context.Context, enrollmentID string, includeNotNow bool, at time.Time) (enrollment.Command, error) {
+	var out enrollment.Command
+	statuses := `('queued', 'sent')`
+	if includeNotNow {
+		statuses = `('queued', 'sent', 'not_now')`
+	}
+	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+		var r commandRow
+		err := tx.GetContext(ctx, &r, tx.Rebind(`SELECT * FROM commands WHERE enrollment_id = ? AND status IN `+statuses+`
+			ORDER BY seq LIMIT 1`), enrollmentID)
+		if err != nil {
+			return fmt.Errorf("next command: %w", notFound(err))
+		}
+		if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE commands SET status = 'sent', sent_at = ? WHERE id = ?`), ms(at), r.ID); err != nil {
+			return fmt.Errorf("next command: %w", err)
+		}
+		r.Status, r.SentAt = string(enrollment.CommandSent), sql.NullInt64{Int64: ms(at), Valid: true}
+		out = r.command()
+		return nil
+	})
+	return out, err
+}
+
+// ListCommands returns an enrollment's commands in queue order.
+func (s *Store) ListCommands(ctx context.Context, enrollmentID string) ([]enrollment.Command, error) {
+	var rows []commandRow
+	if err := s.db.SelectContext(ctx, &rows, s.db.Rebind(`SELECT * FROM commands WHERE enrollment_id = ? ORDER BY seq`), enrollmentID); err != nil {
+		return nil, fmt.Errorf("list commands: %w", err)
+	}
+	out := make([]enrollment.Command, len(rows))
+	for i, r := range rows {
+		out[i] = r.command()
+	}
+	return out, nil
+}

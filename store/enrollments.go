@@ -1,0 +1,326 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/vestibule-mdm/vestibule/enrollment"
+)
+
+type enrollmentRow struct {
+	ID             string         `db:"id"`
+	UserID         string         `db:"user_id"`
+	UserEmail      string         `db:"user_email"`
+	State          string         `db:"state"`
+	ReEnrollment   bool           `db:"re_enrollment"`
+	PreviousID     sql.NullString `db:"previous_id"`
+	UDID           string         `db:"udid"`
+	Serial         string         `db:"serial"`
+	Model          string         `db:"model"`
+	ModelName      string         `db:"model_name"`
+	ProductName    string         `db:"product_name"`
+	OSVersion      string         `db:"os_version"`
+	BuildVersion   string         `db:"build_version"`
+	IMEI           string         `db:"imei"`
+	MEID           string         `db:"meid"`
+	DeviceName     string         `db:"device_name"`
+	CheckinIP      string         `db:"checkin_ip"`
+	CreatedAt      int64          `db:"created_at"`
+	UpdatedAt      int64          `db:"updated_at"`
+	DecidedAt      sql.NullInt64  `db:"decided_at"`
+	DecidedBy      sql.NullString `db:"decided_by"`
+	DecisionNote   string         `db:"decision_note"`
+	Suspicious     bool           `db:"suspicious"`
+	PushToken      string         `db:"push_token"`
+	PushMagic      string         `db:"push_magic"`
+	PushTopic      string         `db:"push_topic"`
+	TokenUpdatedAt sql.NullInt64  `db:"token_updated_at"`
+	LastSeenAt     sql.NullInt64  `db:"last_seen_at"`
+}
+
+func (r enrollmentRow) enrollment() enrollment.Enrollment {
+	return enrollment.Enrollment{ID: r.ID, UserID: r.UserID, UserEmail: r.UserEmail, State: enrollment.State(r.State),
+		ReEnrollment: r.ReEnrollment, PreviousID: r.PreviousID.String,
+		Facts: enrollment.DeviceFacts{UDID: r.UDID, Serial: r.Serial, Model: r.Model, ModelName: r.ModelName, ProductName: r.ProductName,
+			OSVersion: r.OSVersion, BuildVersion: r.BuildVersion, IMEI: r.IMEI, MEID: r.MEID, DeviceName: r.DeviceName},
+		CheckinIP: r.CheckinIP, CreatedAt: fromMS(r.CreatedAt), UpdatedAt: fromMS(r.UpdatedAt), DecidedAt: fromNullMS(r.DecidedAt),
+		DecidedBy: r.DecidedBy.String, DecisionNote: r.DecisionNote, Suspicious: r.Suspicious, PushToken: r.PushToken,
+		PushMagic: r.PushMagic, PushTopic: r.PushTopic, TokenUpdatedAt: fromNullMS(r.TokenUpdatedAt), LastSeenAt: fromNullMS(r.LastSeenAt)}
+}
+
+const selectEnrollment = `SELECT e.id, e.user_id, u.email AS user_email, e.state, e.re_enrollment <> 0 AS re_enrollment, e.previous_id,
+	e.udid, e.serial, e.model, e.model_name, e.product_name, e.os_version, e.build_version, e.imei, e.meid, e.device_name,
+	e.checkin_ip, e.created_at, e.updated_at, e.decided_at, e.decided_by, e.decision_note, e.suspicious <> 0 AS suspicious,
+	e.push_token, e.push_magic, e.push_topic, e.token_updated_at, e.last_seen_at
+	FROM enrollments e JOIN users u ON u.id = e.user_id`
+
+func getEnrollment(ctx context.Context, q sqlx.QueryerContext, id string) (enrollment.Enrollment, error) {
+	var r enrollmentRow
+	if err := sqlx.GetContext(ctx, q, &r, rebind(q, selectEnrollment+` WHERE e.id = ?`), id); err != nil {
+		return enrollment.Enrollment{}, fmt.Errorf("enrollment %s: %w", id, notFound(err))
+	}
+	return r.enrollment(), nil
+}
+
+func rebind(q sqlx.QueryerContext, query string) string {
+	switch v := q.(type) {
+	case *sqlx.DB:
+		return v.Rebind(query)
+	case *sqlx.Tx:
+		return v.Rebind(query)
+	}
+	return query
+}
+
+// claimMiss is why a conditional claim touched no row.
+type claimMiss struct {
+	State       string         `db:"state"`
+	TokenNonce  string         `db:"token_nonce"`
+	ClaimedUDID sql.NullString `db:"claimed_udid"`
+	ExpiresAt   int64          `db:"expires_at"`
+}
+
+// ClaimReservation is the single place a token turns into an enrollment.
+// The conditional UPDATE is the claim: on PostgreSQL two devices racing for
+// one token serialize on the row and the loser sees state 'claimed'.
+func (s *Store) ClaimReservation(ctx context.Context, resID, nonce string, e enrollment.Enrollment, now time.Time,
+	ev enrollment.AuditEvent) (enrollment.ClaimResult, error) {
+	var out enrollment.ClaimResult
+	var refused error
+	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+		res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE reservations SET state = 'claimed', claimed_at = ?, claimed_udid = ?
+			WHERE id = ? AND token_nonce = ? AND state = 'open' AND expires_at > ?`), ms(now), e.Facts.UDID, resID, nonce, ms(now))
+		if err != nil {
+			return fmt.Errorf("claim reservation: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			var m claimMiss
+			err := tx.GetContext(ctx, &m, tx.Rebind(`SELECT state, token_nonce, claimed_udid, expires_at FROM reservations WHERE id = ?`), resID)
+			if err != nil {
+				return fmt.Errorf("claim reservation %s: %w", resID, notFound(err))
+			}
+			switch {
+			case m.TokenNonce != nonce:
+				refused = enrollment.ErrTokenSuperseded
+			case m.State == "claimed" && m.ClaimedUDID.String == e.Facts.UDID:
+				out.Retry = true
+				out.Enrollment, err = getEnrollment(ctx, tx, resID)
+				return err
+			case m.State == "claimed":
+				refused = enrollment.ErrTokenClaimed
+				// Commit the attempt: admins see it on the reservation.
+				_, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE reservations SET claim_attempts = claim_attempts + 1 WHERE id = ?`), resID)
+				return err
+			default:
+				refused = enrollment.ErrReservationNotOpen
+			}
+			return nil
+		}
+		var userID string
+		if err := tx.GetContext(ctx, &userID, tx.Rebind(`SELECT user_id FROM reservations WHERE id = ?`), resID); err != nil {
+			return fmt.Errorf("claim reservation: %w", err)
+		}
+		var prev sql.NullString
+		err = tx.GetContext(ctx, &prev, tx.Rebind(`SELECT id FROM enrollments WHERE udid = ? OR (serial <> '' AND serial = ?)
+			ORDER BY created_at DESC, id LIMIT 1`), e.Facts.UDID, e.Facts.Serial)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("claim reservation: earlier enrollments: %w", err)
+		}
+		f := e.Facts
+		_, err = tx.ExecContext(ctx, tx.Rebind(`INSERT INTO enrollments (id, user_id, state, re_enrollment, previous_id, udid, serial,
+			model, model_name, product_name, os_version, build_version, imei, meid, device_name, checkin_ip, created_at, updated_at, last_seen_at)
+			VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+			resID, userID, boolInt(prev.Valid), prev, f.UDID, f.Serial, f.Model, f.ModelName, f.ProductName, f.OSVersion, f.BuildVersion,
+			f.IMEI, f.MEID, f.DeviceName, e.CheckinIP, ms(now), ms(now), ms(now))
+		if err != nil {
+			return fmt.Errorf("claim reservation: create enrollment: %w", err)
+		}
+		if prev.Valid {
+			ev.Detail += " re_enrollment previous=" + prev.String
+		}
+		if err := appendAudit(ctx, tx, ev); err != nil {
+			return err
+		}
+		out.Enrollment, err = getEnrollment(ctx, tx, resID)
+		return err
+	})
+	if err != nil {
+		return enrollment.ClaimResult{}, err
+	}
+	if refused != nil {
+		return enrollment.ClaimResult{}, fmt.Errorf("claim reservation %s: %w", resID, refused)
+	}
+	return out, nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// Enrollment returns one enrollment.
+func (s *Store) Enrollment(ctx context.Context, id string) (enrollment.Enrollment, error) {
+	return getEnrollment(ctx, s.db, id)
+}
+
+// EnrollmentByUDID returns the newest enrollment of a device.
+func (s *Store) EnrollmentByUDID(ctx context.Context, udid string) (enrollment.Enrollment, error) {
+	var r enrollmentRow
+	err := s.db.GetContext(ctx, &r, s.db.Rebind(selectEnrollment+` WHERE e.udid = ? ORDER BY e.created_at DESC, e.id LIMIT 1`), udid)
+	if err != nil {
+		return enrollment.Enrollment{}, fmt.Errorf("enrollment of device %s: %w", udid, notFound(err))
+	}
+	return r.enrollment(), nil
+}
+
+// ListEnrollments returns enrollments newest first.
+func (s *Store) ListEnrollments(ctx context.Context, f enrollment.EnrollmentFilter) ([]enrollment.Enrollment, error) {
+	var where []string
+	var args []any
+	for _, c := range []struct {
+		col, v string
+	}{{"e.state", string(f.State)}, {"e.user_id", f.UserID}, {"e.udid", f.UDID}, {"e.serial", f.Serial}} {
+		if c.v != "" {
+			where = append(where, c.col+" = ?")
+			args = append(args, c.v)
+		}
+	}
+	q := selectEnrollment
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	limit := f.Limit
+	if limit <= 0 || limit > 10_000 {
+		limit = 1000
+	}
+	q += fmt.Sprintf(" ORDER BY e.created_at DESC, e.id LIMIT %d", limit)
+	var rows []enrollmentRow
+	if err := s.db.SelectContext(ctx, &rows, s.db.Rebind(q), args...); err != nil {
+		return nil, fmt.Errorf("list enrollments: %w", err)
+	}
+	out := make([]enrollment.Enrollment, len(rows))
+	for i, r := range rows {
+		out[i] = r.enrollment()
+	}
+	return out, nil
+}
+
+// Decide moves a pending enrollment to approved or denied. The conditional
+// UPDATE makes two admins deciding at once safe: exactly one wins.
+func (s *Store) Decide(ctx context.Context, id string, to enrollment.State, by, note string, at time.Time,
+	cmds []enrollment.NewCommand, ev enrollment.AuditEvent) (enrollment.Enrollment, error) {
+	var out enrollment.Enrollment
+	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+		res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE enrollments SET state = ?, decided_at = ?, decided_by = ?, decision_note = ?, updated_at = ?
+			WHERE id = ? AND state = 'pending'`), string(to), ms(at), by, note, ms(at), id)
+		if err != nil {
+			return fmt.Errorf("decide: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			e, err := getEnrollment(ctx, tx, id)
+			if err != nil {
+				return err
+			}
+			return fmt.Errorf("decide: %w: enrollment %s is already %s", enrollment.ErrConflict, id, e.State)
+		}
+		e, err := getEnrollment(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		switch to {
+		case enrollment.StateApproved:
+			if err := s.supersede(ctx, tx, e, at); err != nil {
+				return err
+			}
+			if err := enqueue(ctx, tx, id, cmds, by, at); err != nil {
+				return err
+			}
+		case enrollment.StateDenied:
+			if err := revokeEnrollmentCerts(ctx, tx, []string{id}, "enrollment denied", at); err != nil {
+				return err
+			}
+		}
+		if err := appendAudit(ctx, tx, ev); err != nil {
+			return err
+		}
+		out = e
+		return nil
+	})
+	return out, err
+}
+
+// supersede retires the device's earlier enrollments when a new one is
+// approved, and revokes their certificates: one identity per device.
+func (s *Store) supersede(ctx context.Context, tx *sqlx.Tx, e enrollment.Enrollment, at time.Time) error {
+	var ids []string
+	err := tx.SelectContext(ctx, &ids, tx.Rebind(`SELECT id FROM enrollments WHERE id <> ? AND state IN ('pending', 'approved')
+		AND (udid = ? OR (serial <> '' AND serial = ?))`), e.ID, e.Facts.UDID, e.Facts.Serial)
+	if err != nil || len(ids) == 0 {
+		return err
+	}
+	q, args, err := sqlx.In(`UPDATE enrollments SET state = 'superseded', updated_at = ? WHERE id IN (?)`, ms(at), ids)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, tx.Rebind(q), args...); err != nil {
+		return fmt.Errorf("supersede: %w", err)
+	}
+	return revokeEnrollmentCerts(ctx, tx, ids, "superseded by "+e.ID, at)
+}
+
+// UpdatePushInfo stores what TokenUpdate delivered.
+func (s *Store) UpdatePushInfo(ctx context.Context, id string, p enrollment.PushInfo, at time.Time) error {
+	res, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE enrollments SET push_token = ?, push_magic = ?, push_topic = ?,
+		token_updated_at = ?, last_seen_at = ?, updated_at = ? WHERE id = ?`), p.Token, p.Magic, p.Topic, ms(at), ms(at), ms(at), id)
+	if err != nil {
+		return fmt.Errorf("update push info: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("update push info: enrollment %s: %w", id, enrollment.ErrNotFound)
+	}
+	return nil
+}
+
+// MarkUnenrolled records a CheckOut.
+func (s *Store) MarkUnenrolled(ctx context.Context, id string, at time.Time, ev enrollment.AuditEvent) error {
+	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+		if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE enrollments SET state = 'unenrolled', updated_at = ? WHERE id = ?`), ms(at), id); err != nil {
+			return fmt.Errorf("unenroll: %w", err)
+		}
+		if err := revokeEnrollmentCerts(ctx, tx, []string{id}, "checked out", at); err != nil {
+			return err
+		}
+		return appendAudit(ctx, tx, ev)
+	})
+}
+
+// Touch records a check-in time.
+func (s *Store) Touch(ctx context.Context, id string, at time.Time) error {
+	_, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE enrollments SET last_seen_at = ? WHERE id = ?`), ms(at), id)
+	if err != nil {
+		return fmt.Errorf("touch enrollment: %w", err)
+	}
+	return nil
+}
+
+// revokeEnrollmentCerts revokes every live certificate issued for the
+// enrollments' reservations (an enrollment's ID is its reservation's).
+func revokeEnrollmentCerts(ctx context.Context, tx *sqlx.Tx, ids []string, reason string, at time.Time) error {
+	q, args, err := sqlx.In(`UPDATE certificates SET revoked_at = ?, revoke_reason = ? WHERE reservation_id IN (?) AND revoked_at IS NULL`,
+		ms(at), reason, ids)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, tx.Rebind(q), args...); err != nil {
+		return fmt.Errorf("revoke certificates: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,224 @@
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vestibule-mdm/vestibule/enrollment"
+	"github.com/vestibule-mdm/vestibule/store"
+)
+
+// reserve stores an open reservation for a new user with a known nonce.
+func reserve(t *testing.T, s *store.Store, email string) enrollment.Reservation {
+	t.Helper()
+	ctx := context.Background()
+	u, err := s.UserByEmail(ctx, email)
+	if errors.Is(err, enrollment.ErrNotFound) {
+		u, err = enrollment.NewUsers(s, clock).Add(ctx, enrollment.Actor{Name: "test"}, enrollment.UserInput{Email: email})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := enrollment.Reservation{ID: enrollment.NewID(), OrgID: "acme", UserID: u.ID, UserEmail: u.Email, State: enrollment.ReservationOpen,
+		ChallengeHash: enrollment.HashChallenge(enrollment.NewID()), TokenNonce: "nonce-" + enrollment.NewID(), TokenKeyVersion: 1,
+		CreatedAt: testNow, ExpiresAt: testNow.Add(time.Hour), CreatedBy: "test"}
+	if err := s.CreateReservation(ctx, r, enrollment.AuditEvent{At: testNow, Actor: "test", Action: "reservation.create"}); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func device(udid, serial string) enrollment.Enrollment {
+	return enrollment.Enrollment{Facts: enrollment.DeviceFacts{UDID: udid, Serial: serial, Model: "Mac14,2"}, CheckinIP: "192.0.2.1"}
+}
+
+func claim(s *store.Store, r enrollment.Reservation, e enrollment.Enrollment, at time.Time) (enrollment.ClaimResult, error) {
+	ev := enrollment.AuditEvent{At: at, Actor: "device:" + e.Facts.UDID, Action: "enrollment.authenticate", TargetID: r.ID}
+	return s.ClaimReservation(context.Background(), r.ID, r.TokenNonce, e, at, ev)
+}
+
+func testClaims(t *testing.T, s *store.Store) {
+	ctx := context.Background()
+	r := reserve(t, s, "dev@example.com")
+	at := testNow.Add(time.Minute)
+
+	for _, tc := range []struct {
+		name string
+		run  func() error
+		want error
+	}{
+		{"error/wrong nonce", func() error {
+			_, err := s.ClaimReservation(ctx, r.ID, "other", device("UDID-A", "SER-A"), at, enrollment.AuditEvent{At: at, Actor: "x", Action: "x"})
+			return err
+		}, enrollment.ErrTokenSuperseded},
+		{"error/expired", func() error { _, err := claim(s, r, device("UDID-A", "SER-A"), testNow.Add(2*time.Hour)); return err }, enrollment.ErrReservationNotOpen},
+		{"error/unknown reservation", func() error {
+			_, err := s.ClaimReservation(ctx, enrollment.NewID(), "n", device("UDID-A", "SER-A"), at, enrollment.AuditEvent{At: at, Actor: "x", Action: "x"})
+			return err
+		}, enrollment.ErrNotFound},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.run(); !errors.Is(err, tc.want) {
+				t.Fatalf("got %v, want %v", err, tc.want)
+			}
+		})
+	}
+
+	res, err := claim(s, r, device("UDID-A", "SER-A"), at)
+	if err != nil || res.Retry || res.Enrollment.State != enrollment.StatePending || res.Enrollment.ReEnrollment || res.Enrollment.UserEmail != "dev@example.com" {
+		t.Fatalf("first claim: %+v %v", res, err)
+	}
+	again, err := claim(s, r, device("UDID-A", "SER-A"), at.Add(time.Second))
+	if err != nil || !again.Retry || again.Enrollment.ID != r.ID {
+		t.Fatalf("retry by the same device: %+v %v", again, err)
+	}
+	if _, err := claim(s, r, device("UDID-B", "SER-B"), at); !errors.Is(err, enrollment.ErrTokenClaimed) {
+		t.Fatalf("second device: %v", err)
+	}
+	got, _ := s.Reservation(ctx, r.ID)
+	if got.State != enrollment.ReservationClaimed || got.ClaimedUDID != "UDID-A" || got.ClaimAttempts != 1 {
+		t.Errorf("reservation after claims: %+v", got)
+	}
+	if _, err := s.EnrollmentByUDID(ctx, "UDID-B"); !errors.Is(err, enrollment.ErrNotFound) {
+		t.Errorf("the refused device has an enrollment: %v", err)
+	}
+}
+
+func testApprovalGate(t *testing.T, s *store.Store) {
+	ctx := context.Background()
+	at := testNow.Add(time.Minute)
+	first := reserve(t, s, "gate@example.com")
+	if _, err := claim(s, first, device("UDID-G", "SER-G"), at); err != nil {
+		t.Fatal(err)
+	}
+	cmds := []enrollment.NewCommand{{UUID: enrollment.NewID(), RequestType: "DeviceInformation", Body: []byte("<plist>1</plist>")},
+		{UUID: enrollment.NewID(), RequestType: "InstallProfile", Body: []byte("<plist>2</plist>")}}
+	ev := enrollment.AuditEvent{At: at, Actor: "admin", Action: "enrollment.approve"}
+
+	// Two admins approve at once: exactly one wins.
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = s.Decide(ctx, first.ID, enrollment.StateApproved, fmt.Sprintf("admin%d", i), "ok", at, cmds, ev)
+		}()
+	}
+	wg.Wait()
+	if (errs[0] == nil) == (errs[1] == nil) {
+		t.Fatalf("concurrent approvals: %v / %v, want exactly one success", errs[0], errs[1])
+	}
+	for _, err := range errs {
+		if err != nil && !errors.Is(err, enrollment.ErrConflict) {
+			t.Fatalf("the loser should see a conflict: %v", err)
+		}
+	}
+	if list, _ := s.ListCommands(ctx, first.ID); len(list) != 2 {
+		t.Fatalf("approval queued %d commands, want 2", len(list))
+	}
+
+	// The same serial enrolls again with a fresh reservation: pending,
+	// flagged, linked; approval supersedes the first.
+	second := reserve(t, s, "gate@example.com")
+	res, err := claim(s, second, device("UDID-G2", "SER-G"), at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := res.Enrollment; e.State != enrollment.StatePending || !e.ReEnrollment || e.PreviousID != first.ID {
+		t.Fatalf("re-enrollment: %+v", e)
+	}
+	if _, err := s.Decide(ctx, second.ID, enrollment.StateApproved, "admin", "", at, nil, ev); err != nil {
+		t.Fatal(err)
+	}
+	if e, _ := s.Enrollment(ctx, first.ID); e.State != enrollment.StateSuperseded {
+		t.Errorf("earlier enrollment is %s, want superseded", e.State)
+	}
+	if _, err := s.Decide(ctx, second.ID, enrollment.StateDenied, "admin", "no", at, nil, ev); !errors.Is(err, enrollment.ErrConflict) {
+		t.Errorf("deciding twice: %v", err)
+	}
+	pending, err := s.ListEnrollments(ctx, enrollment.EnrollmentFilter{State: enrollment.StatePending})
+	if err != nil || len(pending) != 0 {
+		t.Errorf("pending after decisions: %d %v", len(pending), err)
+	}
+}
+
+func testCommandQueue(t *testing.T, s *store.Store) {
+	ctx := context.Background()
+	at := testNow.Add(time.Minute)
+	r := reserve(t, s, "queue@example.com")
+	if _, err := claim(s, r, device("UDID-Q", "SER-Q"), at); err != nil {
+		t.Fatal(err)
+	}
+	ids := []string{enrollment.NewID(), enrollment.NewID(), enrollment.NewID()}
+	var cmds []enrollment.NewCommand
+	for i, id := range ids {
+		cmds = append(cmds, enrollment.NewCommand{UUID: id, RequestType: fmt.Sprintf("T%d", i), Body: []byte("b")})
+	}
+	if err := s.EnqueueCommands(ctx, r.ID, cmds, "admin", at, enrollment.AuditEvent{At: at, Actor: "admin", Action: "command.enqueue"}); err != nil {
+		t.Fatal(err)
+	}
+	next := func(includeNotNow bool) string {
+		c, err := s.NextCommand(ctx, r.ID, includeNotNow, at)
+		if errors.Is(err, enrollment.ErrNotFound) {
+			return "none"
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.UUID
+	}
+	result := func(id string, st enrollment.CommandStatus) error {
+		return s.RecordResult(ctx, r.ID, id, st, []byte("<plist/>"), at)
+	}
+	if got := next(true); got != ids[0] {
+		t.Fatalf("first: %s", got)
+	}
+	if got := next(true); got != ids[0] {
+		t.Fatalf("an unanswered command is owed again: %s", got)
+	}
+	if err := result(ids[0], enrollment.CommandAcknowledged); err != nil {
+		t.Fatal(err)
+	}
+	if err := result(ids[0], enrollment.CommandAcknowledged); !errors.Is(err, enrollment.ErrNotFound) {
+		t.Fatalf("acknowledging twice: %v", err)
+	}
+	if got := next(false); got != ids[1] {
+		t.Fatalf("second: %s", got)
+	}
+	if err := result(ids[1], enrollment.CommandNotNow); err != nil {
+		t.Fatal(err)
+	}
+	if got := next(false); got != ids[2] {
+		t.Fatalf("after NotNow the queue moves on: %s", got)
+	}
+	if err := result(ids[2], enrollment.CommandError); err != nil {
+		t.Fatal(err)
+	}
+	if got := next(false); got != "none" {
+		t.Fatalf("deferred commands wait for the next session: %s", got)
+	}
+	if got := next(true); got != ids[1] {
+		t.Fatalf("Idle brings the deferred command back: %s", got)
+	}
+	if err := result(ids[1], enrollment.CommandAcknowledged); err != nil {
+		t.Fatal(err)
+	}
+	if err := result(enrollment.NewID(), enrollment.CommandAcknowledged); !errors.Is(err, enrollment.ErrNotFound) {
+		t.Fatalf("result for an unknown command: %v", err)
+	}
+	list, _ := s.ListCommands(ctx, r.ID)
+	want := []enrollment.CommandStatus{enrollment.CommandAcknowledged, enrollment.CommandAcknowledged, enrollment.CommandError}
+	for i, c := range list {
+		if c.Status != want[i] {
+			t.Errorf("command %d is %s, want %s", i, c.Status, want[i])
+		}
+	}
+	if list[1].NotNowCount != 1 {
+		t.Errorf("not-now count %d", list[1].NotNowCount)
+	}
+}
