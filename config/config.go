@@ -32,7 +32,28 @@ type Config struct {
 	Log       Log        `yaml:"log"`
 	Enroll    Enrollment `yaml:"enrollment"`
 	Signer    Signer     `yaml:"signer"`
+	MDM       MDM        `yaml:"mdm"`
+	Profile   Profile    `yaml:"profile"`
 }
+
+// MDM configures the MDM enrollment payload.
+type MDM struct {
+	// Topic is the APNs topic of the MDM push certificate
+	// (com.apple.mgmt.External.<UUID>).
+	Topic string `yaml:"topic"`
+}
+
+// Profile configures the enrollment profiles Vestibule signs.
+type Profile struct {
+	IdentifierPrefix string `yaml:"identifier_prefix"`
+	SigningCertFile  string `yaml:"signing_cert_file"`
+	SigningKeyFile   string `yaml:"signing_key_file"`
+	TLSRootFile      string `yaml:"tls_root_file"`
+}
+
+// DevTopic is the push topic placeholder of --dev: devices accept it, but
+// no push can be sent on it.
+const DevTopic = "com.apple.mgmt.External.00000000-0000-0000-0000-vestibuledev"
 
 // Org names the organisation devices enroll into.
 type Org struct {
@@ -163,6 +184,9 @@ func Load(o Overrides, env []string) (Config, error) {
 	if cfg.Dev {
 		fillDev(&cfg)
 	}
+	if cfg.Profile.IdentifierPrefix == "" && cfg.Org.ID != "" {
+		cfg.Profile.IdentifierPrefix = "org.vestibule." + cfg.Org.ID
+	}
 	if cfg.Signer.Backend == "local" && cfg.Signer.LocalKeyFile == "" && cfg.DataDir != "" {
 		cfg.Signer.LocalKeyFile = filepath.Join(cfg.DataDir, "hmac-keys.json")
 	}
@@ -207,6 +231,9 @@ func fillDev(cfg *Config) {
 	}
 	if cfg.Org.Name == "" {
 		cfg.Org.Name = "Vestibule Dev"
+	}
+	if cfg.MDM.Topic == "" {
+		cfg.MDM.Topic = DevTopic
 	}
 }
 
@@ -308,6 +335,17 @@ func (c Config) Validate() error {
 	case "vault":
 	default:
 		bad("signer.backend", fmt.Sprintf("%q is not one of local, vault", c.Signer.Backend))
+	}
+	required("mdm.topic", c.MDM.Topic)
+	if !c.Dev {
+		required("profile.signing_cert_file", c.Profile.SigningCertFile)
+		required("profile.signing_key_file", c.Profile.SigningKeyFile)
+	}
+	if (c.Profile.SigningCertFile == "") != (c.Profile.SigningKeyFile == "") {
+		bad("profile", "signing_cert_file and signing_key_file go together")
+	}
+	if strings.ContainsAny(c.Profile.IdentifierPrefix, " /") {
+		bad("profile.identifier_prefix", "must be reverse-DNS, e.g. com.example.mdm")
 	}
 	return errors.Join(errs...)
 }

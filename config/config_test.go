@@ -23,6 +23,8 @@ public_url: https://mdm.example.com
 data_dir: /var/lib/vestibule
 org: {id: acme, name: Acme Corp}
 database: {dsn: "postgres://vestibule@db/vestibule"}
+mdm: {topic: com.apple.mgmt.External.x}
+profile: {signing_cert_file: p.pem, signing_key_file: p.key}
 `
 
 func TestLoadValid(t *testing.T) {
@@ -87,6 +89,7 @@ func TestInvalid(t *testing.T) {
 		{name: "error/unknown env", env: []string{"VESTIBULE_LISTNE=x"}, file: validProd, want: []string{"VESTIBULE_LISTNE: not a configuration key"}},
 		{name: "error/env not a number", env: []string{"VESTIBULE_HTTP_MAX_BODY_BYTES=lots"}, file: validProd, want: []string{"\"lots\" is not a whole number"}},
 		{name: "error/tls half set", file: validProd + "tls: {cert_file: a.pem}\n", want: []string{"tls: cert_file and key_file go together"}},
+		{name: "error/half a signing pair", file: strings.Replace(validProd, "signing_key_file: p.key", "tls_root_file: r.pem", 1), want: []string{"profile.signing_key_file: is required"}},
 		{name: "error/unknown signer", file: validProd + "signer: {backend: hsm}\n", want: []string{"signer.backend: \"hsm\""}},
 		{name: "error/missing file", o: Overrides{ConfigFile: "/nonexistent.yaml"}, want: []string{"no such file"}},
 	} {

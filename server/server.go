@@ -14,16 +14,11 @@ import (
 
 	"github.com/vestibule-mdm/vestibule/config"
 	"github.com/vestibule-mdm/vestibule/store"
+	"github.com/vestibule-mdm/vestibule/web"
 )
 
 var errPendingMigrations = errors.New("database migrations pending: run `vestibule migrate`")
 
-// Options are the server's dependencies, built by the caller.
-type Options struct {
-	Config config.Config
-	Logger *slog.Logger
-	Store  *store.Store
-}
 
 // Server is a configured Vestibule HTTP server.
 type Server struct {
@@ -34,18 +29,15 @@ type Server struct {
 	handler  http.Handler
 }
 
-// New wires the routes. cfg.PublicURL must be final: profiles carry it.
-func New(opts Options) (*Server, error) {
-	if opts.Store == nil {
-		return nil, errors.New("server: a store is required")
+// New wires the routes over what Build made.
+func New(app *App) (*Server, error) {
+	if app == nil || app.Store == nil {
+		return nil, errors.New("server: an app with a store is required")
 	}
-	if opts.Config.PublicURL == "" {
+	if app.Config.PublicURL == "" {
 		return nil, errors.New("server: the public URL is not set")
 	}
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.DiscardHandler)
-	}
-	s := &Server{cfg: opts.Config, log: opts.Logger, store: opts.Store, registry: prometheus.NewRegistry()}
+	s := &Server{cfg: app.Config, log: app.Log, store: app.Store, registry: prometheus.NewRegistry()}
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := newHTTPMetrics(s.registry)
 
@@ -53,6 +45,12 @@ func New(opts Options) (*Server, error) {
 	mux.HandleFunc("GET /healthz", handleHealthz)
 	mux.Handle("GET /readyz", handleReadyz(s.readinessChecks()))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{Registry: s.registry}))
+	api, err := web.NewAPI(web.APIOptions{Reservations: app.Reservations, Profiles: app.Profiles, Tokens: app.APITokens,
+		PublicURL: app.Config.PublicURL, Logger: app.Log})
+	if err != nil {
+		return nil, err
+	}
+	api.Routes(mux)
 
 	var h http.Handler = mux
 	h = recoverPanics(s.log)(h)

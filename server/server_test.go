@@ -28,12 +28,20 @@ func testConfig(t *testing.T) config.Config {
 func TestReadyzNeedsCurrentMigrations(t *testing.T) {
 	storetest.ForEachDialect(t, func(t *testing.T, dialect string) {
 		ctx := context.Background()
-		st, err := store.Open(ctx, storetest.DSN(t, dialect), store.Options{})
+		cfg := testConfig(t)
+		cfg.Database.DSN = storetest.DSN(t, dialect)
+		app, err := Build(ctx, cfg, nil, false)
+		if err == nil || !strings.Contains(err.Error(), "run `vestibule migrate` first") {
+			t.Fatalf("building on an empty database: %v", err)
+		}
+		st, err := store.Open(ctx, cfg.Database.DSN, store.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer st.Close()
-		srv, err := New(Options{Config: testConfig(t), Store: st})
+		app = testApp(t, cfg)
+		app.Store = st
+		srv, err := New(app)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -58,10 +66,9 @@ func TestReadyzNeedsCurrentMigrations(t *testing.T) {
 }
 
 func TestRequestBasics(t *testing.T) {
-	st := storetest.Open(t, store.SQLite)
 	cfg := testConfig(t)
 	cfg.HTTP.MaxBodyBytes = 2048
-	srv, err := New(Options{Config: cfg, Store: st})
+	srv, err := New(testApp(t, cfg))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,6 +113,20 @@ func TestQueryStringsAreNotLogged(t *testing.T) {
 	if strings.Contains(logs.String(), "SECRET-TOKEN") || !strings.Contains(logs.String(), "path=/mdm/checkin") {
 		t.Fatalf("log line: %s", logs.String())
 	}
+}
+
+// testApp builds the App of a dev configuration on a migrated SQLite
+// store in a temporary data dir.
+func testApp(t *testing.T, cfg config.Config) *App {
+	t.Helper()
+	mig := cfg
+	mig.Database.DSN = "sqlite:" + t.TempDir() + "/v.db"
+	app, err := Build(context.Background(), mig, nil, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { app.Close() })
+	return app
 }
 
 func fetch(t *testing.T, url string) (int, string) {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,7 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/vestibule-mdm/vestibule/config"
-	"github.com/vestibule-mdm/vestibule/store"
+	"github.com/vestibule-mdm/vestibule/server"
 )
 
 // app holds what every command shares: the flags and where output goes.
@@ -54,7 +53,7 @@ flags as serve, and acts on the same store and keys as a server started with the
 	pf.StringVar(&a.flags.DataDir, "data-dir", "", "directory for the SQLite database, keys and CA (data_dir)")
 	pf.StringVar(&a.flags.DB, "db", "", "database DSN: postgres://... or sqlite:PATH (database.dsn)")
 	pf.StringVar(&a.flags.PublicURL, "public-url", "", "URL devices and browsers reach Vestibule at (public_url)")
-	root.AddCommand(a.serveCmd(), a.migrateCmd(), a.versionCmd(), a.userCmd())
+	root.AddCommand(a.serveCmd(), a.migrateCmd(), a.versionCmd(), a.userCmd(), a.tokenCmd(), a.profileCmd(), a.enrollmentsCmd())
 	return root
 }
 
@@ -72,45 +71,24 @@ func (a *app) logger(cfg config.Config) *slog.Logger {
 	return slog.New(slog.NewTextHandler(a.errOut, opts))
 }
 
-// openStore opens the configured store for an admin command. In --dev the
-// schema is brought up to date; otherwise pending migrations are an error,
-// so an old binary never writes to a newer schema or the other way round.
-func (a *app) openStore(ctx context.Context, cfg config.Config, log *slog.Logger) (*store.Store, error) {
-	st, err := store.Open(ctx, cfg.Database.DSN, store.Options{MaxOpenConns: cfg.Database.MaxOpenConns, Logger: log})
-	if err != nil {
-		return nil, err
-	}
-	if cfg.Dev {
-		if _, err := st.Migrate(ctx); err != nil {
-			st.Close()
-			return nil, err
-		}
-		return st, nil
-	}
-	status, err := st.Migrations(ctx)
-	if err != nil {
-		st.Close()
-		return nil, err
-	}
-	if status.Pending() {
-		st.Close()
-		return nil, errors.New("the database schema is not current: run `vestibule migrate` first")
-	}
-	return st, nil
-}
-
-// withStore loads the configuration, opens the store and runs fn.
-func (a *app) withStore(ctx context.Context, fn func(cfg config.Config, st *store.Store) error) error {
+// withApp loads the configuration, builds the App an admin command acts on
+// and runs fn. In --dev the schema is brought up to date; otherwise pending
+// migrations are an error, so an old binary never writes to a newer schema
+// or the other way round.
+func (a *app) withApp(ctx context.Context, fn func(app *server.App) error) error {
 	cfg, err := a.config()
 	if err != nil {
 		return err
 	}
 	// Admin commands log only problems: their output is for the person.
 	cfg.Log.Level = "warn"
-	st, err := a.openStore(ctx, cfg, a.logger(cfg))
+	if cfg.PublicURL == "" {
+		cfg.PublicURL = "http://" + cfg.Listen
+	}
+	app, err := server.Build(ctx, cfg, a.logger(cfg), cfg.Dev)
 	if err != nil {
 		return err
 	}
-	defer st.Close()
-	return fn(cfg, st)
+	defer app.Close()
+	return fn(app)
 }

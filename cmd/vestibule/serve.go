@@ -8,7 +8,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/vestibule-mdm/vestibule/server"
-	"github.com/vestibule-mdm/vestibule/store"
 )
 
 func (a *app) serveCmd() *cobra.Command {
@@ -37,30 +36,23 @@ With --dev it runs on the embedded defaults: SQLite and generated keys in
 				// --dev on port 0: the URL is known only once bound.
 				cfg.PublicURL = "http://" + ln.Addr().String()
 			}
-			st, err := store.Open(ctx, cfg.Database.DSN, store.Options{MaxOpenConns: cfg.Database.MaxOpenConns, Logger: log})
+			app, err := server.Build(ctx, cfg, log, true)
 			if err != nil {
 				return err
 			}
-			defer st.Close()
-			applied, err := st.Migrate(ctx)
-			if err != nil {
-				return err
-			}
-			if len(applied) > 0 {
-				log.Info("database migrated", "versions", applied)
-			}
-			srv, err := server.New(server.Options{Config: cfg, Logger: log, Store: st})
+			defer app.Close()
+			srv, err := server.New(app)
 			if err != nil {
 				return err
 			}
 			var password string
 			if cfg.Dev {
-				if password, err = server.EnsureDevAdmin(ctx, st); err != nil {
+				if password, err = server.EnsureDevAdmin(ctx, app.Store); err != nil {
 					return err
 				}
 			}
-			a.printBanner(cfg.Dev, cfg.PublicURL, cfg.DataDir, st.Dialect(), password)
-			log.Info("listening", "addr", ln.Addr().String(), "public_url", cfg.PublicURL, "database", st.Dialect())
+			a.printBanner(cfg.Dev, cfg.PublicURL, cfg.DataDir, app.Store.Dialect(), password)
+			log.Info("listening", "addr", ln.Addr().String(), "public_url", cfg.PublicURL, "database", app.Store.Dialect())
 			return srv.Serve(ctx, ln)
 		},
 	}

@@ -9,9 +9,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/vestibule-mdm/vestibule/config"
 	"github.com/vestibule-mdm/vestibule/enrollment"
-	"github.com/vestibule-mdm/vestibule/store"
+	"github.com/vestibule-mdm/vestibule/server"
 )
 
 // cliActor names the person at the terminal in the audit log.
@@ -35,12 +34,12 @@ func (a *app) userCmd() *cobra.Command {
 		Short: "Add a user (only known users may enroll devices)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.withStore(cmd.Context(), func(_ config.Config, st *store.Store) error {
+			return a.withApp(cmd.Context(), func(app *server.App) error {
 				r := enrollment.Role(role)
 				if admin {
 					r = enrollment.RoleAdmin
 				}
-				u, err := enrollment.NewUsers(st, nil).Add(cmd.Context(), cliActor(), enrollment.UserInput{Email: args[0], Name: name, Role: r})
+				u, err := app.Users.Add(cmd.Context(), cliActor(), enrollment.UserInput{Email: args[0], Name: name, Role: r})
 				if err != nil {
 					return err
 				}
@@ -59,8 +58,8 @@ func (a *app) userCmd() *cobra.Command {
 		Short: "List users",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return a.withStore(cmd.Context(), func(_ config.Config, st *store.Store) error {
-				users, err := st.ListUsers(cmd.Context())
+			return a.withApp(cmd.Context(), func(app *server.App) error {
+				users, err := app.Store.ListUsers(cmd.Context())
 				if err != nil {
 					return err
 				}
@@ -101,8 +100,8 @@ bad line imports nothing and the error names the line.`,
 				return err
 			}
 			defer f.Close()
-			return a.withStore(cmd.Context(), func(_ config.Config, st *store.Store) error {
-				created, updated, err := enrollment.NewUsers(st, nil).Import(cmd.Context(), cliActor(), f)
+			return a.withApp(cmd.Context(), func(app *server.App) error {
+				created, updated, err := app.Users.Import(cmd.Context(), cliActor(), f)
 				if err != nil {
 					return err
 				}

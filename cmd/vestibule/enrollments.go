@@ -1,0 +1,178 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/vestibule-mdm/vestibule/enrollment"
+	"github.com/vestibule-mdm/vestibule/server"
+)
+
+// enrollmentJSON is the CLI's JSON shape of an enrollment.
+type enrollmentJSON struct {
+	ID        string    `json:"id"`
+	State     string    `json:"state"`
+	DeviceID  string    `json:"device_id"`
+	UDID      string    `json:"udid"`
+	Serial    string    `json:"serial"`
+	Model     string    `json:"model"`
+	User      string    `json:"user"`
+	CreatedAt time.Time `json:"created_at"`
+	Flags     []string  `json:"flags"`
+	Previous  string    `json:"previous_id,omitempty"`
+	DecidedBy string    `json:"decided_by,omitempty"`
+	Note      string    `json:"decision_note,omitempty"`
+}
+
+func toJSON(e enrollment.Enrollment) enrollmentJSON {
+	flags := e.Flags()
+	if flags == nil {
+		flags = []string{}
+	}
+	return enrollmentJSON{ID: e.ID, State: string(e.State), DeviceID: e.ID, UDID: e.Facts.UDID, Serial: e.Facts.Serial,
+		Model: e.Facts.Model, User: e.UserEmail, CreatedAt: e.CreatedAt, Flags: flags, Previous: e.PreviousID,
+		DecidedBy: e.DecidedBy, Note: e.DecisionNote}
+}
+
+func (a *app) enrollmentsCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "enrollments",
+		Aliases: []string{"enrollment"},
+		Short:   "List, inspect, approve and deny device enrollments",
+	}
+	var state string
+	var asJSON bool
+	list := &cobra.Command{
+		Use:   "list [--state pending|approved|denied|superseded|unenrolled] [--json]",
+		Short: "List enrollments, newest first",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, err := enrollment.ParseState(state)
+			if err != nil {
+				return err
+			}
+			return a.withApp(cmd.Context(), func(app *server.App) error {
+				list, err := app.Enrollments.List(cmd.Context(), enrollment.EnrollmentFilter{State: st})
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					out := make([]enrollmentJSON, len(list))
+					for i, e := range list {
+						out[i] = toJSON(e)
+					}
+					enc := json.NewEncoder(a.out)
+					enc.SetIndent("", "  ")
+					return enc.Encode(out)
+				}
+				tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "ID\tSTATE\tUSER\tSERIAL\tMODEL\tCREATED\tFLAGS")
+				for _, e := range list {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.ID, e.State, e.UserEmail, e.Facts.Serial, e.Facts.Model,
+						e.CreatedAt.Local().Format("2006-01-02 15:04"), strings.Join(e.Flags(), ","))
+				}
+				return tw.Flush()
+			})
+		},
+	}
+	list.Flags().StringVar(&state, "state", "", "only enrollments in this state")
+	list.Flags().BoolVar(&asJSON, "json", false, "print a JSON array")
+
+	show := &cobra.Command{
+		Use:   "show ID",
+		Short: "Show one enrollment (ID is the device ID or the device's UDID)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.withApp(cmd.Context(), func(app *server.App) error {
+				e, err := app.Enrollments.Resolve(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				printEnrollment(a.out, e)
+				return nil
+			})
+		},
+	}
+
+	var note string
+	approve := &cobra.Command{
+		Use:   "approve ID [--note TEXT]",
+		Short: "Approve a pending enrollment: its post-approval commands are queued",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.withApp(cmd.Context(), func(app *server.App) error {
+				e, err := app.Enrollments.Approve(cmd.Context(), cliActor(), args[0], note)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(a.out, "approved %s (%s, serial %s)\n", e.ID, e.UserEmail, e.Facts.Serial)
+				return nil
+			})
+		},
+	}
+	approve.Flags().StringVar(&note, "note", "", "why, for the audit log")
+
+	var reason string
+	deny := &cobra.Command{
+		Use:   "deny ID --reason TEXT",
+		Short: "Deny a pending enrollment: its certificates are revoked and the device is refused",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.withApp(cmd.Context(), func(app *server.App) error {
+				e, err := app.Enrollments.Deny(cmd.Context(), cliActor(), args[0], reason)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(a.out, "denied %s (%s, serial %s)\n", e.ID, e.UserEmail, e.Facts.Serial)
+				return nil
+			})
+		},
+	}
+	deny.Flags().StringVar(&reason, "reason", "", "why (required, for the audit log)")
+	_ = deny.MarkFlagRequired("reason")
+	cmd.AddCommand(list, show, approve, deny)
+	return cmd
+}
+
+func printEnrollment(w io.Writer, e enrollment.Enrollment) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	row := func(k, v string) {
+		if v != "" {
+			fmt.Fprintf(tw, "%s\t%s\n", k, v)
+		}
+	}
+	row("Device ID", e.ID)
+	row("State", string(e.State))
+	row("Flags", strings.Join(e.Flags(), ", "))
+	row("Previous enrollment", e.PreviousID)
+	row("User", e.UserEmail)
+	row("UDID", e.Facts.UDID)
+	row("Serial", e.Facts.Serial)
+	row("Model", strings.TrimSpace(e.Facts.ModelName+" "+e.Facts.Model))
+	row("Product", e.Facts.ProductName)
+	row("OS", strings.TrimSpace(e.Facts.OSVersion+" "+e.Facts.BuildVersion))
+	row("IMEI", e.Facts.IMEI)
+	row("MEID", e.Facts.MEID)
+	row("Device name", e.Facts.DeviceName)
+	row("Checked in from", e.CheckinIP)
+	row("Created", e.CreatedAt.Local().Format(time.RFC1123))
+	if e.DecidedAt != nil {
+		row("Decided", e.DecidedAt.Local().Format(time.RFC1123)+" by "+e.DecidedBy)
+	}
+	row("Note", e.DecisionNote)
+	if e.LastSeenAt != nil {
+		row("Last seen", e.LastSeenAt.Local().Format(time.RFC1123))
+	}
+	push := "no"
+	if e.PushToken != "" {
+		push = "yes (topic " + e.PushTopic + ")"
+	}
+	row("Push token", push)
+	_ = tw.Flush()
+}

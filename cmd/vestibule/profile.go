@@ -1,0 +1,53 @@
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/vestibule-mdm/vestibule/server"
+)
+
+func (a *app) profileCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "profile",
+		Short: "Issue enrollment profiles",
+	}
+	var email, out string
+	issue := &cobra.Command{
+		Use:   "issue --user EMAIL -o FILE",
+		Short: "Reserve a device ID for a user and write its signed enrollment profile",
+		Long: `Reserve a device ID for a known user and write the signed enrollment profile
+for it (for an admin enrolling a device on a user's behalf). The profile
+carries a one-time SCEP challenge and an enrollment token that expire together
+(enrollment.token_ttl, 1h by default); the device that installs it still waits
+for an administrator's approval.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return a.withApp(cmd.Context(), func(app *server.App) error {
+				ctx := cmd.Context()
+				res, sec, err := app.Reservations.Reserve(ctx, cliActor(), email)
+				if err != nil {
+					return err
+				}
+				body, err := app.Profiles.MakeProfile(ctx, res, sec)
+				if err != nil {
+					return err
+				}
+				if err := os.WriteFile(out, body, 0o600); err != nil {
+					return fmt.Errorf("write profile: %w", err)
+				}
+				fmt.Fprintf(a.out, "reserved device %s for %s until %s\nwrote %s\n", res.ID, res.UserEmail,
+					res.ExpiresAt.Local().Format("2006-01-02 15:04 MST"), out)
+				return nil
+			})
+		},
+	}
+	issue.Flags().StringVar(&email, "user", "", "e-mail of the user the device is for (required)")
+	issue.Flags().StringVarP(&out, "output", "o", "", "file to write the .mobileconfig to (required)")
+	_ = issue.MarkFlagRequired("user")
+	_ = issue.MarkFlagRequired("output")
+	cmd.AddCommand(issue)
+	return cmd
+}
