@@ -317,4 +317,6 @@ func (s *Enrollments) CheckOut(ctx context.Context, e Enrollment, remoteIP strin
 }
 
 // Seen records that the device checked in.
-func (s *Enrollments) Seen(ctx context.Context, id string) error { return s.store.Touch(ctx, id, s.now()) }
+func (s *Enrollments) Seen(ctx context.Context, id string) error {
+	return s.store.Touch(ctx, id, s.now())
+}

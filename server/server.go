@@ -19,7 +19,6 @@ import (
 
 var errPendingMigrations = errors.New("database migrations pending: run `vestibule migrate`")
 
-
 // Server is a configured Vestibule HTTP server.
 type Server struct {
 	cfg      config.Config
