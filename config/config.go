@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -34,6 +35,15 @@ type Config struct {
 	Signer    Signer     `yaml:"signer"`
 	MDM       MDM        `yaml:"mdm"`
 	Profile   Profile    `yaml:"profile"`
+	SCEP      SCEP       `yaml:"scep"`
+}
+
+// SCEP configures the CA that issues device identities.
+type SCEP struct {
+	CACertFile   string   `yaml:"ca_cert_file"`
+	CAKeyFile    string   `yaml:"ca_key_file"`
+	CertValidity Duration `yaml:"cert_validity"`
+	MinRSABits   int      `yaml:"min_rsa_bits"`
 }
 
 // MDM configures the MDM enrollment payload.
@@ -41,6 +51,14 @@ type MDM struct {
 	// Topic is the APNs topic of the MDM push certificate
 	// (com.apple.mgmt.External.<UUID>).
 	Topic string `yaml:"topic"`
+	// PostApprovalProfiles is a folder of .mobileconfig files installed on
+	// a device once it is approved, never before.
+	PostApprovalProfiles string `yaml:"post_approval_profiles"`
+	// TrustedProxyHeader names the header in which a TLS-terminating proxy
+	// forwards the client certificate (URL-escaped PEM); empty: off.
+	TrustedProxyHeader string `yaml:"trusted_proxy_header"`
+	// TrustedProxyCIDRs are the networks that header is believed from.
+	TrustedProxyCIDRs []string `yaml:"trusted_proxy_cidrs"`
 }
 
 // Profile configures the enrollment profiles Vestibule signs.
@@ -139,6 +157,7 @@ func Defaults() Config {
 		Log:    Log{Level: "info", Format: "text"},
 		Enroll: Enrollment{TokenTTL: Duration(time.Hour), ClockSkew: Duration(2 * time.Minute)},
 		Signer: Signer{Backend: "local"},
+		SCEP:   SCEP{CertValidity: Duration(365 * 24 * time.Hour), MinRSABits: 2048},
 	}
 }
 
@@ -187,6 +206,10 @@ func Load(o Overrides, env []string) (Config, error) {
 	if cfg.Profile.IdentifierPrefix == "" && cfg.Org.ID != "" {
 		cfg.Profile.IdentifierPrefix = "org.vestibule." + cfg.Org.ID
 	}
+	if cfg.DataDir != "" && cfg.SCEP.CACertFile == "" && cfg.SCEP.CAKeyFile == "" {
+		cfg.SCEP.CACertFile = filepath.Join(cfg.DataDir, "ca.pem")
+		cfg.SCEP.CAKeyFile = filepath.Join(cfg.DataDir, "ca.key")
+	}
 	if cfg.Signer.Backend == "local" && cfg.Signer.LocalKeyFile == "" && cfg.DataDir != "" {
 		cfg.Signer.LocalKeyFile = filepath.Join(cfg.DataDir, "hmac-keys.json")
 	}
@@ -234,6 +257,9 @@ func fillDev(cfg *Config) {
 	}
 	if cfg.MDM.Topic == "" {
 		cfg.MDM.Topic = DevTopic
+	}
+	if cfg.MDM.PostApprovalProfiles == "" {
+		cfg.MDM.PostApprovalProfiles = filepath.Join("configs", "profiles")
 	}
 }
 
@@ -337,6 +363,23 @@ func (c Config) Validate() error {
 		bad("signer.backend", fmt.Sprintf("%q is not one of local, vault", c.Signer.Backend))
 	}
 	required("mdm.topic", c.MDM.Topic)
+	if c.MDM.TrustedProxyHeader != "" && len(c.MDM.TrustedProxyCIDRs) == 0 {
+		bad("mdm.trusted_proxy_cidrs", "is required with trusted_proxy_header: the header is believed only from these networks")
+	}
+	for _, p := range c.MDM.TrustedProxyCIDRs {
+		if _, err := netip.ParsePrefix(p); err != nil {
+			bad("mdm.trusted_proxy_cidrs", fmt.Sprintf("%q is not a CIDR prefix", p))
+		}
+	}
+	if (c.SCEP.CACertFile == "") != (c.SCEP.CAKeyFile == "") {
+		bad("scep", "ca_cert_file and ca_key_file go together")
+	}
+	if c.SCEP.CertValidity.D() < time.Hour || c.SCEP.CertValidity.D() > 5*365*24*time.Hour {
+		bad("scep.cert_validity", "must be between 1h and 5 years")
+	}
+	if c.SCEP.MinRSABits < 2048 || c.SCEP.MinRSABits > 8192 {
+		bad("scep.min_rsa_bits", "must be between 2048 and 8192")
+	}
 	if !c.Dev {
 		required("profile.signing_cert_file", c.Profile.SigningCertFile)
 		required("profile.signing_key_file", c.Profile.SigningKeyFile)

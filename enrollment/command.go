@@ -2,6 +2,7 @@ package enrollment
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -113,7 +114,9 @@ func (c *Commands) Next(ctx context.Context, e Enrollment, r Report) (Command, e
 	case "Acknowledged", "Error", "CommandFormatError", "NotNow":
 		st := map[string]CommandStatus{"Acknowledged": CommandAcknowledged, "Error": CommandError,
 			"CommandFormatError": CommandFormatError, "NotNow": CommandNotNow}[r.Status]
-		if err := c.store.RecordResult(ctx, e.ID, r.CommandUUID, st, r.Raw, now); err != nil {
+		// A report for a command not in flight (a duplicate, or one we
+		// never sent) changes nothing; the device still gets what it is owed.
+		if err := c.store.RecordResult(ctx, e.ID, r.CommandUUID, st, r.Raw, now); err != nil && !errors.Is(err, ErrNotFound) {
 			return Command{}, fmt.Errorf("record result: %w", err)
 		}
 	default:

@@ -4,11 +4,14 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"time"
 
 	"github.com/vestibule-mdm/vestibule/auth"
+	"github.com/vestibule-mdm/vestibule/checkin"
 	"github.com/vestibule-mdm/vestibule/config"
 	"github.com/vestibule-mdm/vestibule/enrollment"
+	"github.com/vestibule-mdm/vestibule/scep"
 	"github.com/vestibule-mdm/vestibule/store"
 )
 
@@ -28,6 +31,8 @@ type App struct {
 	APITokens    *auth.APITokens
 	Profiles     *Profiles
 	CA           keyPair
+	SCEP         *scep.Service
+	Checkin      *checkin.Service
 	closers      []func() error
 }
 
@@ -59,17 +64,52 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger, migrate boo
 	a.Reservations = enrollment.NewReservations(st, a.Tokens, cfg.Org.ID, cfg.Enroll.TokenTTL.D(), time.Now)
 	a.Users = enrollment.NewUsers(st, time.Now)
 	a.Commands = enrollment.NewCommands(st, time.Now)
-	a.Enrollments = enrollment.NewEnrollments(st, a.Tokens, nil, time.Now)
+	a.Enrollments = enrollment.NewEnrollments(st, a.Tokens, postApproval{dir: cfg.MDM.PostApprovalProfiles}, time.Now)
 	a.APITokens = auth.NewAPITokens(st, time.Now)
-	if a.CA, _, err = devCA(cfg.DataDir, cfg.Org.Name); err != nil {
+	if a.CA, err = loadCA(cfg, log); err != nil {
 		a.Close()
-		return nil, fmt.Errorf("CA: %w", err)
+		return nil, err
 	}
 	if a.Profiles, err = NewProfiles(cfg, a.CA); err != nil {
 		a.Close()
 		return nil, err
 	}
+	a.SCEP, err = scep.New(scep.Options{Authority: a.CA, Store: st, Validity: cfg.SCEP.CertValidity.D(),
+		MinRSABits: cfg.SCEP.MinRSABits, Logger: log})
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
+	var proxies []netip.Prefix
+	for _, c := range cfg.MDM.TrustedProxyCIDRs {
+		proxies = append(proxies, netip.MustParsePrefix(c)) // validated by config
+	}
+	a.Checkin, err = checkin.New(checkin.Options{Gate: a.Enrollments, Queue: a.Commands, Certs: store.CheckinCertificates{Store: st},
+		Audit: st, CA: a.CA.Cert, TrustedProxy: checkin.TrustedProxy{Header: cfg.MDM.TrustedProxyHeader, Networks: proxies}, Logger: log})
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
 	return a, nil
+}
+
+// loadCA reads the SCEP CA; --dev creates it on first start.
+func loadCA(cfg config.Config, log *slog.Logger) (keyPair, error) {
+	if cfg.Dev {
+		ca, created, err := InitCA(cfg.SCEP.CACertFile, cfg.SCEP.CAKeyFile, cfg.Org.Name, 2048)
+		if err != nil {
+			return keyPair{}, fmt.Errorf("dev CA: %w", err)
+		}
+		if created {
+			log.Info("generated a development CA", "cert", cfg.SCEP.CACertFile)
+		}
+		return ca, nil
+	}
+	ca, err := loadKeyPair(cfg.SCEP.CACertFile, cfg.SCEP.CAKeyFile)
+	if err != nil {
+		return keyPair{}, fmt.Errorf("SCEP CA (scep.ca_cert_file, scep.ca_key_file): %w; create one with `vestibule ca init`", err)
+	}
+	return ca, nil
 }
 
 func (a *App) schema(ctx context.Context, migrate bool) error {

@@ -22,6 +22,19 @@ type keyPair struct {
 	Key  crypto.Signer
 }
 
+// Certificate, Signer and Decrypter make a key pair a SCEP authority.
+func (kp keyPair) Certificate() *x509.Certificate { return kp.Cert }
+
+// Signer returns the private key.
+func (kp keyPair) Signer() crypto.Signer { return kp.Key }
+
+// Decrypter returns the private key for SCEP envelopes; nil if it cannot
+// decrypt (not RSA).
+func (kp keyPair) Decrypter() crypto.Decrypter {
+	d, _ := kp.Key.(crypto.Decrypter)
+	return d
+}
+
 // loadKeyPair reads a PEM certificate and a PEM private key (PKCS#8, PKCS#1
 // or SEC 1) and checks they belong together.
 func loadKeyPair(certFile, keyFile string) (keyPair, error) {
@@ -118,8 +131,6 @@ func issue(tmpl *x509.Certificate, issuer *keyPair, bits int) (keyPair, error) {
 
 // Development PKI file names in the data dir.
 const (
-	DevCACertFile      = "ca.pem"
-	DevCAKeyFile       = "ca.key"
 	devProfileCertFile = "profile-signing.pem"
 	devProfileKeyFile  = "profile-signing.key"
 )
@@ -146,20 +157,20 @@ func loadOrCreate(certFile, keyFile string, create func() (keyPair, error)) (key
 	return kp, true, nil
 }
 
-// devCA is the CA of --dev: it issues device identities over SCEP and the
-// profile-signing certificate.
-func devCA(dataDir, orgName string) (keyPair, bool, error) {
-	return loadOrCreate(filepath.Join(dataDir, DevCACertFile), filepath.Join(dataDir, DevCAKeyFile), func() (keyPair, error) {
+// InitCA creates the SCEP CA key pair at the configured paths unless it
+// exists; created says which.
+func InitCA(certFile, keyFile, orgName string, bits int) (keyPair, bool, error) {
+	return loadOrCreate(certFile, keyFile, func() (keyPair, error) {
 		now := time.Now()
 		return issue(&x509.Certificate{
-			Subject:               pkix.Name{CommonName: orgName + " Vestibule Dev CA", Organization: []string{orgName}},
+			Subject:               pkix.Name{CommonName: orgName + " Device CA", Organization: []string{orgName}},
 			NotBefore:             now.Add(-time.Hour),
 			NotAfter:              now.AddDate(10, 0, 0),
 			KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 			BasicConstraintsValid: true,
 			IsCA:                  true,
 			MaxPathLenZero:        true,
-		}, nil, 2048)
+		}, nil, bits)
 	})
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/vestibule-mdm/vestibule/config"
+	"github.com/vestibule-mdm/vestibule/mdm"
 	"github.com/vestibule-mdm/vestibule/store"
 	"github.com/vestibule-mdm/vestibule/web"
 )
@@ -50,11 +51,18 @@ func New(app *App) (*Server, error) {
 		return nil, err
 	}
 	api.Routes(mux)
+	app.SCEP.Routes(mux)
+	app.Checkin.Routes(mux)
 
 	var h http.Handler = mux
 	h = recoverPanics(s.log)(h)
 	h = observe(s.log, metrics)(h)
-	h = limitBody(s.cfg.HTTP.MaxBodyBytes)(h)
+	h = limitBody(func(path string) int64 {
+		if path == "/mdm/connect" {
+			return mdm.MaxReportBody
+		}
+		return s.cfg.HTTP.MaxBodyBytes
+	})(h)
 	h = requestID(h)
 	s.handler = h
 	return s, nil

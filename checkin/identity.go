@@ -1,0 +1,140 @@
+package checkin
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"time"
+
+	"github.com/vestibule-mdm/vestibule/mdm"
+)
+
+// ErrNoIdentity means the request carries no certificate we trust.
+var ErrNoIdentity = errors.New("no trusted device identity")
+
+// CertRecord is what Vestibule recorded when it issued a device certificate.
+type CertRecord struct {
+	ReservationID string
+	NotAfter      time.Time
+	RevokedAt     *time.Time
+}
+
+// CertificateStore finds issued certificates by their SHA-256 fingerprint.
+type CertificateStore interface {
+	CertificateBySHA256(ctx context.Context, fingerprint string) (CertRecord, error)
+}
+
+// TrustedProxy accepts a client certificate forwarded in a header by a TLS
+// terminating proxy, from the listed networks only.
+type TrustedProxy struct {
+	Header   string
+	Networks []netip.Prefix
+}
+
+// identifier establishes the device behind a request.
+type identifier struct {
+	roots *x509.CertPool
+	certs CertificateStore
+	proxy TrustedProxy
+	now   func() time.Time
+}
+
+// identity is a verified device certificate and its issuance record.
+type identity struct {
+	cert   *x509.Certificate
+	record CertRecord
+}
+
+// identify returns the verified identity of the request's sender: the
+// Mdm-Signature over body, or the TLS client certificate, or the trusted
+// proxy's header, in that order. The certificate must chain to our CA for
+// client authentication, be one we issued and recorded, and be neither
+// expired nor revoked.
+func (id *identifier) identify(ctx context.Context, r *http.Request, body []byte) (identity, error) {
+	cert, err := id.certificate(r, body)
+	if err != nil {
+		return identity{}, err
+	}
+	now := id.now()
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: id.roots, CurrentTime: now,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return identity{}, fmt.Errorf("%w: certificate does not chain to the Vestibule CA: %v", ErrNoIdentity, err)
+	}
+	sum := sha256.Sum256(cert.Raw)
+	rec, err := id.certs.CertificateBySHA256(ctx, hex.EncodeToString(sum[:]))
+	if err != nil {
+		return identity{}, fmt.Errorf("%w: certificate %X is not on record: %v", ErrNoIdentity, cert.SerialNumber, err)
+	}
+	if rec.RevokedAt != nil {
+		return identity{}, fmt.Errorf("%w: certificate %X was revoked", ErrNoIdentity, cert.SerialNumber)
+	}
+	if !now.Before(rec.NotAfter) {
+		return identity{}, fmt.Errorf("%w: certificate %X expired", ErrNoIdentity, cert.SerialNumber)
+	}
+	return identity{cert: cert, record: rec}, nil
+}
+
+func (id *identifier) certificate(r *http.Request, body []byte) (*x509.Certificate, error) {
+	if h := r.Header.Get(mdm.SignatureHeader); h != "" {
+		cert, err := mdm.VerifySignature(h, body)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrNoIdentity, err)
+		}
+		return cert, nil
+	}
+	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+		return r.TLS.PeerCertificates[0], nil
+	}
+	if id.proxy.Header != "" {
+		if v := r.Header.Get(id.proxy.Header); v != "" {
+			if !id.fromProxy(r) {
+				return nil, fmt.Errorf("%w: %s header from an untrusted address", ErrNoIdentity, id.proxy.Header)
+			}
+			return parseForwardedCert(v)
+		}
+	}
+	return nil, fmt.Errorf("%w: no Mdm-Signature and no client certificate", ErrNoIdentity)
+}
+
+func (id *identifier) fromProxy(r *http.Request) bool {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return false
+	}
+	addr, err := netip.ParseAddr(host)
+	if err != nil {
+		return false
+	}
+	for _, p := range id.proxy.Networks {
+		if p.Contains(addr.Unmap()) {
+			return true
+		}
+	}
+	return false
+}
+
+// parseForwardedCert reads a URL-escaped PEM certificate, the form nginx's
+// $ssl_client_escaped_cert and most proxies forward.
+func parseForwardedCert(v string) (*x509.Certificate, error) {
+	unescaped, err := url.QueryUnescape(v)
+	if err != nil {
+		return nil, fmt.Errorf("%w: forwarded certificate: %v", ErrNoIdentity, err)
+	}
+	block, _ := pem.Decode([]byte(unescaped))
+	if block == nil || block.Type != "CERTIFICATE" {
+		return nil, fmt.Errorf("%w: forwarded certificate is not PEM", ErrNoIdentity)
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("%w: forwarded certificate: %v", ErrNoIdentity, err)
+	}
+	return cert, nil
+}

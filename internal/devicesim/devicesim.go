@@ -1,0 +1,331 @@
+// Package devicesim behaves like an Apple device on the wire, for tests and
+// the load generator: it reads a real enrollment profile, enrolls over SCEP,
+// signs every check-in with an Mdm-Signature, and answers commands. It is a
+// test double of a device, not of anything in Vestibule.
+package devicesim
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net/http"
+	"time"
+
+	"github.com/micromdm/plist"
+	"github.com/smallstep/pkcs7"
+	smallscep "github.com/smallstep/scep"
+	"github.com/smallstep/scep/x509util"
+
+	"github.com/vestibule-mdm/vestibule/mdm"
+)
+
+// Profile is what a device reads from an enrollment profile.
+type Profile struct {
+	SCEPURL    string
+	Challenge  string
+	CN         string
+	KeySize    int
+	ServerURL  string
+	CheckInURL string
+	Topic      string
+}
+
+// ParseProfile reads a signed (or unsigned) enrollment profile.
+func ParseProfile(b []byte) (Profile, error) {
+	content := b
+	if p7, err := pkcs7.Parse(b); err == nil {
+		if err := p7.Verify(); err != nil {
+			return Profile{}, fmt.Errorf("profile signature: %w", err)
+		}
+		content = p7.Content
+	}
+	var doc struct {
+		PayloadContent []map[string]any
+	}
+	if err := plist.Unmarshal(content, &doc); err != nil {
+		return Profile{}, fmt.Errorf("profile: %w", err)
+	}
+	var p Profile
+	for _, pl := range doc.PayloadContent {
+		switch pl["PayloadType"] {
+		case "com.apple.security.scep":
+			c, _ := pl["PayloadContent"].(map[string]any)
+			p.SCEPURL, _ = c["URL"].(string)
+			p.Challenge, _ = c["Challenge"].(string)
+			if ks, ok := c["Keysize"].(uint64); ok {
+				p.KeySize = int(ks)
+			}
+			if subj, ok := c["Subject"].([]any); ok && len(subj) > 0 {
+				if rdn, ok := subj[0].([]any); ok && len(rdn) > 0 {
+					if kv, ok := rdn[0].([]any); ok && len(kv) == 2 {
+						p.CN, _ = kv[1].(string)
+					}
+				}
+			}
+		case "com.apple.mdm":
+			p.ServerURL, _ = pl["ServerURL"].(string)
+			p.CheckInURL, _ = pl["CheckInURL"].(string)
+			p.Topic, _ = pl["Topic"].(string)
+		}
+	}
+	if p.SCEPURL == "" || p.CheckInURL == "" || p.ServerURL == "" || p.CN == "" {
+		return Profile{}, errors.New("profile lacks a SCEP or MDM payload")
+	}
+	return p, nil
+}
+
+// Device is one simulated device.
+type Device struct {
+	UDID, Serial, Model, OSVersion, DeviceName string
+
+	Client  *http.Client
+	Profile Profile
+	Key     *rsa.PrivateKey
+	Cert    *x509.Certificate
+	// PushToken is what TokenUpdate sends.
+	PushToken []byte
+}
+
+// New returns a device with random identifiers.
+func New(client *http.Client, serial string) *Device {
+	tok := make([]byte, 32)
+	_, _ = rand.Read(tok)
+	return &Device{UDID: mdm.NewUUID(), Serial: serial, Model: "Mac14,9", OSVersion: "14.5", DeviceName: "Simulated Mac",
+		Client: client, PushToken: tok}
+}
+
+// Install reads an enrollment profile, as a person installing it would.
+func (d *Device) Install(profile []byte) error {
+	p, err := ParseProfile(profile)
+	if err != nil {
+		return err
+	}
+	d.Profile = p
+	return nil
+}
+
+// SCEPError is a SCEP failure answer.
+type SCEPError struct{ FailInfo string }
+
+func (e *SCEPError) Error() string { return "SCEP failure: " + e.FailInfo }
+
+// Enroll gets the identity certificate over SCEP with the profile's
+// challenge, generating a key unless the device already has one (a retry).
+func (d *Device) Enroll(ctx context.Context) error {
+	return d.enroll(ctx, d.Profile.Challenge, d.Profile.CN)
+}
+
+// EnrollWith lets a test choose the challenge and subject.
+func (d *Device) EnrollWith(ctx context.Context, challenge, cn string) error {
+	return d.enroll(ctx, challenge, cn)
+}
+
+func (d *Device) enroll(ctx context.Context, challenge, cn string) error {
+	caCert, err := d.caCert(ctx)
+	if err != nil {
+		return err
+	}
+	if d.Key == nil {
+		bits := d.Profile.KeySize
+		if bits == 0 {
+			bits = 2048
+		}
+		if d.Key, err = rsa.GenerateKey(rand.Reader, bits); err != nil {
+			return err
+		}
+	}
+	reqDER, err := x509util.CreateCertificateRequest(rand.Reader, &x509util.CertificateRequest{
+		CertificateRequest: x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}, SignatureAlgorithm: x509.SHA256WithRSA},
+		ChallengePassword:  challenge,
+	}, d.Key)
+	if err != nil {
+		return err
+	}
+	csr, err := x509.ParseCertificateRequest(reqDER)
+	if err != nil {
+		return err
+	}
+	signer, err := selfSigned(d.Key, cn)
+	if err != nil {
+		return err
+	}
+	msg, err := smallscep.NewCSRRequest(csr, &smallscep.PKIMessage{MessageType: smallscep.PKCSReq, Recipients: []*x509.Certificate{caCert},
+		SignerKey: d.Key, SignerCert: signer})
+	if err != nil {
+		return err
+	}
+	resp, err := d.do(ctx, http.MethodPost, d.Profile.SCEPURL+"?operation=PKIOperation", "application/x-pki-message", msg.Raw, nil)
+	if err != nil {
+		return err
+	}
+	if resp.status != http.StatusOK {
+		return fmt.Errorf("SCEP: HTTP %d", resp.status)
+	}
+	rep, err := smallscep.ParsePKIMessage(resp.body, smallscep.WithCACerts([]*x509.Certificate{caCert}))
+	if err != nil {
+		return fmt.Errorf("SCEP reply: %w", err)
+	}
+	if rep.PKIStatus != smallscep.SUCCESS {
+		return &SCEPError{FailInfo: rep.FailInfo.String()}
+	}
+	if err := rep.DecryptPKIEnvelope(signer, d.Key); err != nil {
+		return fmt.Errorf("SCEP reply: %w", err)
+	}
+	d.Cert = rep.CertRepMessage.Certificate
+	return nil
+}
+
+func (d *Device) caCert(ctx context.Context) (*x509.Certificate, error) {
+	resp, err := d.do(ctx, http.MethodGet, d.Profile.SCEPURL+"?operation=GetCACert", "", nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	if resp.status != http.StatusOK {
+		return nil, fmt.Errorf("GetCACert: HTTP %d", resp.status)
+	}
+	return x509.ParseCertificate(resp.body)
+}
+
+func selfSigned(key *rsa.PrivateKey, cn string) (*x509.Certificate, error) {
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn}, NotBefore: time.Now().Add(-time.Hour),
+		NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return nil, err
+	}
+	return x509.ParseCertificate(der)
+}
+
+type response struct {
+	status int
+	body   []byte
+}
+
+func (d *Device) do(ctx context.Context, method, url, contentType string, body []byte, header http.Header) (response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
+	if err != nil {
+		return response{}, err
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := d.Client.Do(req)
+	if err != nil {
+		return response{}, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return response{status: resp.StatusCode, body: b}, err
+}
+
+// Checkin sends a check-in message signed with the device certificate and
+// returns the HTTP status.
+func (d *Device) Checkin(ctx context.Context, msg map[string]any) (int, error) {
+	body, err := plist.Marshal(msg)
+	if err != nil {
+		return 0, err
+	}
+	return d.SendSigned(ctx, d.Profile.CheckInURL, "application/x-apple-aspen-mdm-checkin", body)
+}
+
+// SendSigned PUTs body with an Mdm-Signature made by the device key.
+func (d *Device) SendSigned(ctx context.Context, url, contentType string, body []byte) (int, error) {
+	h := http.Header{}
+	if d.Cert != nil {
+		sig, err := mdm.Sign(body, d.Cert, d.Key)
+		if err != nil {
+			return 0, err
+		}
+		h.Set(mdm.SignatureHeader, sig)
+	}
+	resp, err := d.do(ctx, http.MethodPut, url, contentType, body, h)
+	return resp.status, err
+}
+
+// Authenticate sends the Authenticate check-in.
+func (d *Device) Authenticate(ctx context.Context) (int, error) {
+	return d.Checkin(ctx, map[string]any{"MessageType": "Authenticate", "UDID": d.UDID, "SerialNumber": d.Serial, "Model": d.Model,
+		"ModelName": "MacBook Pro", "ProductName": d.Model, "OSVersion": d.OSVersion, "BuildVersion": "23F79", "DeviceName": d.DeviceName,
+		"Topic": d.Profile.Topic})
+}
+
+// TokenUpdate sends the push token.
+func (d *Device) TokenUpdate(ctx context.Context) (int, error) {
+	return d.Checkin(ctx, map[string]any{"MessageType": "TokenUpdate", "UDID": d.UDID, "Topic": d.Profile.Topic,
+		"Token": d.PushToken, "PushMagic": "push-magic-" + d.UDID, "AwaitingConfiguration": false})
+}
+
+// CheckOut says the profile was removed.
+func (d *Device) CheckOut(ctx context.Context) (int, error) {
+	return d.Checkin(ctx, map[string]any{"MessageType": "CheckOut", "UDID": d.UDID, "Topic": d.Profile.Topic})
+}
+
+// Command is a command the server sent.
+type Command struct {
+	UUID        string
+	RequestType string
+	Raw         []byte
+}
+
+// Connect sends a command report and returns the server's answer: status,
+// and the next command if there is one.
+func (d *Device) Connect(ctx context.Context, status, commandUUID string) (int, *Command, error) {
+	report := map[string]any{"UDID": d.UDID, "Status": status}
+	if commandUUID != "" {
+		report["CommandUUID"] = commandUUID
+	}
+	body, err := plist.Marshal(report)
+	if err != nil {
+		return 0, nil, err
+	}
+	h := http.Header{}
+	sig, err := mdm.Sign(body, d.Cert, d.Key)
+	if err != nil {
+		return 0, nil, err
+	}
+	h.Set(mdm.SignatureHeader, sig)
+	resp, err := d.do(ctx, http.MethodPut, d.Profile.ServerURL, "application/x-apple-aspen-mdm", body, h)
+	if err != nil || resp.status != http.StatusOK || len(resp.body) == 0 {
+		return resp.status, nil, err
+	}
+	var cmd struct {
+		CommandUUID string
+		Command     struct{ RequestType string }
+	}
+	if err := plist.Unmarshal(resp.body, &cmd); err != nil {
+		return resp.status, nil, fmt.Errorf("command: %w", err)
+	}
+	return resp.status, &Command{UUID: cmd.CommandUUID, RequestType: cmd.Command.RequestType, Raw: resp.body}, nil
+}
+
+// DrainCommands acknowledges every command until the server has none, and
+// returns the request types in the order received.
+func (d *Device) DrainCommands(ctx context.Context, limit int) ([]string, error) {
+	var types []string
+	status, uuid := "Idle", ""
+	for range limit {
+		code, cmd, err := d.Connect(ctx, status, uuid)
+		if err != nil {
+			return types, err
+		}
+		if code != http.StatusOK {
+			return types, fmt.Errorf("connect: HTTP %d", code)
+		}
+		if cmd == nil {
+			return types, nil
+		}
+		types = append(types, cmd.RequestType)
+		status, uuid = "Acknowledged", cmd.UUID
+	}
+	return types, fmt.Errorf("still getting commands after %d", limit)
+}

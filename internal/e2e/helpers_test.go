@@ -1,0 +1,67 @@
+package e2e
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/vestibule-mdm/vestibule/config"
+	"github.com/vestibule-mdm/vestibule/enrollment"
+	"github.com/vestibule-mdm/vestibule/internal/devicesim"
+	"github.com/vestibule-mdm/vestibule/server"
+)
+
+// selfSign gives a device a self-made client certificate with the right CN:
+// what an attacker without our CA can do.
+func selfSign(d *devicesim.Device, cn string) error {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return err
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(99), Subject: pkix.Name{CommonName: cn}, NotBefore: time.Now().Add(-time.Hour),
+		NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return err
+	}
+	d.Cert, _ = x509.ParseCertificate(der)
+	d.Key = key
+	return nil
+}
+
+// newEnvOn starts a server on an existing database; both instances share
+// the data dir's keys, as replicas share their configuration.
+func newEnvOn(t *testing.T, dsn, dataDir string) *env {
+	t.Helper()
+	ctx := context.Background()
+	cfg, err := config.Load(config.Overrides{Dev: true, DataDir: dataDir, DB: dsn}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewUnstartedServer(nil)
+	cfg.PublicURL = "http://" + ts.Listener.Addr().String()
+	app, err := server.Build(ctx, cfg, nil, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { app.Close() })
+	srv, err := server.New(app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.Config.Handler = srv.Handler()
+	ts.Start()
+	t.Cleanup(ts.Close)
+	if _, err := app.Store.UserByEmail(ctx, "alice@example.com"); err != nil {
+		if _, err := app.Users.Add(ctx, admin, enrollment.UserInput{Email: "alice@example.com"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return &env{t: t, url: ts.URL, app: app, ctx: ctx}
+}

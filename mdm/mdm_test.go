@@ -1,0 +1,246 @@
+package mdm
+
+import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"errors"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/micromdm/plist"
+)
+
+func readTestdata(t testing.TB, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestDecodeCheckin(t *testing.T) {
+	for _, tc := range []struct {
+		file  string
+		check func(t *testing.T, m any)
+	}{
+		{"authenticate_macos.plist", func(t *testing.T, m any) {
+			a := m.(*Authenticate)
+			if a.UDID != "0000FE00-5FADE1A3D4EE0A4C" || a.SerialNumber != "C02XL0GHJGH5" || a.Model != "Mac14,9" || a.OSVersion != "14.5" ||
+				a.DeviceName != "Alice's MacBook Pro" || !a.DeviceChannel() {
+				t.Errorf("%+v", a)
+			}
+		}},
+		{"authenticate_ios.plist", func(t *testing.T, m any) {
+			a := m.(*Authenticate)
+			if a.IMEI != "35 391310 123456 7" || a.MEID != "35391310123456" || a.ProductName != "iPhone15,3" {
+				t.Errorf("%+v", a)
+			}
+		}},
+		{"tokenupdate.plist", func(t *testing.T, m any) {
+			u := m.(*TokenUpdate)
+			if len(u.Token) != 32 || u.PushMagic == "" || len(u.UnlockToken) == 0 || u.AwaitingConfiguration {
+				t.Errorf("%+v", u)
+			}
+		}},
+		{"checkout.plist", func(t *testing.T, m any) {
+			if m.(*CheckOut).UDID == "" {
+				t.Error("no UDID")
+			}
+		}},
+		{"user_authenticate.plist", func(t *testing.T, m any) {
+			u := m.(*UserAuthenticate)
+			if u.DeviceChannel() || u.UserShortName != "alice" {
+				t.Errorf("%+v", u)
+			}
+		}},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			m, err := DecodeCheckin(readTestdata(t, tc.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.check(t, m)
+		})
+	}
+}
+
+func plistOf(t testing.TB, v map[string]any) []byte {
+	b, err := plist.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestDecodeCheckinRefusals(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		body []byte
+		want error
+	}{
+		{"error/empty", nil, ErrMalformed},
+		{"error/not a plist", []byte("hello"), ErrMalformed},
+		{"error/truncated", readTestdata(t, "authenticate_macos.plist")[:200], ErrMalformed},
+		{"error/json", []byte(`{"MessageType":"Authenticate"}`), ErrMalformed},
+		{"error/no message type", plistOf(t, map[string]any{"UDID": "x"}), ErrMissingField},
+		{"error/unknown message type", plistOf(t, map[string]any{"MessageType": "Frobnicate", "UDID": "x"}), ErrUnknownMessageType},
+		{"error/authenticate without UDID", plistOf(t, map[string]any{"MessageType": "Authenticate", "Topic": "t"}), ErrMissingField},
+		{"error/authenticate without topic", plistOf(t, map[string]any{"MessageType": "Authenticate", "UDID": "x"}), ErrMissingField},
+		{"error/token update without token", plistOf(t, map[string]any{"MessageType": "TokenUpdate", "UDID": "x", "Topic": "t", "PushMagic": "m"}), ErrMissingField},
+		{"error/wrong type for UDID", plistOf(t, map[string]any{"MessageType": "Authenticate", "UDID": 5, "Topic": "t"}), ErrMalformed},
+		{"error/checkout without id", plistOf(t, map[string]any{"MessageType": "CheckOut"}), ErrMissingField},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := DecodeCheckin(tc.body); !errors.Is(err, tc.want) {
+				t.Fatalf("got %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestDecodeCommandReport(t *testing.T) {
+	r, err := DecodeCommandReport(readTestdata(t, "report_error.plist"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Status != StatusError || r.CommandUUID == "" || len(r.ErrorChain) != 1 || r.ErrorChain[0].ErrorCode != 4001 || len(r.Raw) == 0 {
+		t.Errorf("%+v", r)
+	}
+	if r, err := DecodeCommandReport(readTestdata(t, "report_idle.plist")); err != nil || r.Status != StatusIdle {
+		t.Errorf("idle: %+v %v", r, err)
+	}
+	for _, tc := range []struct {
+		name string
+		body []byte
+		want error
+	}{
+		{"error/garbage", []byte("<plist><dict><key>"), ErrMalformed},
+		{"error/no status", plistOf(t, map[string]any{"UDID": "x"}), ErrMissingField},
+		{"error/unknown status", plistOf(t, map[string]any{"UDID": "x", "Status": "Maybe"}), ErrMalformed},
+		{"error/ack without uuid", plistOf(t, map[string]any{"UDID": "x", "Status": "Acknowledged"}), ErrMissingField},
+		{"error/no udid", plistOf(t, map[string]any{"Status": "Idle"}), ErrMissingField},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := DecodeCommandReport(tc.body); !errors.Is(err, tc.want) {
+				t.Fatalf("got %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestCommandsEncode(t *testing.T) {
+	for _, c := range []Command{NewDeviceInformation(), NewProfileList(), NewInstallProfile([]byte("<profile/>"))} {
+		b, err := c.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var back struct {
+			CommandUUID string
+			Command     map[string]any
+		}
+		if err := plist.Unmarshal(b, &back); err != nil {
+			t.Fatal(err)
+		}
+		if back.CommandUUID != c.CommandUUID || back.Command["RequestType"] != c.RequestType() {
+			t.Errorf("%s: %+v", c.RequestType(), back)
+		}
+		if c.RequestType() == "InstallProfile" && string(back.Command["Payload"].([]byte)) != "<profile/>" {
+			t.Error("profile payload changed")
+		}
+	}
+	if NewUUID() == NewUUID() {
+		t.Error("UUIDs repeat")
+	}
+}
+
+func selfSigned(t testing.TB) (*x509.Certificate, *rsa.PrivateKey) {
+	key, _ := rsa.GenerateKey(rand.Reader, 2048)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "device"}, NotBefore: time.Now().Add(-time.Hour),
+		NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	return cert, key
+}
+
+func TestVerifySignature(t *testing.T) {
+	cert, key := selfSigned(t)
+	body := readTestdata(t, "authenticate_macos.plist")
+	sig, err := Sign(body, cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := VerifySignature(sig, body)
+	if err != nil || !got.Equal(cert) {
+		t.Fatalf("verify: %v", err)
+	}
+	der, _ := base64.StdEncoding.DecodeString(sig)
+	for _, tc := range []struct {
+		name   string
+		header string
+		body   []byte
+		want   error
+	}{
+		{"error/missing", "", body, ErrNoSignature},
+		{"error/not base64", "!!!", body, ErrBadSignature},
+		{"error/not CMS", base64.StdEncoding.EncodeToString([]byte("hello")), body, ErrBadSignature},
+		{"error/truncated CMS", base64.StdEncoding.EncodeToString(der[:len(der)/2]), body, ErrBadSignature},
+		{"error/other body", sig, []byte(strings.Replace(string(body), "C02XL0GHJGH5", "C02XL0GHJGH6", 1)), ErrBadSignature},
+		{"error/huge header", strings.Repeat("A", 64<<10), body, ErrBadSignature},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := VerifySignature(tc.header, tc.body); !errors.Is(err, tc.want) {
+				t.Fatalf("got %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+func FuzzDecodeCheckin(f *testing.F) {
+	for _, name := range []string{"authenticate_macos.plist", "authenticate_ios.plist", "tokenupdate.plist", "checkout.plist", "user_authenticate.plist"} {
+		f.Add(readTestdata(f, name))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		m, err := DecodeCheckin(body)
+		if err == nil && m == nil {
+			t.Fatal("nil message without error")
+		}
+	})
+}
+
+func FuzzDecodeCommandReport(f *testing.F) {
+	for _, name := range []string{"report_idle.plist", "report_error.plist"} {
+		f.Add(readTestdata(f, name))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		r, err := DecodeCommandReport(body)
+		if err == nil && (r.ID() == "" || r.Status == "") {
+			t.Fatalf("accepted a report without identity or status: %+v", r)
+		}
+	})
+}
+
+func FuzzVerifySignature(f *testing.F) {
+	cert, key := selfSigned(f)
+	body := []byte("<plist/>")
+	sig, _ := Sign(body, cert, key)
+	f.Add(sig, body)
+	f.Add("", body)
+	f.Add("MIIB", []byte{})
+	f.Fuzz(func(t *testing.T, header string, b []byte) {
+		c, err := VerifySignature(header, b)
+		if err == nil && c == nil {
+			t.Fatal("verified without a certificate")
+		}
+	})
+}

@@ -1,0 +1,314 @@
+package scep
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/smallstep/pkcs7"
+	smallscep "github.com/smallstep/scep"
+
+	"github.com/vestibule-mdm/vestibule/enrollment"
+)
+
+// Certificate is the record of an issued certificate.
+type Certificate struct {
+	Serial        string
+	SHA256        string
+	Subject       string
+	NotBefore     time.Time
+	NotAfter      time.Time
+	ReservationID string
+	KeySHA256     string
+	TransactionID string
+	DER           []byte
+	IssuedAt      time.Time
+	RevokedAt     *time.Time
+	RevokeReason  string
+}
+
+// Store is what issuance needs from storage.
+type Store interface {
+	// OpenReservationForChallenge returns the ID of the open, unexpired
+	// reservation whose unused challenge has this hash, or ErrNotFound.
+	OpenReservationForChallenge(ctx context.Context, challengeHash string, now time.Time) (string, error)
+	// IssuedByTransaction finds a certificate issued for a transaction ID
+	// and public key (a device retrying after a lost reply).
+	IssuedByTransaction(ctx context.Context, transactionID, keySHA256 string) (Certificate, error)
+	// RecordIssued stores cert and, when challengeHash is set, consumes that
+	// challenge of cert's reservation in the same transaction: if it is no
+	// longer unused, open and unexpired, nothing is stored and the error
+	// wraps ErrConflict.
+	RecordIssued(ctx context.Context, cert Certificate, challengeHash string, now time.Time, ev enrollment.AuditEvent) error
+	// CertificateBySHA256 finds a certificate we issued.
+	CertificateBySHA256(ctx context.Context, fingerprint string) (Certificate, error)
+	// EnrollmentApproved reports whether the enrollment of a reservation is
+	// approved.
+	EnrollmentApproved(ctx context.Context, reservationID string) (bool, error)
+	AppendAudit(ctx context.Context, ev enrollment.AuditEvent) error
+}
+
+// Options configure the service.
+type Options struct {
+	Authority Authority
+	Store     Store
+	// Validity of issued certificates.
+	Validity time.Duration
+	// MinRSABits is the smallest device key accepted.
+	MinRSABits int
+	Logger     *slog.Logger
+	Now        func() time.Time
+}
+
+// Validate names what is wrong.
+func (o Options) Validate() error {
+	switch {
+	case o.Authority == nil:
+		return errors.New("scep: Authority is required")
+	case o.Store == nil:
+		return errors.New("scep: Store is required")
+	case o.Validity < time.Hour:
+		return errors.New("scep: Validity must be at least 1h")
+	case o.MinRSABits < 2048:
+		return errors.New("scep: MinRSABits must be at least 2048")
+	}
+	if _, ok := o.Authority.Certificate().PublicKey.(*rsa.PublicKey); !ok {
+		return errors.New("scep: the CA key must be RSA: SCEP clients encrypt their requests to it")
+	}
+	return nil
+}
+
+// Service issues device certificates.
+type Service struct {
+	ca       Authority
+	store    Store
+	validity time.Duration
+	minBits  int
+	log      *slog.Logger
+	now      func() time.Time
+}
+
+var setCipher sync.Once
+
+// New returns the SCEP service.
+func New(o Options) (*Service, error) {
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	// The pkcs7 library chooses the cipher of every envelope it makes from
+	// a package variable whose default is DES. Responses to devices must be
+	// AES; nothing else in Vestibule encrypts with pkcs7.
+	setCipher.Do(func() { pkcs7.ContentEncryptionAlgorithm = pkcs7.EncryptionAlgorithmAES256CBC })
+	return &Service{ca: o.Authority, store: o.Store, validity: o.Validity, minBits: o.MinRSABits, log: o.Logger, now: o.Now}, nil
+}
+
+// refusal is a request refused with a SCEP failure: info goes to the device,
+// reason to the log and the audit log.
+type refusal struct {
+	info   smallscep.FailInfo
+	reason error
+}
+
+func (r *refusal) Error() string { return r.reason.Error() }
+
+func refuse(info smallscep.FailInfo, format string, args ...any) *refusal {
+	return &refusal{info: info, reason: fmt.Errorf(format, args...)}
+}
+
+// PKIOperation answers one SCEP message: a signed CertRep with the
+// certificate, or a CertRep FAILURE. An error means the message could not
+// be read as SCEP at all (the handler answers 400).
+func (s *Service) PKIOperation(ctx context.Context, data []byte, remoteIP string) ([]byte, error) {
+	msg, err := smallscep.ParsePKIMessage(data)
+	if err != nil {
+		return nil, fmt.Errorf("parse SCEP message: %w", err)
+	}
+	cert, rerr := s.handle(ctx, msg, data)
+	if rerr != nil {
+		s.log.WarnContext(ctx, "SCEP request refused", "transaction", string(msg.TransactionID), "type", msg.MessageType.String(),
+			"fail_info", rerr.info.String(), "reason", rerr.reason, "remote_ip", remoteIP)
+		ev := enrollment.AuditEvent{At: s.now(), Actor: "scep:" + remoteIP, Action: "scep.refuse", TargetType: "scep_transaction",
+			TargetID: truncate(string(msg.TransactionID), 128), RemoteIP: remoteIP, Outcome: enrollment.OutcomeRefused, Detail: rerr.reason.Error()}
+		if err := s.store.AppendAudit(ctx, ev); err != nil {
+			s.log.ErrorContext(ctx, "audit of a refused SCEP request failed", "err", err)
+		}
+		rep, err := msg.Fail(s.ca.Certificate(), s.ca.Signer(), rerr.info)
+		if err != nil {
+			return nil, fmt.Errorf("SCEP failure reply: %w", err)
+		}
+		return rep.Raw, nil
+	}
+	rep, err := msg.Success(s.ca.Certificate(), s.ca.Signer(), cert)
+	if err != nil {
+		return nil, fmt.Errorf("SCEP success reply: %w", err)
+	}
+	return rep.Raw, nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+func (s *Service) handle(ctx context.Context, msg *smallscep.PKIMessage, data []byte) (*x509.Certificate, *refusal) {
+	switch msg.MessageType {
+	case smallscep.PKCSReq, smallscep.RenewalReq:
+	default:
+		return nil, refuse(smallscep.BadRequest, "message type %s is not supported", msg.MessageType)
+	}
+	if err := msg.DecryptPKIEnvelope(s.ca.Certificate(), s.ca.Decrypter()); err != nil {
+		return nil, refuse(smallscep.BadMessageCheck, "decrypt envelope: %v", err)
+	}
+	csr := msg.CSR
+	if err := csr.CheckSignature(); err != nil {
+		return nil, refuse(smallscep.BadMessageCheck, "CSR signature: %v", err)
+	}
+	pub, ok := csr.PublicKey.(*rsa.PublicKey)
+	if !ok {
+		return nil, refuse(smallscep.BadAlg, "CSR key is %T, not RSA", csr.PublicKey)
+	}
+	if pub.N.BitLen() < s.minBits {
+		return nil, refuse(smallscep.BadAlg, "CSR key has %d bits, under %d", pub.N.BitLen(), s.minBits)
+	}
+	keyDER, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return nil, refuse(smallscep.BadRequest, "CSR key: %v", err)
+	}
+	keySum := sha256.Sum256(keyDER)
+	keyHash := hex.EncodeToString(keySum[:])
+	cn := csr.Subject.CommonName
+
+	// A retry after a lost reply: same transaction, same key.
+	if prev, err := s.store.IssuedByTransaction(ctx, string(msg.TransactionID), keyHash); err == nil {
+		if prev.RevokedAt != nil || prev.ReservationID != cn {
+			return nil, refuse(smallscep.BadRequest, "retry of transaction %s whose certificate is revoked or for another subject", msg.TransactionID)
+		}
+		c, err := x509.ParseCertificate(prev.DER)
+		if err != nil {
+			return nil, refuse(smallscep.BadRequest, "stored certificate: %v", err)
+		}
+		s.log.InfoContext(ctx, "SCEP retry answered with the certificate already issued", "serial", prev.Serial)
+		return c, nil
+	} else if !errors.Is(err, enrollment.ErrNotFound) {
+		return nil, refuse(smallscep.BadRequest, "look up transaction: %v", err)
+	}
+
+	if renewal, rerr := s.renewalSigner(ctx, data); rerr != nil {
+		return nil, rerr
+	} else if renewal != nil {
+		if renewal.ReservationID != cn {
+			return nil, refuse(smallscep.BadRequest, "renewal for CN %q signed by the certificate of reservation %s", cn, renewal.ReservationID)
+		}
+		return s.issue(ctx, csr, cn, keyHash, string(msg.TransactionID), "", "renewal of "+renewal.Serial)
+	}
+	if msg.MessageType == smallscep.RenewalReq {
+		return nil, refuse(smallscep.BadMessageCheck, "RenewalReq not signed by a current certificate")
+	}
+
+	if msg.ChallengePassword == "" {
+		return nil, refuse(smallscep.BadRequest, "no challenge password")
+	}
+	challengeHash := enrollment.HashChallenge(msg.ChallengePassword)
+	resID, err := s.store.OpenReservationForChallenge(ctx, challengeHash, s.now())
+	if err != nil {
+		return nil, refuse(smallscep.BadRequest, "challenge is unknown, used, or its reservation is not open: %v", err)
+	}
+	if cn != resID {
+		return nil, refuse(smallscep.BadRequest, "CSR subject CN %q is not the challenge's reservation %s", truncate(cn, 64), resID)
+	}
+	return s.issue(ctx, csr, resID, keyHash, string(msg.TransactionID), challengeHash, "challenge")
+}
+
+// renewalSigner returns the record of the certificate that signed the
+// message when it is one of ours (a renewal), nil when the signer is a
+// device's self-signed key, and a refusal when it is one of ours but may
+// not renew.
+func (s *Service) renewalSigner(ctx context.Context, data []byte) (*Certificate, *refusal) {
+	p7, err := pkcs7.Parse(data)
+	if err != nil {
+		return nil, refuse(smallscep.BadMessageCheck, "parse signer: %v", err)
+	}
+	signer := p7.GetOnlySigner()
+	if signer == nil || signer.CheckSignatureFrom(s.ca.Certificate()) != nil {
+		return nil, nil
+	}
+	sum := sha256.Sum256(signer.Raw)
+	rec, err := s.store.CertificateBySHA256(ctx, hex.EncodeToString(sum[:]))
+	if err != nil {
+		return nil, refuse(smallscep.BadCertID, "renewal signer is not on record: %v", err)
+	}
+	now := s.now()
+	if rec.RevokedAt != nil || !now.Before(rec.NotAfter) {
+		return nil, refuse(smallscep.BadCertID, "renewal signer %s is revoked or expired", rec.Serial)
+	}
+	ok, err := s.store.EnrollmentApproved(ctx, rec.ReservationID)
+	if err != nil || !ok {
+		return nil, refuse(smallscep.BadRequest, "renewal for reservation %s whose enrollment is not approved (%v)", rec.ReservationID, err)
+	}
+	return &rec, nil
+}
+
+func (s *Service) issue(ctx context.Context, csr *x509.CertificateRequest, resID, keyHash, txID, challengeHash, how string) (*x509.Certificate, *refusal) {
+	now := s.now()
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return nil, refuse(smallscep.BadRequest, "serial: %v", err)
+	}
+	ca := s.ca.Certificate()
+	notAfter := now.Add(s.validity)
+	if notAfter.After(ca.NotAfter) {
+		notAfter = ca.NotAfter
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: resID},
+		NotBefore:    now.Add(-5 * time.Minute),
+		NotAfter:     notAfter,
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, csr.PublicKey, s.ca.Signer())
+	if err != nil {
+		return nil, refuse(smallscep.BadRequest, "sign: %v", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, refuse(smallscep.BadRequest, "parse issued: %v", err)
+	}
+	fp := sha256.Sum256(der)
+	rec := Certificate{Serial: strings.ToUpper(serial.Text(16)), SHA256: hex.EncodeToString(fp[:]), Subject: cert.Subject.String(),
+		NotBefore: cert.NotBefore, NotAfter: cert.NotAfter, ReservationID: resID, KeySHA256: keyHash, TransactionID: txID, DER: der, IssuedAt: now}
+	ev := enrollment.AuditEvent{At: now, Actor: "scep", Action: "scep.issue", TargetType: "reservation", TargetID: resID,
+		Outcome: enrollment.OutcomeOK, Detail: fmt.Sprintf("serial=%s via=%s", rec.Serial, how)}
+	if err := s.store.RecordIssued(ctx, rec, challengeHash, now, ev); err != nil {
+		return nil, refuse(smallscep.BadRequest, "record: %v", err)
+	}
+	s.log.InfoContext(ctx, "certificate issued", "reservation", resID, "serial", rec.Serial, "via", how)
+	return cert, nil
+}
+
+// compile-time check that the standard RSA key satisfies both roles.
+var _ interface {
+	crypto.Signer
+	crypto.Decrypter
+} = (*rsa.PrivateKey)(nil)

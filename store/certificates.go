@@ -1,0 +1,141 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/base64"
+	"fmt"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/vestibule-mdm/vestibule/checkin"
+	"github.com/vestibule-mdm/vestibule/enrollment"
+	"github.com/vestibule-mdm/vestibule/scep"
+)
+
+type certRow struct {
+	Serial        string        `db:"serial"`
+	SHA256        string        `db:"sha256"`
+	Subject       string        `db:"subject"`
+	NotBefore     int64         `db:"not_before"`
+	NotAfter      int64         `db:"not_after"`
+	ReservationID string        `db:"reservation_id"`
+	KeySHA256     string        `db:"key_sha256"`
+	TransactionID string        `db:"transaction_id"`
+	DER           string        `db:"der"`
+	IssuedAt      int64         `db:"issued_at"`
+	RevokedAt     sql.NullInt64 `db:"revoked_at"`
+	RevokeReason  string        `db:"revoke_reason"`
+}
+
+func (r certRow) cert() (scep.Certificate, error) {
+	der, err := base64.StdEncoding.DecodeString(r.DER)
+	if err != nil {
+		return scep.Certificate{}, fmt.Errorf("certificate %s: stored DER: %w", r.Serial, err)
+	}
+	return scep.Certificate{Serial: r.Serial, SHA256: r.SHA256, Subject: r.Subject, NotBefore: fromMS(r.NotBefore), NotAfter: fromMS(r.NotAfter),
+		ReservationID: r.ReservationID, KeySHA256: r.KeySHA256, TransactionID: r.TransactionID, DER: der, IssuedAt: fromMS(r.IssuedAt),
+		RevokedAt: fromNullMS(r.RevokedAt), RevokeReason: r.RevokeReason}, nil
+}
+
+// OpenReservationForChallenge finds the reservation a challenge belongs to,
+// if it may still be used.
+func (s *Store) OpenReservationForChallenge(ctx context.Context, challengeHash string, now time.Time) (string, error) {
+	var id string
+	err := s.db.GetContext(ctx, &id, s.db.Rebind(`SELECT id FROM reservations WHERE challenge_hash = ? AND challenge_used_at IS NULL
+		AND state = 'open' AND expires_at > ?`), challengeHash, ms(now))
+	if err != nil {
+		return "", fmt.Errorf("reservation for challenge: %w", notFound(err))
+	}
+	return id, nil
+}
+
+// IssuedByTransaction finds the certificate of a retried request.
+func (s *Store) IssuedByTransaction(ctx context.Context, transactionID, keySHA256 string) (scep.Certificate, error) {
+	var r certRow
+	err := s.db.GetContext(ctx, &r, s.db.Rebind(`SELECT * FROM certificates WHERE transaction_id = ? AND key_sha256 = ?
+		ORDER BY issued_at DESC LIMIT 1`), transactionID, keySHA256)
+	if err != nil {
+		return scep.Certificate{}, fmt.Errorf("certificate of transaction: %w", notFound(err))
+	}
+	return r.cert()
+}
+
+// RecordIssued stores a certificate and consumes its challenge in one
+// transaction. The consuming UPDATE is the gate: of concurrent requests
+// with one challenge, exactly one sees a row to update.
+func (s *Store) RecordIssued(ctx context.Context, c scep.Certificate, challengeHash string, now time.Time, ev enrollment.AuditEvent) error {
+	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+		if challengeHash != "" {
+			res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE reservations SET challenge_used_at = ? WHERE id = ? AND challenge_hash = ?
+				AND challenge_used_at IS NULL AND state = 'open' AND expires_at > ?`), ms(now), c.ReservationID, challengeHash, ms(now))
+			if err != nil {
+				return fmt.Errorf("consume challenge: %w", err)
+			}
+			if n, _ := res.RowsAffected(); n == 0 {
+				return fmt.Errorf("consume challenge of %s: %w: already used or no longer open", c.ReservationID, enrollment.ErrConflict)
+			}
+		}
+		_, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO certificates (serial, sha256, subject, not_before, not_after, reservation_id,
+			key_sha256, transaction_id, der, issued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+			c.Serial, c.SHA256, c.Subject, ms(c.NotBefore), ms(c.NotAfter), c.ReservationID, c.KeySHA256, c.TransactionID,
+			base64.StdEncoding.EncodeToString(c.DER), ms(c.IssuedAt))
+		if err != nil {
+			return fmt.Errorf("record certificate: %w", err)
+		}
+		return appendAudit(ctx, tx, ev)
+	})
+}
+
+// CertificateBySHA256 finds a certificate by fingerprint.
+func (s *Store) CertificateBySHA256(ctx context.Context, fingerprint string) (scep.Certificate, error) {
+	var r certRow
+	if err := s.db.GetContext(ctx, &r, s.db.Rebind(`SELECT * FROM certificates WHERE sha256 = ?`), fingerprint); err != nil {
+		return scep.Certificate{}, fmt.Errorf("certificate %s: %w", fingerprint, notFound(err))
+	}
+	return r.cert()
+}
+
+// ListCertificates returns a reservation's certificates, newest first.
+func (s *Store) ListCertificates(ctx context.Context, reservationID string) ([]scep.Certificate, error) {
+	var rows []certRow
+	if err := s.db.SelectContext(ctx, &rows, s.db.Rebind(`SELECT * FROM certificates WHERE reservation_id = ? ORDER BY issued_at DESC`), reservationID); err != nil {
+		return nil, fmt.Errorf("list certificates: %w", err)
+	}
+	out := make([]scep.Certificate, 0, len(rows))
+	for _, r := range rows {
+		c, err := r.cert()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// EnrollmentApproved reports whether a reservation's enrollment is approved.
+func (s *Store) EnrollmentApproved(ctx context.Context, reservationID string) (bool, error) {
+	var state string
+	err := s.db.GetContext(ctx, &state, s.db.Rebind(`SELECT state FROM enrollments WHERE id = ?`), reservationID)
+	if err == sql.ErrNoRows {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("enrollment state: %w", err)
+	}
+	return state == string(enrollment.StateApproved), nil
+}
+
+// CheckinCertificates adapts the store to the check-in service's view of
+// certificates.
+type CheckinCertificates struct{ Store *Store }
+
+// CertificateBySHA256 returns what check-in needs to know of a certificate.
+func (c CheckinCertificates) CertificateBySHA256(ctx context.Context, fingerprint string) (checkin.CertRecord, error) {
+	cert, err := c.Store.CertificateBySHA256(ctx, fingerprint)
+	if err != nil {
+		return checkin.CertRecord{}, err
+	}
+	return checkin.CertRecord{ReservationID: cert.ReservationID, NotAfter: cert.NotAfter, RevokedAt: cert.RevokedAt}, nil
+}
