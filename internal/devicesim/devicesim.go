@@ -132,36 +132,11 @@ func (d *Device) enroll(ctx context.Context, challenge, cn string) error {
 	if err != nil {
 		return err
 	}
-	if d.Key == nil {
-		bits := d.Profile.KeySize
-		if bits == 0 {
-			bits = 2048
-		}
-		if d.Key, err = rsa.GenerateKey(rand.Reader, bits); err != nil {
-			return err
-		}
-	}
-	reqDER, err := x509util.CreateCertificateRequest(rand.Reader, &x509util.CertificateRequest{
-		CertificateRequest: x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}, SignatureAlgorithm: x509.SHA256WithRSA},
-		ChallengePassword:  challenge,
-	}, d.Key)
+	raw, signer, err := d.PKCSReq(caCert, challenge, cn)
 	if err != nil {
 		return err
 	}
-	csr, err := x509.ParseCertificateRequest(reqDER)
-	if err != nil {
-		return err
-	}
-	signer, err := selfSigned(d.Key, cn)
-	if err != nil {
-		return err
-	}
-	msg, err := smallscep.NewCSRRequest(csr, &smallscep.PKIMessage{MessageType: smallscep.PKCSReq, Recipients: []*x509.Certificate{caCert},
-		SignerKey: d.Key, SignerCert: signer})
-	if err != nil {
-		return err
-	}
-	resp, err := d.do(ctx, http.MethodPost, d.Profile.SCEPURL+"?operation=PKIOperation", "application/x-pki-message", msg.Raw, nil)
+	resp, err := d.do(ctx, http.MethodPost, d.Profile.SCEPURL+"?operation=PKIOperation", "application/x-pki-message", raw, nil)
 	if err != nil {
 		return err
 	}
@@ -180,6 +155,43 @@ func (d *Device) enroll(ctx context.Context, challenge, cn string) error {
 	}
 	d.Cert = rep.CertRepMessage.Certificate
 	return nil
+}
+
+// PKCSReq builds the SCEP request a device sends, without sending it, and
+// returns it with the self-signed certificate the reply is encrypted to.
+// It generates the device key unless the device has one.
+func (d *Device) PKCSReq(caCert *x509.Certificate, challenge, cn string) ([]byte, *x509.Certificate, error) {
+	if d.Key == nil {
+		bits := d.Profile.KeySize
+		if bits == 0 {
+			bits = 2048
+		}
+		var err error
+		if d.Key, err = rsa.GenerateKey(rand.Reader, bits); err != nil {
+			return nil, nil, err
+		}
+	}
+	reqDER, err := x509util.CreateCertificateRequest(rand.Reader, &x509util.CertificateRequest{
+		CertificateRequest: x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}, SignatureAlgorithm: x509.SHA256WithRSA},
+		ChallengePassword:  challenge,
+	}, d.Key)
+	if err != nil {
+		return nil, nil, err
+	}
+	csr, err := x509.ParseCertificateRequest(reqDER)
+	if err != nil {
+		return nil, nil, err
+	}
+	signer, err := selfSigned(d.Key, cn)
+	if err != nil {
+		return nil, nil, err
+	}
+	msg, err := smallscep.NewCSRRequest(csr, &smallscep.PKIMessage{MessageType: smallscep.PKCSReq, Recipients: []*x509.Certificate{caCert},
+		SignerKey: d.Key, SignerCert: signer})
+	if err != nil {
+		return nil, nil, err
+	}
+	return msg.Raw, signer, nil
 }
 
 func (d *Device) caCert(ctx context.Context) (*x509.Certificate, error) {

@@ -1,0 +1,330 @@
+package scep_test
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/base64"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vestibule-mdm/vestibule/config"
+	"github.com/vestibule-mdm/vestibule/enrollment"
+	"github.com/vestibule-mdm/vestibule/internal/devicesim"
+	"github.com/vestibule-mdm/vestibule/server"
+	"github.com/vestibule-mdm/vestibule/store/storetest"
+)
+
+type fixture struct {
+	t   testing.TB
+	url string
+	app *server.App
+}
+
+var admin = enrollment.Actor{Name: "test"}
+
+func newFixture(t testing.TB, dialect string) *fixture {
+	t.Helper()
+	ctx := context.Background()
+	cfg, err := config.Load(config.Overrides{Dev: true, DataDir: t.TempDir(), DB: storetest.DSN(t, dialect)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewUnstartedServer(nil)
+	cfg.PublicURL = "http://" + ts.Listener.Addr().String()
+	app, err := server.Build(ctx, cfg, nil, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { app.Close() })
+	srv, err := server.New(app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.Config.Handler = srv.Handler()
+	ts.Start()
+	t.Cleanup(ts.Close)
+	if _, err := app.Users.Add(ctx, admin, enrollment.UserInput{Email: "alice@example.com"}); err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{t: t, url: ts.URL, app: app}
+}
+
+// reserve returns a reservation and its challenge.
+func (f *fixture) reserve() (enrollment.Reservation, string) {
+	f.t.Helper()
+	r, sec, err := f.app.Reservations.Reserve(context.Background(), admin, "alice@example.com")
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return r, sec.Challenge
+}
+
+func (f *fixture) device() *devicesim.Device {
+	d := devicesim.New(http.DefaultClient, "SER")
+	d.Profile.SCEPURL = f.url + "/scep"
+	return d
+}
+
+func (f *fixture) certs(resID string) int {
+	f.t.Helper()
+	c, err := f.app.Store.ListCertificates(context.Background(), resID)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return len(c)
+}
+
+func failInfo(err error) string {
+	var se *devicesim.SCEPError
+	if errors.As(err, &se) {
+		name, _, _ := strings.Cut(se.FailInfo, " ")
+		return name
+	}
+	return "no SCEP failure: " + func() string {
+		if err == nil {
+			return "nil"
+		}
+		return err.Error()
+	}()
+}
+
+func TestIssuance(t *testing.T) {
+	storetest.ForEachDialect(t, func(t *testing.T, dialect string) {
+		ctx := context.Background()
+		f := newFixture(t, dialect)
+
+		r, challenge := f.reserve()
+		other, otherChallenge := f.reserve()
+
+		t.Run("error/wrong challenge", func(t *testing.T) {
+			if got := failInfo(f.device().EnrollWith(ctx, "not-the-challenge", r.ID)); got != "badRequest" {
+				t.Fatal(got)
+			}
+		})
+		t.Run("error/challenge of another reservation", func(t *testing.T) {
+			if got := failInfo(f.device().EnrollWith(ctx, otherChallenge, r.ID)); got != "badRequest" {
+				t.Fatal(got)
+			}
+			if f.certs(r.ID)+f.certs(other.ID) != 0 {
+				t.Fatal("a certificate was issued")
+			}
+		})
+		t.Run("error/weak key", func(t *testing.T) {
+			d := f.device()
+			d.Key, _ = rsa.GenerateKey(rand.Reader, 1024)
+			if got := failInfo(d.EnrollWith(ctx, challenge, r.ID)); got != "badAlg" {
+				t.Fatal(got)
+			}
+		})
+		t.Run("ok/the challenge survived the bad requests", func(t *testing.T) {
+			d := f.device()
+			if err := d.EnrollWith(ctx, challenge, r.ID); err != nil {
+				t.Fatal(err)
+			}
+			c := d.Cert
+			if c.Subject.CommonName != r.ID || c.NotAfter.Sub(c.NotBefore) < 364*24*time.Hour {
+				t.Errorf("certificate: %v %v..%v", c.Subject, c.NotBefore, c.NotAfter)
+			}
+			// A retry after a lost reply: same key, same transaction.
+			if err := d.EnrollWith(ctx, challenge, r.ID); err != nil {
+				t.Fatalf("retry: %v", err)
+			}
+			if d.Cert.SerialNumber.Cmp(c.SerialNumber) != 0 || f.certs(r.ID) != 1 {
+				t.Errorf("retry issued a second certificate")
+			}
+		})
+		t.Run("error/used challenge, new key", func(t *testing.T) {
+			if got := failInfo(f.device().EnrollWith(ctx, challenge, r.ID)); got != "badRequest" {
+				t.Fatal(got)
+			}
+		})
+		t.Run("error/expired reservation", func(t *testing.T) {
+			r2, c2 := f.reserve()
+			_, err := f.app.Store.DB().ExecContext(ctx, f.app.Store.DB().Rebind(`UPDATE reservations SET expires_at = ? WHERE id = ?`),
+				time.Now().Add(-time.Minute).UnixMilli(), r2.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := failInfo(f.device().EnrollWith(ctx, c2, r2.ID)); got != "badRequest" {
+				t.Fatal(got)
+			}
+		})
+		t.Run("refusals are audited", func(t *testing.T) {
+			ev, _ := f.app.Store.ListAudit(ctx, enrollment.AuditFilter{Action: "scep.refuse"})
+			if len(ev) < 4 {
+				t.Fatalf("%d refusals audited", len(ev))
+			}
+			for _, e := range ev {
+				if strings.Contains(e.Detail, challenge) || strings.Contains(e.Detail, otherChallenge) {
+					t.Fatal("a challenge is in the audit log")
+				}
+			}
+		})
+	})
+}
+
+func TestTransportRefusals(t *testing.T) {
+	f := newFixture(t, "sqlite")
+	valid := validMessage(t, f)
+	for _, tc := range []struct {
+		name, method, query string
+		body                []byte
+		want                int
+	}{
+		{"ok/caps", "GET", "?operation=GetCACaps", nil, 200},
+		{"ok/ca cert", "GET", "?operation=GetCACert", nil, 200},
+		{"error/unknown operation", "GET", "?operation=Frobnicate", nil, 400},
+		{"error/garbage base64", "GET", "?operation=PKIOperation&message=%%%%", nil, 400},
+		{"error/empty message", "GET", "?operation=PKIOperation&message=", nil, 400},
+		{"error/not CMS", "POST", "?operation=PKIOperation", []byte("hello"), 400},
+		{"error/truncated CMS", "POST", "?operation=PKIOperation", valid[:len(valid)/2], 400},
+		{"error/huge body", "POST", "?operation=PKIOperation", bytes.Repeat([]byte{0x30}, 1<<20), 413},
+		{"ok/GET PKIOperation", "GET", "?operation=PKIOperation&message=" + strings.ReplaceAll(base64.StdEncoding.EncodeToString(valid), "+", "%2B"), nil, 200},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest(tc.method, f.url+"/scep"+tc.query, bytes.NewReader(tc.body))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.want {
+				t.Fatalf("HTTP %d %s", resp.StatusCode, b)
+			}
+			if tc.name == "ok/caps" && !strings.Contains(string(b), "SCEPStandard") {
+				t.Errorf("caps: %s", b)
+			}
+		})
+	}
+}
+
+// validMessage is a well-formed PKCSReq with a wrong challenge: readable
+// SCEP that must be refused with a CertRep, not a 400.
+func validMessage(t testing.TB, f *fixture) []byte {
+	t.Helper()
+	var captured []byte
+	rt := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		if r.Method == http.MethodPost {
+			captured, _ = io.ReadAll(r.Body)
+			r.Body = io.NopCloser(bytes.NewReader(captured))
+		}
+		return http.DefaultTransport.RoundTrip(r)
+	})
+	d := devicesim.New(&http.Client{Transport: rt}, "SER")
+	d.Profile.SCEPURL = f.url + "/scep"
+	_ = d.EnrollWith(context.Background(), "wrong", enrollment.NewID())
+	if captured == nil {
+		t.Fatal("no message captured")
+	}
+	return captured
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+func TestOneChallengeFiftyRequests(t *testing.T) {
+	storetest.ForEachDialect(t, func(t *testing.T, dialect string) {
+		f := newFixture(t, dialect)
+		r, challenge := f.reserve()
+		const n = 50
+		devices := make([]*devicesim.Device, n)
+		for i := range devices {
+			devices[i] = f.device()
+			devices[i].Key, _ = rsa.GenerateKey(rand.Reader, 2048)
+		}
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range devices {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs[i] = devices[i].EnrollWith(context.Background(), challenge, r.ID)
+			}()
+		}
+		wg.Wait()
+		ok := 0
+		for _, err := range errs {
+			if err == nil {
+				ok++
+			} else if failInfo(err) != "badRequest" {
+				t.Errorf("unexpected error: %v", err)
+			}
+		}
+		if ok != 1 || f.certs(r.ID) != 1 {
+			t.Fatalf("%d successes, %d certificates; want exactly one", ok, f.certs(r.ID))
+		}
+	})
+}
+
+func FuzzPKIOperation(f *testing.F) {
+	fx := newFixture(f, "sqlite")
+	f.Add(validMessage(f, fx))
+	f.Add([]byte{0x30, 0x80})
+	f.Add([]byte("not a message"))
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		before := fx.certsAll()
+		rep, err := fx.app.SCEP.PKIOperation(context.Background(), msg, "127.0.0.1")
+		if err == nil && len(rep) == 0 {
+			t.Fatal("no reply and no error")
+		}
+		if fx.certsAll() != before {
+			t.Fatal("a fuzzed message got a certificate issued")
+		}
+	})
+}
+
+func (f *fixture) certsAll() int {
+	var n int
+	_ = f.app.Store.DB().Get(&n, `SELECT COUNT(*) FROM certificates`)
+	return n
+}
+
+// BenchmarkIssuance measures the server side of one issuance: parse,
+// decrypt the envelope (RSA), check the challenge, sign the certificate
+// (RSA), record it, sign and encrypt the reply (RSA). Requests are built
+// before the clock starts.
+func BenchmarkIssuance(b *testing.B) {
+	f := newFixture(b, "sqlite")
+	ctx := context.Background()
+	msgs := make([][]byte, b.N)
+	for i := range msgs {
+		r, c := f.reserve()
+		raw, _, err := f.device().PKCSReq(f.app.CA.Cert, c, r.ID)
+		if err != nil {
+			b.Fatal(err)
+		}
+		msgs[i] = raw
+	}
+	b.ResetTimer()
+	for i := range msgs {
+		if _, err := f.app.SCEP.PKIOperation(ctx, msgs[i], "127.0.0.1"); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	if n := f.certsAll(); n != b.N {
+		b.Fatalf("%d certificates for %d requests", n, b.N)
+	}
+}
+
+// BenchmarkRSA2048Sign is the ceiling issuance is measured against.
+func BenchmarkRSA2048Sign(b *testing.B) {
+	key, _ := rsa.GenerateKey(rand.Reader, 2048)
+	digest := make([]byte, 32)
+	for b.Loop() {
+		if _, err := rsa.SignPKCS1v15(rand.Reader, key, crypto.SHA256, digest); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
