@@ -58,3 +58,35 @@ func newCommands(cmds ...mdm.Command) ([]enrollment.NewCommand, error) {
 	}
 	return out, nil
 }
+
+// commandBuilder makes the commands an admin may queue by name.
+type commandBuilder struct{}
+
+func (commandBuilder) Build(requestType string, payload []byte) (enrollment.NewCommand, error) {
+	return NewCommand(requestType, payload)
+}
+
+// NewCommand builds a command an admin may queue: DeviceInformation,
+// ProfileList, or InstallProfile with the profile as payload (sent
+// unchanged, signed or not).
+func NewCommand(requestType string, payload []byte) (enrollment.NewCommand, error) {
+	var c mdm.Command
+	switch requestType {
+	case "DeviceInformation":
+		c = mdm.NewDeviceInformation()
+	case "ProfileList":
+		c = mdm.NewProfileList()
+	case "InstallProfile":
+		if len(payload) == 0 || len(payload) > maxProfileSize {
+			return enrollment.NewCommand{}, fmt.Errorf("%w: InstallProfile needs a profile of 1 byte to %d bytes", enrollment.ErrInvalid, maxProfileSize)
+		}
+		c = mdm.NewInstallProfile(payload)
+	default:
+		return enrollment.NewCommand{}, fmt.Errorf("%w: request type %q is not one of DeviceInformation, ProfileList, InstallProfile", enrollment.ErrInvalid, requestType)
+	}
+	cmds, err := newCommands(c)
+	if err != nil {
+		return enrollment.NewCommand{}, err
+	}
+	return cmds[0], nil
+}

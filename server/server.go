@@ -45,7 +45,8 @@ func New(app *App) (*Server, error) {
 	mux.HandleFunc("GET /healthz", handleHealthz)
 	mux.Handle("GET /readyz", handleReadyz(s.readinessChecks()))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{Registry: s.registry}))
-	api, err := web.NewAPI(web.APIOptions{Reservations: app.Reservations, Profiles: app.Profiles, Tokens: app.APITokens,
+	api, err := web.NewAPI(web.APIOptions{Reservations: app.Reservations, Enrollments: app.Enrollments, Commands: app.Commands,
+		Builder: commandBuilder{}, Audit: app.Store, Profiles: app.Profiles, Tokens: app.APITokens,
 		PublicURL: app.Config.PublicURL, Logger: app.Log})
 	if err != nil {
 		return nil, err

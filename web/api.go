@@ -37,6 +37,10 @@ const ProfileContentType = "application/x-apple-aspen-config"
 // API serves /api/v1.
 type API struct {
 	reservations ReservationService
+	enrollments  EnrollmentService
+	commands     CommandService
+	builder      CommandBuilder
+	audit        AuditReader
 	profiles     ProfileMaker
 	tokens       TokenAuthenticator
 	publicURL    string
@@ -46,6 +50,10 @@ type API struct {
 // APIOptions are the API's dependencies.
 type APIOptions struct {
 	Reservations ReservationService
+	Enrollments  EnrollmentService
+	Commands     CommandService
+	Builder      CommandBuilder
+	Audit        AuditReader
 	Profiles     ProfileMaker
 	Tokens       TokenAuthenticator
 	PublicURL    string
@@ -54,13 +62,14 @@ type APIOptions struct {
 
 // NewAPI returns the JSON API.
 func NewAPI(o APIOptions) (*API, error) {
-	if o.Reservations == nil || o.Profiles == nil || o.Tokens == nil || o.PublicURL == "" {
-		return nil, errors.New("api: reservations, profiles, tokens and the public URL are required")
+	if o.Reservations == nil || o.Enrollments == nil || o.Commands == nil || o.Builder == nil || o.Audit == nil ||
+		o.Profiles == nil || o.Tokens == nil || o.PublicURL == "" {
+		return nil, errors.New("api: reservations, enrollments, commands, a command builder, audit, profiles, tokens and the public URL are required")
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &API{reservations: o.Reservations, profiles: o.Profiles, tokens: o.Tokens, publicURL: o.PublicURL, log: o.Logger}, nil
+	return &API{reservations: o.Reservations, enrollments: o.Enrollments, commands: o.Commands, builder: o.Builder, audit: o.Audit, profiles: o.Profiles, tokens: o.Tokens, publicURL: o.PublicURL, log: o.Logger}, nil
 }
 
 // Routes mounts the API on mux.
@@ -71,6 +80,7 @@ func (a *API) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/v1/reservations/{id}", a.requireToken(viewer, a.getReservation))
 	mux.HandleFunc("GET /api/v1/reservations/{id}/profile", a.requireToken(admin, a.reservationProfile))
 	mux.HandleFunc("DELETE /api/v1/reservations/{id}", a.requireToken(admin, a.revokeReservation))
+	a.enrollmentRoutes(mux)
 	mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, apiError{http.StatusNotFound, "not_found", "no such API endpoint: " + r.Method + " " + r.URL.Path})
 	})
