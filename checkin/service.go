@@ -23,7 +23,7 @@ type Gate interface {
 	Get(ctx context.Context, id string) (enrollment.Enrollment, error)
 	TokenUpdate(ctx context.Context, id string, p enrollment.PushInfo) error
 	CheckOut(ctx context.Context, e enrollment.Enrollment, remoteIP string) error
-	Seen(ctx context.Context, id string) error
+	Seen(ctx context.Context, e enrollment.Enrollment) error
 }
 
 // Queue hands out commands to approved devices.
@@ -281,7 +281,7 @@ func (s *Service) connect(w http.ResponseWriter, r *http.Request) *deviceError {
 	if derr != nil {
 		return derr
 	}
-	if err := s.gate.Seen(ctx, e.ID); err != nil {
+	if err := s.gate.Seen(ctx, e); err != nil {
 		s.log.WarnContext(ctx, "record check-in time", "err", err)
 	}
 	if e.State == enrollment.StatePending {

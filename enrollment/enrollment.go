@@ -316,7 +316,15 @@ func (s *Enrollments) CheckOut(ctx context.Context, e Enrollment, remoteIP strin
 	return s.store.MarkUnenrolled(ctx, e.ID, now, ev)
 }
 
-// Seen records that the device checked in.
-func (s *Enrollments) Seen(ctx context.Context, id string) error {
-	return s.store.Touch(ctx, id, s.now())
+// seenPrecision is how stale last_seen_at may be: recording every check-in
+// would make each idle check-in a database write.
+const seenPrecision = time.Minute
+
+// Seen records that the device checked in, at most once a minute.
+func (s *Enrollments) Seen(ctx context.Context, e Enrollment) error {
+	now := s.now()
+	if e.LastSeenAt != nil && now.Sub(*e.LastSeenAt) < seenPrecision {
+		return nil
+	}
+	return s.store.Touch(ctx, e.ID, now)
 }

@@ -101,11 +101,16 @@ func (s *Store) NextCommand(ctx context.Context, enrollmentID string, includeNot
 	if includeNotNow {
 		statuses = `('queued', 'sent', 'not_now')`
 	}
+	query := `SELECT * FROM commands WHERE enrollment_id = ? AND status IN ` + statuses + ` ORDER BY seq LIMIT 1`
+	// Most check-ins find nothing to do: answer those with a read, without
+	// the write lock a transaction takes on SQLite.
+	var probe commandRow
+	if err := s.db.GetContext(ctx, &probe, s.db.Rebind(query), enrollmentID); err != nil {
+		return enrollment.Command{}, fmt.Errorf("next command: %w", notFound(err))
+	}
 	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
 		var r commandRow
-		err := tx.GetContext(ctx, &r, tx.Rebind(`SELECT * FROM commands WHERE enrollment_id = ? AND status IN `+statuses+`
-			ORDER BY seq LIMIT 1`), enrollmentID)
-		if err != nil {
+		if err := tx.GetContext(ctx, &r, tx.Rebind(query), enrollmentID); err != nil {
 			return fmt.Errorf("next command: %w", notFound(err))
 		}
 		if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE commands SET status = 'sent', sent_at = ? WHERE id = ?`), ms(at), r.ID); err != nil {

@@ -91,6 +91,31 @@ type Device struct {
 	Cert    *x509.Certificate
 	// PushToken is what TokenUpdate sends.
 	PushToken []byte
+	// CacheSignatures reuses the Mdm-Signature of a body sent before. A real
+	// device signs on its own processor; a load generator sharing the
+	// server's cores would otherwise measure mostly its own RSA signing.
+	CacheSignatures bool
+	sigs            map[string]string
+}
+
+// sign returns the Mdm-Signature header value for body.
+func (d *Device) sign(body []byte) (string, error) {
+	if d.CacheSignatures {
+		if sig, ok := d.sigs[string(body)]; ok {
+			return sig, nil
+		}
+	}
+	sig, err := mdm.Sign(body, d.Cert, d.Key)
+	if err != nil {
+		return "", err
+	}
+	if d.CacheSignatures {
+		if d.sigs == nil {
+			d.sigs = map[string]string{}
+		}
+		d.sigs[string(body)] = sig
+	}
+	return sig, nil
 }
 
 // New returns a device with random identifiers.
@@ -254,7 +279,7 @@ func (d *Device) Checkin(ctx context.Context, msg map[string]any) (int, error) {
 func (d *Device) SendSigned(ctx context.Context, url, contentType string, body []byte) (int, error) {
 	h := http.Header{}
 	if d.Cert != nil {
-		sig, err := mdm.Sign(body, d.Cert, d.Key)
+		sig, err := d.sign(body)
 		if err != nil {
 			return 0, err
 		}
@@ -301,7 +326,7 @@ func (d *Device) Connect(ctx context.Context, status, commandUUID string) (int, 
 		return 0, nil, err
 	}
 	h := http.Header{}
-	sig, err := mdm.Sign(body, d.Cert, d.Key)
+	sig, err := d.sign(body)
 	if err != nil {
 		return 0, nil, err
 	}

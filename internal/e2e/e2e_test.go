@@ -21,7 +21,7 @@ import (
 )
 
 type env struct {
-	t   *testing.T
+	t   testing.TB
 	url string
 	app *server.App
 	ctx context.Context
@@ -29,7 +29,7 @@ type env struct {
 
 var admin = enrollment.Actor{Name: "test:admin", RemoteIP: "127.0.0.1"}
 
-func newEnv(t *testing.T, dialect string) *env {
+func newEnv(t testing.TB, dialect string) *env {
 	t.Helper()
 	ctx := context.Background()
 	profiles := t.TempDir()
@@ -169,9 +169,13 @@ func TestCeremony(t *testing.T) {
 	})
 }
 
-func mustProfileList(t *testing.T) []enrollment.NewCommand {
-	body := []byte(`<?xml version="1.0" encoding="UTF-8"?><plist version="1.0"><dict><key>Command</key><dict><key>RequestType</key><string>ProfileList</string></dict><key>CommandUUID</key><string>11111111-2222-4333-8444-555555555555</string></dict></plist>`)
-	return []enrollment.NewCommand{{UUID: "11111111-2222-4333-8444-555555555555", RequestType: "ProfileList", Body: body}}
+// mustProfileList is a ProfileList command with a fresh UUID.
+func mustProfileList(t testing.TB) []enrollment.NewCommand {
+	c, err := server.NewCommand("ProfileList", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []enrollment.NewCommand{c}
 }
 
 func TestAttacks(t *testing.T) {
