@@ -441,4 +441,3 @@ func (a apiClient) approve(id string) error {
 	_, err := a.do(http.MethodPost, "/api/v1/enrollments/"+id+"/approve", []byte(`{"note":"load test"}`))
 	return err
 }
-
