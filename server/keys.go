@@ -20,8 +20,6 @@ func newSigner(cfg config.Config, log *slog.Logger) (enrollment.Signer, error) {
 		if created {
 			log.Info("generated a new enrollment-token key", "file", cfg.Signer.LocalKeyFile)
 		}
-		log.Warn("the enrollment-token HMAC key is in a local file; production should keep it in Vault (signer.backend: vault)",
-			"file", cfg.Signer.LocalKeyFile)
 		return s, nil
 	default:
 		return nil, fmt.Errorf("signer.backend %q is not available in this build", cfg.Signer.Backend)

@@ -41,6 +41,10 @@ With --dev it runs on the embedded defaults: SQLite and generated keys in
 				return err
 			}
 			defer app.Close()
+			if cfg.Signer.Backend == "local" {
+				log.Warn("the enrollment-token HMAC key is in a local file; production keeps it in Vault (signer.backend: vault)",
+					"file", cfg.Signer.LocalKeyFile)
+			}
 			srv, err := server.New(app)
 			if err != nil {
 				return err

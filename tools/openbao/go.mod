@@ -1,0 +1,3 @@
+module github.com/vestibule-mdm/vestibule/tools/openbao
+
+go 1.26.8
