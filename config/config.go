@@ -36,6 +36,35 @@ type Config struct {
 	MDM       MDM        `yaml:"mdm"`
 	Profile   Profile    `yaml:"profile"`
 	SCEP      SCEP       `yaml:"scep"`
+	Vault     Vault      `yaml:"vault"`
+}
+
+// Vault locates the enrollment-token key in Vault's transit engine and
+// says how to log in. Nothing is read from VAULT_* variables.
+type Vault struct {
+	Address    string        `yaml:"address"`
+	Mount      string        `yaml:"mount"`
+	Key        string        `yaml:"key"`
+	Namespace  string        `yaml:"namespace"`
+	CACert     string        `yaml:"ca_cert"`
+	Timeout    Duration      `yaml:"timeout"`
+	TokenFile  string        `yaml:"token_file"`
+	AppRole    VaultAppRole  `yaml:"approle"`
+	Kubernetes VaultK8sLogin `yaml:"kubernetes"`
+}
+
+// VaultAppRole is AppRole login: the role ID and secret ID, each in a file.
+type VaultAppRole struct {
+	Mount        string `yaml:"mount"`
+	RoleIDFile   string `yaml:"role_id_file"`
+	SecretIDFile string `yaml:"secret_id_file"`
+}
+
+// VaultK8sLogin is Kubernetes login with the pod's service account token.
+type VaultK8sLogin struct {
+	Mount   string `yaml:"mount"`
+	Role    string `yaml:"role"`
+	JWTFile string `yaml:"jwt_file"`
 }
 
 // SCEP configures the CA that issues device identities.
@@ -158,6 +187,7 @@ func Defaults() Config {
 		Enroll: Enrollment{TokenTTL: Duration(time.Hour), ClockSkew: Duration(2 * time.Minute)},
 		Signer: Signer{Backend: "local"},
 		SCEP:   SCEP{CertValidity: Duration(365 * 24 * time.Hour), MinRSABits: 2048},
+		Vault:  Vault{Mount: "transit", Key: "vestibule-token", Timeout: Duration(3 * time.Second)},
 	}
 }
 
@@ -359,6 +389,27 @@ func (c Config) Validate() error {
 	case "local":
 		required("signer.local_key_file", c.Signer.LocalKeyFile)
 	case "vault":
+		required("vault.address", c.Vault.Address)
+		required("vault.key", c.Vault.Key)
+		methods := 0
+		if c.Vault.TokenFile != "" {
+			methods++
+		}
+		if c.Vault.AppRole.RoleIDFile != "" || c.Vault.AppRole.SecretIDFile != "" {
+			methods++
+			if c.Vault.AppRole.RoleIDFile == "" || c.Vault.AppRole.SecretIDFile == "" {
+				bad("vault.approle", "role_id_file and secret_id_file go together")
+			}
+		}
+		if c.Vault.Kubernetes.Role != "" || c.Vault.Kubernetes.JWTFile != "" {
+			methods++
+		}
+		if methods != 1 {
+			bad("vault", "set exactly one login: token_file, approle.role_id_file+secret_id_file, or kubernetes.role+jwt_file")
+		}
+		if c.Vault.Timeout <= 0 || c.Vault.Timeout.D() > time.Minute {
+			bad("vault.timeout", "must be between 1ms and 1m")
+		}
 	default:
 		bad("signer.backend", fmt.Sprintf("%q is not one of local, vault", c.Signer.Backend))
 	}

@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/vestibule-mdm/vestibule/auth"
 	"github.com/vestibule-mdm/vestibule/checkin"
 	"github.com/vestibule-mdm/vestibule/config"
@@ -23,6 +25,10 @@ type App struct {
 	Log          *slog.Logger
 	Store        *store.Store
 	Signer       enrollment.Signer
+	// Registry holds the metrics of the App's parts; the server serves it.
+	Registry *prometheus.Registry
+	// Ready are the checks /readyz runs beyond the database's.
+	Ready map[string]func(ctx context.Context) error
 	Tokens       *enrollment.Tokens
 	Reservations *enrollment.Reservations
 	Users        *enrollment.Users
@@ -42,7 +48,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger, migrate boo
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	a := &App{Config: cfg, Log: log}
+	a := &App{Config: cfg, Log: log, Registry: prometheus.NewRegistry(), Ready: map[string]func(context.Context) error{}}
 	st, err := store.Open(ctx, cfg.Database.DSN, store.Options{MaxOpenConns: cfg.Database.MaxOpenConns, Logger: log})
 	if err != nil {
 		return nil, err
@@ -53,9 +59,17 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger, migrate boo
 		a.Close()
 		return nil, err
 	}
-	if a.Signer, err = newSigner(cfg, log); err != nil {
+	sg, err := newSigner(ctx, cfg, log, a.Registry)
+	if err != nil {
 		a.Close()
 		return nil, err
+	}
+	a.Signer = sg.Signer
+	if sg.close != nil {
+		a.closers = append(a.closers, sg.close)
+	}
+	if sg.health != nil {
+		a.Ready["vault"] = sg.health
 	}
 	if a.Tokens, err = enrollment.NewTokens(a.Signer, cfg.Org.ID, cfg.Enroll.ClockSkew.D(), time.Now); err != nil {
 		a.Close()

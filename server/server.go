@@ -37,13 +37,13 @@ func New(app *App) (*Server, error) {
 	if app.Config.PublicURL == "" {
 		return nil, errors.New("server: the public URL is not set")
 	}
-	s := &Server{cfg: app.Config, log: app.Log, store: app.Store, registry: prometheus.NewRegistry()}
+	s := &Server{cfg: app.Config, log: app.Log, store: app.Store, registry: app.Registry}
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := newHTTPMetrics(s.registry)
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", handleHealthz)
-	mux.Handle("GET /readyz", handleReadyz(s.readinessChecks()))
+	mux.Handle("GET /readyz", handleReadyz(s.readinessChecks(app.Ready)))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{Registry: s.registry}))
 	api, err := web.NewAPI(web.APIOptions{Reservations: app.Reservations, Enrollments: app.Enrollments, Commands: app.Commands,
 		Builder: commandBuilder{}, Audit: app.Store, Profiles: app.Profiles, Tokens: app.APITokens,
@@ -69,14 +69,18 @@ func New(app *App) (*Server, error) {
 	return s, nil
 }
 
-func (s *Server) readinessChecks() []readinessCheck {
-	return []readinessCheck{
+func (s *Server) readinessChecks(extra map[string]func(context.Context) error) []readinessCheck {
+	checks := []readinessCheck{
 		{name: "database", check: s.store.Ping},
 		{name: "migrations", check: migrationsCheck(func(ctx context.Context) (bool, error) {
 			st, err := s.store.Migrations(ctx)
 			return st.Pending(), err
 		})},
 	}
+	for name, c := range extra {
+		checks = append(checks, readinessCheck{name: name, check: c})
+	}
+	return checks
 }
 
 // Handler is the whole HTTP surface, for tests and embedding.

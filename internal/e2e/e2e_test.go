@@ -16,6 +16,7 @@ import (
 	"github.com/vestibule-mdm/vestibule/config"
 	"github.com/vestibule-mdm/vestibule/enrollment"
 	"github.com/vestibule-mdm/vestibule/internal/devicesim"
+	"github.com/vestibule-mdm/vestibule/internal/testvault"
 	"github.com/vestibule-mdm/vestibule/server"
 	"github.com/vestibule-mdm/vestibule/store/storetest"
 )
@@ -29,7 +30,7 @@ type env struct {
 
 var admin = enrollment.Actor{Name: "test:admin", RemoteIP: "127.0.0.1"}
 
-func newEnv(t testing.TB, dialect string) *env {
+func newEnv(t testing.TB, dialect string, opts ...func(*config.Config)) *env {
 	t.Helper()
 	ctx := context.Background()
 	profiles := t.TempDir()
@@ -41,6 +42,9 @@ func newEnv(t testing.TB, dialect string) *env {
 		t.Fatal(err)
 	}
 	cfg.MDM.PostApprovalProfiles = profiles
+	for _, o := range opts {
+		o(&cfg)
+	}
 	ts := httptest.NewUnstartedServer(nil)
 	cfg.PublicURL = "http://" + ts.Listener.Addr().String()
 	app, err := server.Build(ctx, cfg, nil, true)
@@ -112,61 +116,83 @@ func (e *env) enrollment(id string) enrollment.Enrollment {
 }
 
 func TestCeremony(t *testing.T) {
-	storetest.ForEachDialect(t, func(t *testing.T, dialect string) {
-		e := newEnv(t, dialect)
-		d, r := e.enrolledDevice("alice@example.com", "C02CEREMONY1")
-		if d.Cert.Subject.CommonName != r.ID {
-			t.Fatalf("certificate CN %q, want the reservation %s", d.Cert.Subject.CommonName, r.ID)
-		}
-		code, err := d.Authenticate(e.ctx)
-		e.expect("Authenticate", code, err, 200)
-		code, err = d.TokenUpdate(e.ctx)
-		e.expect("TokenUpdate", code, err, 200)
+	storetest.ForEachDialect(t, func(t *testing.T, dialect string) { ceremony(t, newEnv(t, dialect)) })
+}
 
-		en := e.enrollment(r.ID)
-		if en.State != enrollment.StatePending || en.Facts.UDID != d.UDID || en.Facts.Serial != "C02CEREMONY1" || en.PushToken == "" {
-			t.Fatalf("after check-in: %+v", en)
-		}
-		// Pending: the device gets nothing, whatever is queued.
-		if err := e.app.Commands.Enqueue(e.ctx, admin, en, mustProfileList(t)...); err != nil {
-			t.Fatal(err)
-		}
-		code, cmd, err := d.Connect(e.ctx, "Idle", "")
-		e.expect("Connect while pending", code, err, 200)
-		if cmd != nil {
-			t.Fatalf("a pending device got %s", cmd.RequestType)
-		}
-
-		if _, err := e.app.Enrollments.Approve(e.ctx, admin, r.ID, "known laptop"); err != nil {
-			t.Fatal(err)
-		}
-		types, err := d.DrainCommands(e.ctx, 10)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got := strings.Join(types, ","); got != "ProfileList,DeviceInformation,InstallProfile" {
-			t.Fatalf("commands after approval: %s", got)
-		}
-		cmds, _ := e.app.Commands.List(e.ctx, r.ID)
-		for _, c := range cmds {
-			if c.Status != enrollment.CommandAcknowledged {
-				t.Errorf("%s is %s", c.RequestType, c.Status)
-			}
-		}
-		// Authenticate again (a retry after a lost reply) changes nothing.
-		code, err = d.Authenticate(e.ctx)
-		e.expect("Authenticate retry", code, err, 200)
-		if en := e.enrollment(r.ID); en.State != enrollment.StateApproved {
-			t.Errorf("retry changed the state to %s", en.State)
-		}
-		code, err = d.CheckOut(e.ctx)
-		e.expect("CheckOut", code, err, 200)
-		if en := e.enrollment(r.ID); en.State != enrollment.StateUnenrolled {
-			t.Errorf("after CheckOut: %s", en.State)
-		}
-		code, _, err = d.Connect(e.ctx, "Idle", "")
-		e.expect("Connect after CheckOut", code, err, 401)
+// TestCeremonyWithVault runs the ceremony once with the token key in a
+// real Vault-compatible server.
+func TestCeremonyWithVault(t *testing.T) {
+	srv := testvault.Start(t)
+	if _, err := srv.Client().Logical().Write("transit/keys/vestibule-token", map[string]any{"type": "hmac", "key_size": 32}); err != nil {
+		t.Fatal(err)
+	}
+	tokenFile := srv.TokenFile(srv.RootToken)
+	e := newEnv(t, "sqlite", func(c *config.Config) {
+		c.Signer.Backend = "vault"
+		c.Vault.Address, c.Vault.TokenFile = srv.Addr, tokenFile
 	})
+	ceremony(t, e)
+	// Vault down: a new device gets a retryable 503, not a refusal.
+	d, r := e.enrolledDevice("bob@example.com", "SER-VAULT-DOWN")
+	srv.Stop()
+	code, err := d.Authenticate(e.ctx)
+	e.expect("Authenticate with Vault down", code, err, 503)
+	assertUnclaimed(t, e, r.ID)
+}
+
+func ceremony(t *testing.T, e *env) {
+	d, r := e.enrolledDevice("alice@example.com", "C02CEREMONY1")
+	if d.Cert.Subject.CommonName != r.ID {
+		t.Fatalf("certificate CN %q, want the reservation %s", d.Cert.Subject.CommonName, r.ID)
+	}
+	code, err := d.Authenticate(e.ctx)
+	e.expect("Authenticate", code, err, 200)
+	code, err = d.TokenUpdate(e.ctx)
+	e.expect("TokenUpdate", code, err, 200)
+
+	en := e.enrollment(r.ID)
+	if en.State != enrollment.StatePending || en.Facts.UDID != d.UDID || en.Facts.Serial != "C02CEREMONY1" || en.PushToken == "" {
+		t.Fatalf("after check-in: %+v", en)
+	}
+	// Pending: the device gets nothing, whatever is queued.
+	if err := e.app.Commands.Enqueue(e.ctx, admin, en, mustProfileList(t)...); err != nil {
+		t.Fatal(err)
+	}
+	code, cmd, err := d.Connect(e.ctx, "Idle", "")
+	e.expect("Connect while pending", code, err, 200)
+	if cmd != nil {
+		t.Fatalf("a pending device got %s", cmd.RequestType)
+	}
+
+	if _, err := e.app.Enrollments.Approve(e.ctx, admin, r.ID, "known laptop"); err != nil {
+		t.Fatal(err)
+	}
+	types, err := d.DrainCommands(e.ctx, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(types, ","); got != "ProfileList,DeviceInformation,InstallProfile" {
+		t.Fatalf("commands after approval: %s", got)
+	}
+	cmds, _ := e.app.Commands.List(e.ctx, r.ID)
+	for _, c := range cmds {
+		if c.Status != enrollment.CommandAcknowledged {
+			t.Errorf("%s is %s", c.RequestType, c.Status)
+		}
+	}
+	// Authenticate again (a retry after a lost reply) changes nothing.
+	code, err = d.Authenticate(e.ctx)
+	e.expect("Authenticate retry", code, err, 200)
+	if en := e.enrollment(r.ID); en.State != enrollment.StateApproved {
+		t.Errorf("retry changed the state to %s", en.State)
+	}
+	code, err = d.CheckOut(e.ctx)
+	e.expect("CheckOut", code, err, 200)
+	if en := e.enrollment(r.ID); en.State != enrollment.StateUnenrolled {
+		t.Errorf("after CheckOut: %s", en.State)
+	}
+	code, _, err = d.Connect(e.ctx, "Idle", "")
+	e.expect("Connect after CheckOut", code, err, 401)
 }
 
 // mustProfileList is a ProfileList command with a fresh UUID.
