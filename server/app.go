@@ -21,14 +21,14 @@ import (
 // domain services. serve and every admin command use the same App, so a
 // command acts on exactly what a server with that configuration would.
 type App struct {
-	Config       config.Config
-	Log          *slog.Logger
-	Store        *store.Store
-	Signer       enrollment.Signer
+	Config config.Config
+	Log    *slog.Logger
+	Store  *store.Store
+	Signer enrollment.Signer
 	// Registry holds the metrics of the App's parts; the server serves it.
 	Registry *prometheus.Registry
 	// Ready are the checks /readyz runs beyond the database's.
-	Ready map[string]func(ctx context.Context) error
+	Ready        map[string]func(ctx context.Context) error
 	Tokens       *enrollment.Tokens
 	Reservations *enrollment.Reservations
 	Users        *enrollment.Users

@@ -312,8 +312,10 @@ func (s *TransitSigner) explain(op, path, capability string, err error) error {
 	return fmt.Errorf("vault %s: %s unreachable: %v: %w", op, path, err, enrollment.ErrSignerUnavailable)
 }
 
-func (s *TransitSigner) hmacPath() string   { return s.cfg.Mount + "/hmac/" + s.cfg.Key + "/sha2-256" }
-func (s *TransitSigner) verifyPath() string { return s.cfg.Mount + "/verify/" + s.cfg.Key + "/sha2-256" }
+func (s *TransitSigner) hmacPath() string { return s.cfg.Mount + "/hmac/" + s.cfg.Key + "/sha2-256" }
+func (s *TransitSigner) verifyPath() string {
+	return s.cfg.Mount + "/verify/" + s.cfg.Key + "/sha2-256"
+}
 
 // call writes to Vault through the breaker and the per-call timeout.
 func (s *TransitSigner) call(ctx context.Context, op, path string, body map[string]any) (*vault.Secret, error) {
