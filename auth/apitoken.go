@@ -64,8 +64,8 @@ func hashAPIToken(secret string) string {
 // never stored.
 func (s *APITokens) Create(ctx context.Context, actor enrollment.Actor, name string, role enrollment.Role) (APIToken, string, error) {
 	name = strings.TrimSpace(name)
-	if name == "" || len(name) > 100 {
-		return APIToken{}, "", fmt.Errorf("create API token: %w: name must be 1 to 100 characters", enrollment.ErrInvalid)
+	if !validTokenName(name) {
+		return APIToken{}, "", fmt.Errorf("create API token: %w: name must be 1 to 100 letters, digits, '.', '_', '-' or '@'", enrollment.ErrInvalid)
 	}
 	switch role {
 	case enrollment.RoleViewer, enrollment.RoleApprover, enrollment.RoleAdmin:
@@ -125,4 +125,16 @@ func (s *APITokens) Revoke(ctx context.Context, actor enrollment.Actor, name str
 		return fmt.Errorf("revoke API token: %w", err)
 	}
 	return nil
+}
+
+func validTokenName(s string) bool {
+	if s == "" || len(s) > 100 {
+		return false
+	}
+	for _, c := range s {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-' || c == '@') {
+			return false
+		}
+	}
+	return true
 }

@@ -37,6 +37,17 @@ type Config struct {
 	Profile   Profile    `yaml:"profile"`
 	SCEP      SCEP       `yaml:"scep"`
 	Vault     Vault      `yaml:"vault"`
+	Session   Session    `yaml:"session"`
+}
+
+// Session configures sign-in sessions of the console and portal.
+type Session struct {
+	IdleTimeout     Duration `yaml:"idle_timeout"`
+	AbsoluteTimeout Duration `yaml:"absolute_timeout"`
+	// LocalLogin allows local accounts (passwords) to sign in; turn it off
+	// once the IdP is the only way in (break-glass accounts excepted by
+	// keeping it on).
+	LocalLogin bool `yaml:"local_login"`
 }
 
 // Vault locates the enrollment-token key in Vault's transit engine and
@@ -183,11 +194,12 @@ func Defaults() Config {
 			ShutdownTimeout:   Duration(20 * time.Second),
 			MaxBodyBytes:      1 << 20,
 		},
-		Log:    Log{Level: "info", Format: "text"},
-		Enroll: Enrollment{TokenTTL: Duration(time.Hour), ClockSkew: Duration(2 * time.Minute)},
-		Signer: Signer{Backend: "local"},
-		SCEP:   SCEP{CertValidity: Duration(365 * 24 * time.Hour), MinRSABits: 2048},
-		Vault:  Vault{Mount: "transit", Key: "vestibule-token", Timeout: Duration(3 * time.Second)},
+		Log:     Log{Level: "info", Format: "text"},
+		Enroll:  Enrollment{TokenTTL: Duration(time.Hour), ClockSkew: Duration(2 * time.Minute)},
+		Signer:  Signer{Backend: "local"},
+		SCEP:    SCEP{CertValidity: Duration(365 * 24 * time.Hour), MinRSABits: 2048},
+		Vault:   Vault{Mount: "transit", Key: "vestibule-token", Timeout: Duration(3 * time.Second)},
+		Session: Session{IdleTimeout: Duration(30 * time.Minute), AbsoluteTimeout: Duration(12 * time.Hour), LocalLogin: true},
 	}
 }
 
@@ -412,6 +424,12 @@ func (c Config) Validate() error {
 		}
 	default:
 		bad("signer.backend", fmt.Sprintf("%q is not one of local, vault", c.Signer.Backend))
+	}
+	if c.Session.IdleTimeout.D() < time.Minute || c.Session.IdleTimeout > c.Session.AbsoluteTimeout {
+		bad("session.idle_timeout", "must be at least 1m and at most session.absolute_timeout")
+	}
+	if c.Session.AbsoluteTimeout.D() > 7*24*time.Hour {
+		bad("session.absolute_timeout", "must be at most 168h")
 	}
 	required("mdm.topic", c.MDM.Topic)
 	if c.MDM.TrustedProxyHeader != "" && len(c.MDM.TrustedProxyCIDRs) == 0 {

@@ -148,7 +148,7 @@ type EnrollmentStore interface {
 	// current state is ErrConflict. Approval supersedes the device's earlier
 	// enrollments and enqueues cmds; denial revokes the enrollment's
 	// certificates. All in one transaction with ev.
-	Decide(ctx context.Context, id string, to State, by, note string, at time.Time, cmds []NewCommand, ev AuditEvent) (Enrollment, error)
+	Decide(ctx context.Context, id string, from, to State, by, note string, at time.Time, cmds []NewCommand, ev AuditEvent) (Enrollment, error)
 	UpdatePushInfo(ctx context.Context, id string, p PushInfo, at time.Time) error
 	MarkUnenrolled(ctx context.Context, id string, at time.Time, ev AuditEvent) error
 	Touch(ctx context.Context, id string, at time.Time) error
@@ -235,8 +235,9 @@ func (s *Enrollments) Approve(ctx context.Context, actor Actor, id, note string)
 	return s.decide(ctx, actor, id, StateApproved, note)
 }
 
-// Deny refuses a pending device for good: its certificates are revoked and
-// it is refused from then on. A reason is required.
+// Deny refuses a pending device for good, or revokes an approved one: its
+// certificates are revoked and it is refused from then on. A reason is
+// required.
 func (s *Enrollments) Deny(ctx context.Context, actor Actor, id, reason string) (Enrollment, error) {
 	if strings.TrimSpace(reason) == "" {
 		return Enrollment{}, fmt.Errorf("deny: %w: a reason is required", ErrInvalid)
@@ -256,7 +257,11 @@ func (s *Enrollments) decide(ctx context.Context, actor Actor, id string, to Sta
 	if err != nil {
 		return Enrollment{}, fmt.Errorf("%s: %w", op, err)
 	}
-	if e.State != StatePending {
+	from := StatePending
+	if to == StateDenied && e.State == StateApproved {
+		from, op = StateApproved, "revoke"
+	}
+	if e.State != from {
 		return Enrollment{}, fmt.Errorf("%s: %w: enrollment %s is %s, not pending", op, ErrConflict, id, e.State)
 	}
 	var cmds []NewCommand
@@ -267,7 +272,7 @@ func (s *Enrollments) decide(ctx context.Context, actor Actor, id string, to Sta
 	}
 	now := s.now()
 	ev := actor.event(now, "enrollment."+op, "enrollment", id, note)
-	out, err := s.store.Decide(ctx, id, to, actor.Name, note, now, cmds, ev)
+	out, err := s.store.Decide(ctx, id, from, to, actor.Name, note, now, cmds, ev)
 	if err != nil {
 		return Enrollment{}, fmt.Errorf("%s: %w", op, err)
 	}

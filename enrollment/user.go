@@ -95,6 +95,10 @@ type UserStore interface {
 	UserByEmail(ctx context.Context, email string) (User, error)
 	ListUsers(ctx context.Context) ([]User, error)
 	SetUserPassword(ctx context.Context, userID, hash string, ev AuditEvent) error
+	UserByID(ctx context.Context, id string) (User, error)
+	// SetUserDisabled disables (revoking the user's open reservations and
+	// sessions) or enables a user; ErrConflict when already so.
+	SetUserDisabled(ctx context.Context, userID string, disabled bool, at time.Time, ev AuditEvent) error
 }
 
 // Users manages the people Vestibule knows.
@@ -203,3 +207,24 @@ func ParseUserCSV(r io.Reader) ([]UserInput, error) {
 		out = append(out, UserInput{Email: field(rec, "email"), Name: field(rec, "name"), Role: Role(field(rec, "role"))})
 	}
 }
+
+// SetDisabled disables or enables a user. A disabled user cannot sign in,
+// reserve a device or use an open reservation.
+func (s *Users) SetDisabled(ctx context.Context, actor Actor, id string, disabled bool) (User, error) {
+	if !ValidID(id) {
+		return User{}, fmt.Errorf("user: %w: %q", ErrNotFound, id)
+	}
+	u, err := s.store.UserByID(ctx, id)
+	if err != nil {
+		return User{}, err
+	}
+	action := map[bool]string{true: "user.disable", false: "user.enable"}[disabled]
+	now := s.now()
+	if err := s.store.SetUserDisabled(ctx, id, disabled, now, actor.event(now, action, "user", id, "email="+u.Email)); err != nil {
+		return User{}, fmt.Errorf("%s: %w", action, err)
+	}
+	return s.store.UserByID(ctx, id)
+}
+
+// List returns every user.
+func (s *Users) List(ctx context.Context) ([]User, error) { return s.store.ListUsers(ctx) }

@@ -35,6 +35,9 @@ type App struct {
 	Enrollments  *enrollment.Enrollments
 	Commands     *enrollment.Commands
 	APITokens    *auth.APITokens
+	Sessions     *auth.Sessions
+	Passwords    *auth.PasswordLogin
+	PostApproval enrollment.PostApproval
 	Profiles     *Profiles
 	CA           keyPair
 	SCEP         *scep.Service
@@ -78,7 +81,12 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger, migrate boo
 	a.Reservations = enrollment.NewReservations(st, a.Tokens, cfg.Org.ID, cfg.Enroll.TokenTTL.D(), time.Now)
 	a.Users = enrollment.NewUsers(st, time.Now)
 	a.Commands = enrollment.NewCommands(st, time.Now)
-	a.Enrollments = enrollment.NewEnrollments(st, a.Tokens, postApproval{dir: cfg.MDM.PostApprovalProfiles}, time.Now)
+	a.PostApproval = postApproval{dir: cfg.MDM.PostApprovalProfiles}
+	a.Enrollments = enrollment.NewEnrollments(st, a.Tokens, a.PostApproval, time.Now)
+	a.Sessions = auth.NewSessions(st, cfg.Session.IdleTimeout.D(), cfg.Session.AbsoluteTimeout.D(), time.Now)
+	if cfg.Session.LocalLogin {
+		a.Passwords = auth.NewPasswordLogin(st, st, 5, 15*time.Minute, time.Now)
+	}
 	a.APITokens = auth.NewAPITokens(st, time.Now)
 	if a.CA, err = loadCA(cfg, log); err != nil {
 		a.Close()

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -52,6 +53,18 @@ func New(app *App) (*Server, error) {
 		return nil, err
 	}
 	api.Routes(mux)
+	var passwords web.PasswordChecker
+	if app.Passwords != nil {
+		passwords = app.Passwords
+	}
+	console, err := web.NewConsole(web.ConsoleOptions{Sessions: app.Sessions, Passwords: passwords, Users: app.Users,
+		Reservations: app.Reservations, Enrollments: app.Enrollments, Commands: app.Commands, Builder: commandBuilder{},
+		PostApproval: app.PostApproval, Profiles: app.Profiles, Tokens: app.APITokens, Audit: app.Store, Certificates: app.Store,
+		OrgName: app.Config.Org.Name, SecureCookies: strings.HasPrefix(app.Config.PublicURL, "https://"), Logger: app.Log})
+	if err != nil {
+		return nil, err
+	}
+	console.Routes(mux)
 	app.SCEP.Routes(mux)
 	app.Checkin.Routes(mux)
 

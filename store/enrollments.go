@@ -215,12 +215,12 @@ func (s *Store) ListEnrollments(ctx context.Context, f enrollment.EnrollmentFilt
 
 // Decide moves a pending enrollment to approved or denied. The conditional
 // UPDATE makes two admins deciding at once safe: exactly one wins.
-func (s *Store) Decide(ctx context.Context, id string, to enrollment.State, by, note string, at time.Time,
+func (s *Store) Decide(ctx context.Context, id string, from, to enrollment.State, by, note string, at time.Time,
 	cmds []enrollment.NewCommand, ev enrollment.AuditEvent) (enrollment.Enrollment, error) {
 	var out enrollment.Enrollment
 	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
 		res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE enrollments SET state = ?, decided_at = ?, decided_by = ?, decision_note = ?, updated_at = ?
-			WHERE id = ? AND state = 'pending'`), string(to), ms(at), by, note, ms(at), id)
+			WHERE id = ? AND state = ?`), string(to), ms(at), by, note, ms(at), id, string(from))
 		if err != nil {
 			return fmt.Errorf("decide: %w", err)
 		}

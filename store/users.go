@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 
@@ -89,11 +90,7 @@ func (s *Store) UserByEmail(ctx context.Context, email string) (enrollment.User,
 
 // UserByID finds a user by ID.
 func (s *Store) UserByID(ctx context.Context, id string) (enrollment.User, error) {
-	var r userRow
-	if err := s.db.GetContext(ctx, &r, s.db.Rebind(`SELECT * FROM users WHERE id = ?`), id); err != nil {
-		return enrollment.User{}, fmt.Errorf("user %s: %w", id, notFound(err))
-	}
-	return r.user(), nil
+	return getUser(ctx, s.db, id)
 }
 
 // ListUsers returns every user by e-mail.
@@ -122,4 +119,48 @@ func (s *Store) SetUserPassword(ctx context.Context, userID, hash string, ev enr
 		}
 		return appendAudit(ctx, tx, ev)
 	})
+}
+
+// SetUserDisabled disables or enables a user. Disabling also revokes the
+// user's open reservations and ends their sessions, in one transaction.
+func (s *Store) SetUserDisabled(ctx context.Context, userID string, disabled bool, at time.Time, ev enrollment.AuditEvent) error {
+	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+		var res sql.Result
+		var err error
+		if disabled {
+			res, err = tx.ExecContext(ctx, tx.Rebind(`UPDATE users SET disabled_at = ?, updated_at = ? WHERE id = ? AND disabled_at IS NULL`), ms(at), ms(at), userID)
+		} else {
+			res, err = tx.ExecContext(ctx, tx.Rebind(`UPDATE users SET disabled_at = NULL, updated_at = ? WHERE id = ? AND disabled_at IS NOT NULL`), ms(at), userID)
+		}
+		if err != nil {
+			return fmt.Errorf("set user disabled: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			if _, err := getUser(ctx, tx, userID); err != nil {
+				return err
+			}
+			return fmt.Errorf("user %s: %w: already %s", userID, enrollment.ErrConflict, map[bool]string{true: "disabled", false: "enabled"}[disabled])
+		}
+		if disabled {
+			r, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE reservations SET state = 'revoked', revoked_at = ?, revoked_by = ? WHERE user_id = ? AND state = 'open'`),
+				ms(at), ev.Actor+" (user disabled)", userID)
+			if err != nil {
+				return fmt.Errorf("revoke reservations of a disabled user: %w", err)
+			}
+			n, _ := r.RowsAffected()
+			ev.Detail += fmt.Sprintf(" revoked_reservations=%d", n)
+			if _, err := tx.ExecContext(ctx, tx.Rebind(`DELETE FROM sessions WHERE user_id = ?`), userID); err != nil {
+				return fmt.Errorf("end sessions of a disabled user: %w", err)
+			}
+		}
+		return appendAudit(ctx, tx, ev)
+	})
+}
+
+func getUser(ctx context.Context, q sqlx.QueryerContext, id string) (enrollment.User, error) {
+	var r userRow
+	if err := sqlx.GetContext(ctx, q, &r, rebind(q, `SELECT * FROM users WHERE id = ?`), id); err != nil {
+		return enrollment.User{}, fmt.Errorf("user %s: %w", id, notFound(err))
+	}
+	return r.user(), nil
 }

@@ -75,6 +75,7 @@ func (a *app) printBanner(dev bool, url, dataDir, dialect, password string) {
 Vestibule is running in development mode.
 
   URL:       %s
+  Console:   %s/login
   Admin:     %s
   Password:  %s   (one-time: a new one is printed at every start)
   Data:      %s (%s database, keys)
@@ -86,5 +87,5 @@ Next:
 
 Development mode keeps the token key in a local file. Production keeps it in Vault.
 
-`, url, server.DevAdminEmail, password, abs, dialect, url)
+`, url, url, server.DevAdminEmail, password, abs, dialect, url)
 }

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"math/big"
+	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
@@ -65,3 +66,5 @@ func newEnvOn(t *testing.T, dsn, dataDir string) *env {
 	}
 	return &env{t: t, url: ts.URL, app: app, ctx: ctx}
 }
+
+func newDevice(e *env) *devicesim.Device { return devicesim.New(http.DefaultClient, "SER-CONSOLE") }

@@ -1,0 +1,381 @@
+package web
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"html/template"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/vestibule-mdm/vestibule/auth"
+	"github.com/vestibule-mdm/vestibule/enrollment"
+	"github.com/vestibule-mdm/vestibule/scep"
+)
+
+//go:embed templates/*.html
+var templateFS embed.FS
+
+//go:embed static
+var staticFS embed.FS
+
+// SessionCookie names the console's session cookie.
+const SessionCookie = "vestibule_session"
+
+// SessionService starts, checks and ends sign-in sessions.
+type SessionService interface {
+	Start(ctx context.Context, u enrollment.User, method, ip, userAgent string) (string, error)
+	Check(ctx context.Context, id string) (auth.Session, enrollment.User, error)
+	End(ctx context.Context, id string) error
+}
+
+// PasswordChecker signs local accounts in.
+type PasswordChecker interface {
+	Login(ctx context.Context, email, password, ip string) (enrollment.User, error)
+}
+
+// UserService manages users.
+type UserService interface {
+	Add(ctx context.Context, actor enrollment.Actor, in enrollment.UserInput) (enrollment.User, error)
+	Import(ctx context.Context, actor enrollment.Actor, r io.Reader) (int, int, error)
+	SetDisabled(ctx context.Context, actor enrollment.Actor, id string, disabled bool) (enrollment.User, error)
+	List(ctx context.Context) ([]enrollment.User, error)
+}
+
+// TokenService manages API tokens.
+type TokenService interface {
+	Create(ctx context.Context, actor enrollment.Actor, name string, role enrollment.Role) (auth.APIToken, string, error)
+	List(ctx context.Context) ([]auth.APIToken, error)
+	Revoke(ctx context.Context, actor enrollment.Actor, name string) error
+}
+
+// CertificateLister lists a device's certificates.
+type CertificateLister interface {
+	ListCertificates(ctx context.Context, reservationID string) ([]scep.Certificate, error)
+}
+
+// PostApprovalSender re-queues the post-approval commands of a device.
+type PostApprovalSender interface {
+	Commands(e enrollment.Enrollment) ([]enrollment.NewCommand, error)
+}
+
+// ConsoleOptions are the console's dependencies.
+type ConsoleOptions struct {
+	Sessions     SessionService
+	Passwords    PasswordChecker
+	Users        UserService
+	Reservations ReservationService
+	Enrollments  EnrollmentService
+	Commands     CommandService
+	Builder      CommandBuilder
+	PostApproval PostApprovalSender
+	Profiles     ProfileMaker
+	Tokens       TokenService
+	Audit        AuditReader
+	Certificates CertificateLister
+	OrgName      string
+	// SecureCookies marks cookies Secure: true whenever the public URL is
+	// https.
+	SecureCookies bool
+	Logger        *slog.Logger
+	Now           func() time.Time
+}
+
+// Console is the admin console: server-rendered pages behind a session.
+type Console struct {
+	o     ConsoleOptions
+	pages map[string]*template.Template
+	log   *slog.Logger
+}
+
+// NewConsole parses the templates once.
+func NewConsole(o ConsoleOptions) (*Console, error) {
+	if o.Sessions == nil || o.Users == nil || o.Reservations == nil || o.Enrollments == nil || o.Commands == nil || o.Builder == nil ||
+		o.Profiles == nil || o.Tokens == nil || o.Audit == nil || o.Certificates == nil || o.PostApproval == nil {
+		return nil, errors.New("console: a dependency is missing")
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	funcs := template.FuncMap{
+		"fmtTime": func(t any) string {
+			switch v := t.(type) {
+			case time.Time:
+				return v.Local().Format("2006-01-02 15:04")
+			case *time.Time:
+				if v != nil {
+					return v.Local().Format("2006-01-02 15:04")
+				}
+			}
+			return ""
+		},
+		"short": func(id string) string {
+			if len(id) > 8 {
+				return id[:8]
+			}
+			return id
+		},
+	}
+	c := &Console{o: o, pages: map[string]*template.Template{}, log: o.Logger}
+	names, err := fs.Glob(templateFS, "templates/*.html")
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range names {
+		base := strings.TrimSuffix(strings.TrimPrefix(n, "templates/"), ".html")
+		if base == "layout" {
+			continue
+		}
+		t, err := template.New(base).Funcs(funcs).ParseFS(templateFS, "templates/layout.html", n)
+		if err != nil {
+			return nil, fmt.Errorf("console template %s: %w", n, err)
+		}
+		c.pages[base] = t
+	}
+	return c, nil
+}
+
+// roleRank orders console roles; a plain user has no console access.
+func rank(r enrollment.Role) int { return roleRank[r] }
+
+// Routes mounts the console, behind cross-origin protection for every
+// state-changing request and the security headers of every page.
+func (c *Console) Routes(mux *http.ServeMux) {
+	cm := http.NewServeMux()
+	viewer, approver, admin := enrollment.RoleViewer, enrollment.RoleApprover, enrollment.RoleAdmin
+	cm.HandleFunc("GET /login", c.loginPage)
+	cm.HandleFunc("POST /login", c.login)
+	cm.HandleFunc("POST /logout", c.logout)
+	cm.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/console/pending", http.StatusSeeOther) })
+	cm.HandleFunc("GET /console/{$}", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/console/pending", http.StatusSeeOther) })
+	cm.HandleFunc("GET /console/pending", c.need(viewer, c.pending))
+	cm.HandleFunc("POST /console/enrollments/{id}/approve", c.need(approver, c.approve))
+	cm.HandleFunc("POST /console/enrollments/{id}/deny", c.need(approver, c.deny))
+	cm.HandleFunc("POST /console/enrollments/bulk-approve", c.need(approver, c.bulkApprove))
+	cm.HandleFunc("GET /console/devices", c.need(viewer, c.devices))
+	cm.HandleFunc("GET /console/devices/{id}", c.need(viewer, c.device))
+	cm.HandleFunc("POST /console/devices/{id}/commands", c.need(approver, c.enqueue))
+	cm.HandleFunc("POST /console/devices/{id}/resend", c.need(approver, c.resend))
+	cm.HandleFunc("GET /console/reservations", c.need(viewer, c.reservations))
+	cm.HandleFunc("POST /console/reservations", c.need(admin, c.reserve))
+	cm.HandleFunc("POST /console/reservations/{id}/revoke", c.need(admin, c.revokeReservation))
+	cm.HandleFunc("GET /console/users", c.need(admin, c.users))
+	cm.HandleFunc("POST /console/users", c.need(admin, c.addUser))
+	cm.HandleFunc("POST /console/users/import", c.need(admin, c.importUsers))
+	cm.HandleFunc("POST /console/users/{id}/disable", c.need(admin, c.setDisabled(true)))
+	cm.HandleFunc("POST /console/users/{id}/enable", c.need(admin, c.setDisabled(false)))
+	cm.HandleFunc("GET /console/audit", c.need(viewer, c.audit))
+	cm.HandleFunc("GET /console/audit.csv", c.need(viewer, c.auditCSV))
+	cm.HandleFunc("GET /console/tokens", c.need(admin, c.tokens))
+	cm.HandleFunc("POST /console/tokens", c.need(admin, c.createToken))
+	cm.HandleFunc("POST /console/tokens/{name}/revoke", c.need(admin, c.revokeToken))
+	static, _ := fs.Sub(staticFS, "static")
+	cm.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
+
+	protected := http.NewCrossOriginProtection().Handler(cm)
+	h := securityHeaders(protected)
+	for _, p := range []string{"GET /{$}", "/login", "/logout", "/console/", "/static/"} {
+		mux.Handle(p, h)
+	}
+}
+
+// securityHeaders forbids inline script, framing and sniffing on every
+// console response.
+func securityHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Security-Policy", "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "+
+			"object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Referrer-Policy", "same-origin")
+		if !strings.HasPrefix(r.URL.Path, "/static/") {
+			h.Set("Cache-Control", "no-store")
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+type userKey struct{}
+
+// need admits a signed-in user whose role is at least min.
+func (c *Console) need(min enrollment.Role, next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		cookie, err := r.Cookie(SessionCookie)
+		var u enrollment.User
+		if err == nil {
+			_, u, err = c.o.Sessions.Check(r.Context(), cookie.Value)
+		}
+		if err != nil {
+			if !errors.Is(err, auth.ErrNoSession) && !errors.Is(err, http.ErrNoCookie) {
+				c.log.ErrorContext(r.Context(), "session check", "err", err)
+			}
+			if r.Method == http.MethodGet {
+				http.Redirect(w, r, "/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
+				return
+			}
+			c.fail(w, r, enrollment.User{}, http.StatusUnauthorized, "Signed out", "Your session ended; sign in again.")
+			return
+		}
+		if rank(u.Role) < rank(min) {
+			c.fail(w, r, u, http.StatusForbidden, "Not allowed", "Your role ("+string(u.Role)+") may not do this.")
+			return
+		}
+		next(w, r.WithContext(context.WithValue(r.Context(), userKey{}, u)))
+	}
+}
+
+func me(r *http.Request) enrollment.User {
+	u, _ := r.Context().Value(userKey{}).(enrollment.User)
+	return u
+}
+
+func actor(r *http.Request) enrollment.Actor {
+	return enrollment.Actor{Name: "user:" + me(r).Email, RemoteIP: clientIP(r)}
+}
+
+// pageData is what every page gets.
+type pageData struct {
+	Title        string
+	Nav          string
+	Org          string
+	Me           enrollment.User
+	IsAdmin      bool
+	CanDecide    bool
+	Flash        string
+	Error        string
+	PendingCount int
+	Now          time.Time
+	Data         any
+}
+
+func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, page, title, nav string, data any) {
+	u := me(r)
+	d := pageData{Title: title, Nav: nav, Org: c.o.OrgName, Me: u, IsAdmin: u.Role == enrollment.RoleAdmin,
+		CanDecide: rank(u.Role) >= rank(enrollment.RoleApprover), Flash: r.URL.Query().Get("flash"), Error: r.URL.Query().Get("error"),
+		Now: c.o.Now(), Data: data}
+	if u.ID != "" {
+		if p, err := c.o.Enrollments.List(r.Context(), enrollment.EnrollmentFilter{State: enrollment.StatePending, Limit: 1000}); err == nil {
+			d.PendingCount = len(p)
+		}
+	}
+	t := c.pages[page]
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
+	if err := t.ExecuteTemplate(w, "layout", d); err != nil {
+		c.log.ErrorContext(r.Context(), "render", "page", page, "err", err)
+	}
+}
+
+func (c *Console) fail(w http.ResponseWriter, r *http.Request, u enrollment.User, status int, title, msg string) {
+	if u.ID != "" {
+		r = r.WithContext(context.WithValue(r.Context(), userKey{}, u))
+	}
+	c.render(w, r, status, "error", title, "", msg)
+}
+
+// back redirects to a console page with a message; only local paths.
+func back(w http.ResponseWriter, r *http.Request, path, key, msg string) {
+	if !strings.HasPrefix(path, "/console/") {
+		path = "/console/pending"
+	}
+	sep := "?"
+	if strings.Contains(path, "?") {
+		sep = "&"
+	}
+	http.Redirect(w, r, path+sep+key+"="+url.QueryEscape(msg), http.StatusSeeOther)
+}
+
+// fromPage is where a form came from, if it is a console page.
+func fromPage(r *http.Request, fallback string) string {
+	if ref, err := url.Parse(r.Referer()); err == nil && strings.HasPrefix(ref.Path, "/console/") {
+		return ref.Path
+	}
+	return fallback
+}
+
+// userMessage is what a person is told of an error: the domain's own text
+// for their mistakes, nothing internal.
+func userMessage(err error) string {
+	switch {
+	case errors.Is(err, enrollment.ErrNotFound), errors.Is(err, enrollment.ErrInvalid), errors.Is(err, enrollment.ErrConflict),
+		errors.Is(err, enrollment.ErrForbidden):
+		return err.Error()
+	case errors.Is(err, enrollment.ErrSignerUnavailable):
+		return "the token signer is unavailable; try again shortly"
+	}
+	return "something failed; the server log has the details"
+}
+
+func (c *Console) loginPage(w http.ResponseWriter, r *http.Request) {
+	if cookie, err := r.Cookie(SessionCookie); err == nil {
+		if _, _, err := c.o.Sessions.Check(r.Context(), cookie.Value); err == nil {
+			http.Redirect(w, r, safeNext(r.URL.Query().Get("next")), http.StatusSeeOther)
+			return
+		}
+	}
+	c.render(w, r, http.StatusOK, "login", "Sign in", "", map[string]string{"Next": safeNext(r.URL.Query().Get("next"))})
+}
+
+// safeNext keeps redirects after sign-in on this site.
+func safeNext(next string) string {
+	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") {
+		return "/console/pending"
+	}
+	return next
+}
+
+func (c *Console) login(w http.ResponseWriter, r *http.Request) {
+	if c.o.Passwords == nil {
+		c.fail(w, r, enrollment.User{}, http.StatusForbidden, "Local sign-in is off", "Sign in with your company account.")
+		return
+	}
+	email, password := r.PostFormValue("email"), r.PostFormValue("password")
+	u, err := c.o.Passwords.Login(r.Context(), email, password, clientIP(r))
+	if err == nil && rank(u.Role) == 0 {
+		err = fmt.Errorf("%w: the console is for administrators", enrollment.ErrForbidden)
+	}
+	if err != nil {
+		msg := "Wrong e-mail or password."
+		switch {
+		case errors.Is(err, auth.ErrThrottled):
+			msg = "Too many failed attempts. Wait a few minutes."
+		case errors.Is(err, enrollment.ErrForbidden):
+			msg = "The console is for administrators, approvers and viewers."
+		case !errors.Is(err, auth.ErrBadCredentials):
+			c.log.ErrorContext(r.Context(), "login", "err", err)
+			msg = "Sign-in failed; try again."
+		}
+		r2 := r.Clone(r.Context())
+		r2.URL.RawQuery = url.Values{"error": {msg}}.Encode()
+		c.render(w, r2, http.StatusUnauthorized, "login", "Sign in", "", map[string]string{"Next": safeNext(r.PostFormValue("next")), "Email": email})
+		return
+	}
+	id, err := c.o.Sessions.Start(r.Context(), u, "password", clientIP(r), r.UserAgent())
+	if err != nil {
+		c.log.ErrorContext(r.Context(), "start session", "err", err)
+		c.fail(w, r, enrollment.User{}, http.StatusInternalServerError, "Sign-in failed", "Try again.")
+		return
+	}
+	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: id, Path: "/", HttpOnly: true, Secure: c.o.SecureCookies, SameSite: http.SameSiteLaxMode})
+	http.Redirect(w, r, safeNext(r.PostFormValue("next")), http.StatusSeeOther)
+}
+
+func (c *Console) logout(w http.ResponseWriter, r *http.Request) {
+	if cookie, err := r.Cookie(SessionCookie); err == nil {
+		if err := c.o.Sessions.End(r.Context(), cookie.Value); err != nil {
+			c.log.ErrorContext(r.Context(), "end session", "err", err)
+		}
+	}
+	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: c.o.SecureCookies, SameSite: http.SameSiteLaxMode})
+	http.Redirect(w, r, "/login", http.StatusSeeOther)
+}

@@ -1,0 +1,373 @@
+package web
+
+import (
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/vestibule-mdm/vestibule/enrollment"
+)
+
+// pendingItem is one row of the queue with what the approver should see.
+type pendingItem struct {
+	E            enrollment.Enrollment
+	R            enrollment.Reservation
+	Previous     *enrollment.Enrollment
+	OtherDevices int
+}
+
+func (c *Console) pending(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	list, err := c.o.Enrollments.List(ctx, enrollment.EnrollmentFilter{State: enrollment.StatePending, Limit: 500})
+	if err != nil {
+		c.fail(w, r, me(r), http.StatusInternalServerError, "Error", userMessage(err))
+		return
+	}
+	items := make([]pendingItem, 0, len(list))
+	for _, e := range list {
+		it := pendingItem{E: e}
+		if res, err := c.o.Reservations.Get(ctx, e.ID); err == nil {
+			it.R = res
+		}
+		if e.PreviousID != "" {
+			if p, err := c.o.Enrollments.Get(ctx, e.PreviousID); err == nil {
+				it.Previous = &p
+			}
+		}
+		if others, err := c.o.Enrollments.List(ctx, enrollment.EnrollmentFilter{UserID: e.UserID, State: enrollment.StateApproved}); err == nil {
+			it.OtherDevices = len(others)
+		}
+		items = append(items, it)
+	}
+	c.render(w, r, http.StatusOK, "pending", "Pending enrollments", "pending", map[string]any{"Items": items})
+}
+
+func (c *Console) approve(w http.ResponseWriter, r *http.Request) {
+	e, err := c.o.Enrollments.Approve(r.Context(), actor(r), r.PathValue("id"), r.PostFormValue("note"))
+	if err != nil {
+		back(w, r, fromPage(r, "/console/pending"), "error", userMessage(err))
+		return
+	}
+	back(w, r, fromPage(r, "/console/pending"), "flash", fmt.Sprintf("Approved %s (%s).", deviceLabel(e), e.UserEmail))
+}
+
+func (c *Console) deny(w http.ResponseWriter, r *http.Request) {
+	e, err := c.o.Enrollments.Deny(r.Context(), actor(r), r.PathValue("id"), r.PostFormValue("reason"))
+	if err != nil {
+		back(w, r, fromPage(r, "/console/pending"), "error", userMessage(err))
+		return
+	}
+	back(w, r, fromPage(r, "/console/pending"), "flash", fmt.Sprintf("Denied %s (%s); its certificates are revoked.", deviceLabel(e), e.UserEmail))
+}
+
+func (c *Console) bulkApprove(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil {
+		back(w, r, "/console/pending", "error", "unreadable form")
+		return
+	}
+	ids := r.PostForm["id"]
+	if len(ids) == 0 || len(ids) > 500 {
+		back(w, r, "/console/pending", "error", "select 1 to 500 devices")
+		return
+	}
+	var done int
+	var failed []string
+	for _, id := range ids {
+		if _, err := c.o.Enrollments.Approve(r.Context(), actor(r), id, "bulk approval"); err != nil {
+			failed = append(failed, userMessage(err))
+			continue
+		}
+		done++
+	}
+	if len(failed) > 0 {
+		back(w, r, "/console/pending", "error", fmt.Sprintf("Approved %d; %d failed: %s", done, len(failed), strings.Join(failed, "; ")))
+		return
+	}
+	back(w, r, "/console/pending", "flash", fmt.Sprintf("Approved %d device(s).", done))
+}
+
+func deviceLabel(e enrollment.Enrollment) string {
+	if e.Facts.DeviceName != "" {
+		return e.Facts.DeviceName + " (" + e.Facts.Serial + ")"
+	}
+	return e.Facts.Model + " " + e.Facts.Serial
+}
+
+func (c *Console) devices(w http.ResponseWriter, r *http.Request) {
+	q := strings.TrimSpace(r.URL.Query().Get("q"))
+	state, err := enrollment.ParseState(r.URL.Query().Get("state"))
+	if err != nil {
+		state = ""
+	}
+	f := enrollment.EnrollmentFilter{State: state, Limit: 500}
+	var list []enrollment.Enrollment
+	switch {
+	case q == "":
+		list, err = c.o.Enrollments.List(r.Context(), f)
+	case strings.Contains(q, "@"):
+		var u enrollment.User
+		if u, err = c.o.Reservations.UserByEmail(r.Context(), q); err == nil {
+			f.UserID = u.ID
+			list, err = c.o.Enrollments.List(r.Context(), f)
+		} else if errors.Is(err, enrollment.ErrNotFound) || errors.Is(err, enrollment.ErrInvalid) {
+			err = nil
+		}
+	default:
+		f.Serial = q
+		if list, err = c.o.Enrollments.List(r.Context(), f); err == nil && len(list) == 0 {
+			f.Serial, f.UDID = "", q
+			list, err = c.o.Enrollments.List(r.Context(), f)
+		}
+	}
+	if err != nil {
+		c.fail(w, r, me(r), http.StatusInternalServerError, "Error", userMessage(err))
+		return
+	}
+	states := []enrollment.State{enrollment.StatePending, enrollment.StateApproved, enrollment.StateDenied, enrollment.StateSuperseded, enrollment.StateUnenrolled}
+	c.render(w, r, http.StatusOK, "devices", "Devices", "devices", map[string]any{"Items": list, "Q": q, "State": state, "States": states})
+}
+
+func (c *Console) device(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	e, err := c.o.Enrollments.Get(ctx, r.PathValue("id"))
+	if err != nil {
+		status := http.StatusInternalServerError
+		if errors.Is(err, enrollment.ErrNotFound) {
+			status = http.StatusNotFound
+		}
+		c.fail(w, r, me(r), status, "No such device", userMessage(err))
+		return
+	}
+	history, _ := c.o.Enrollments.List(ctx, enrollment.EnrollmentFilter{UDID: e.Facts.UDID})
+	certs, _ := c.o.Certificates.ListCertificates(ctx, e.ID)
+	cmds, _ := c.o.Commands.List(ctx, e.ID)
+	c.render(w, r, http.StatusOK, "device", deviceLabel(e), "devices", map[string]any{"E": e, "History": history,
+		"Certs": certs, "Commands": cmds})
+}
+
+func (c *Console) enqueue(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	path := "/console/devices/" + url.PathEscape(id)
+	e, err := c.o.Enrollments.Get(r.Context(), id)
+	if err != nil {
+		back(w, r, "/console/devices", "error", userMessage(err))
+		return
+	}
+	cmd, err := c.o.Builder.Build(r.PostFormValue("type"), nil)
+	if err == nil {
+		err = c.o.Commands.Enqueue(r.Context(), actor(r), e, cmd)
+	}
+	if err != nil {
+		back(w, r, path, "error", userMessage(err))
+		return
+	}
+	back(w, r, path, "flash", "Queued "+cmd.RequestType+".")
+}
+
+func (c *Console) resend(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	path := "/console/devices/" + url.PathEscape(id)
+	e, err := c.o.Enrollments.Get(r.Context(), id)
+	if err == nil && e.State != enrollment.StateApproved {
+		err = fmt.Errorf("%w: only an approved device gets its post-approval profiles", enrollment.ErrConflict)
+	}
+	var cmds []enrollment.NewCommand
+	if err == nil {
+		cmds, err = c.o.PostApproval.Commands(e)
+	}
+	if err == nil {
+		err = c.o.Commands.Enqueue(r.Context(), actor(r), e, cmds...)
+	}
+	if err != nil {
+		back(w, r, path, "error", userMessage(err))
+		return
+	}
+	back(w, r, path, "flash", fmt.Sprintf("Queued %d command(s).", len(cmds)))
+}
+
+func (c *Console) reservations(w http.ResponseWriter, r *http.Request) {
+	state, err := enrollment.ParseReservationState(r.URL.Query().Get("state"))
+	if err != nil || state == "" {
+		state = enrollment.ReservationOpen
+	}
+	list, err := c.o.Reservations.List(r.Context(), enrollment.ReservationFilter{State: state, Limit: 500})
+	if err != nil {
+		c.fail(w, r, me(r), http.StatusInternalServerError, "Error", userMessage(err))
+		return
+	}
+	states := []enrollment.ReservationState{enrollment.ReservationOpen, enrollment.ReservationClaimed, enrollment.ReservationExpired, enrollment.ReservationRevoked}
+	c.render(w, r, http.StatusOK, "reservations", "Reservations", "reservations", map[string]any{"Items": list, "State": state, "States": states})
+}
+
+// reserve creates a reservation and answers with its signed profile: the
+// plain download page for an admin enrolling a device on a user's behalf.
+func (c *Console) reserve(w http.ResponseWriter, r *http.Request) {
+	res, sec, err := c.o.Reservations.Reserve(r.Context(), actor(r), r.PostFormValue("user"))
+	if err != nil {
+		back(w, r, "/console/reservations", "error", userMessage(err))
+		return
+	}
+	body, err := c.o.Profiles.MakeProfile(r.Context(), res, sec)
+	if err != nil {
+		c.log.ErrorContext(r.Context(), "make profile", "err", err)
+		back(w, r, "/console/reservations", "error", "the profile could not be made")
+		return
+	}
+	WriteProfile(w, res.ID, body)
+}
+
+func (c *Console) revokeReservation(w http.ResponseWriter, r *http.Request) {
+	if err := c.o.Reservations.Revoke(r.Context(), actor(r), r.PathValue("id")); err != nil {
+		back(w, r, "/console/reservations", "error", userMessage(err))
+		return
+	}
+	back(w, r, "/console/reservations", "flash", "Reservation revoked; its profile no longer works.")
+}
+
+func (c *Console) users(w http.ResponseWriter, r *http.Request) {
+	list, err := c.o.Users.List(r.Context())
+	if err != nil {
+		c.fail(w, r, me(r), http.StatusInternalServerError, "Error", userMessage(err))
+		return
+	}
+	roles := []enrollment.Role{enrollment.RoleUser, enrollment.RoleViewer, enrollment.RoleApprover, enrollment.RoleAdmin}
+	c.render(w, r, http.StatusOK, "users", "Users", "users", map[string]any{"Items": list, "Roles": roles})
+}
+
+func (c *Console) addUser(w http.ResponseWriter, r *http.Request) {
+	u, err := c.o.Users.Add(r.Context(), actor(r), enrollment.UserInput{Email: r.PostFormValue("email"), Name: r.PostFormValue("name"),
+		Role: enrollment.Role(r.PostFormValue("role"))})
+	if err != nil {
+		back(w, r, "/console/users", "error", userMessage(err))
+		return
+	}
+	back(w, r, "/console/users", "flash", "Added "+u.Email+".")
+}
+
+// maxImport bounds an uploaded user file.
+const maxImport = 8 << 20
+
+func (c *Console) importUsers(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, maxImport)
+	f, _, err := r.FormFile("file")
+	if err != nil {
+		back(w, r, "/console/users", "error", "choose a CSV file (at most 8 MB)")
+		return
+	}
+	defer f.Close()
+	created, updated, err := c.o.Users.Import(r.Context(), actor(r), f)
+	if err != nil {
+		back(w, r, "/console/users", "error", userMessage(err))
+		return
+	}
+	back(w, r, "/console/users", "flash", fmt.Sprintf("Imported: %d created, %d updated.", created, updated))
+}
+
+func (c *Console) setDisabled(disabled bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("id")
+		if id == me(r).ID {
+			back(w, r, "/console/users", "error", "you cannot disable yourself")
+			return
+		}
+		u, err := c.o.Users.SetDisabled(r.Context(), actor(r), id, disabled)
+		if err != nil {
+			back(w, r, "/console/users", "error", userMessage(err))
+			return
+		}
+		verb := map[bool]string{true: "Disabled", false: "Enabled"}[disabled]
+		back(w, r, "/console/users", "flash", verb+" "+u.Email+".")
+	}
+}
+
+// auditFilter reads the audit page's filters; dates are whole days.
+func auditFilter(r *http.Request, limit int) (enrollment.AuditFilter, string, string) {
+	q := r.URL.Query()
+	f := enrollment.AuditFilter{Actor: q.Get("actor"), Action: q.Get("action"), TargetID: q.Get("target"), Limit: limit}
+	since, until := q.Get("since"), q.Get("until")
+	if t, err := time.ParseInLocation("2006-01-02", since, time.Local); err == nil {
+		f.Since = t
+	}
+	if t, err := time.ParseInLocation("2006-01-02", until, time.Local); err == nil {
+		f.Until = t.AddDate(0, 0, 1)
+	}
+	return f, since, until
+}
+
+func (c *Console) audit(w http.ResponseWriter, r *http.Request) {
+	f, since, until := auditFilter(r, 500)
+	events, err := c.o.Audit.ListAudit(r.Context(), f)
+	if err != nil {
+		c.fail(w, r, me(r), http.StatusInternalServerError, "Error", userMessage(err))
+		return
+	}
+	c.render(w, r, http.StatusOK, "audit", "Audit log", "audit", map[string]any{"Items": events, "F": f, "Since": since, "Until": until,
+		"Query": r.URL.RawQuery})
+}
+
+func (c *Console) auditCSV(w http.ResponseWriter, r *http.Request) {
+	f, _, _ := auditFilter(r, 10_000)
+	events, err := c.o.Audit.ListAudit(r.Context(), f)
+	if err != nil {
+		http.Error(w, userMessage(err), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+	w.Header().Set("Content-Disposition", `attachment; filename="vestibule-audit.csv"`)
+	cw := csv.NewWriter(w)
+	_ = cw.Write([]string{"at", "actor", "remote_ip", "action", "target_type", "target_id", "outcome", "detail"})
+	for _, e := range events {
+		_ = cw.Write([]string{e.At.UTC().Format(time.RFC3339), csvSafe(e.Actor), e.RemoteIP, csvSafe(e.Action), csvSafe(e.TargetType),
+			csvSafe(e.TargetID), e.Outcome, csvSafe(e.Detail)})
+	}
+	cw.Flush()
+}
+
+// csvSafe defuses spreadsheet formulas in fields a device or user wrote.
+func csvSafe(s string) string {
+	if s != "" && strings.ContainsRune("=+-@\t\r", rune(s[0])) {
+		return "'" + s
+	}
+	return s
+}
+
+func (c *Console) tokens(w http.ResponseWriter, r *http.Request) {
+	c.renderTokens(w, r, "")
+}
+
+func (c *Console) renderTokens(w http.ResponseWriter, r *http.Request, secret string) {
+	list, err := c.o.Tokens.List(r.Context())
+	if err != nil {
+		c.fail(w, r, me(r), http.StatusInternalServerError, "Error", userMessage(err))
+		return
+	}
+	c.render(w, r, http.StatusOK, "tokens", "API tokens", "tokens", map[string]any{"Items": list, "Secret": secret})
+}
+
+func (c *Console) createToken(w http.ResponseWriter, r *http.Request) {
+	role, err := enrollment.ParseRole(r.PostFormValue("role"))
+	if err != nil {
+		back(w, r, "/console/tokens", "error", userMessage(err))
+		return
+	}
+	_, secret, err := c.o.Tokens.Create(r.Context(), actor(r), r.PostFormValue("name"), role)
+	if err != nil {
+		back(w, r, "/console/tokens", "error", userMessage(err))
+		return
+	}
+	// Rendered, not redirected: the secret must not travel in a URL.
+	c.renderTokens(w, r, secret)
+}
+
+func (c *Console) revokeToken(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if err := c.o.Tokens.Revoke(r.Context(), actor(r), name); err != nil {
+		back(w, r, "/console/tokens", "error", userMessage(err))
+		return
+	}
+	back(w, r, "/console/tokens", "flash", "Revoked "+name+".")
+}
