@@ -1,0 +1,176 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/vestibule-mdm/vestibule/auth"
+	"github.com/vestibule-mdm/vestibule/enrollment"
+	"github.com/vestibule-mdm/vestibule/internal/testenv"
+)
+
+// chromium finds Debian's chromium, or skips.
+func chromium(t *testing.T) string {
+	for _, p := range []string{os.Getenv("VESTIBULE_TEST_CHROMIUM"), "/usr/bin/chromium", "/usr/bin/chromium-browser"} {
+		if p == "" {
+			continue
+		}
+		if path, err := exec.LookPath(p); err == nil {
+			return path
+		}
+	}
+	testenv.Missing(t, "browser", "apt-get install chromium chromium-driver")
+	return ""
+}
+
+// screenshotDir is where the browser tests leave their screenshots for a
+// person to look at.
+func screenshotDir(t *testing.T) string {
+	if d := os.Getenv("VESTIBULE_TEST_SCREENSHOTS"); d != "" {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	return t.TempDir()
+}
+
+func newBrowser(t *testing.T) context.Context {
+	t.Helper()
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(chromium(t)),
+		chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun, chromedp.NoDefaultBrowserCheck,
+		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1280, 900),
+	}
+	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	t.Cleanup(cancel)
+	ctx, cancel2 := chromedp.NewContext(actx)
+	t.Cleanup(cancel2)
+	ctx, cancel3 := context.WithTimeout(ctx, 90*time.Second)
+	t.Cleanup(cancel3)
+	return ctx
+}
+
+func shot(t *testing.T, ctx context.Context, dir, name string) {
+	t.Helper()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatalf("screenshot %s: %v", name, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name), png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func textOf(t *testing.T, ctx context.Context, sel string) string {
+	t.Helper()
+	s, err := chromedp.Run(ctx, chromedp.Text(sel))
+	if err != nil {
+		t.Fatalf("text of %s: %v", sel, err)
+	}
+	return s
+}
+
+// TestConsoleInABrowser signs in through the real page, approves one
+// pending device and denies another, as an admin would.
+func TestConsoleInABrowser(t *testing.T) {
+	ctx := newBrowser(t)
+	dir := screenshotDir(t)
+	e := newEnv(t, "sqlite")
+	hash, _ := auth.HashPassword(testPassword)
+	approver, err := e.app.Users.Add(e.ctx, admin, enrollment.UserInput{Email: "approver@example.com", Name: "Ann Approver", Role: enrollment.RoleApprover})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.app.Store.SetUserPassword(e.ctx, approver.ID, hash, enrollment.AuditEvent{At: approver.CreatedAt, Actor: "test", Action: "user.password"})
+
+	good, goodRes := e.enrolledDevice("alice@example.com", "C02GOODMAC01")
+	good.DeviceName = "Alice's MacBook Pro"
+	bad, badRes := e.enrolledDevice("bob@example.com", "C02UNKNOWN99")
+	bad.DeviceName = "<b>not mine</b>"
+	for _, d := range []interface {
+		Authenticate(context.Context) (int, error)
+	}{good, bad} {
+		if code, err := d.Authenticate(e.ctx); err != nil || code != 200 {
+			t.Fatal(code, err)
+		}
+	}
+	// A re-enrollment, so the queue shows its flag.
+	again, _ := e.enrolledDevice("alice@example.com", "C02GOODMAC01")
+	again.UDID, again.DeviceName = good.UDID, "Alice's MacBook Pro"
+
+	err = chromedp.Do(ctx,
+		chromedp.Navigate(e.url+"/console/pending"),
+		chromedp.WaitVisible(`input[name=email]`),
+		chromedp.SendKeys(`input[name=email]`, "approver@example.com"),
+		chromedp.SendKeys(`input[name=password]`, testPassword),
+		chromedp.Click(`button[type=submit]`),
+		chromedp.WaitVisible(`table`),
+	)
+	text := textOf(t, ctx, `main`)
+	if err != nil {
+		t.Fatalf("sign in: %v", err)
+	}
+	if !strings.Contains(text, "C02GOODMAC01") || !strings.Contains(text, "<b>not mine</b>") {
+		t.Fatalf("the queue does not show both devices (markup as text):\n%s", text)
+	}
+	shot(t, ctx, dir, "console-pending.png")
+
+	err = chromedp.Do(ctx,
+		chromedp.SendKeys(`form[action="/console/enrollments/`+goodRes.ID+`/approve"] input[name=note]`, "Alice's laptop, checked with her"),
+		chromedp.Click(`form[action="/console/enrollments/`+goodRes.ID+`/approve"] button`),
+		chromedp.WaitVisible(`.flash`),
+	)
+	text = textOf(t, ctx, `.flash`)
+	if err != nil || !strings.Contains(text, "Approved") {
+		t.Fatalf("approve: %v %q", err, text)
+	}
+	// Start from a page without a message, so the wait below is for the
+	// answer to the denial.
+	err = chromedp.Do(ctx,
+		chromedp.Navigate(e.url+"/console/pending"),
+		chromedp.WaitVisible(`table`),
+		chromedp.SendKeys(`form[action="/console/enrollments/`+badRes.ID+`/deny"] input[name=reason]`, "nobody asked for this device"),
+		chromedp.Click(`form[action="/console/enrollments/`+badRes.ID+`/deny"] button`),
+		chromedp.WaitVisible(`.flash`),
+	)
+	text = textOf(t, ctx, `.flash`)
+	if err != nil || !strings.Contains(text, "Denied") {
+		t.Fatalf("deny: %v %q", err, text)
+	}
+	if code, _ := again.Authenticate(e.ctx); code != 200 {
+		t.Fatalf("re-enrollment Authenticate: %d", code)
+	}
+	if err := chromedp.Do(ctx, chromedp.Navigate(e.url+"/console/pending"), chromedp.WaitVisible(`table`)); err != nil {
+		t.Fatal(err)
+	}
+	shot(t, ctx, dir, "console-pending-reenrollment.png")
+
+	err = chromedp.Do(ctx, chromedp.Navigate(e.url+"/console/devices"), chromedp.WaitVisible(`table`))
+	text = textOf(t, ctx, `main`)
+	if err != nil || !strings.Contains(text, "approved") || !strings.Contains(text, "denied") {
+		t.Fatalf("devices: %v\n%s", err, text)
+	}
+	shot(t, ctx, dir, "console-devices.png")
+	if err := chromedp.Do(ctx, chromedp.Navigate(e.url+"/console/devices/"+goodRes.ID), chromedp.WaitVisible(`dl.facts`)); err != nil {
+		t.Fatal(err)
+	}
+	shot(t, ctx, dir, "console-device.png")
+
+	if en, _ := e.app.Enrollments.Get(e.ctx, goodRes.ID); en.State != enrollment.StateApproved || en.DecidedBy != "user:approver@example.com" {
+		t.Errorf("approved device: %s by %s", en.State, en.DecidedBy)
+	}
+	if en, _ := e.app.Enrollments.Get(e.ctx, badRes.ID); en.State != enrollment.StateDenied {
+		t.Errorf("denied device: %s", en.State)
+	}
+	t.Logf("screenshots in %s", dir)
+}
