@@ -12,14 +12,14 @@ import (
 )
 
 type sessionRow struct {
-	IDHash     string `db:"id_hash"`
-	UserID     string `db:"user_id"`
-	Method     string `db:"method"`
-	CreatedAt  int64  `db:"created_at"`
-	LastSeenAt int64  `db:"last_seen_at"`
-	ExpiresAt  int64  `db:"expires_at"`
-	RemoteIP   string `db:"remote_ip"`
-	UserAgent  string `db:"user_agent"`
+	IDHash     string  `db:"id_hash"`
+	UserID     string  `db:"user_id"`
+	Method     string  `db:"method"`
+	CreatedAt  int64   `db:"created_at"`
+	LastSeenAt int64   `db:"last_seen_at"`
+	ExpiresAt  int64   `db:"expires_at"`
+	RemoteIP   string  `db:"remote_ip"`
+	UserAgent  string  `db:"user_agent"`
 	User       userRow `db:"u"`
 }
 

@@ -155,8 +155,12 @@ func (c *Console) Routes(mux *http.ServeMux) {
 	cm.HandleFunc("GET /login", c.loginPage)
 	cm.HandleFunc("POST /login", c.login)
 	cm.HandleFunc("POST /logout", c.logout)
-	cm.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/console/pending", http.StatusSeeOther) })
-	cm.HandleFunc("GET /console/{$}", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/console/pending", http.StatusSeeOther) })
+	cm.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/console/pending", http.StatusSeeOther)
+	})
+	cm.HandleFunc("GET /console/{$}", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/console/pending", http.StatusSeeOther)
+	})
 	cm.HandleFunc("GET /console/pending", c.need(viewer, c.pending))
 	cm.HandleFunc("POST /console/enrollments/{id}/approve", c.need(approver, c.approve))
 	cm.HandleFunc("POST /console/enrollments/{id}/deny", c.need(approver, c.deny))
