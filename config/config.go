@@ -38,7 +38,22 @@ type Config struct {
 	SCEP      SCEP       `yaml:"scep"`
 	Vault     Vault      `yaml:"vault"`
 	Session   Session    `yaml:"session"`
+	Push      Push       `yaml:"push"`
 }
+
+// Push configures APNs. Push is on when a certificate is set.
+type Push struct {
+	CertFile        string `yaml:"cert_file"`
+	KeyFile         string `yaml:"key_file"`
+	P12File         string `yaml:"p12_file"`
+	P12PasswordFile string `yaml:"p12_password_file"`
+	Environment     string `yaml:"environment"`
+	Host            string `yaml:"host"`
+	Workers         int    `yaml:"workers"`
+}
+
+// Enabled reports whether a push certificate is configured.
+func (p Push) Enabled() bool { return p.CertFile != "" || p.P12File != "" }
 
 // Session configures sign-in sessions of the console and portal.
 type Session struct {
@@ -199,6 +214,7 @@ func Defaults() Config {
 		Signer:  Signer{Backend: "local"},
 		SCEP:    SCEP{CertValidity: Duration(365 * 24 * time.Hour), MinRSABits: 2048},
 		Vault:   Vault{Mount: "transit", Key: "vestibule-token", Timeout: Duration(3 * time.Second)},
+		Push:    Push{Environment: "production", Workers: 1},
 		Session: Session{IdleTimeout: Duration(30 * time.Minute), AbsoluteTimeout: Duration(12 * time.Hour), LocalLogin: true},
 	}
 }
@@ -430,6 +446,20 @@ func (c Config) Validate() error {
 	}
 	if c.Session.AbsoluteTimeout.D() > 7*24*time.Hour {
 		bad("session.absolute_timeout", "must be at most 168h")
+	}
+	if c.Push.CertFile != "" && c.Push.P12File != "" {
+		bad("push", "set cert_file and key_file, or p12_file, not both")
+	}
+	if (c.Push.CertFile == "") != (c.Push.KeyFile == "") {
+		bad("push", "cert_file and key_file go together")
+	}
+	switch c.Push.Environment {
+	case "production", "development":
+	default:
+		bad("push.environment", fmt.Sprintf("%q is not production or development", c.Push.Environment))
+	}
+	if c.Push.Workers < 1 || c.Push.Workers > 64 {
+		bad("push.workers", "must be 1 to 64")
 	}
 	required("mdm.topic", c.MDM.Topic)
 	if c.MDM.TrustedProxyHeader != "" && len(c.MDM.TrustedProxyCIDRs) == 0 {

@@ -91,6 +91,7 @@ type Enrollment struct {
 	PushMagic      string      `json:"-"`
 	PushTopic      string      `json:"push_topic,omitempty"`
 	TokenUpdatedAt *time.Time  `json:"token_updated_at,omitempty"`
+	PushInvalidAt  *time.Time  `json:"push_invalid_at,omitempty"`
 	LastSeenAt     *time.Time  `json:"last_seen_at,omitempty"`
 }
 

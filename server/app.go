@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -13,6 +14,7 @@ import (
 	"github.com/vestibule-mdm/vestibule/checkin"
 	"github.com/vestibule-mdm/vestibule/config"
 	"github.com/vestibule-mdm/vestibule/enrollment"
+	"github.com/vestibule-mdm/vestibule/push"
 	"github.com/vestibule-mdm/vestibule/scep"
 	"github.com/vestibule-mdm/vestibule/store"
 )
@@ -41,13 +43,20 @@ type App struct {
 	Profiles     *Profiles
 	CA           keyPair
 	SCEP         *scep.Service
-	Checkin      *checkin.Service
-	closers      []func() error
+	// Pusher is nil when push is not configured.
+	Pusher *push.Pusher
+
+	Checkin *checkin.Service
+	closers []func() error
 }
 
 // Build opens the store (migrated, or checked current when migrate is
 // false) and builds keys and services. cfg.PublicURL must be final.
-func Build(ctx context.Context, cfg config.Config, log *slog.Logger, migrate bool) (*App, error) {
+func Build(ctx context.Context, cfg config.Config, log *slog.Logger, migrate bool, options ...BuildOption) (*App, error) {
+	var opts buildOptions
+	for _, o := range options {
+		o(&opts)
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -96,6 +105,13 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger, migrate boo
 		a.Close()
 		return nil, err
 	}
+	if a.Pusher, err = newPusher(cfg, st, log, a.Registry, opts.PushRoots); err != nil {
+		a.Close()
+		return nil, err
+	}
+	if a.Pusher != nil {
+		a.Ready["push"] = a.Pusher.Health
+	}
 	a.SCEP, err = scep.New(scep.Options{Authority: a.CA, Store: st, Validity: cfg.SCEP.CertValidity.D(),
 		MinRSABits: cfg.SCEP.MinRSABits, Logger: log})
 	if err != nil {
@@ -113,6 +129,18 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger, migrate boo
 		return nil, err
 	}
 	return a, nil
+}
+
+type buildOptions struct {
+	PushRoots *x509.CertPool
+}
+
+// BuildOption adjusts Build for tests.
+type BuildOption func(*buildOptions)
+
+// WithPushRoots trusts roots for the APNs connection (a test APNs server).
+func WithPushRoots(roots *x509.CertPool) BuildOption {
+	return func(o *buildOptions) { o.PushRoots = roots }
 }
 
 // loadCA reads the SCEP CA; --dev creates it on first start.

@@ -47,7 +47,7 @@ func New(app *App) (*Server, error) {
 	mux.Handle("GET /readyz", handleReadyz(s.readinessChecks(app.Ready)))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{Registry: s.registry}))
 	api, err := web.NewAPI(web.APIOptions{Reservations: app.Reservations, Enrollments: app.Enrollments, Commands: app.Commands,
-		Builder: commandBuilder{}, Audit: app.Store, Profiles: app.Profiles, Tokens: app.APITokens,
+		Builder: commandBuilder{}, Audit: app.Store, Waker: waker(app), Profiles: app.Profiles, Tokens: app.APITokens,
 		PublicURL: app.Config.PublicURL, Logger: app.Log})
 	if err != nil {
 		return nil, err
@@ -60,7 +60,7 @@ func New(app *App) (*Server, error) {
 	console, err := web.NewConsole(web.ConsoleOptions{Sessions: app.Sessions, Passwords: passwords, Users: app.Users,
 		Reservations: app.Reservations, Enrollments: app.Enrollments, Commands: app.Commands, Builder: commandBuilder{},
 		PostApproval: app.PostApproval, Profiles: app.Profiles, Tokens: app.APITokens, Audit: app.Store, Certificates: app.Store,
-		OrgName: app.Config.Org.Name, SecureCookies: strings.HasPrefix(app.Config.PublicURL, "https://"), Logger: app.Log})
+		OrgName: app.Config.Org.Name, PushEnabled: app.Pusher != nil, SecureCookies: strings.HasPrefix(app.Config.PublicURL, "https://"), Logger: app.Log})
 	if err != nil {
 		return nil, err
 	}
@@ -94,6 +94,15 @@ func (s *Server) readinessChecks(extra map[string]func(context.Context) error) [
 		checks = append(checks, readinessCheck{name: name, check: c})
 	}
 	return checks
+}
+
+// waker is the pusher as the API sees it; a nil pusher is no waker at all
+// (not a typed nil).
+func waker(app *App) web.Waker {
+	if app.Pusher == nil {
+		return nil
+	}
+	return app.Pusher
 }
 
 // Handler is the whole HTTP surface, for tests and embedding.

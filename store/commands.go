@@ -39,6 +39,16 @@ func (s *Store) EnqueueCommands(ctx context.Context, enrollmentID string, cmds [
 		if err := enqueue(ctx, tx, enrollmentID, cmds, by, at); err != nil {
 			return err
 		}
+		var state string
+		if err := tx.GetContext(ctx, &state, tx.Rebind(`SELECT state FROM enrollments WHERE id = ?`), enrollmentID); err != nil {
+			return err
+		}
+		// A pending device would get nothing from waking up.
+		if state == string(enrollment.StateApproved) {
+			if err := enqueuePush(ctx, tx, enrollmentID, at); err != nil {
+				return err
+			}
+		}
 		return appendAudit(ctx, tx, ev)
 	})
 }

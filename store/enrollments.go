@@ -41,6 +41,7 @@ type enrollmentRow struct {
 	PushMagic      string         `db:"push_magic"`
 	PushTopic      string         `db:"push_topic"`
 	TokenUpdatedAt sql.NullInt64  `db:"token_updated_at"`
+	PushInvalidAt  sql.NullInt64  `db:"push_invalid_at"`
 	LastSeenAt     sql.NullInt64  `db:"last_seen_at"`
 }
 
@@ -51,13 +52,13 @@ func (r enrollmentRow) enrollment() enrollment.Enrollment {
 			OSVersion: r.OSVersion, BuildVersion: r.BuildVersion, IMEI: r.IMEI, MEID: r.MEID, DeviceName: r.DeviceName},
 		CheckinIP: r.CheckinIP, CreatedAt: fromMS(r.CreatedAt), UpdatedAt: fromMS(r.UpdatedAt), DecidedAt: fromNullMS(r.DecidedAt),
 		DecidedBy: r.DecidedBy.String, DecisionNote: r.DecisionNote, Suspicious: r.Suspicious, PushToken: r.PushToken,
-		PushMagic: r.PushMagic, PushTopic: r.PushTopic, TokenUpdatedAt: fromNullMS(r.TokenUpdatedAt), LastSeenAt: fromNullMS(r.LastSeenAt)}
+		PushMagic: r.PushMagic, PushTopic: r.PushTopic, TokenUpdatedAt: fromNullMS(r.TokenUpdatedAt), PushInvalidAt: fromNullMS(r.PushInvalidAt), LastSeenAt: fromNullMS(r.LastSeenAt)}
 }
 
 const selectEnrollment = `SELECT e.id, e.user_id, u.email AS user_email, e.state, e.re_enrollment <> 0 AS re_enrollment, e.previous_id,
 	e.udid, e.serial, e.model, e.model_name, e.product_name, e.os_version, e.build_version, e.imei, e.meid, e.device_name,
 	e.checkin_ip, e.created_at, e.updated_at, e.decided_at, e.decided_by, e.decision_note, e.suspicious <> 0 AS suspicious,
-	e.push_token, e.push_magic, e.push_topic, e.token_updated_at, e.last_seen_at
+	e.push_token, e.push_magic, e.push_topic, e.token_updated_at, e.push_invalid_at, e.last_seen_at
 	FROM enrollments e JOIN users u ON u.id = e.user_id`
 
 func getEnrollment(ctx context.Context, q sqlx.QueryerContext, id string) (enrollment.Enrollment, error) {
@@ -243,6 +244,9 @@ func (s *Store) Decide(ctx context.Context, id string, from, to enrollment.State
 			if err := enqueue(ctx, tx, id, cmds, by, at); err != nil {
 				return err
 			}
+			if err := enqueuePush(ctx, tx, id, at); err != nil {
+				return err
+			}
 		case enrollment.StateDenied:
 			if err := revokeEnrollmentCerts(ctx, tx, []string{id}, "enrollment denied", at); err != nil {
 				return err
@@ -279,7 +283,7 @@ func (s *Store) supersede(ctx context.Context, tx *sqlx.Tx, e enrollment.Enrollm
 // UpdatePushInfo stores what TokenUpdate delivered.
 func (s *Store) UpdatePushInfo(ctx context.Context, id string, p enrollment.PushInfo, at time.Time) error {
 	res, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE enrollments SET push_token = ?, push_magic = ?, push_topic = ?,
-		token_updated_at = ?, last_seen_at = ?, updated_at = ? WHERE id = ?`), p.Token, p.Magic, p.Topic, ms(at), ms(at), ms(at), id)
+		token_updated_at = ?, last_seen_at = ?, updated_at = ?, push_invalid_at = NULL WHERE id = ?`), p.Token, p.Magic, p.Topic, ms(at), ms(at), ms(at), id)
 	if err != nil {
 		return fmt.Errorf("update push info: %w", err)
 	}

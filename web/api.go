@@ -41,6 +41,7 @@ type API struct {
 	commands     CommandService
 	builder      CommandBuilder
 	audit        AuditReader
+	waker        Waker
 	profiles     ProfileMaker
 	tokens       TokenAuthenticator
 	publicURL    string
@@ -54,10 +55,12 @@ type APIOptions struct {
 	Commands     CommandService
 	Builder      CommandBuilder
 	Audit        AuditReader
-	Profiles     ProfileMaker
-	Tokens       TokenAuthenticator
-	PublicURL    string
-	Logger       *slog.Logger
+	// Waker is nil when push is off.
+	Waker     Waker
+	Profiles  ProfileMaker
+	Tokens    TokenAuthenticator
+	PublicURL string
+	Logger    *slog.Logger
 }
 
 // NewAPI returns the JSON API.
@@ -69,7 +72,7 @@ func NewAPI(o APIOptions) (*API, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &API{reservations: o.Reservations, enrollments: o.Enrollments, commands: o.Commands, builder: o.Builder, audit: o.Audit, profiles: o.Profiles, tokens: o.Tokens, publicURL: o.PublicURL, log: o.Logger}, nil
+	return &API{reservations: o.Reservations, enrollments: o.Enrollments, commands: o.Commands, builder: o.Builder, audit: o.Audit, waker: o.Waker, profiles: o.Profiles, tokens: o.Tokens, publicURL: o.PublicURL, log: o.Logger}, nil
 }
 
 // Routes mounts the API on mux.

@@ -80,6 +80,8 @@ type ConsoleOptions struct {
 	Audit        AuditReader
 	Certificates CertificateLister
 	OrgName      string
+	// PushEnabled says whether devices can be woken, for the device page.
+	PushEnabled bool
 	// SecureCookies marks cookies Secure: true whenever the public URL is
 	// https.
 	SecureCookies bool

@@ -146,7 +146,7 @@ func (c *Console) device(w http.ResponseWriter, r *http.Request) {
 	certs, _ := c.o.Certificates.ListCertificates(ctx, e.ID)
 	cmds, _ := c.o.Commands.List(ctx, e.ID)
 	c.render(w, r, http.StatusOK, "device", deviceLabel(e), "devices", map[string]any{"E": e, "History": history,
-		"Certs": certs, "Commands": cmds})
+		"Certs": certs, "Commands": cmds, "PushOn": c.o.PushEnabled})
 }
 
 func (c *Console) enqueue(w http.ResponseWriter, r *http.Request) {

@@ -30,6 +30,11 @@ type CommandBuilder interface {
 	Build(requestType string, payload []byte) (enrollment.NewCommand, error)
 }
 
+// Waker asks for a push to a device.
+type Waker interface {
+	PushNow(ctx context.Context, enrollmentID string) error
+}
+
 // AuditReader lists the audit log.
 type AuditReader interface {
 	ListAudit(ctx context.Context, f enrollment.AuditFilter) ([]enrollment.AuditEvent, error)
@@ -44,6 +49,7 @@ func (a *API) enrollmentRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/v1/devices/{id}/commands", a.requireToken(viewer, a.listCommands))
 	mux.HandleFunc("POST /api/v1/devices/{id}/commands", a.requireToken(approver, a.enqueueCommand))
 	mux.HandleFunc("GET /api/v1/audit", a.requireToken(viewer, a.listAudit))
+	mux.HandleFunc("POST /api/v1/devices/{id}/push", a.requireToken(approver, a.pushDevice))
 }
 
 func (a *API) listEnrollments(w http.ResponseWriter, r *http.Request) {
@@ -217,4 +223,21 @@ func (a *API) listAudit(w http.ResponseWriter, r *http.Request) {
 		events = []enrollment.AuditEvent{}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"items": events})
+}
+
+func (a *API) pushDevice(w http.ResponseWriter, r *http.Request) {
+	if a.waker == nil {
+		writeAPIError(w, apiError{http.StatusConflict, "push_off", "push is not configured on this server (push.cert_file)"})
+		return
+	}
+	e, err := a.device(r)
+	if err != nil {
+		writeError(w, r, a.log, err)
+		return
+	}
+	if err := a.waker.PushNow(r.Context(), e.ID); err != nil {
+		writeError(w, r, a.log, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]string{"device_id": e.ID, "status": "push queued"})
 }

@@ -1,0 +1,265 @@
+package push
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/asn1"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sideshow/apns2"
+	"golang.org/x/net/http2"
+)
+
+// Item is a push owed to one device.
+type Item struct {
+	EnrollmentID string
+	Token        string // hex
+	Magic        string
+	Topic        string
+	Attempts     int
+}
+
+// Store is the outbox.
+type Store interface {
+	// ClaimOutbox leases up to limit due items until leaseUntil; two
+	// workers never get the same item.
+	ClaimOutbox(ctx context.Context, limit int, now, leaseUntil time.Time) ([]Item, error)
+	CompleteOutbox(ctx context.Context, enrollmentID string) error
+	RetryOutbox(ctx context.Context, enrollmentID string, next time.Time, lastErr string) error
+	// DropOutbox gives up on an item and, when invalid, marks the
+	// device's push token invalid.
+	DropOutbox(ctx context.Context, enrollmentID string, invalidToken bool, at time.Time, reason string) error
+	EnqueuePush(ctx context.Context, enrollmentID string, at time.Time) error
+}
+
+// Options configure the pusher.
+type Options struct {
+	Certificate tls.Certificate
+	// Host is the APNs endpoint: apns2.HostProduction, apns2.HostDevelopment,
+	// or a test server.
+	Host string
+	// RootCAs replaces the system roots (tests).
+	RootCAs    *x509.CertPool
+	Store      Store
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
+	// Batch is how many items a worker claims at once.
+	Batch int
+	// Poll is how often an idle worker looks for work.
+	Poll        time.Duration
+	MaxAttempts int
+	Now         func() time.Time
+}
+
+// Pusher drains the outbox into APNs.
+type Pusher struct {
+	o       Options
+	client  *apns2.Client
+	topic   string
+	expires time.Time
+	log     *slog.Logger
+	m       *metrics
+}
+
+// New checks the certificate and builds the APNs client. Its HTTP/2
+// connection is reused for every push.
+func New(o Options) (*Pusher, error) {
+	if o.Store == nil || len(o.Certificate.Certificate) == 0 {
+		return nil, errors.New("push: a store and an MDM push certificate are required")
+	}
+	leaf, err := x509.ParseCertificate(o.Certificate.Certificate[0])
+	if err != nil {
+		return nil, fmt.Errorf("push certificate: %w", err)
+	}
+	topic := TopicOf(leaf)
+	if topic == "" {
+		return nil, errors.New("push certificate: no com.apple.mgmt topic in its subject UID; is it an MDM push certificate?")
+	}
+	if o.Host == "" {
+		o.Host = apns2.HostProduction
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Batch <= 0 {
+		o.Batch = 100
+	}
+	if o.Poll <= 0 {
+		o.Poll = time.Second
+	}
+	if o.MaxAttempts <= 0 {
+		o.MaxAttempts = 10
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	tlsCfg := &tls.Config{Certificates: []tls.Certificate{o.Certificate}, RootCAs: o.RootCAs, MinVersion: tls.VersionTLS12}
+	transport := &http2.Transport{TLSClientConfig: tlsCfg, ReadIdleTimeout: 15 * time.Second,
+		DialTLSContext: func(ctx context.Context, network, addr string, cfg *tls.Config) (net.Conn, error) {
+			d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 20 * time.Second, KeepAlive: 60 * time.Second}, Config: cfg}
+			return d.DialContext(ctx, network, addr)
+		}}
+	client := &apns2.Client{Host: o.Host, Certificate: o.Certificate, HTTPClient: &http.Client{Transport: transport, Timeout: 30 * time.Second}}
+	return &Pusher{o: o, client: client, topic: topic, expires: leaf.NotAfter, log: o.Logger, m: newMetrics(o.Registerer)}, nil
+}
+
+// TopicOf reads the MDM push topic from a push certificate's subject UID
+// (OID 0.9.2342.19200300.100.1.1), where Apple puts it.
+func TopicOf(c *x509.Certificate) string {
+	uid := asn1.ObjectIdentifier{0, 9, 2342, 19200300, 100, 1, 1}
+	for _, n := range c.Subject.Names {
+		if n.Type.Equal(uid) {
+			if s, ok := n.Value.(string); ok && strings.HasPrefix(s, "com.apple.mgmt.") {
+				return s
+			}
+		}
+	}
+	return ""
+}
+
+// Topic is the certificate's push topic.
+func (p *Pusher) Topic() string { return p.topic }
+
+// Expires is when the push certificate stops working.
+func (p *Pusher) Expires() time.Time { return p.expires }
+
+// Health fails when the push certificate has expired; it is the most
+// common MDM outage, so /readyz says so.
+func (p *Pusher) Health(context.Context) error {
+	left := p.expires.Sub(p.o.Now())
+	switch {
+	case left <= 0:
+		return fmt.Errorf("the MDM push certificate expired on %s", p.expires.Format("2006-01-02"))
+	case left < 30*24*time.Hour:
+		p.log.Warn("the MDM push certificate expires soon; renew it", "expires", p.expires.Format("2006-01-02"))
+	}
+	return nil
+}
+
+// Run drains the outbox until ctx ends.
+func (p *Pusher) Run(ctx context.Context) {
+	t := time.NewTicker(p.o.Poll)
+	defer t.Stop()
+	for {
+		n, err := p.Drain(ctx)
+		if err != nil && ctx.Err() == nil {
+			p.log.Error("push outbox", "err", err)
+		}
+		if n > 0 {
+			continue // more may be waiting
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Drain claims one batch and pushes it; it returns how many it handled.
+func (p *Pusher) Drain(ctx context.Context) (int, error) {
+	now := p.o.Now()
+	items, err := p.o.Store.ClaimOutbox(ctx, p.o.Batch, now, now.Add(time.Minute))
+	if err != nil {
+		return 0, err
+	}
+	for _, it := range items {
+		p.send(ctx, it)
+	}
+	return len(items), nil
+}
+
+func (p *Pusher) send(ctx context.Context, it Item) {
+	n := &apns2.Notification{DeviceToken: it.Token, Topic: it.Topic, Payload: []byte(`{"mdm":"` + jsonEscape(it.Magic) + `"}`),
+		PushType: apns2.PushTypeMDM, Priority: apns2.PriorityHigh, Expiration: p.o.Now().Add(24 * time.Hour)}
+	if n.Topic == "" {
+		n.Topic = p.topic
+	}
+	start := time.Now()
+	res, err := p.client.PushWithContext(ctx, n)
+	p.m.latency.Observe(time.Since(start).Seconds())
+	now := p.o.Now()
+	switch {
+	case err == nil && res.Sent():
+		p.m.sent.Inc()
+		if err := p.o.Store.CompleteOutbox(ctx, it.EnrollmentID); err != nil {
+			p.log.Error("complete push", "enrollment", it.EnrollmentID, "err", err)
+		}
+	case err == nil && (res.StatusCode == http.StatusGone || res.Reason == apns2.ReasonBadDeviceToken || res.Reason == apns2.ReasonUnregistered):
+		p.m.failed.Inc()
+		p.log.Warn("push token no longer valid", "enrollment", it.EnrollmentID, "status", res.StatusCode, "reason", res.Reason)
+		if err := p.o.Store.DropOutbox(ctx, it.EnrollmentID, true, now, res.Reason); err != nil {
+			p.log.Error("drop push", "err", err)
+		}
+	case it.Attempts+1 >= p.o.MaxAttempts || (err == nil && res.StatusCode < 500 && res.StatusCode != http.StatusTooManyRequests):
+		p.m.failed.Inc()
+		reason := describe(res, err)
+		p.log.Error("push given up", "enrollment", it.EnrollmentID, "attempts", it.Attempts+1, "reason", reason)
+		if err := p.o.Store.DropOutbox(ctx, it.EnrollmentID, false, now, reason); err != nil {
+			p.log.Error("drop push", "err", err)
+		}
+	default:
+		p.m.retried.Inc()
+		backoff := min(time.Duration(1<<it.Attempts)*time.Second, 10*time.Minute)
+		if err := p.o.Store.RetryOutbox(ctx, it.EnrollmentID, now.Add(backoff), describe(res, err)); err != nil {
+			p.log.Error("retry push", "err", err)
+		}
+	}
+}
+
+func describe(res *apns2.Response, err error) string {
+	if err != nil {
+		return err.Error()
+	}
+	return fmt.Sprintf("%d %s", res.StatusCode, res.Reason)
+}
+
+// jsonEscape keeps a PushMagic (a UUID from the device) from breaking the
+// JSON payload.
+func jsonEscape(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r == '"' || r == '\\':
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		case r < 0x20:
+			fmt.Fprintf(&b, `\u%04x`, r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+// PushNow asks for a push to a device at once (manual pushes).
+func (p *Pusher) PushNow(ctx context.Context, enrollmentID string) error {
+	return p.o.Store.EnqueuePush(ctx, enrollmentID, p.o.Now())
+}
+
+type metrics struct {
+	sent, failed, retried prometheus.Counter
+	latency               prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		sent:    prometheus.NewCounter(prometheus.CounterOpts{Name: "vestibule_push_sent_total", Help: "MDM pushes APNs accepted."}),
+		failed:  prometheus.NewCounter(prometheus.CounterOpts{Name: "vestibule_push_failed_total", Help: "MDM pushes given up."}),
+		retried: prometheus.NewCounter(prometheus.CounterOpts{Name: "vestibule_push_retried_total", Help: "MDM pushes scheduled again after a failure."}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "vestibule_push_duration_seconds", Help: "APNs request latency.",
+			Buckets: []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5}}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.sent, m.failed, m.retried, m.latency)
+	}
+	return m
+}

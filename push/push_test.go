@@ -1,0 +1,322 @@
+package push_test
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vestibule-mdm/vestibule/enrollment"
+	"github.com/vestibule-mdm/vestibule/push"
+	"github.com/vestibule-mdm/vestibule/store"
+	"github.com/vestibule-mdm/vestibule/store/storetest"
+)
+
+const topic = "com.apple.mgmt.External.11111111-2222-3333-4444-555555555555"
+
+// apnsServer speaks the APNs provider API over HTTP/2 and TLS: each device
+// token answers with the statuses scripted for it, then 200.
+type apnsServer struct {
+	*httptest.Server
+	mu       sync.Mutex
+	script   map[string][]int
+	received []received
+}
+
+type received struct {
+	token  string
+	header http.Header
+	body   string
+}
+
+func newAPNs(t testing.TB) *apnsServer {
+	s := &apnsServer{script: map[string][]int{}}
+	s.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		token, ok := strings.CutPrefix(r.URL.Path, "/3/device/")
+		if r.Method != http.MethodPost || !ok || r.ProtoMajor != 2 {
+			http.Error(w, `{"reason":"BadPath"}`, http.StatusNotFound)
+			return
+		}
+		body, _ := io.ReadAll(r.Body)
+		s.mu.Lock()
+		s.received = append(s.received, received{token: token, header: r.Header.Clone(), body: string(body)})
+		status := http.StatusOK
+		if q := s.script[token]; len(q) > 0 {
+			status, s.script[token] = q[0], q[1:]
+		}
+		s.mu.Unlock()
+		w.Header().Set("apns-id", "00000000-0000-0000-0000-000000000001")
+		switch status {
+		case http.StatusOK:
+			w.WriteHeader(http.StatusOK)
+		case http.StatusGone:
+			w.WriteHeader(status)
+			fmt.Fprintf(w, `{"reason":"Unregistered","timestamp":%d}`, time.Now().UnixMilli())
+		case http.StatusTooManyRequests:
+			w.WriteHeader(status)
+			io.WriteString(w, `{"reason":"TooManyRequests"}`)
+		default:
+			w.WriteHeader(status)
+			io.WriteString(w, `{"reason":"InternalServerError"}`)
+		}
+	}))
+	s.EnableHTTP2 = true
+	s.StartTLS()
+	t.Cleanup(s.Close)
+	return s
+}
+
+func (s *apnsServer) got() []received {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]received(nil), s.received...)
+}
+
+// pushCert is an MDM push certificate as Apple issues it: the topic in the
+// subject's UID.
+func pushCert(t testing.TB) tls.Certificate {
+	key, _ := rsa.GenerateKey(rand.Reader, 2048)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(5), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(365 * 24 * time.Hour),
+		Subject:  pkix.Name{CommonName: "APSP:test", ExtraNames: []pkix.AttributeTypeAndValue{{Type: asn1.ObjectIdentifier{0, 9, 2342, 19200300, 100, 1, 1}, Value: topic}}},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
+
+func newPusher(t testing.TB, st *store.Store, apns *apnsServer, c *clock) *push.Pusher {
+	t.Helper()
+	roots := x509.NewCertPool()
+	roots.AddCert(apns.Certificate())
+	p, err := push.New(push.Options{Certificate: pushCert(t), Host: apns.URL, RootCAs: roots, Store: st, Now: c.now, Batch: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// approvedDevice makes an approved enrollment with a push token.
+func approvedDevice(t testing.TB, st *store.Store, token string, now time.Time) string {
+	t.Helper()
+	ctx := context.Background()
+	email := "u-" + token + "@example.com"
+	u, err := enrollment.NewUsers(st, func() time.Time { return now }).Add(ctx, enrollment.Actor{Name: "t"}, enrollment.UserInput{Email: email})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := enrollment.Reservation{ID: enrollment.NewID(), OrgID: "o", UserID: u.ID, ChallengeHash: enrollment.NewID(), TokenNonce: enrollment.NewID(),
+		TokenKeyVersion: 1, CreatedAt: now, ExpiresAt: now.Add(time.Hour), CreatedBy: "t"}
+	ev := enrollment.AuditEvent{At: now, Actor: "t", Action: "t"}
+	if err := st.CreateReservation(ctx, r, ev); err != nil {
+		t.Fatal(err)
+	}
+	e := enrollment.Enrollment{Facts: enrollment.DeviceFacts{UDID: "UDID-" + token, Serial: "S-" + token}}
+	if _, err := st.ClaimReservation(ctx, r.ID, r.TokenNonce, e, now, ev); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.UpdatePushInfo(ctx, r.ID, enrollment.PushInfo{Token: token, Magic: "magic-" + token, Topic: topic}, now); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Decide(ctx, r.ID, enrollment.StatePending, enrollment.StateApproved, "t", "", now, nil, ev); err != nil {
+		t.Fatal(err)
+	}
+	return r.ID
+}
+
+func hexToken(i int) string { return hex.EncodeToString([]byte(fmt.Sprintf("token-%026d", i))) }
+
+func TestDeliveryAndFailures(t *testing.T) {
+	storetest.ForEachDialect(t, func(t *testing.T, dialect string) {
+		ctx := context.Background()
+		st := storetest.Open(t, dialect)
+		apns := newAPNs(t)
+		c := &clock{t: time.Now()}
+		p := newPusher(t, st, apns, c)
+
+		ok, gone, busy, broken := hexToken(1), hexToken(2), hexToken(3), hexToken(4)
+		apns.script[gone] = []int{410}
+		apns.script[busy] = []int{429}
+		apns.script[broken] = []int{500, 500}
+		ids := map[string]string{}
+		for _, tok := range []string{ok, gone, busy, broken} {
+			ids[tok] = approvedDevice(t, st, tok, c.now())
+		}
+		if n, _ := p.Drain(ctx); n != 4 {
+			t.Fatalf("first drain handled %d", n)
+		}
+		first := apns.got()
+		for _, r := range first {
+			if r.header.Get("apns-topic") != topic || r.header.Get("apns-push-type") != "mdm" || r.header.Get("apns-priority") != "10" ||
+				r.header.Get("apns-expiration") == "" || r.body != `{"mdm":"magic-`+r.token+`"}` {
+				t.Fatalf("push to %s: headers %v body %s", r.token, r.header, r.body)
+			}
+		}
+		e, _ := st.Enrollment(ctx, ids[gone])
+		if e.PushInvalidAt == nil {
+			t.Error("410 did not mark the token invalid")
+		}
+		if n, _ := st.OutboxLen(ctx); n != 2 {
+			t.Fatalf("after the first drain %d pushes are owed, want 2 (429 and 500)", n)
+		}
+		if n, _ := p.Drain(ctx); n != 0 {
+			t.Fatalf("retries went out before their backoff: %d", n)
+		}
+		c.add(time.Second)
+		p.Drain(ctx) // 429 → 200 now; 500 → 500 again, backoff 2s
+		c.add(2 * time.Second)
+		p.Drain(ctx) // 500 → 200
+		if n, _ := st.OutboxLen(ctx); n != 0 {
+			t.Fatalf("%d pushes still owed", n)
+		}
+		count := map[string]int{}
+		for _, r := range apns.got() {
+			count[r.token]++
+		}
+		if count[ok] != 1 || count[gone] != 1 || count[busy] != 2 || count[broken] != 3 {
+			t.Fatalf("pushes per token: %v", count)
+		}
+		// A token APNs called invalid is not pushed again until the device
+		// sends a new one.
+		if err := st.EnqueuePush(ctx, ids[gone], c.now()); err != nil {
+			t.Fatal(err)
+		}
+		if n, _ := st.OutboxLen(ctx); n != 0 {
+			t.Fatal("a push was queued for an invalid token")
+		}
+	})
+}
+
+func TestCoalescingAndRestart(t *testing.T) {
+	ctx := context.Background()
+	dsn := storetest.DSN(t, "sqlite")
+	st := storetest.OpenDSN(t, dsn, store.Options{})
+	apns := newAPNs(t)
+	c := &clock{t: time.Now()}
+	tok := hexToken(7)
+	id := approvedDevice(t, st, tok, c.now())
+	for range 3 {
+		cmd := enrollment.NewCommand{UUID: enrollment.NewID(), RequestType: "ProfileList", Body: []byte("<plist/>")}
+		if err := st.EnqueueCommands(ctx, id, []enrollment.NewCommand{cmd}, "t", c.now(), enrollment.AuditEvent{At: c.now(), Actor: "t", Action: "t"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, _ := st.OutboxLen(ctx); n != 1 {
+		t.Fatalf("approval and three commands owe %d pushes, want 1", n)
+	}
+	st.Close() // the process stops before pushing
+	st2 := storetest.OpenDSN(t, dsn, store.Options{})
+	p := newPusher(t, st2, apns, c)
+	if n, err := p.Drain(ctx); n != 1 || err != nil {
+		t.Fatalf("after a restart: %d %v", n, err)
+	}
+	if got := apns.got(); len(got) != 1 || got[0].token != tok {
+		t.Fatalf("received %v", got)
+	}
+}
+
+func TestTwoWorkersNeverPushTwice(t *testing.T) {
+	ctx := context.Background()
+	dsn := storetest.DSN(t, "postgres")
+	st1 := storetest.OpenDSN(t, dsn, store.Options{})
+	st2 := storetest.OpenDSN(t, dsn, store.Options{})
+	apns := newAPNs(t)
+	c := &clock{t: time.Now()}
+	const n = 120
+	for i := range n {
+		approvedDevice(t, st1, hexToken(100+i), c.now())
+	}
+	var wg sync.WaitGroup
+	for _, st := range []*store.Store{st1, st2} {
+		p := newPusher(t, st, apns, c)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				k, err := p.Drain(ctx)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if k == 0 {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	seen := map[string]int{}
+	for _, r := range apns.got() {
+		seen[r.token]++
+	}
+	if len(seen) != n {
+		t.Fatalf("%d devices pushed, want %d", len(seen), n)
+	}
+	for tok, k := range seen {
+		if k != 1 {
+			t.Fatalf("%s pushed %d times", tok, k)
+		}
+	}
+}
+
+func TestCertificateChecks(t *testing.T) {
+	st := storetest.Open(t, "sqlite")
+	if _, err := push.New(push.Options{Store: st}); err == nil {
+		t.Error("no certificate accepted")
+	}
+	key, _ := rsa.GenerateKey(rand.Reader, 2048)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "not a push cert"}, NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour)}
+	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if _, err := push.New(push.Options{Store: st, Certificate: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}}); err == nil ||
+		!strings.Contains(err.Error(), "topic") {
+		t.Errorf("a certificate without a topic: %v", err)
+	}
+	apns := newAPNs(t)
+	c := &clock{t: time.Now().Add(400 * 24 * time.Hour)}
+	p := newPusher(t, st, apns, c)
+	if err := p.Health(context.Background()); err == nil || !strings.Contains(err.Error(), "expired") {
+		t.Errorf("expired certificate: %v", err)
+	}
+}
+
+func BenchmarkWorker(b *testing.B) {
+	ctx := context.Background()
+	st := storetest.Open(b, "sqlite")
+	apns := newAPNs(b)
+	c := &clock{t: time.Now()}
+	for i := range b.N {
+		approvedDevice(b, st, hexToken(i), c.now())
+	}
+	p := newPusher(b, st, apns, c)
+	b.ResetTimer()
+	sent := 0
+	for sent < b.N {
+		n, err := p.Drain(ctx)
+		if err != nil || n == 0 {
+			b.Fatalf("drained %d of %d: %v", sent, b.N, err)
+		}
+		sent += n
+	}
+}
