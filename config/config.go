@@ -39,6 +39,28 @@ type Config struct {
 	Vault     Vault      `yaml:"vault"`
 	Session   Session    `yaml:"session"`
 	Push      Push       `yaml:"push"`
+	OIDC      OIDC       `yaml:"oidc"`
+	Portal    Portal     `yaml:"portal"`
+}
+
+// OIDC configures sign-in through the company's identity provider.
+type OIDC struct {
+	Issuer               string   `yaml:"issuer"`
+	ClientID             string   `yaml:"client_id"`
+	ClientSecretFile     string   `yaml:"client_secret_file"`
+	Scopes               []string `yaml:"scopes"`
+	EmailClaim           string   `yaml:"email_claim"`
+	AllowUnverifiedEmail bool     `yaml:"allow_unverified_email"`
+}
+
+// Enabled reports whether an IdP is configured.
+func (o OIDC) Enabled() bool { return o.Issuer != "" }
+
+// Portal configures the user portal.
+type Portal struct {
+	// ReservationsPerHour bounds how many profiles one user may download
+	// in an hour.
+	ReservationsPerHour int `yaml:"reservations_per_hour"`
 }
 
 // Push configures APNs. Push is on when a certificate is set.
@@ -215,6 +237,8 @@ func Defaults() Config {
 		SCEP:    SCEP{CertValidity: Duration(365 * 24 * time.Hour), MinRSABits: 2048},
 		Vault:   Vault{Mount: "transit", Key: "vestibule-token", Timeout: Duration(3 * time.Second)},
 		Push:    Push{Environment: "production", Workers: 1},
+		OIDC:    OIDC{EmailClaim: "email"},
+		Portal:  Portal{ReservationsPerHour: 5},
 		Session: Session{IdleTimeout: Duration(30 * time.Minute), AbsoluteTimeout: Duration(12 * time.Hour), LocalLogin: true},
 	}
 }
@@ -460,6 +484,15 @@ func (c Config) Validate() error {
 	}
 	if c.Push.Workers < 1 || c.Push.Workers > 64 {
 		bad("push.workers", "must be 1 to 64")
+	}
+	if c.OIDC.Enabled() {
+		if u, err := url.Parse(c.OIDC.Issuer); err != nil || u.Host == "" || (u.Scheme != "https" && !(c.Dev && u.Scheme == "http")) {
+			bad("oidc.issuer", "must be the IdP's https issuer URL")
+		}
+		required("oidc.client_id", c.OIDC.ClientID)
+	}
+	if c.Portal.ReservationsPerHour < 1 || c.Portal.ReservationsPerHour > 1000 {
+		bad("portal.reservations_per_hour", "must be 1 to 1000")
 	}
 	required("mdm.topic", c.MDM.Topic)
 	if c.MDM.TrustedProxyHeader != "" && len(c.MDM.TrustedProxyCIDRs) == 0 {

@@ -154,6 +154,23 @@ type EnrollmentStore interface {
 	MarkUnenrolled(ctx context.Context, id string, at time.Time, ev AuditEvent) error
 	Touch(ctx context.Context, id string, at time.Time) error
 	AppendAudit(ctx context.Context, ev AuditEvent) error
+	MarkSuspicious(ctx context.Context, id string, at time.Time, ev AuditEvent) (Enrollment, error)
+}
+
+// NotMe is the owner's "this wasn't me": the enrollment is marked
+// suspicious for admins and denied if still pending. Only the user the
+// device enrolled for may say so.
+func (s *Enrollments) NotMe(ctx context.Context, actor Actor, userID, id string) (Enrollment, error) {
+	e, err := s.Get(ctx, id)
+	if err != nil {
+		return Enrollment{}, err
+	}
+	if e.UserID != userID {
+		return Enrollment{}, fmt.Errorf("not me: %w: enrollment %s", ErrNotFound, id)
+	}
+	now := s.now()
+	ev := actor.event(now, "enrollment.not_me", "enrollment", id, fmt.Sprintf("state was %s serial=%s", e.State, e.Facts.Serial))
+	return s.store.MarkSuspicious(ctx, id, now, ev)
 }
 
 // PushInfo is what TokenUpdate delivers for APNs.

@@ -118,6 +118,35 @@ type ReservationStore interface {
 	RefreshReservation(ctx context.Context, id string, f Refresh, ev AuditEvent) error
 	// RevokeReservation revokes an open reservation; otherwise ErrConflict.
 	RevokeReservation(ctx context.Context, id, by string, at time.Time, ev AuditEvent) error
+	CountReservationsSince(ctx context.Context, userID string, since time.Time) (int, error)
+}
+
+// ErrRateLimited means a user asked for too many profiles too fast.
+var ErrRateLimited = errors.New("too many enrollment profiles in the last hour")
+
+// ReserveForSelf is a person's own reservation from the portal: at most
+// perHour an hour, so a stolen session cannot mint profiles in bulk.
+func (s *Reservations) ReserveForSelf(ctx context.Context, actor Actor, u User, perHour int) (Reservation, Secrets, error) {
+	n, err := s.store.CountReservationsSince(ctx, u.ID, s.now().Add(-time.Hour))
+	if err != nil {
+		return Reservation{}, Secrets{}, fmt.Errorf("reserve: %w", err)
+	}
+	if n >= perHour {
+		return Reservation{}, Secrets{}, fmt.Errorf("reserve: %w: %d of %d allowed; try again later or ask your administrator", ErrRateLimited, n, perHour)
+	}
+	return s.Reserve(ctx, actor, u.Email)
+}
+
+// RevokeOwn revokes a reservation of the given user only.
+func (s *Reservations) RevokeOwn(ctx context.Context, actor Actor, userID, id string) error {
+	r, err := s.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	if r.UserID != userID {
+		return fmt.Errorf("revoke: %w: reservation %s", ErrNotFound, id)
+	}
+	return s.Revoke(ctx, actor, id)
 }
 
 // Reservations reserves device IDs for known users and hands out the

@@ -5,7 +5,10 @@ import (
 	"crypto/x509"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/netip"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -39,6 +42,8 @@ type App struct {
 	APITokens    *auth.APITokens
 	Sessions     *auth.Sessions
 	Passwords    *auth.PasswordLogin
+	// OIDC is nil when no identity provider is configured.
+	OIDC         *auth.OIDC
 	PostApproval enrollment.PostApproval
 	Profiles     *Profiles
 	CA           keyPair
@@ -112,6 +117,12 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger, migrate boo
 	if a.Pusher != nil {
 		a.Ready["push"] = a.Pusher.Health
 	}
+	if cfg.OIDC.Enabled() {
+		if a.OIDC, err = newOIDC(ctx, cfg, st, opts.OIDCClient); err != nil {
+			a.Close()
+			return nil, err
+		}
+	}
 	a.SCEP, err = scep.New(scep.Options{Authority: a.CA, Store: st, Validity: cfg.SCEP.CertValidity.D(),
 		MinRSABits: cfg.SCEP.MinRSABits, Logger: log})
 	if err != nil {
@@ -132,7 +143,27 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger, migrate boo
 }
 
 type buildOptions struct {
-	PushRoots *x509.CertPool
+	PushRoots  *x509.CertPool
+	OIDCClient *http.Client
+}
+
+// WithOIDCClient talks to the IdP with client (a test IdP).
+func WithOIDCClient(client *http.Client) BuildOption {
+	return func(o *buildOptions) { o.OIDCClient = client }
+}
+
+func newOIDC(ctx context.Context, cfg config.Config, st *store.Store, client *http.Client) (*auth.OIDC, error) {
+	var secret string
+	if cfg.OIDC.ClientSecretFile != "" {
+		b, err := os.ReadFile(cfg.OIDC.ClientSecretFile)
+		if err != nil {
+			return nil, fmt.Errorf("oidc.client_secret_file: %w", err)
+		}
+		secret = strings.TrimSpace(string(b))
+	}
+	return auth.NewOIDC(ctx, auth.OIDCConfig{Issuer: cfg.OIDC.Issuer, ClientID: cfg.OIDC.ClientID, ClientSecret: secret,
+		RedirectURL: cfg.PublicURL + "/auth/callback", Scopes: cfg.OIDC.Scopes, EmailClaim: cfg.OIDC.EmailClaim,
+		AllowUnverifiedEmail: cfg.OIDC.AllowUnverifiedEmail, HTTPClient: client}, st, st, st, time.Now)
 }
 
 // BuildOption adjusts Build for tests.

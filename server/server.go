@@ -60,6 +60,7 @@ func New(app *App) (*Server, error) {
 	console, err := web.NewConsole(web.ConsoleOptions{Sessions: app.Sessions, Passwords: passwords, Users: app.Users,
 		Reservations: app.Reservations, Enrollments: app.Enrollments, Commands: app.Commands, Builder: commandBuilder{},
 		PostApproval: app.PostApproval, Profiles: app.Profiles, Tokens: app.APITokens, Audit: app.Store, Certificates: app.Store,
+		IdP: idp(app), Portal: app.Reservations, Owner: app.Enrollments, ReservationsPerHour: app.Config.Portal.ReservationsPerHour,
 		OrgName: app.Config.Org.Name, PushEnabled: app.Pusher != nil, SecureCookies: strings.HasPrefix(app.Config.PublicURL, "https://"), Logger: app.Log})
 	if err != nil {
 		return nil, err
@@ -103,6 +104,13 @@ func waker(app *App) web.Waker {
 		return nil
 	}
 	return app.Pusher
+}
+
+func idp(app *App) web.IdP {
+	if app.OIDC == nil {
+		return nil
+	}
+	return app.OIDC
 }
 
 // Handler is the whole HTTP surface, for tests and embedding.

@@ -328,3 +328,30 @@ func revokeEnrollmentCerts(ctx context.Context, tx *sqlx.Tx, ids []string, reaso
 	}
 	return nil
 }
+
+// MarkSuspicious records that the enrollment's owner says it was not them,
+// and denies it if it is still pending (revoking its certificates).
+func (s *Store) MarkSuspicious(ctx context.Context, id string, at time.Time, ev enrollment.AuditEvent) (enrollment.Enrollment, error) {
+	var out enrollment.Enrollment
+	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+		if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE enrollments SET suspicious = 1, updated_at = ? WHERE id = ?`), ms(at), id); err != nil {
+			return fmt.Errorf("mark suspicious: %w", err)
+		}
+		res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE enrollments SET state = 'denied', decided_at = ?, decided_by = ?,
+			decision_note = 'the owner says this was not them' WHERE id = ? AND state = 'pending'`), ms(at), ev.Actor, id)
+		if err != nil {
+			return fmt.Errorf("mark suspicious: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n > 0 {
+			if err := revokeEnrollmentCerts(ctx, tx, []string{id}, "owner reported it", at); err != nil {
+				return err
+			}
+		}
+		if err := appendAudit(ctx, tx, ev); err != nil {
+			return err
+		}
+		out, err = getEnrollment(ctx, tx, id)
+		return err
+	})
+	return out, err
+}

@@ -150,3 +150,11 @@ func (s *Store) explainMiss(ctx context.Context, tx *sqlx.Tx, id, op string) err
 	}
 	return fmt.Errorf("%s %s: %w: it is %s or no longer usable", op, id, enrollment.ErrConflict, state)
 }
+
+// CountReservationsSince counts a user's reservations made at or after
+// since, for the portal's rate limit.
+func (s *Store) CountReservationsSince(ctx context.Context, userID string, since time.Time) (int, error) {
+	var n int
+	err := s.db.GetContext(ctx, &n, s.db.Rebind(`SELECT COUNT(*) FROM reservations WHERE user_id = ? AND created_at >= ?`), userID, ms(since))
+	return n, err
+}

@@ -80,6 +80,11 @@ type ConsoleOptions struct {
 	Audit        AuditReader
 	Certificates CertificateLister
 	OrgName      string
+	// IdP is nil when no identity provider is configured.
+	IdP                 IdP
+	Portal              PortalService
+	Owner               OwnerActions
+	ReservationsPerHour int
 	// PushEnabled says whether devices can be woken, for the device page.
 	PushEnabled bool
 	// SecureCookies marks cookies Secure: true whenever the public URL is
@@ -99,7 +104,7 @@ type Console struct {
 // NewConsole parses the templates once.
 func NewConsole(o ConsoleOptions) (*Console, error) {
 	if o.Sessions == nil || o.Users == nil || o.Reservations == nil || o.Enrollments == nil || o.Commands == nil || o.Builder == nil ||
-		o.Profiles == nil || o.Tokens == nil || o.Audit == nil || o.Certificates == nil || o.PostApproval == nil {
+		o.Profiles == nil || o.Tokens == nil || o.Audit == nil || o.Certificates == nil || o.PostApproval == nil || o.Portal == nil || o.Owner == nil {
 		return nil, errors.New("console: a dependency is missing")
 	}
 	if o.Logger == nil {
@@ -184,12 +189,13 @@ func (c *Console) Routes(mux *http.ServeMux) {
 	cm.HandleFunc("GET /console/tokens", c.need(admin, c.tokens))
 	cm.HandleFunc("POST /console/tokens", c.need(admin, c.createToken))
 	cm.HandleFunc("POST /console/tokens/{name}/revoke", c.need(admin, c.revokeToken))
+	c.portalRoutes(cm)
 	static, _ := fs.Sub(staticFS, "static")
 	cm.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
 
 	protected := http.NewCrossOriginProtection().Handler(cm)
 	h := securityHeaders(protected)
-	for _, p := range []string{"GET /{$}", "/login", "/logout", "/console/", "/static/"} {
+	for _, p := range []string{"GET /{$}", "/login", "/logout", "/console/", "/static/", "/portal", "/portal/", "/auth/"} {
 		mux.Handle(p, h)
 	}
 }
@@ -232,7 +238,7 @@ func (c *Console) need(min enrollment.Role, next http.HandlerFunc) http.HandlerF
 			c.fail(w, r, enrollment.User{}, http.StatusUnauthorized, "Signed out", "Your session ended; sign in again.")
 			return
 		}
-		if rank(u.Role) < rank(min) {
+		if min != enrollment.RoleUser && rank(u.Role) < rank(min) {
 			c.fail(w, r, u, http.StatusForbidden, "Not allowed", "Your role ("+string(u.Role)+") may not do this.")
 			return
 		}
@@ -255,6 +261,7 @@ type pageData struct {
 	Nav          string
 	Org          string
 	Me           enrollment.User
+	InPortal     bool
 	IsAdmin      bool
 	CanDecide    bool
 	Flash        string
@@ -266,10 +273,11 @@ type pageData struct {
 
 func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, page, title, nav string, data any) {
 	u := me(r)
-	d := pageData{Title: title, Nav: nav, Org: c.o.OrgName, Me: u, IsAdmin: u.Role == enrollment.RoleAdmin,
+	inPortal, _ := r.Context().Value(portalKey{}).(bool)
+	d := pageData{Title: title, Nav: nav, Org: c.o.OrgName, Me: u, InPortal: inPortal || rank(u.Role) == 0, IsAdmin: u.Role == enrollment.RoleAdmin,
 		CanDecide: rank(u.Role) >= rank(enrollment.RoleApprover), Flash: r.URL.Query().Get("flash"), Error: r.URL.Query().Get("error"),
 		Now: c.o.Now(), Data: data}
-	if u.ID != "" {
+	if u.ID != "" && !d.InPortal {
 		if p, err := c.o.Enrollments.List(r.Context(), enrollment.EnrollmentFilter{State: enrollment.StatePending, Limit: 1000}); err == nil {
 			d.PendingCount = len(p)
 		}
@@ -329,7 +337,7 @@ func (c *Console) loginPage(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	c.render(w, r, http.StatusOK, "login", "Sign in", "", map[string]string{"Next": safeNext(r.URL.Query().Get("next"))})
+	c.render(w, r, http.StatusOK, "login", "Sign in", "", map[string]any{"Next": safeNext(r.URL.Query().Get("next")), "OIDC": c.o.IdP != nil})
 }
 
 // safeNext keeps redirects after sign-in on this site.
@@ -363,7 +371,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 		}
 		r2 := r.Clone(r.Context())
 		r2.URL.RawQuery = url.Values{"error": {msg}}.Encode()
-		c.render(w, r2, http.StatusUnauthorized, "login", "Sign in", "", map[string]string{"Next": safeNext(r.PostFormValue("next")), "Email": email})
+		c.render(w, r2, http.StatusUnauthorized, "login", "Sign in", "", map[string]any{"Next": safeNext(r.PostFormValue("next")), "Email": email, "OIDC": c.o.IdP != nil})
 		return
 	}
 	id, err := c.o.Sessions.Start(r.Context(), u, "password", clientIP(r), r.UserAgent())

@@ -174,3 +174,46 @@ func TestConsoleInABrowser(t *testing.T) {
 	}
 	t.Logf("screenshots in %s", dir)
 }
+
+// TestPortalInABrowser signs in through the OpenID Provider's own login
+// page and downloads a profile from the portal.
+func TestPortalInABrowser(t *testing.T) {
+	ctx := newBrowser(t)
+	dir := screenshotDir(t)
+	e, _ := newPortalEnv(t, portalUsers...)
+	err := chromedp.Do(ctx,
+		chromedp.Navigate(e.url+"/portal"),
+		chromedp.WaitVisible(`a[href^="/auth/login"]`),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shot(t, ctx, dir, "portal-signed-out.png")
+	err = chromedp.Do(ctx,
+		chromedp.Click(`a[href^="/auth/login"] button`),
+		chromedp.WaitVisible(`#username`),
+		chromedp.SendKeys(`#username`, "alice"),
+		chromedp.SendKeys(`#password`, "alice-pass"),
+		chromedp.Submit(`#password`),
+		chromedp.WaitVisible(`form[action="/portal/enroll"]`),
+	)
+	if err != nil {
+		t.Fatalf("sign in at the IdP: %v", err)
+	}
+	shot(t, ctx, dir, "portal-signed-in.png")
+	if err := chromedp.Do(ctx, chromedp.Click(`form[action="/portal/enroll"] button`)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		alice, _ := e.app.Store.UserByEmail(e.ctx, "alice@example.com")
+		list, _ := e.app.Reservations.List(e.ctx, enrollment.ReservationFilter{UserID: alice.ID})
+		if len(list) == 1 && list[0].CreatedBy == "user:alice@example.com" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no reservation after the download click: %+v", list)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
