@@ -41,6 +41,17 @@ type Config struct {
 	Push      Push       `yaml:"push"`
 	OIDC      OIDC       `yaml:"oidc"`
 	Portal    Portal     `yaml:"portal"`
+	DEP       DEP        `yaml:"dep"`
+}
+
+// DEP configures the Apple Business Manager sync.
+type DEP struct {
+	Enabled bool `yaml:"enabled"`
+	// Name labels the DEP server token.
+	Name string `yaml:"name"`
+	// ServerURL overrides Apple's DEP API address (tests, proxies).
+	ServerURL    string   `yaml:"server_url"`
+	SyncInterval Duration `yaml:"sync_interval"`
 }
 
 // OIDC configures sign-in through the company's identity provider.
@@ -239,6 +250,7 @@ func Defaults() Config {
 		Push:    Push{Environment: "production", Workers: 1},
 		OIDC:    OIDC{EmailClaim: "email"},
 		Portal:  Portal{ReservationsPerHour: 5},
+		DEP:     DEP{Name: "abm", SyncInterval: Duration(30 * time.Minute)},
 		Session: Session{IdleTimeout: Duration(30 * time.Minute), AbsoluteTimeout: Duration(12 * time.Hour), LocalLogin: true},
 	}
 }
@@ -493,6 +505,9 @@ func (c Config) Validate() error {
 	}
 	if c.Portal.ReservationsPerHour < 1 || c.Portal.ReservationsPerHour > 1000 {
 		bad("portal.reservations_per_hour", "must be 1 to 1000")
+	}
+	if c.DEP.Enabled && (c.DEP.SyncInterval.D() < time.Minute || strings.ContainsAny(c.DEP.Name, " /")) {
+		bad("dep", "sync_interval must be at least 1m and name a word")
 	}
 	required("mdm.topic", c.MDM.Topic)
 	if c.MDM.TrustedProxyHeader != "" && len(c.MDM.TrustedProxyCIDRs) == 0 {

@@ -42,6 +42,8 @@ type App struct {
 	APITokens    *auth.APITokens
 	Sessions     *auth.Sessions
 	Passwords    *auth.PasswordLogin
+	// DEP is nil when the ABM sync is off.
+	DEP *DEP
 	// OIDC is nil when no identity provider is configured.
 	OIDC         *auth.OIDC
 	PostApproval enrollment.PostApproval
@@ -116,6 +118,12 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger, migrate boo
 	}
 	if a.Pusher != nil {
 		a.Ready["push"] = a.Pusher.Health
+	}
+	if cfg.DEP.Enabled {
+		if a.DEP, err = newDEP(cfg, st, log); err != nil {
+			a.Close()
+			return nil, err
+		}
 	}
 	if cfg.OIDC.Enabled() {
 		if a.OIDC, err = newOIDC(ctx, cfg, st, opts.OIDCClient); err != nil {

@@ -60,7 +60,7 @@ func New(app *App) (*Server, error) {
 	console, err := web.NewConsole(web.ConsoleOptions{Sessions: app.Sessions, Passwords: passwords, Users: app.Users,
 		Reservations: app.Reservations, Enrollments: app.Enrollments, Commands: app.Commands, Builder: commandBuilder{},
 		PostApproval: app.PostApproval, Profiles: app.Profiles, Tokens: app.APITokens, Audit: app.Store, Certificates: app.Store,
-		IdP: idp(app), Portal: app.Reservations, Owner: app.Enrollments, ReservationsPerHour: app.Config.Portal.ReservationsPerHour,
+		DEP: depFacts(app), IdP: idp(app), Portal: app.Reservations, Owner: app.Enrollments, ReservationsPerHour: app.Config.Portal.ReservationsPerHour,
 		OrgName: app.Config.Org.Name, PushEnabled: app.Pusher != nil, SecureCookies: strings.HasPrefix(app.Config.PublicURL, "https://"), Logger: app.Log})
 	if err != nil {
 		return nil, err
@@ -104,6 +104,13 @@ func waker(app *App) web.Waker {
 		return nil
 	}
 	return app.Pusher
+}
+
+func depFacts(app *App) web.DEPFacts {
+	if app.DEP == nil {
+		return nil
+	}
+	return app.Store
 }
 
 func idp(app *App) web.IdP {

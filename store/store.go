@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -45,6 +46,8 @@ type Store struct {
 	migrations fs.FS
 	log        *slog.Logger
 	now        func() time.Time
+	// depMu keeps one DEP sync at a time on SQLite (one process).
+	depMu sync.Mutex
 }
 
 // Open connects to the database a DSN names (postgres://... or

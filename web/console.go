@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/vestibule-mdm/vestibule/auth"
+	"github.com/vestibule-mdm/vestibule/depsync"
 	"github.com/vestibule-mdm/vestibule/enrollment"
 	"github.com/vestibule-mdm/vestibule/scep"
 )
@@ -60,6 +61,11 @@ type CertificateLister interface {
 	ListCertificates(ctx context.Context, reservationID string) ([]scep.Certificate, error)
 }
 
+// DEPFacts looks a serial up in the Apple Business Manager inventory.
+type DEPFacts interface {
+	DEPFacts(ctx context.Context, serial string) (depsync.Device, bool, error)
+}
+
 // PostApprovalSender re-queues the post-approval commands of a device.
 type PostApprovalSender interface {
 	Commands(e enrollment.Enrollment) ([]enrollment.NewCommand, error)
@@ -80,6 +86,8 @@ type ConsoleOptions struct {
 	Audit        AuditReader
 	Certificates CertificateLister
 	OrgName      string
+	// DEP is nil when the ABM sync is off.
+	DEP DEPFacts
 	// IdP is nil when no identity provider is configured.
 	IdP                 IdP
 	Portal              PortalService

@@ -18,6 +18,10 @@ type pendingItem struct {
 	R            enrollment.Reservation
 	Previous     *enrollment.Enrollment
 	OtherDevices int
+	// DEPChecked is true when the ABM inventory is synced; InInventory
+	// then says whether the claimed serial is in it.
+	DEPChecked  bool
+	InInventory bool
 }
 
 func (c *Console) pending(w http.ResponseWriter, r *http.Request) {
@@ -40,6 +44,11 @@ func (c *Console) pending(w http.ResponseWriter, r *http.Request) {
 		}
 		if others, err := c.o.Enrollments.List(ctx, enrollment.EnrollmentFilter{UserID: e.UserID, State: enrollment.StateApproved}); err == nil {
 			it.OtherDevices = len(others)
+		}
+		if c.o.DEP != nil && e.Facts.Serial != "" {
+			if _, in, err := c.o.DEP.DEPFacts(ctx, e.Facts.Serial); err == nil {
+				it.DEPChecked, it.InInventory = true, in
+			}
 		}
 		items = append(items, it)
 	}

@@ -57,6 +57,9 @@ With --dev it runs on the embedded defaults: SQLite and generated keys in
 			} else {
 				log.Info("push is off (no push.cert_file): approved devices pick up commands at their next check-in")
 			}
+			if app.DEP != nil {
+				go app.DEP.Run(ctx)
+			}
 			var password string
 			if cfg.Dev {
 				if password, err = server.EnsureDevAdmin(ctx, app.Store); err != nil {

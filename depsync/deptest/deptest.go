@@ -1,0 +1,224 @@
+// Package deptest is a DEP API server for tests that keeps state and
+// follows Apple's documented behaviour: OAuth-authenticated /session,
+// X-ADM-Auth-Session on every call with sessions that expire, cursor
+// paging of /server/devices, incremental /devices/sync with added,
+// modified and deleted records, and 429 when told to throttle.
+package deptest
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Device is a record in the test inventory.
+type Device struct {
+	Serial, Model, Description, Color, Family, OS string
+}
+
+type event struct {
+	d  Device
+	op string
+	at time.Time
+}
+
+// Server is the test DEP service.
+type Server struct {
+	*httptest.Server
+	ConsumerKey, AccessToken string
+
+	mu          sync.Mutex
+	devices     []Device // the fetch order
+	deleted     map[string]bool
+	events      []event
+	sessions    map[string]int // token -> requests left
+	SessionLife int
+	throttle    int // how many next calls get 429
+	Sessions    int // sessions issued
+	Requests    int
+}
+
+// Start runs the server.
+func Start(t testing.TB) *Server {
+	s := &Server{ConsumerKey: "CK_test", AccessToken: "AT_test", deleted: map[string]bool{}, sessions: map[string]int{}, SessionLife: 1000}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /session", s.session)
+	mux.HandleFunc("GET /account", s.authed(func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(map[string]any{"server_name": "Vestibule test", "server_uuid": "00000000-0000-0000-0000-000000000001",
+			"org_name": "Acme", "org_email": "it@acme.test"})
+	}))
+	mux.HandleFunc("POST /server/devices", s.authed(s.fetch))
+	mux.HandleFunc("POST /devices/sync", s.authed(s.sync))
+	s.Server = httptest.NewServer(mux)
+	t.Cleanup(s.Close)
+	return s
+}
+
+// Add puts devices in the inventory (an "added" event each).
+func (s *Server) Add(devices ...Device) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, d := range devices {
+		s.devices = append(s.devices, d)
+		s.events = append(s.events, event{d: d, op: "added", at: time.Now()})
+	}
+}
+
+// Modify records a change to a device.
+func (s *Server) Modify(serial, description string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, d := range s.devices {
+		if d.Serial == serial {
+			s.devices[i].Description = description
+			s.events = append(s.events, event{d: s.devices[i], op: "modified", at: time.Now()})
+		}
+	}
+}
+
+// Delete removes a device from the organisation.
+func (s *Server) Delete(serial string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, d := range s.devices {
+		if d.Serial == serial && !s.deleted[serial] {
+			s.deleted[serial] = true
+			s.events = append(s.events, event{d: d, op: "deleted", at: time.Now()})
+		}
+	}
+}
+
+// Throttle makes the next n API calls answer 429.
+func (s *Server) Throttle(n int) { s.mu.Lock(); s.throttle = n; s.mu.Unlock() }
+
+// ExpireSessions ends every session, as Apple does after a while.
+func (s *Server) ExpireSessions() { s.mu.Lock(); s.sessions = map[string]int{}; s.mu.Unlock() }
+
+func (s *Server) session(w http.ResponseWriter, r *http.Request) {
+	auth := r.Header.Get("Authorization")
+	if !strings.HasPrefix(auth, "OAuth ") || !strings.Contains(auth, `oauth_consumer_key="`+s.ConsumerKey+`"`) ||
+		!strings.Contains(auth, `oauth_token="`+s.AccessToken+`"`) || !strings.Contains(auth, "oauth_signature=") {
+		http.Error(w, "UNAUTHORIZED", http.StatusUnauthorized)
+		return
+	}
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	tok := hex.EncodeToString(b)
+	s.mu.Lock()
+	s.sessions[tok] = s.SessionLife
+	s.Sessions++
+	s.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(map[string]string{"auth_session_token": tok})
+}
+
+func (s *Server) authed(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		s.Requests++
+		if s.throttle > 0 {
+			s.throttle--
+			s.mu.Unlock()
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, `{"error":"TOO_MANY_REQUESTS"}`, http.StatusTooManyRequests)
+			return
+		}
+		tok := r.Header.Get("X-ADM-Auth-Session")
+		left, ok := s.sessions[tok]
+		if !ok || left <= 0 {
+			delete(s.sessions, tok)
+			s.mu.Unlock()
+			http.Error(w, "UNAUTHORIZED", http.StatusUnauthorized)
+			return
+		}
+		s.sessions[tok] = left - 1
+		s.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json;charset=UTF8")
+		next(w, r)
+	}
+}
+
+type page struct {
+	Limit  int    `json:"limit"`
+	Cursor string `json:"cursor"`
+}
+
+func record(d Device, op string, at time.Time) map[string]any {
+	m := map[string]any{"serial_number": d.Serial, "model": d.Model, "description": d.Description, "color": d.Color,
+		"device_family": d.Family, "os": d.OS, "profile_status": "empty", "device_assigned_by": "it@acme.test",
+		"device_assigned_date": "2026-01-02T03:04:05Z"}
+	if op != "" {
+		m["op_type"] = op
+		m["op_date"] = at.UTC().Format(time.RFC3339)
+	}
+	return m
+}
+
+// fetch pages through the inventory: the cursor is the next offset and,
+// for the sync that follows, the event index the fetch started at.
+func (s *Server) fetch(w http.ResponseWriter, r *http.Request) {
+	var p page
+	if err := json.NewDecoder(r.Body).Decode(&p); err != nil {
+		http.Error(w, `{"error":"MALFORMED_REQUEST_BODY"}`, http.StatusBadRequest)
+		return
+	}
+	if p.Limit <= 0 || p.Limit > 1000 {
+		p.Limit = 100
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	offset, mark := 0, len(s.events)
+	if p.Cursor != "" {
+		if _, err := fmt.Sscanf(p.Cursor, "f-%d-%d", &offset, &mark); err != nil {
+			http.Error(w, "INVALID_CURSOR", http.StatusBadRequest)
+			return
+		}
+	}
+	var out []map[string]any
+	i := offset
+	for ; i < len(s.devices) && len(out) < p.Limit; i++ {
+		if !s.deleted[s.devices[i].Serial] {
+			out = append(out, record(s.devices[i], "", time.Time{}))
+		}
+	}
+	more := i < len(s.devices)
+	cursor := fmt.Sprintf("f-%d-%d", i, mark)
+	if !more {
+		cursor = "s-" + strconv.Itoa(mark)
+	}
+	json.NewEncoder(w).Encode(map[string]any{"devices": out, "cursor": cursor, "more_to_follow": more,
+		"fetched_until": time.Now().UTC().Format(time.RFC3339)})
+}
+
+func (s *Server) sync(w http.ResponseWriter, r *http.Request) {
+	var p page
+	if err := json.NewDecoder(r.Body).Decode(&p); err != nil {
+		http.Error(w, `{"error":"MALFORMED_REQUEST_BODY"}`, http.StatusBadRequest)
+		return
+	}
+	if p.Limit <= 0 || p.Limit > 1000 {
+		p.Limit = 100
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var from int
+	if _, err := fmt.Sscanf(p.Cursor, "s-%d", &from); err != nil || from > len(s.events) {
+		http.Error(w, "INVALID_CURSOR", http.StatusBadRequest)
+		return
+	}
+	var out []map[string]any
+	i := from
+	for ; i < len(s.events) && len(out) < p.Limit; i++ {
+		out = append(out, record(s.events[i].d, s.events[i].op, s.events[i].at))
+	}
+	json.NewEncoder(w).Encode(map[string]any{"devices": out, "cursor": "s-" + strconv.Itoa(i), "more_to_follow": i < len(s.events),
+		"fetched_until": time.Now().UTC().Format(time.RFC3339)})
+}
