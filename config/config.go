@@ -52,6 +52,11 @@ type DEP struct {
 	// ServerURL overrides Apple's DEP API address (tests, proxies).
 	ServerURL    string   `yaml:"server_url"`
 	SyncInterval Duration `yaml:"sync_interval"`
+	// The DEP profile `vestibule dep profile apply` defines.
+	Department     string   `yaml:"department"`
+	SupportPhone   string   `yaml:"support_phone"`
+	SupportEmail   string   `yaml:"support_email"`
+	SkipSetupItems []string `yaml:"skip_setup_items"`
 }
 
 // OIDC configures sign-in through the company's identity provider.

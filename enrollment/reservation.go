@@ -55,6 +55,10 @@ type Reservation struct {
 	ClaimAttempts   int              `json:"claim_attempts"`
 	RevokedAt       *time.Time       `json:"revoked_at,omitempty"`
 	RevokedBy       string           `json:"revoked_by,omitempty"`
+	// DEPSerial and DEPUDID are what Setup Assistant claimed when the
+	// profile was made through the DEP path: claims, not credentials.
+	DEPSerial string `json:"dep_serial,omitempty"`
+	DEPUDID   string `json:"dep_udid,omitempty"`
 }
 
 // EffectiveState folds expiry into the stored state.
@@ -127,6 +131,15 @@ var ErrRateLimited = errors.New("too many enrollment profiles in the last hour")
 // ReserveForSelf is a person's own reservation from the portal: at most
 // perHour an hour, so a stolen session cannot mint profiles in bulk.
 func (s *Reservations) ReserveForSelf(ctx context.Context, actor Actor, u User, perHour int) (Reservation, Secrets, error) {
+	return s.ReserveForDEP(ctx, actor, u, perHour, "", "")
+}
+
+// ReserveForDEP is ReserveForSelf for a device in Setup Assistant, keeping
+// the serial and UDID it claimed for the approver.
+func (s *Reservations) ReserveForDEP(ctx context.Context, actor Actor, u User, perHour int, serial, udid string) (Reservation, Secrets, error) {
+	if len(serial) > 64 || len(udid) > 64 {
+		return Reservation{}, Secrets{}, fmt.Errorf("reserve: %w: device claims too long", ErrInvalid)
+	}
 	n, err := s.store.CountReservationsSince(ctx, u.ID, s.now().Add(-time.Hour))
 	if err != nil {
 		return Reservation{}, Secrets{}, fmt.Errorf("reserve: %w", err)
@@ -134,7 +147,7 @@ func (s *Reservations) ReserveForSelf(ctx context.Context, actor Actor, u User, 
 	if n >= perHour {
 		return Reservation{}, Secrets{}, fmt.Errorf("reserve: %w: %d of %d allowed; try again later or ask your administrator", ErrRateLimited, n, perHour)
 	}
-	return s.Reserve(ctx, actor, u.Email)
+	return s.reserve(ctx, actor, u.Email, serial, udid)
 }
 
 // RevokeOwn revokes a reservation of the given user only.
@@ -172,6 +185,10 @@ func NewReservations(store ReservationStore, tokens *Tokens, orgID string, ttl t
 // the reservation with its first secrets. Unknown and disabled users are
 // refused: only people known to Vestibule may enroll.
 func (s *Reservations) Reserve(ctx context.Context, actor Actor, email string) (Reservation, Secrets, error) {
+	return s.reserve(ctx, actor, email, "", "")
+}
+
+func (s *Reservations) reserve(ctx context.Context, actor Actor, email, depSerial, depUDID string) (Reservation, Secrets, error) {
 	norm, err := NormalizeEmail(email)
 	if err != nil {
 		return Reservation{}, Secrets{}, fmt.Errorf("reserve: %w", err)
@@ -188,12 +205,16 @@ func (s *Reservations) Reserve(ctx context.Context, actor Actor, email string) (
 	}
 	now := s.now()
 	r := Reservation{ID: NewID(), OrgID: s.orgID, UserID: u.ID, UserEmail: u.Email, State: ReservationOpen,
-		CreatedAt: now, ExpiresAt: now.Add(s.ttl), CreatedBy: actor.Name, CreatedIP: actor.RemoteIP}
+		CreatedAt: now, ExpiresAt: now.Add(s.ttl), CreatedBy: actor.Name, CreatedIP: actor.RemoteIP, DEPSerial: depSerial, DEPUDID: depUDID}
 	sec, err := s.secrets(ctx, &r)
 	if err != nil {
 		return Reservation{}, Secrets{}, fmt.Errorf("reserve: %w", err)
 	}
-	ev := actor.event(now, "reservation.create", "reservation", r.ID, "user="+u.Email)
+	detail := "user=" + u.Email
+	if depSerial != "" {
+		detail += " dep_serial=" + depSerial
+	}
+	ev := actor.event(now, "reservation.create", "reservation", r.ID, detail)
 	if err := s.store.CreateReservation(ctx, r, ev); err != nil {
 		return Reservation{}, Secrets{}, fmt.Errorf("reserve: %w", err)
 	}

@@ -155,3 +155,22 @@ func (d *DEP) Run(ctx context.Context) {
 		}
 	}
 }
+
+// ApplyProfile defines the DEP profile and assigns it to every device of
+// the inventory that has none.
+func (d *DEP) ApplyProfile(ctx context.Context) (string, map[string]string, error) {
+	devices, err := d.store.ListDEPDevices(ctx, 100_000)
+	if err != nil {
+		return "", nil, err
+	}
+	var serials []string
+	for _, dev := range devices {
+		if dev.OpType != "deleted" {
+			serials = append(serials, dev.Serial)
+		}
+	}
+	c := d.cfg
+	return depsync.DefineAndAssign(ctx, godep.NewClient(depStorage{d}), c.DEP.Name, depsync.ProfileSettings{
+		Name: c.Org.Name + " enrollment", WebURL: c.PublicURL + "/dep/enroll", Department: c.DEP.Department,
+		SupportPhone: c.DEP.SupportPhone, SupportEmail: c.DEP.SupportEmail, SkipSetupItems: c.DEP.SkipSetupItems}, serials)
+}

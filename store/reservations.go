@@ -32,6 +32,8 @@ type reservationRow struct {
 	ClaimAttempts   int            `db:"claim_attempts"`
 	RevokedAt       sql.NullInt64  `db:"revoked_at"`
 	RevokedBy       sql.NullString `db:"revoked_by"`
+	DEPSerial       string         `db:"dep_serial"`
+	DEPUDID         string         `db:"dep_udid"`
 }
 
 func (r reservationRow) reservation() enrollment.Reservation {
@@ -40,21 +42,22 @@ func (r reservationRow) reservation() enrollment.Reservation {
 		TokenNonce: r.TokenNonce, TokenKeyVersion: uint32(r.TokenKeyVersion), CreatedAt: fromMS(r.CreatedAt), ExpiresAt: fromMS(r.ExpiresAt),
 		CreatedBy: r.CreatedBy, CreatedIP: r.CreatedIP, DownloadedAt: fromNullMS(r.DownloadedAt), DownloadedIP: r.DownloadedIP,
 		ClaimedAt: fromNullMS(r.ClaimedAt), ClaimedUDID: r.ClaimedUDID.String, ClaimAttempts: r.ClaimAttempts,
-		RevokedAt: fromNullMS(r.RevokedAt), RevokedBy: r.RevokedBy.String}
+		RevokedAt: fromNullMS(r.RevokedAt), RevokedBy: r.RevokedBy.String, DEPSerial: r.DEPSerial, DEPUDID: r.DEPUDID}
 }
 
 const selectReservation = `SELECT r.id, r.org_id, r.user_id, u.email AS user_email, r.state, r.challenge_hash,
 	r.challenge_used_at, r.token_nonce, r.token_key_version, r.created_at, r.expires_at, r.created_by, r.created_ip,
-	r.downloaded_at, r.downloaded_ip, r.claimed_at, r.claimed_udid, r.claim_attempts, r.revoked_at, r.revoked_by
+	r.downloaded_at, r.downloaded_ip, r.claimed_at, r.claimed_udid, r.claim_attempts, r.revoked_at, r.revoked_by, r.dep_serial, r.dep_udid
 	FROM reservations r JOIN users u ON u.id = r.user_id`
 
 // CreateReservation stores a new open reservation.
 func (s *Store) CreateReservation(ctx context.Context, r enrollment.Reservation, ev enrollment.AuditEvent) error {
 	return s.inTx(ctx, func(tx *sqlx.Tx) error {
 		_, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO reservations
-			(id, org_id, user_id, state, challenge_hash, token_nonce, token_key_version, created_at, expires_at, created_by, created_ip)
-			VALUES (?, ?, ?, 'open', ?, ?, ?, ?, ?, ?, ?)`),
-			r.ID, r.OrgID, r.UserID, r.ChallengeHash, r.TokenNonce, int64(r.TokenKeyVersion), ms(r.CreatedAt), ms(r.ExpiresAt), r.CreatedBy, r.CreatedIP)
+			(id, org_id, user_id, state, challenge_hash, token_nonce, token_key_version, created_at, expires_at, created_by, created_ip, dep_serial, dep_udid)
+			VALUES (?, ?, ?, 'open', ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+			r.ID, r.OrgID, r.UserID, r.ChallengeHash, r.TokenNonce, int64(r.TokenKeyVersion), ms(r.CreatedAt), ms(r.ExpiresAt), r.CreatedBy, r.CreatedIP,
+			r.DEPSerial, r.DEPUDID)
 		if err != nil {
 			return fmt.Errorf("create reservation: %w", err)
 		}

@@ -203,7 +203,7 @@ func (c *Console) Routes(mux *http.ServeMux) {
 
 	protected := http.NewCrossOriginProtection().Handler(cm)
 	h := securityHeaders(protected)
-	for _, p := range []string{"GET /{$}", "/login", "/logout", "/console/", "/static/", "/portal", "/portal/", "/auth/"} {
+	for _, p := range []string{"GET /{$}", "/login", "/logout", "/console/", "/static/", "/portal", "/portal/", "/auth/", "/dep/"} {
 		mux.Handle(p, h)
 	}
 }

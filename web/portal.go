@@ -19,6 +19,7 @@ type IdP interface {
 // PortalService is what the portal needs beyond the console's services.
 type PortalService interface {
 	ReserveForSelf(ctx context.Context, actor enrollment.Actor, u enrollment.User, perHour int) (enrollment.Reservation, enrollment.Secrets, error)
+	ReserveForDEP(ctx context.Context, actor enrollment.Actor, u enrollment.User, perHour int, serial, udid string) (enrollment.Reservation, enrollment.Secrets, error)
 	RevokeOwn(ctx context.Context, actor enrollment.Actor, userID, id string) error
 }
 
@@ -36,6 +37,7 @@ func (c *Console) portalRoutes(cm *http.ServeMux) {
 	cm.HandleFunc("POST /portal/enroll", c.need(enrollment.RoleUser, c.portalEnroll))
 	cm.HandleFunc("POST /portal/reservations/{id}/revoke", c.need(enrollment.RoleUser, c.portalRevoke))
 	cm.HandleFunc("POST /portal/devices/{id}/not-me", c.need(enrollment.RoleUser, c.portalNotMe))
+	c.depRoutes(cm)
 }
 
 func (c *Console) portal(w http.ResponseWriter, r *http.Request) {
@@ -66,10 +68,14 @@ func (c *Console) portal(w http.ResponseWriter, r *http.Request) {
 	c.renderPortal(w, r, u, http.StatusOK, data)
 }
 
-func (c *Console) renderPortal(w http.ResponseWriter, r *http.Request, u enrollment.User, status int, data map[string]any) {
+func (c *Console) renderPortal(w http.ResponseWriter, r *http.Request, u enrollment.User, status int, data map[string]any, page ...string) {
 	r = r.WithContext(context.WithValue(r.Context(), userKey{}, u))
+	name := "portal"
+	if len(page) > 0 {
+		name = page[0]
+	}
 	// The portal has no console navigation: set only what the layout uses.
-	c.render(w, r.WithContext(context.WithValue(r.Context(), portalKey{}, true)), status, "portal", "Enroll a device", "portal", data)
+	c.render(w, r.WithContext(context.WithValue(r.Context(), portalKey{}, true)), status, name, "Enroll a device", "portal", data)
 }
 
 type portalKey struct{}

@@ -127,6 +127,31 @@ func (a *app) depCmd() *cobra.Command {
 		},
 	}
 	devices.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	cmd.AddCommand(keypair, token, syncCmd, devices)
+	profile := &cobra.Command{Use: "profile", Short: "The DEP profile that sends Setup Assistant to the portal"}
+	apply := &cobra.Command{
+		Use:   "apply",
+		Short: "Define the DEP profile (configuration_web_url = PUBLIC_URL/dep/enroll) and assign it to the inventory",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return a.withApp(cmd.Context(), func(app *server.App) error {
+				d, err := dep(app)
+				if err != nil {
+					return err
+				}
+				uuid, results, err := d.ApplyProfile(cmd.Context())
+				if err != nil {
+					return err
+				}
+				counts := map[string]int{}
+				for _, r := range results {
+					counts[r]++
+				}
+				fmt.Fprintf(a.out, "DEP profile %s defined; assignment results: %v\n", uuid, counts)
+				return nil
+			})
+		},
+	}
+	profile.AddCommand(apply)
+	cmd.AddCommand(keypair, token, syncCmd, devices, profile)
 	return cmd
 }

@@ -42,13 +42,18 @@ type Server struct {
 	sessions    map[string]int // token -> requests left
 	SessionLife int
 	throttle    int // how many next calls get 429
-	Sessions    int // sessions issued
-	Requests    int
+	// Profiles are the defined DEP profiles by UUID; Assigned maps serials
+	// to a profile UUID.
+	Profiles map[string]map[string]any
+	Assigned map[string]string
+	Sessions int // sessions issued
+	Requests int
 }
 
 // Start runs the server.
 func Start(t testing.TB) *Server {
-	s := &Server{ConsumerKey: "CK_test", AccessToken: "AT_test", deleted: map[string]bool{}, sessions: map[string]int{}, SessionLife: 1000}
+	s := &Server{ConsumerKey: "CK_test", AccessToken: "AT_test", deleted: map[string]bool{}, sessions: map[string]int{}, SessionLife: 1000,
+		Profiles: map[string]map[string]any{}, Assigned: map[string]string{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /session", s.session)
 	mux.HandleFunc("GET /account", s.authed(func(w http.ResponseWriter, r *http.Request) {
@@ -56,6 +61,8 @@ func Start(t testing.TB) *Server {
 			"org_name": "Acme", "org_email": "it@acme.test"})
 	}))
 	mux.HandleFunc("POST /server/devices", s.authed(s.fetch))
+	mux.HandleFunc("POST /profile", s.authed(s.defineProfile))
+	mux.HandleFunc("PUT /profile/devices", s.authed(s.assignProfile))
 	mux.HandleFunc("POST /devices/sync", s.authed(s.sync))
 	s.Server = httptest.NewServer(mux)
 	t.Cleanup(s.Close)
@@ -221,4 +228,50 @@ func (s *Server) sync(w http.ResponseWriter, r *http.Request) {
 	}
 	json.NewEncoder(w).Encode(map[string]any{"devices": out, "cursor": "s-" + strconv.Itoa(i), "more_to_follow": i < len(s.events),
 		"fetched_until": time.Now().UTC().Format(time.RFC3339)})
+}
+
+func (s *Server) defineProfile(w http.ResponseWriter, r *http.Request) {
+	var p map[string]any
+	if err := json.NewDecoder(r.Body).Decode(&p); err != nil || p["profile_name"] == nil || p["url"] == nil {
+		http.Error(w, `{"error":"INVALID_PROFILE"}`, http.StatusBadRequest)
+		return
+	}
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	uuid := strings.ToUpper(hex.EncodeToString(b))
+	s.mu.Lock()
+	s.Profiles[uuid] = p
+	s.mu.Unlock()
+	json.NewEncoder(w).Encode(map[string]any{"profile_uuid": uuid, "devices": map[string]string{}})
+}
+
+func (s *Server) assignProfile(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		ProfileUUID string   `json:"profile_uuid"`
+		Devices     []string `json:"devices"`
+	}
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		http.Error(w, `{"error":"MALFORMED_REQUEST_BODY"}`, http.StatusBadRequest)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.Profiles[req.ProfileUUID]; !ok {
+		http.Error(w, `{"error":"PROFILE_NOT_FOUND"}`, http.StatusBadRequest)
+		return
+	}
+	known := map[string]bool{}
+	for _, d := range s.devices {
+		known[d.Serial] = !s.deleted[d.Serial]
+	}
+	out := map[string]string{}
+	for _, serial := range req.Devices {
+		if known[serial] {
+			s.Assigned[serial] = req.ProfileUUID
+			out[serial] = "SUCCESS"
+		} else {
+			out[serial] = "NOT_ACCESSIBLE"
+		}
+	}
+	json.NewEncoder(w).Encode(map[string]any{"profile_uuid": req.ProfileUUID, "devices": out})
 }

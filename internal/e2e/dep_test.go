@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"runtime"
@@ -157,4 +158,84 @@ func TestDEPFetch100k(t *testing.T) {
 	mu.Lock()
 	t.Logf("fetched 100,000 devices in %v over %d pages; peak heap in use %d MiB (server and client in one process)", time.Since(start), st.Pages, peak>>20)
 	mu.Unlock()
+}
+
+func TestDEPProfileAndSetupAssistant(t *testing.T) {
+	e, dep := newDEPEnv(t, "sqlite")
+	dep.Add(inventory(3, 500)...)
+	if _, _, err := e.app.DEP.Syncer.Run(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	uuid, results, err := e.app.DEP.ApplyProfile(e.ctx)
+	if err != nil || len(results) != 3 || results["DEP0000500"] != "SUCCESS" {
+		t.Fatalf("apply: %v %v", results, err)
+	}
+	p := dep.Profiles[uuid]
+	if p["configuration_web_url"] != e.url+"/dep/enroll" || p["is_mdm_removable"] != false || p["is_mandatory"] != true || p["await_device_configured"] != true {
+		t.Fatalf("DEP profile: %v", p)
+	}
+
+	// Setup Assistant: no header, a bad one, a good one.
+	plain := &http.Client{}
+	for _, tc := range []struct {
+		name, header string
+		want         int
+	}{
+		{"missing", "", 400},
+		{"malformed", "bm90IGEgY21z", 400},
+		{"well-formed", deviceInfo(t, "DEP0000500", "UDID-DEP-500"), 200},
+	} {
+		req, _ := http.NewRequest("GET", e.url+"/dep/enroll", nil)
+		if tc.header != "" {
+			req.Header.Set("x-apple-aspen-deviceinfo", tc.header)
+		}
+		resp, err := plain.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Fatalf("%s: %d", tc.name, resp.StatusCode)
+		}
+		if tc.want == 200 && (!strings.Contains(string(body), "DEP0000500") || !strings.Contains(string(body), "/auth/login?next=")) {
+			t.Fatalf("%s: the page does not lead to the IdP sign-in: %s", tc.name, body)
+		}
+	}
+	// Signed in, the person continues and gets the profile, recorded with
+	// the claims; the device then waits like any other.
+	user := e.browser(enrollment.RoleApprover)
+	req, _ := http.NewRequest("POST", e.url+"/dep/profile", strings.NewReader("serial=DEP0000500&udid=UDID-DEP-500"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := user.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	profile, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("DEP profile download: %d", resp.StatusCode)
+	}
+	d := devicesim.New(http.DefaultClient, "DEP0000500")
+	d.UDID = "UDID-DEP-500"
+	if err := d.Install(profile); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Enroll(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if code, err := d.Authenticate(e.ctx); err != nil || code != 200 {
+		t.Fatalf("Authenticate: %d %v", code, err)
+	}
+	res, _ := e.app.Reservations.Get(e.ctx, d.Profile.CN)
+	if res.DEPSerial != "DEP0000500" || res.DEPUDID != "UDID-DEP-500" {
+		t.Errorf("claims not recorded: %+v", res)
+	}
+	_, body := do(t, user, "GET", e.url+"/console/pending", nil, nil)
+	if !strings.Contains(body, "DEP device") || !strings.Contains(body, "serial in ABM inventory") {
+		t.Error("the queue does not show the DEP facts")
+	}
+	if en, _ := e.app.Enrollments.Get(e.ctx, d.Profile.CN); en.State != enrollment.StatePending {
+		t.Fatalf("a DEP device is %s", en.State)
+	}
 }

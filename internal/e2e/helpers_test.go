@@ -2,10 +2,14 @@ package e2e
 
 import (
 	"context"
+	"encoding/base64"
+
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"github.com/micromdm/plist"
+	"github.com/smallstep/pkcs7"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
@@ -68,3 +72,22 @@ func newEnvOn(t *testing.T, dsn, dataDir string) *env {
 }
 
 func newDevice(e *env) *devicesim.Device { return devicesim.New(http.DefaultClient, "SER-CONSOLE") }
+
+// deviceInfo is a Setup Assistant device-info header: a plist in CMS
+// SignedData, base64.
+func deviceInfo(t testing.TB, serial, udid string) string {
+	key, _ := rsa.GenerateKey(rand.Reader, 2048)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(3), Subject: pkix.Name{CommonName: "device info (test)"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	cert, _ := x509.ParseCertificate(der)
+	body, _ := plist.Marshal(map[string]string{"SERIAL": serial, "UDID": udid, "PRODUCT": "MacBookPro18,3", "VERSION": "23F79"})
+	sd, err := pkcs7.NewSignedData(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sd.AddSigner(cert, key, pkcs7.SignerInfoConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := sd.Finish()
+	return base64.StdEncoding.EncodeToString(out)
+}
