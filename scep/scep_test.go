@@ -10,15 +10,14 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/vestibule-mdm/vestibule/config"
 	"github.com/vestibule-mdm/vestibule/enrollment"
 	"github.com/vestibule-mdm/vestibule/internal/devicesim"
+	"github.com/vestibule-mdm/vestibule/internal/testserver"
 	"github.com/vestibule-mdm/vestibule/server"
 	"github.com/vestibule-mdm/vestibule/store/storetest"
 )
@@ -33,29 +32,11 @@ var admin = enrollment.Actor{Name: "test"}
 
 func newFixture(t testing.TB, dialect string) *fixture {
 	t.Helper()
-	ctx := context.Background()
-	cfg, err := config.Load(config.Overrides{Dev: true, DataDir: t.TempDir(), DB: storetest.DSN(t, dialect)}, nil)
-	if err != nil {
+	url, app := testserver.Start(t, storetest.DSN(t, dialect), "", nil)
+	if _, err := app.Users.Add(context.Background(), admin, enrollment.UserInput{Email: "alice@example.com"}); err != nil {
 		t.Fatal(err)
 	}
-	ts := httptest.NewUnstartedServer(nil)
-	cfg.PublicURL = "http://" + ts.Listener.Addr().String()
-	app, err := server.Build(ctx, cfg, nil, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { app.Close() })
-	srv, err := server.New(app)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts.Config.Handler = srv.Handler()
-	ts.Start()
-	t.Cleanup(ts.Close)
-	if _, err := app.Users.Add(ctx, admin, enrollment.UserInput{Email: "alice@example.com"}); err != nil {
-		t.Fatal(err)
-	}
-	return &fixture{t: t, url: ts.URL, app: app}
+	return &fixture{t: t, url: url, app: app}
 }
 
 // reserve returns a reservation and its challenge.

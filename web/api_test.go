@@ -7,15 +7,14 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/micromdm/plist"
 	"github.com/smallstep/pkcs7"
 
-	"github.com/vestibule-mdm/vestibule/config"
 	"github.com/vestibule-mdm/vestibule/enrollment"
+	"github.com/vestibule-mdm/vestibule/internal/testserver"
 	"github.com/vestibule-mdm/vestibule/server"
 	"github.com/vestibule-mdm/vestibule/store/storetest"
 )
@@ -29,25 +28,8 @@ type apiFixture struct {
 func newAPI(t *testing.T, dialect string) apiFixture {
 	t.Helper()
 	ctx := context.Background()
-	cfg, err := config.Load(config.Overrides{Dev: true, DataDir: t.TempDir(), DB: storetest.DSN(t, dialect)}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewUnstartedServer(nil)
-	cfg.PublicURL = "http://" + ts.Listener.Addr().String()
-	app, err := server.Build(ctx, cfg, nil, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { app.Close() })
-	srv, err := server.New(app)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts.Config.Handler = srv.Handler()
-	ts.Start()
-	t.Cleanup(ts.Close)
-	f := apiFixture{url: ts.URL, app: app, tokens: map[enrollment.Role]string{}}
+	url, app := testserver.Start(t, storetest.DSN(t, dialect), "", nil)
+	f := apiFixture{url: url, app: app, tokens: map[enrollment.Role]string{}}
 	for _, r := range []enrollment.Role{enrollment.RoleAdmin, enrollment.RoleApprover, enrollment.RoleViewer} {
 		_, secret, err := app.APITokens.Create(ctx, enrollment.Actor{Name: "test"}, "t-"+string(r), r)
 		if err != nil {

@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +15,7 @@ import (
 	"github.com/vestibule-mdm/vestibule/config"
 	"github.com/vestibule-mdm/vestibule/enrollment"
 	"github.com/vestibule-mdm/vestibule/internal/devicesim"
+	"github.com/vestibule-mdm/vestibule/internal/testserver"
 	"github.com/vestibule-mdm/vestibule/internal/testvault"
 	"github.com/vestibule-mdm/vestibule/server"
 	"github.com/vestibule-mdm/vestibule/store/storetest"
@@ -37,34 +37,18 @@ func newEnv(t testing.TB, dialect string, opts ...func(*config.Config)) *env {
 	if err := os.WriteFile(filepath.Join(profiles, "wifi.mobileconfig"), []byte("<plist>wifi secret</plist>"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := config.Load(config.Overrides{Dev: true, DataDir: t.TempDir(), DB: storetest.DSN(t, dialect)}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.MDM.PostApprovalProfiles = profiles
-	for _, o := range opts {
-		o(&cfg)
-	}
-	ts := httptest.NewUnstartedServer(nil)
-	cfg.PublicURL = "http://" + ts.Listener.Addr().String()
-	app, err := server.Build(ctx, cfg, nil, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { app.Close() })
-	srv, err := server.New(app)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts.Config.Handler = srv.Handler()
-	ts.Start()
-	t.Cleanup(ts.Close)
+	url, app := testserver.Start(t, storetest.DSN(t, dialect), "", func(cfg *config.Config) {
+		cfg.MDM.PostApprovalProfiles = profiles
+		for _, o := range opts {
+			o(cfg)
+		}
+	})
 	for _, u := range []string{"alice@example.com", "bob@example.com"} {
 		if _, err := app.Users.Add(ctx, admin, enrollment.UserInput{Email: u}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	return &env{t: t, url: ts.URL, app: app, ctx: ctx}
+	return &env{t: t, url: url, app: app, ctx: ctx}
 }
 
 // profile reserves a device for email and returns its signed profile.

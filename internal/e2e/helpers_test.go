@@ -12,14 +12,12 @@ import (
 	"github.com/smallstep/pkcs7"
 	"math/big"
 	"net/http"
-	"net/http/httptest"
 	"testing"
 	"time"
 
-	"github.com/vestibule-mdm/vestibule/config"
 	"github.com/vestibule-mdm/vestibule/enrollment"
 	"github.com/vestibule-mdm/vestibule/internal/devicesim"
-	"github.com/vestibule-mdm/vestibule/server"
+	"github.com/vestibule-mdm/vestibule/internal/testserver"
 )
 
 // selfSign gives a device a self-made client certificate with the right CN:
@@ -40,35 +38,18 @@ func selfSign(d *devicesim.Device, cn string) error {
 	return nil
 }
 
-// newEnvOn starts a server on an existing database; both instances share
-// the data dir's keys, as replicas share their configuration.
+// newEnvOn starts a server on an existing database and data dir, as
+// replicas share both.
 func newEnvOn(t *testing.T, dsn, dataDir string) *env {
 	t.Helper()
 	ctx := context.Background()
-	cfg, err := config.Load(config.Overrides{Dev: true, DataDir: dataDir, DB: dsn}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewUnstartedServer(nil)
-	cfg.PublicURL = "http://" + ts.Listener.Addr().String()
-	app, err := server.Build(ctx, cfg, nil, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { app.Close() })
-	srv, err := server.New(app)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts.Config.Handler = srv.Handler()
-	ts.Start()
-	t.Cleanup(ts.Close)
+	url, app := testserver.Start(t, dsn, dataDir, nil)
 	if _, err := app.Store.UserByEmail(ctx, "alice@example.com"); err != nil {
 		if _, err := app.Users.Add(ctx, admin, enrollment.UserInput{Email: "alice@example.com"}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	return &env{t: t, url: ts.URL, app: app, ctx: ctx}
+	return &env{t: t, url: url, app: app, ctx: ctx}
 }
 
 func newDevice(e *env) *devicesim.Device { return devicesim.New(http.DefaultClient, "SER-CONSOLE") }

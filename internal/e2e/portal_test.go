@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/cookiejar"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -18,7 +17,7 @@ import (
 	"github.com/vestibule-mdm/vestibule/enrollment"
 	"github.com/vestibule-mdm/vestibule/internal/devicesim"
 	"github.com/vestibule-mdm/vestibule/internal/testidp"
-	"github.com/vestibule-mdm/vestibule/server"
+	"github.com/vestibule-mdm/vestibule/internal/testserver"
 	"github.com/vestibule-mdm/vestibule/store/storetest"
 )
 
@@ -26,36 +25,21 @@ import (
 func newPortalEnv(t *testing.T, users ...testidp.User) (*env, *testidp.IdP) {
 	t.Helper()
 	ctx := context.Background()
-	ts := httptest.NewUnstartedServer(nil)
-	public := "http://" + ts.Listener.Addr().String()
-	idp := testidp.Start(t, public+"/auth/callback", users...)
-	secret := filepath.Join(t.TempDir(), "secret")
-	os.WriteFile(secret, []byte(idp.ClientSecret), 0o600)
-	cfg, err := config.Load(config.Overrides{Dev: true, DataDir: t.TempDir(), DB: storetest.DSN(t, "sqlite"), PublicURL: public}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.OIDC = config.OIDC{Issuer: idp.URL, ClientID: idp.ClientID, ClientSecretFile: secret, EmailClaim: "email"}
-	cfg.Portal.ReservationsPerHour = 3
-	cfg.MDM.PostApprovalProfiles = t.TempDir()
-	app, err := server.Build(ctx, cfg, nil, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { app.Close() })
-	srv, err := server.New(app)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts.Config.Handler = srv.Handler()
-	ts.Start()
-	t.Cleanup(ts.Close)
+	var idp *testidp.IdP
+	url, app := testserver.Start(t, storetest.DSN(t, "sqlite"), "", func(cfg *config.Config) {
+		idp = testidp.Start(t, cfg.PublicURL+"/auth/callback", users...)
+		secret := filepath.Join(t.TempDir(), "secret")
+		os.WriteFile(secret, []byte(idp.ClientSecret), 0o600)
+		cfg.OIDC = config.OIDC{Issuer: idp.URL, ClientID: idp.ClientID, ClientSecretFile: secret, EmailClaim: "email"}
+		cfg.Portal.ReservationsPerHour = 3
+		cfg.MDM.PostApprovalProfiles = t.TempDir()
+	})
 	for _, u := range []string{"alice@example.com", "dora@example.com"} {
 		if _, err := app.Users.Add(ctx, admin, enrollment.UserInput{Email: u}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	return &env{t: t, url: public, app: app, ctx: ctx}, idp
+	return &env{t: t, url: url, app: app, ctx: ctx}, idp
 }
 
 var loginIDRE = regexp.MustCompile(`name="id" value="([^"]+)"`)
