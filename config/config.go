@@ -74,6 +74,9 @@ func (o OIDC) Enabled() bool { return o.Issuer != "" }
 
 // Portal configures the user portal.
 type Portal struct {
+	// SCIMTokenFile holds the bearer token an IdP uses to provision users
+	// at /scim/v2 (at least 32 characters); empty: SCIM is off.
+	SCIMTokenFile string `yaml:"scim_token_file"`
 	// ReservationsPerHour bounds how many profiles one user may download
 	// in an hour.
 	ReservationsPerHour int `yaml:"reservations_per_hour"`

@@ -99,6 +99,7 @@ type UserStore interface {
 	// SetUserDisabled disables (revoking the user's open reservations and
 	// sessions) or enables a user; ErrConflict when already so.
 	SetUserDisabled(ctx context.Context, userID string, disabled bool, at time.Time, ev AuditEvent) error
+	SetUserName(ctx context.Context, userID, name string, ev AuditEvent) error
 }
 
 // Users manages the people Vestibule knows.
@@ -228,3 +229,27 @@ func (s *Users) SetDisabled(ctx context.Context, actor Actor, id string, disable
 
 // List returns every user.
 func (s *Users) List(ctx context.Context) ([]User, error) { return s.store.ListUsers(ctx) }
+
+// Get returns one user.
+func (s *Users) Get(ctx context.Context, id string) (User, error) {
+	if !ValidID(id) {
+		return User{}, fmt.Errorf("user: %w: %q", ErrNotFound, id)
+	}
+	return s.store.UserByID(ctx, id)
+}
+
+// Rename changes a user's display name.
+func (s *Users) Rename(ctx context.Context, actor Actor, id, name string) (User, error) {
+	name = strings.TrimSpace(name)
+	if len(name) > 200 {
+		return User{}, fmt.Errorf("rename: %w: name is longer than 200 characters", ErrInvalid)
+	}
+	u, err := s.Get(ctx, id)
+	if err != nil {
+		return User{}, err
+	}
+	if err := s.store.SetUserName(ctx, id, name, actor.event(s.now(), "user.rename", "user", id, "email="+u.Email)); err != nil {
+		return User{}, fmt.Errorf("rename: %w", err)
+	}
+	return s.store.UserByID(ctx, id)
+}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -66,6 +67,17 @@ func New(app *App) (*Server, error) {
 		return nil, err
 	}
 	console.Routes(mux)
+	if f := app.Config.Portal.SCIMTokenFile; f != "" {
+		tok, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("portal.scim_token_file: %w", err)
+		}
+		scim, err := web.NewSCIM(app.Users, strings.TrimSpace(string(tok)), app.Log)
+		if err != nil {
+			return nil, err
+		}
+		scim.Routes(mux)
+	}
 	app.SCEP.Routes(mux)
 	app.Checkin.Routes(mux)
 

@@ -164,3 +164,13 @@ func getUser(ctx context.Context, q sqlx.QueryerContext, id string) (enrollment.
 	}
 	return r.user(), nil
 }
+
+// SetUserName changes a user's display name.
+func (s *Store) SetUserName(ctx context.Context, userID, name string, ev enrollment.AuditEvent) error {
+	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+		if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE users SET name = ?, updated_at = ? WHERE id = ?`), name, ms(ev.At), userID); err != nil {
+			return fmt.Errorf("rename user: %w", err)
+		}
+		return appendAudit(ctx, tx, ev)
+	})
+}
