@@ -147,6 +147,10 @@ type MDM struct {
 	// Topic is the APNs topic of the MDM push certificate
 	// (com.apple.mgmt.External.<UUID>).
 	Topic string `yaml:"topic"`
+	// WebhookURL receives a signed JSON event when an enrollment becomes
+	// pending; WebhookSecretFile holds the HMAC key. Empty: no webhook.
+	WebhookURL        string `yaml:"webhook_url"`
+	WebhookSecretFile string `yaml:"webhook_secret_file"`
 	// PostApprovalProfiles is a folder of .mobileconfig files installed on
 	// a device once it is approved, never before.
 	PostApprovalProfiles string `yaml:"post_approval_profiles"`
@@ -516,6 +520,12 @@ func (c Config) Validate() error {
 	}
 	if c.DEP.Enabled && (c.DEP.SyncInterval.D() < time.Minute || strings.ContainsAny(c.DEP.Name, " /")) {
 		bad("dep", "sync_interval must be at least 1m and name a word")
+	}
+	if c.MDM.WebhookURL != "" {
+		if u, err := url.Parse(c.MDM.WebhookURL); err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+			bad("mdm.webhook_url", "must be an absolute URL")
+		}
+		required("mdm.webhook_secret_file", c.MDM.WebhookSecretFile)
 	}
 	required("mdm.topic", c.MDM.Topic)
 	if c.MDM.TrustedProxyHeader != "" && len(c.MDM.TrustedProxyCIDRs) == 0 {

@@ -185,13 +185,23 @@ type PostApproval interface {
 	Commands(e Enrollment) ([]NewCommand, error)
 }
 
+// Notifier tells approvers that a device is waiting. It must not block:
+// the device's check-in waits for it.
+type Notifier interface {
+	Pending(e Enrollment)
+}
+
 // Enrollments is the approval gate.
 type Enrollments struct {
-	store  EnrollmentStore
-	tokens *Tokens
-	post   PostApproval
-	now    func() time.Time
+	store    EnrollmentStore
+	tokens   *Tokens
+	post     PostApproval
+	now      func() time.Time
+	notifier Notifier
 }
+
+// SetNotifier makes the gate announce new pending enrollments.
+func (s *Enrollments) SetNotifier(n Notifier) { s.notifier = n }
 
 // NewEnrollments returns the approval gate.
 func NewEnrollments(store EnrollmentStore, tokens *Tokens, post PostApproval, now func() time.Time) *Enrollments {
@@ -226,6 +236,9 @@ func (s *Enrollments) Authenticate(ctx context.Context, c Claim) (Enrollment, er
 	ev := AuditEvent{At: now, Actor: "device:" + facts.UDID, Action: "enrollment.authenticate", TargetType: "enrollment",
 		TargetID: e.ID, RemoteIP: c.RemoteIP, Outcome: OutcomeOK, Detail: fmt.Sprintf("serial=%s model=%s", facts.Serial, facts.Model)}
 	res, err := s.store.ClaimReservation(ctx, tok.ReservationID, tok.NonceHex(), e, now, ev)
+	if err == nil && !res.Retry && s.notifier != nil {
+		s.notifier.Pending(res.Enrollment)
+	}
 	if err != nil {
 		if errors.Is(err, ErrTokenClaimed) || errors.Is(err, ErrReservationNotOpen) || errors.Is(err, ErrTokenSuperseded) || errors.Is(err, ErrNotFound) {
 			return Enrollment{}, s.refuse(ctx, c, tok.ReservationID, now, err)

@@ -42,6 +42,8 @@ type App struct {
 	APITokens    *auth.APITokens
 	Sessions     *auth.Sessions
 	Passwords    *auth.PasswordLogin
+	// Webhook is nil when no webhook is configured.
+	Webhook *webhook
 	// DEP is nil when the ABM sync is off.
 	DEP *DEP
 	// OIDC is nil when no identity provider is configured.
@@ -99,6 +101,15 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger, migrate boo
 	a.Commands = enrollment.NewCommands(st, time.Now)
 	a.PostApproval = postApproval{dir: cfg.MDM.PostApprovalProfiles}
 	a.Enrollments = enrollment.NewEnrollments(st, a.Tokens, a.PostApproval, time.Now)
+	if cfg.MDM.WebhookURL != "" {
+		secret, err := os.ReadFile(cfg.MDM.WebhookSecretFile)
+		if err != nil {
+			a.Close()
+			return nil, fmt.Errorf("mdm.webhook_secret_file: %w", err)
+		}
+		a.Webhook = newWebhook(cfg.MDM.WebhookURL, cfg.PublicURL, []byte(strings.TrimSpace(string(secret))), log)
+		a.Enrollments.SetNotifier(a.Webhook)
+	}
 	a.Sessions = auth.NewSessions(st, cfg.Session.IdleTimeout.D(), cfg.Session.AbsoluteTimeout.D(), time.Now)
 	if cfg.Session.LocalLogin {
 		a.Passwords = auth.NewPasswordLogin(st, st, 5, 15*time.Minute, time.Now)
