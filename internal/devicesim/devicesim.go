@@ -182,6 +182,53 @@ func (d *Device) enroll(ctx context.Context, challenge, cn string) error {
 	return nil
 }
 
+// Renew gets a new certificate for a new key over SCEP, signing the
+// request with the current certificate instead of a challenge, as a device
+// renewing its identity does.
+func (d *Device) Renew(ctx context.Context) error {
+	caCert, err := d.caCert(ctx)
+	if err != nil {
+		return err
+	}
+	newKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return err
+	}
+	reqDER, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: d.Cert.Subject.CommonName},
+		SignatureAlgorithm: x509.SHA256WithRSA}, newKey)
+	if err != nil {
+		return err
+	}
+	csr, err := x509.ParseCertificateRequest(reqDER)
+	if err != nil {
+		return err
+	}
+	msg, err := smallscep.NewCSRRequest(csr, &smallscep.PKIMessage{MessageType: smallscep.RenewalReq, Recipients: []*x509.Certificate{caCert},
+		SignerKey: d.Key, SignerCert: d.Cert})
+	if err != nil {
+		return err
+	}
+	resp, err := d.do(ctx, http.MethodPost, d.Profile.SCEPURL+"?operation=PKIOperation", "application/x-pki-message", msg.Raw, nil)
+	if err != nil {
+		return err
+	}
+	if resp.status != http.StatusOK {
+		return fmt.Errorf("SCEP renewal: HTTP %d", resp.status)
+	}
+	rep, err := smallscep.ParsePKIMessage(resp.body, smallscep.WithCACerts([]*x509.Certificate{caCert}))
+	if err != nil {
+		return fmt.Errorf("SCEP reply: %w", err)
+	}
+	if rep.PKIStatus != smallscep.SUCCESS {
+		return &SCEPError{FailInfo: rep.FailInfo.String()}
+	}
+	if err := rep.DecryptPKIEnvelope(d.Cert, d.Key); err != nil {
+		return fmt.Errorf("SCEP reply: %w", err)
+	}
+	d.Cert, d.Key = rep.CertRepMessage.Certificate, newKey
+	return nil
+}
+
 // PKCSReq builds the SCEP request a device sends, without sending it, and
 // returns it with the self-signed certificate the reply is encrypted to.
 // It generates the device key unless the device has one.

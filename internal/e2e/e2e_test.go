@@ -408,3 +408,41 @@ func assertUnclaimed(t *testing.T, e *env, id string) {
 		t.Fatalf("an enrollment exists for %s: %v", id, err)
 	}
 }
+
+// TestRenewal: only a device whose enrollment is approved may renew its
+// certificate without a challenge, and the new certificate works.
+func TestRenewal(t *testing.T) {
+	storetest.ForEachDialect(t, func(t *testing.T, dialect string) {
+		e := newEnv(t, dialect)
+		d, r := e.enrolledDevice("alice@example.com", "SER-RENEW")
+		code, err := d.Authenticate(e.ctx)
+		e.expect("Authenticate", code, err, 200)
+		var scepErr *devicesim.SCEPError
+		if err := d.Renew(e.ctx); !errors.As(err, &scepErr) {
+			t.Fatalf("renewal while pending: %v", err)
+		}
+		if _, err := e.app.Enrollments.Approve(e.ctx, admin, r.ID, ""); err != nil {
+			t.Fatal(err)
+		}
+		old := d.Cert
+		if err := d.Renew(e.ctx); err != nil {
+			t.Fatalf("renewal when approved: %v", err)
+		}
+		if d.Cert.SerialNumber.Cmp(old.SerialNumber) == 0 || d.Cert.Subject.CommonName != r.ID {
+			t.Fatalf("renewed certificate: %v", d.Cert.Subject)
+		}
+		code, _, err = d.Connect(e.ctx, "Idle", "")
+		e.expect("Connect with the renewed certificate", code, err, 200)
+		certs, _ := e.app.Store.ListCertificates(e.ctx, r.ID)
+		if len(certs) != 2 {
+			t.Fatalf("%d certificates recorded", len(certs))
+		}
+		// Denied: its certificates are revoked and renewal stops.
+		if _, err := e.app.Enrollments.Deny(e.ctx, admin, r.ID, "lost"); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Renew(e.ctx); !errors.As(err, &scepErr) {
+			t.Fatalf("renewal after denial: %v", err)
+		}
+	})
+}
