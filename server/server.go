@@ -60,7 +60,7 @@ func New(app *App) (*Server, error) {
 	}
 	console, err := web.NewConsole(web.ConsoleOptions{Sessions: app.Sessions, Passwords: passwords, Users: app.Users,
 		Reservations: app.Reservations, Enrollments: app.Enrollments, Commands: app.Commands, Builder: commandBuilder{},
-		PostApproval: app.PostApproval, Profiles: app.Profiles, Tokens: app.APITokens, Audit: app.Store, Certificates: app.Store,
+		PostApproval: app.PostApproval, Profiles: app.Profiles, Tokens: app.APITokens, Audit: app.Store, Certificates: app.Store, Queue: app.Store,
 		DEP: depFacts(app), IdP: idp(app), Portal: app.Reservations, Owner: app.Enrollments, ReservationsPerHour: app.Config.Portal.ReservationsPerHour,
 		OrgName: app.Config.Org.Name, PushEnabled: app.Pusher != nil, SecureCookies: strings.HasPrefix(app.Config.PublicURL, "https://"), Logger: app.Log})
 	if err != nil {

@@ -355,3 +355,46 @@ func (s *Store) MarkSuspicious(ctx context.Context, id string, at time.Time, ev 
 	})
 	return out, err
 }
+
+// EnrollmentsByID returns the enrollments with these IDs, by ID.
+func (s *Store) EnrollmentsByID(ctx context.Context, ids []string) (map[string]enrollment.Enrollment, error) {
+	out := map[string]enrollment.Enrollment{}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	q, args, err := sqlx.In(selectEnrollment+` WHERE e.id IN (?)`, ids)
+	if err != nil {
+		return nil, err
+	}
+	var rows []enrollmentRow
+	if err := s.db.SelectContext(ctx, &rows, s.db.Rebind(q), args...); err != nil {
+		return nil, fmt.Errorf("enrollments by ID: %w", err)
+	}
+	for _, r := range rows {
+		out[r.ID] = r.enrollment()
+	}
+	return out, nil
+}
+
+// ApprovedCounts counts each user's approved enrollments.
+func (s *Store) ApprovedCounts(ctx context.Context, userIDs []string) (map[string]int, error) {
+	out := map[string]int{}
+	if len(userIDs) == 0 {
+		return out, nil
+	}
+	q, args, err := sqlx.In(`SELECT user_id, COUNT(*) AS n FROM enrollments WHERE state = 'approved' AND user_id IN (?) GROUP BY user_id`, userIDs)
+	if err != nil {
+		return nil, err
+	}
+	var rows []struct {
+		UserID string `db:"user_id"`
+		N      int    `db:"n"`
+	}
+	if err := s.db.SelectContext(ctx, &rows, s.db.Rebind(q), args...); err != nil {
+		return nil, fmt.Errorf("approved counts: %w", err)
+	}
+	for _, r := range rows {
+		out[r.UserID] = r.N
+	}
+	return out, nil
+}

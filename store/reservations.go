@@ -161,3 +161,23 @@ func (s *Store) CountReservationsSince(ctx context.Context, userID string, since
 	err := s.db.GetContext(ctx, &n, s.db.Rebind(`SELECT COUNT(*) FROM reservations WHERE user_id = ? AND created_at >= ?`), userID, ms(since))
 	return n, err
 }
+
+// ReservationsByID returns the reservations with these IDs, by ID.
+func (s *Store) ReservationsByID(ctx context.Context, ids []string) (map[string]enrollment.Reservation, error) {
+	out := map[string]enrollment.Reservation{}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	q, args, err := sqlx.In(selectReservation+` WHERE r.id IN (?)`, ids)
+	if err != nil {
+		return nil, err
+	}
+	var rows []reservationRow
+	if err := s.db.SelectContext(ctx, &rows, s.db.Rebind(q), args...); err != nil {
+		return nil, fmt.Errorf("reservations by ID: %w", err)
+	}
+	for _, r := range rows {
+		out[r.ID] = r.reservation()
+	}
+	return out, nil
+}

@@ -66,6 +66,14 @@ type DEPFacts interface {
 	DEPFacts(ctx context.Context, serial string) (depsync.Device, bool, error)
 }
 
+// QueueFacts fetches what the pending queue shows about many enrollments
+// at once.
+type QueueFacts interface {
+	ReservationsByID(ctx context.Context, ids []string) (map[string]enrollment.Reservation, error)
+	EnrollmentsByID(ctx context.Context, ids []string) (map[string]enrollment.Enrollment, error)
+	ApprovedCounts(ctx context.Context, userIDs []string) (map[string]int, error)
+}
+
 // PostApprovalSender re-queues the post-approval commands of a device.
 type PostApprovalSender interface {
 	Commands(e enrollment.Enrollment) ([]enrollment.NewCommand, error)
@@ -85,6 +93,7 @@ type ConsoleOptions struct {
 	Tokens       TokenService
 	Audit        AuditReader
 	Certificates CertificateLister
+	Queue        QueueFacts
 	OrgName      string
 	// DEP is nil when the ABM sync is off.
 	DEP DEPFacts
@@ -112,7 +121,7 @@ type Console struct {
 // NewConsole parses the templates once.
 func NewConsole(o ConsoleOptions) (*Console, error) {
 	if o.Sessions == nil || o.Users == nil || o.Reservations == nil || o.Enrollments == nil || o.Commands == nil || o.Builder == nil ||
-		o.Profiles == nil || o.Tokens == nil || o.Audit == nil || o.Certificates == nil || o.PostApproval == nil || o.Portal == nil || o.Owner == nil {
+		o.Profiles == nil || o.Tokens == nil || o.Audit == nil || o.Certificates == nil || o.Queue == nil || o.PostApproval == nil || o.Portal == nil || o.Owner == nil {
 		return nil, errors.New("console: a dependency is missing")
 	}
 	if o.Logger == nil {

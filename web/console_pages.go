@@ -31,27 +31,45 @@ func (c *Console) pending(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, me(r), http.StatusInternalServerError, "Error", userMessage(err))
 		return
 	}
-	items := make([]pendingItem, 0, len(list))
+	// One query per kind of fact, not per row: the queue stays fast with
+	// many devices waiting.
+	var ids, prevIDs, userIDs []string
 	for _, e := range list {
-		it := pendingItem{E: e}
-		if res, err := c.o.Reservations.Get(ctx, e.ID); err == nil {
-			it.R = res
-		}
+		ids = append(ids, e.ID)
+		userIDs = append(userIDs, e.UserID)
 		if e.PreviousID != "" {
-			if p, err := c.o.Enrollments.Get(ctx, e.PreviousID); err == nil {
+			prevIDs = append(prevIDs, e.PreviousID)
+		}
+	}
+	res, err := c.o.Queue.ReservationsByID(ctx, ids)
+	if err == nil {
+		var prev map[string]enrollment.Enrollment
+		var approved map[string]int
+		if prev, err = c.o.Queue.EnrollmentsByID(ctx, prevIDs); err == nil {
+			approved, err = c.o.Queue.ApprovedCounts(ctx, userIDs)
+		}
+		items := make([]pendingItem, 0, len(list))
+		for _, e := range list {
+			it := pendingItem{E: e, R: res[e.ID], OtherDevices: approved[e.UserID]}
+			if p, ok := prev[e.PreviousID]; ok {
 				it.Previous = &p
 			}
-		}
-		if others, err := c.o.Enrollments.List(ctx, enrollment.EnrollmentFilter{UserID: e.UserID, State: enrollment.StateApproved}); err == nil {
-			it.OtherDevices = len(others)
-		}
-		if c.o.DEP != nil && e.Facts.Serial != "" {
-			if _, in, err := c.o.DEP.DEPFacts(ctx, e.Facts.Serial); err == nil {
-				it.DEPChecked, it.InInventory = true, in
+			if c.o.DEP != nil && e.Facts.Serial != "" {
+				if _, in, err := c.o.DEP.DEPFacts(ctx, e.Facts.Serial); err == nil {
+					it.DEPChecked, it.InInventory = true, in
+				}
 			}
+			items = append(items, it)
 		}
-		items = append(items, it)
+		if err == nil {
+			c.renderPending(w, r, items)
+			return
+		}
 	}
+	c.fail(w, r, me(r), http.StatusInternalServerError, "Error", userMessage(err))
+}
+
+func (c *Console) renderPending(w http.ResponseWriter, r *http.Request, items []pendingItem) {
 	c.render(w, r, http.StatusOK, "pending", "Pending enrollments", "pending", map[string]any{"Items": items})
 }
 
