@@ -15,6 +15,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/vestibule-mdm/vestibule/config"
+	"github.com/vestibule-mdm/vestibule/depsync"
+	"github.com/vestibule-mdm/vestibule/enrollment"
 	"github.com/vestibule-mdm/vestibule/mdm"
 	"github.com/vestibule-mdm/vestibule/store"
 	"github.com/vestibule-mdm/vestibule/web"
@@ -122,7 +124,26 @@ func depFacts(app *App) web.DEPFacts {
 	if app.DEP == nil {
 		return nil
 	}
-	return app.Store
+	return depView{app}
+}
+
+// depView is the ABM sync as the console sees it.
+type depView struct{ app *App }
+
+func (v depView) DEPFacts(ctx context.Context, serial string) (depsync.Device, bool, error) {
+	return v.app.Store.DEPFacts(ctx, serial)
+}
+
+func (v depView) ListDEPDevices(ctx context.Context, limit int) ([]depsync.Device, error) {
+	return v.app.Store.ListDEPDevices(ctx, limit)
+}
+
+func (v depView) DEPStatus(ctx context.Context) (web.DEPStatus, error) {
+	s, err := v.app.Store.DEPServer(ctx, v.app.Config.DEP.Name)
+	if errors.Is(err, enrollment.ErrNotFound) {
+		return web.DEPStatus{}, nil
+	}
+	return web.DEPStatus{TokenExpiry: s.TokenExpiry, LastSyncAt: s.LastSyncAt, LastError: s.LastError, Devices: s.Devices}, err
 }
 
 func idp(app *App) web.IdP {

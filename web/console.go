@@ -61,9 +61,20 @@ type CertificateLister interface {
 	ListCertificates(ctx context.Context, reservationID string) ([]scep.Certificate, error)
 }
 
-// DEPFacts looks a serial up in the Apple Business Manager inventory.
+// DEPFacts looks a serial up in the Apple Business Manager inventory and
+// reports the sync's state.
 type DEPFacts interface {
 	DEPFacts(ctx context.Context, serial string) (depsync.Device, bool, error)
+	DEPStatus(ctx context.Context) (DEPStatus, error)
+	ListDEPDevices(ctx context.Context, limit int) ([]depsync.Device, error)
+}
+
+// DEPStatus is the state of the ABM sync.
+type DEPStatus struct {
+	TokenExpiry *time.Time
+	LastSyncAt  *time.Time
+	LastError   string
+	Devices     int
 }
 
 // QueueFacts fetches what the pending queue shows about many enrollments
@@ -202,6 +213,7 @@ func (c *Console) Routes(mux *http.ServeMux) {
 	cm.HandleFunc("POST /console/users/{id}/disable", c.need(admin, c.setDisabled(true)))
 	cm.HandleFunc("POST /console/users/{id}/enable", c.need(admin, c.setDisabled(false)))
 	cm.HandleFunc("GET /console/audit", c.need(viewer, c.audit))
+	cm.HandleFunc("GET /console/dep", c.need(viewer, c.depStatus))
 	cm.HandleFunc("GET /console/audit.csv", c.need(viewer, c.auditCSV))
 	cm.HandleFunc("GET /console/tokens", c.need(admin, c.tokens))
 	cm.HandleFunc("POST /console/tokens", c.need(admin, c.createToken))
@@ -279,6 +291,7 @@ type pageData struct {
 	Org          string
 	Me           enrollment.User
 	InPortal     bool
+	DEPOn        bool
 	IsAdmin      bool
 	CanDecide    bool
 	Flash        string
@@ -291,7 +304,7 @@ type pageData struct {
 func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, page, title, nav string, data any) {
 	u := me(r)
 	inPortal, _ := r.Context().Value(portalKey{}).(bool)
-	d := pageData{Title: title, Nav: nav, Org: c.o.OrgName, Me: u, InPortal: inPortal || rank(u.Role) == 0, IsAdmin: u.Role == enrollment.RoleAdmin,
+	d := pageData{Title: title, Nav: nav, Org: c.o.OrgName, Me: u, InPortal: inPortal || rank(u.Role) == 0, DEPOn: c.o.DEP != nil, IsAdmin: u.Role == enrollment.RoleAdmin,
 		CanDecide: rank(u.Role) >= rank(enrollment.RoleApprover), Flash: r.URL.Query().Get("flash"), Error: r.URL.Query().Get("error"),
 		Now: c.o.Now(), Data: data}
 	if u.ID != "" && !d.InPortal {

@@ -398,3 +398,21 @@ func (c *Console) revokeToken(w http.ResponseWriter, r *http.Request) {
 	}
 	back(w, r, "/console/tokens", "flash", "Revoked "+name+".")
 }
+
+func (c *Console) depStatus(w http.ResponseWriter, r *http.Request) {
+	if c.o.DEP == nil {
+		c.fail(w, r, me(r), http.StatusNotFound, "Apple Business Manager", "The ABM sync is off on this server (dep.enabled).")
+		return
+	}
+	st, err := c.o.DEP.DEPStatus(r.Context())
+	if err != nil {
+		c.fail(w, r, me(r), http.StatusInternalServerError, "Error", userMessage(err))
+		return
+	}
+	devices, err := c.o.DEP.ListDEPDevices(r.Context(), 1000)
+	if err != nil {
+		c.fail(w, r, me(r), http.StatusInternalServerError, "Error", userMessage(err))
+		return
+	}
+	c.render(w, r, http.StatusOK, "dep_status", "Apple Business Manager", "dep", map[string]any{"Server": st, "Devices": devices})
+}

@@ -116,6 +116,10 @@ func TestInventoryIsNotAPass(t *testing.T) {
 	if !strings.Contains(body, "serial in ABM inventory") {
 		t.Error("the queue does not show the inventory fact")
 	}
+	if code, body := do(t, admin, "GET", e.url+"/console/dep", nil, nil); code != 200 || !strings.Contains(body, "C02INVENTORY") ||
+		!strings.Contains(body, "Devices in the inventory") {
+		t.Errorf("the ABM page: %d", code)
+	}
 	other, _ := e.enrolledDevice("alice@example.com", "C02NOTINABM1")
 	other.Authenticate(e.ctx)
 	_, body = do(t, admin, "GET", e.url+"/console/pending", nil, nil)
