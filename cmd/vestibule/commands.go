@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"text/tabwriter"
@@ -70,9 +69,7 @@ func (a *app) commandsCmd() *cobra.Command {
 					if cmds == nil {
 						cmds = []enrollment.Command{}
 					}
-					enc := json.NewEncoder(a.out)
-					enc.SetIndent("", "  ")
-					return enc.Encode(cmds)
+					return a.printJSON(cmds)
 				}
 				tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "SEQ\tUUID\tTYPE\tSTATUS\tQUEUED\tBY")

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -18,11 +17,14 @@ func (a *app) depCmd() *cobra.Command {
 		Use:   "dep",
 		Short: "Apple Business Manager: the server token and the device inventory (needs dep.enabled)",
 	}
-	dep := func(app *server.App) (*server.DEP, error) {
-		if app.DEP == nil {
-			return nil, errors.New("the ABM sync is off: set dep.enabled: true")
-		}
-		return app.DEP, nil
+	// withDEP runs fn on the DEP side of the configured App.
+	withDEP := func(cmd *cobra.Command, fn func(app *server.App, d *server.DEP) error) error {
+		return a.withApp(cmd.Context(), func(app *server.App) error {
+			if app.DEP == nil {
+				return errors.New("the ABM sync is off: set dep.enabled: true")
+			}
+			return fn(app, app.DEP)
+		})
 	}
 	var out string
 	keypair := &cobra.Command{
@@ -30,11 +32,7 @@ func (a *app) depCmd() *cobra.Command {
 		Short: "Write the certificate to upload to Apple Business Manager (the key stays in the data dir)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return a.withApp(cmd.Context(), func(app *server.App) error {
-				d, err := dep(app)
-				if err != nil {
-					return err
-				}
+			return withDEP(cmd, func(app *server.App, d *server.DEP) error {
 				cert, err := d.Keypair()
 				if err != nil {
 					return err
@@ -59,11 +57,7 @@ func (a *app) depCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.withApp(cmd.Context(), func(app *server.App) error {
-				d, err := dep(app)
-				if err != nil {
-					return err
-				}
+			return withDEP(cmd, func(app *server.App, d *server.DEP) error {
 				exp, err := d.UploadToken(cmd.Context(), cliActor(), b)
 				if err != nil {
 					return err
@@ -83,11 +77,7 @@ func (a *app) depCmd() *cobra.Command {
 			if !now {
 				return errors.New("say --now: the server syncs on its own every dep.sync_interval")
 			}
-			return a.withApp(cmd.Context(), func(app *server.App) error {
-				d, err := dep(app)
-				if err != nil {
-					return err
-				}
+			return withDEP(cmd, func(app *server.App, d *server.DEP) error {
 				st, ran, err := d.Syncer.Run(cmd.Context())
 				if err != nil {
 					return err
@@ -113,9 +103,7 @@ func (a *app) depCmd() *cobra.Command {
 					return err
 				}
 				if asJSON {
-					enc := json.NewEncoder(a.out)
-					enc.SetIndent("", "  ")
-					return enc.Encode(list)
+					return a.printJSON(list)
 				}
 				tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "SERIAL\tMODEL\tDESCRIPTION\tPROFILE\tLAST OP")
@@ -133,11 +121,7 @@ func (a *app) depCmd() *cobra.Command {
 		Short: "Define the DEP profile (configuration_web_url = PUBLIC_URL/dep/enroll) and assign it to the inventory",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return a.withApp(cmd.Context(), func(app *server.App) error {
-				d, err := dep(app)
-				if err != nil {
-					return err
-				}
+			return withDEP(cmd, func(app *server.App, d *server.DEP) error {
 				uuid, results, err := d.ApplyProfile(cmd.Context())
 				if err != nil {
 					return err

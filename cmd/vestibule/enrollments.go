@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -67,9 +66,7 @@ func (a *app) enrollmentsCmd() *cobra.Command {
 					for i, e := range list {
 						out[i] = toJSON(e)
 					}
-					enc := json.NewEncoder(a.out)
-					enc.SetIndent("", "  ")
-					return enc.Encode(out)
+					return a.printJSON(out)
 				}
 				tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "ID\tSTATE\tUSER\tSERIAL\tMODEL\tCREATED\tFLAGS")

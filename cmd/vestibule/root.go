@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -91,4 +92,11 @@ func (a *app) withApp(ctx context.Context, fn func(app *server.App) error) error
 	}
 	defer app.Close()
 	return fn(app)
+}
+
+// printJSON writes v as indented JSON, the --json form of every listing.
+func (a *app) printJSON(v any) error {
+	enc := json.NewEncoder(a.out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }

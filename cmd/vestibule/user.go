@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/user"
@@ -67,9 +66,7 @@ func (a *app) userCmd() *cobra.Command {
 					if users == nil {
 						users = []enrollment.User{}
 					}
-					enc := json.NewEncoder(a.out)
-					enc.SetIndent("", "  ")
-					return enc.Encode(users)
+					return a.printJSON(users)
 				}
 				tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "EMAIL\tNAME\tROLE\tSTATE\tCREATED")
