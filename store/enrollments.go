@@ -265,8 +265,11 @@ func (s *Store) Decide(ctx context.Context, id string, from, to enrollment.State
 // approved, and revokes their certificates: one identity per device.
 func (s *Store) supersede(ctx context.Context, tx *sqlx.Tx, e enrollment.Enrollment, at time.Time) error {
 	var ids []string
-	err := tx.SelectContext(ctx, &ids, tx.Rebind(`SELECT id FROM enrollments WHERE id <> ? AND state IN ('pending', 'approved')
-		AND (udid = ? OR (serial <> '' AND serial = ?))`), e.ID, e.Facts.UDID, e.Facts.Serial)
+	// Two indexed lookups (UDID, serial) rather than one OR, which the
+	// planners answer by scanning every approved enrollment.
+	err := tx.SelectContext(ctx, &ids, tx.Rebind(`SELECT id FROM enrollments WHERE udid = ? AND id <> ? AND state IN ('pending', 'approved')
+		UNION SELECT id FROM enrollments WHERE serial = ? AND serial <> '' AND id <> ? AND state IN ('pending', 'approved')`),
+		e.Facts.UDID, e.ID, e.Facts.Serial, e.ID)
 	if err != nil || len(ids) == 0 {
 		return err
 	}
