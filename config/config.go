@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/mail"
 	"net/netip"
 	"net/url"
 	"os"
@@ -42,6 +43,16 @@ type Config struct {
 	OIDC      OIDC       `yaml:"oidc"`
 	Portal    Portal     `yaml:"portal"`
 	DEP       DEP        `yaml:"dep"`
+	SMTP      SMTP       `yaml:"smtp"`
+}
+
+// SMTP sends owner notifications by e-mail; off when host is empty.
+type SMTP struct {
+	Host         string `yaml:"host"`
+	Port         int    `yaml:"port"`
+	From         string `yaml:"from"`
+	Username     string `yaml:"username"`
+	PasswordFile string `yaml:"password_file"`
 }
 
 // DEP configures the Apple Business Manager sync.
@@ -263,6 +274,7 @@ func Defaults() Config {
 		OIDC:    OIDC{EmailClaim: "email"},
 		Portal:  Portal{ReservationsPerHour: 5},
 		DEP:     DEP{Name: "abm", SyncInterval: Duration(30 * time.Minute)},
+		SMTP:    SMTP{Port: 587},
 		Session: Session{IdleTimeout: Duration(30 * time.Minute), AbsoluteTimeout: Duration(12 * time.Hour), LocalLogin: true},
 	}
 }
@@ -526,6 +538,14 @@ func (c Config) Validate() error {
 			bad("mdm.webhook_url", "must be an absolute URL")
 		}
 		required("mdm.webhook_secret_file", c.MDM.WebhookSecretFile)
+	}
+	if c.SMTP.Host != "" {
+		if _, err := mail.ParseAddress(c.SMTP.From); err != nil {
+			bad("smtp.from", "must be an e-mail address")
+		}
+		if c.SMTP.Port < 1 || c.SMTP.Port > 65535 {
+			bad("smtp.port", "must be a TCP port")
+		}
 	}
 	required("mdm.topic", c.MDM.Topic)
 	if c.MDM.TrustedProxyHeader != "" && len(c.MDM.TrustedProxyCIDRs) == 0 {

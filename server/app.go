@@ -44,6 +44,8 @@ type App struct {
 	Passwords    *auth.PasswordLogin
 	// Webhook is nil when no webhook is configured.
 	Webhook *webhook
+	// Mailer is nil when SMTP is not configured.
+	Mailer *ownerMailer
 	// DEP is nil when the ABM sync is off.
 	DEP *DEP
 	// OIDC is nil when no identity provider is configured.
@@ -101,6 +103,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger, migrate boo
 	a.Commands = enrollment.NewCommands(st, time.Now)
 	a.PostApproval = postApproval{dir: cfg.MDM.PostApprovalProfiles}
 	a.Enrollments = enrollment.NewEnrollments(st, a.Tokens, a.PostApproval, time.Now)
+	var notify notifiers
 	if cfg.MDM.WebhookURL != "" {
 		secret, err := os.ReadFile(cfg.MDM.WebhookSecretFile)
 		if err != nil {
@@ -108,7 +111,21 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger, migrate boo
 			return nil, fmt.Errorf("mdm.webhook_secret_file: %w", err)
 		}
 		a.Webhook = newWebhook(cfg.MDM.WebhookURL, cfg.PublicURL, []byte(strings.TrimSpace(string(secret))), log)
-		a.Enrollments.SetNotifier(a.Webhook)
+		notify = append(notify, a.Webhook)
+	}
+	if cfg.SMTP.Host != "" {
+		var password []byte
+		if cfg.SMTP.PasswordFile != "" {
+			if password, err = os.ReadFile(cfg.SMTP.PasswordFile); err != nil {
+				a.Close()
+				return nil, fmt.Errorf("smtp.password_file: %w", err)
+			}
+		}
+		a.Mailer = &ownerMailer{cfg: cfg.SMTP, password: strings.TrimSpace(string(password)), portal: cfg.PublicURL, org: cfg.Org.Name, log: log}
+		notify = append(notify, a.Mailer)
+	}
+	if len(notify) > 0 {
+		a.Enrollments.SetNotifier(notify)
 	}
 	a.Sessions = auth.NewSessions(st, cfg.Session.IdleTimeout.D(), cfg.Session.AbsoluteTimeout.D(), time.Now)
 	if cfg.Session.LocalLogin {
