@@ -43,8 +43,8 @@ func (r certRow) cert() (scep.Certificate, error) {
 // if it may still be used.
 func (s *Store) OpenReservationForChallenge(ctx context.Context, challengeHash string, now time.Time) (string, error) {
 	var id string
-	err := s.db.GetContext(ctx, &id, s.db.Rebind(`SELECT id FROM reservations WHERE challenge_hash = ? AND challenge_used_at IS NULL
-		AND state = 'open' AND expires_at > ?`), challengeHash, ms(now))
+	err := s.getPrepared(ctx, &id, `SELECT id FROM reservations WHERE challenge_hash = ? AND challenge_used_at IS NULL
+		AND state = 'open' AND expires_at > ?`, challengeHash, ms(now))
 	if err != nil {
 		return "", fmt.Errorf("reservation for challenge: %w", notFound(err))
 	}
@@ -54,8 +54,8 @@ func (s *Store) OpenReservationForChallenge(ctx context.Context, challengeHash s
 // IssuedByTransaction finds the certificate of a retried request.
 func (s *Store) IssuedByTransaction(ctx context.Context, transactionID, keySHA256 string) (scep.Certificate, error) {
 	var r certRow
-	err := s.db.GetContext(ctx, &r, s.db.Rebind(`SELECT * FROM certificates WHERE transaction_id = ? AND key_sha256 = ?
-		ORDER BY issued_at DESC LIMIT 1`), transactionID, keySHA256)
+	err := s.getPrepared(ctx, &r, `SELECT * FROM certificates WHERE transaction_id = ? AND key_sha256 = ?
+		ORDER BY issued_at DESC LIMIT 1`, transactionID, keySHA256)
 	if err != nil {
 		return scep.Certificate{}, fmt.Errorf("certificate of transaction: %w", notFound(err))
 	}
@@ -91,7 +91,7 @@ func (s *Store) RecordIssued(ctx context.Context, c scep.Certificate, challengeH
 // CertificateBySHA256 finds a certificate by fingerprint.
 func (s *Store) CertificateBySHA256(ctx context.Context, fingerprint string) (scep.Certificate, error) {
 	var r certRow
-	if err := s.db.GetContext(ctx, &r, s.db.Rebind(`SELECT * FROM certificates WHERE sha256 = ?`), fingerprint); err != nil {
+	if err := s.getPrepared(ctx, &r, `SELECT * FROM certificates WHERE sha256 = ?`, fingerprint); err != nil {
 		return scep.Certificate{}, fmt.Errorf("certificate %s: %w", fingerprint, notFound(err))
 	}
 	return r.cert()

@@ -115,7 +115,7 @@ func (s *Store) NextCommand(ctx context.Context, enrollmentID string, includeNot
 	// Most check-ins find nothing to do: answer those with a read, without
 	// the write lock a transaction takes on SQLite.
 	var probe commandRow
-	if err := s.db.GetContext(ctx, &probe, s.db.Rebind(query), enrollmentID); err != nil {
+	if err := s.getPrepared(ctx, &probe, query, enrollmentID); err != nil {
 		return enrollment.Command{}, fmt.Errorf("next command: %w", notFound(err))
 	}
 	err := s.inTx(ctx, func(tx *sqlx.Tx) error {

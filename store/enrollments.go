@@ -169,7 +169,11 @@ func boolInt(b bool) int {
 
 // Enrollment returns one enrollment.
 func (s *Store) Enrollment(ctx context.Context, id string) (enrollment.Enrollment, error) {
-	return getEnrollment(ctx, s.db, id)
+	var r enrollmentRow
+	if err := s.getPrepared(ctx, &r, selectEnrollment+` WHERE e.id = ?`, id); err != nil {
+		return enrollment.Enrollment{}, fmt.Errorf("enrollment %s: %w", id, notFound(err))
+	}
+	return r.enrollment(), nil
 }
 
 // EnrollmentByUDID returns the newest enrollment of a device.

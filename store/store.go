@@ -48,6 +48,7 @@ type Store struct {
 	now        func() time.Time
 	// depMu keeps one DEP sync at a time on SQLite (one process).
 	depMu sync.Mutex
+	stmts stmts
 }
 
 // Open connects to the database a DSN names (postgres://... or
@@ -127,7 +128,10 @@ func openPostgres(dsn string, opts Options) (*sqlx.DB, error) {
 func (s *Store) Dialect() string { return s.dialect }
 
 // Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error {
+	s.closeStmts()
+	return s.db.Close()
+}
 
 // Ping checks the database answers.
 func (s *Store) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
