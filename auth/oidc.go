@@ -39,6 +39,9 @@ type OIDCConfig struct {
 	EmailClaim string
 	// AllowUnverifiedEmail accepts an e-mail the IdP has not verified.
 	AllowUnverifiedEmail bool
+	// GroupsClaim and GroupRoles map IdP groups to console roles.
+	GroupsClaim string
+	GroupRoles  map[string]enrollment.Role
 	// HTTPClient talks to the IdP (tests give one that trusts a test CA).
 	HTTPClient *http.Client
 }
@@ -70,6 +73,7 @@ type OIDC struct {
 	store    LoginStore
 	users    UserFinder
 	audit    Auditor
+	roles    RoleSetter
 	now      func() time.Time
 }
 
@@ -240,7 +244,37 @@ func (o *OIDC) verify(ctx context.Context, rawIDToken, nonce, ip string, userinf
 	if err != nil {
 		return enrollment.User{}, fmt.Errorf("sign-in: %w", err)
 	}
+	if len(o.cfg.GroupRoles) > 0 && o.roles != nil {
+		if role := o.roleFromGroups(claims[o.cfg.GroupsClaim]); role != u.Role {
+			if u, err = o.roles.SetRole(ctx, enrollment.Actor{Name: "oidc:groups", RemoteIP: ip}, u.ID, role); err != nil {
+				return enrollment.User{}, fmt.Errorf("sign-in: role from groups: %w", err)
+			}
+		}
+	}
 	return u, nil
+}
+
+// RoleSetter changes a user's role.
+type RoleSetter interface {
+	SetRole(ctx context.Context, actor enrollment.Actor, id string, role enrollment.Role) (enrollment.User, error)
+}
+
+// SetRoleSetter lets group membership at the IdP decide console roles.
+func (o *OIDC) SetRoleSetter(r RoleSetter) { o.roles = r }
+
+// roleOrder ranks roles to pick the highest of a person's groups.
+var roleOrder = map[enrollment.Role]int{enrollment.RoleUser: 0, enrollment.RoleViewer: 1, enrollment.RoleApprover: 2, enrollment.RoleAdmin: 3}
+
+func (o *OIDC) roleFromGroups(claim any) enrollment.Role {
+	best := enrollment.RoleUser
+	groups, _ := claim.([]any)
+	for _, g := range groups {
+		name, _ := g.(string)
+		if r, ok := o.cfg.GroupRoles[name]; ok && roleOrder[r] > roleOrder[best] {
+			best = r
+		}
+	}
+	return best
 }
 
 func (o *OIDC) record(ctx context.Context, email, ip, detail string) {

@@ -80,4 +80,23 @@ func TestIDTokenRules(t *testing.T) {
 			}
 		})
 	}
+
+	// Groups decide console roles when a mapping is configured.
+	g := auth.NewOIDCWithVerifier(auth.OIDCConfig{GroupsClaim: "groups",
+		GroupRoles: map[string]enrollment.Role{"mdm-admins": enrollment.RoleAdmin, "helpdesk": enrollment.RoleApprover}},
+		verifier, st, st, func() time.Time { return now })
+	g.SetRoleSetter(users)
+	for _, tc := range []struct {
+		groups []string
+		want   enrollment.Role
+	}{
+		{[]string{"helpdesk", "staff"}, enrollment.RoleApprover},
+		{[]string{"helpdesk", "mdm-admins"}, enrollment.RoleAdmin},
+		{nil, enrollment.RoleUser},
+	} {
+		u, err := g.Verify(ctx, sign(key, with("groups", tc.groups)), "n1", "192.0.2.1")
+		if err != nil || u.Role != tc.want {
+			t.Errorf("groups %v: role %s, %v; want %s", tc.groups, u.Role, err, tc.want)
+		}
+	}
 }

@@ -78,6 +78,10 @@ type OIDC struct {
 	Scopes               []string `yaml:"scopes"`
 	EmailClaim           string   `yaml:"email_claim"`
 	AllowUnverifiedEmail bool     `yaml:"allow_unverified_email"`
+	// GroupsClaim names the claim listing the person's groups; with
+	// GroupRoles set, the IdP decides console roles at every sign-in.
+	GroupsClaim string            `yaml:"groups_claim"`
+	GroupRoles  map[string]string `yaml:"group_roles"`
 }
 
 // Enabled reports whether an IdP is configured.
@@ -526,6 +530,16 @@ func (c Config) Validate() error {
 			bad("oidc.issuer", "must be the IdP's https issuer URL")
 		}
 		required("oidc.client_id", c.OIDC.ClientID)
+		for g, r := range c.OIDC.GroupRoles {
+			switch r {
+			case "user", "viewer", "approver", "admin":
+			default:
+				bad("oidc.group_roles", fmt.Sprintf("group %q maps to %q, not one of user, viewer, approver, admin", g, r))
+			}
+		}
+		if len(c.OIDC.GroupRoles) > 0 && c.OIDC.GroupsClaim == "" {
+			bad("oidc.groups_claim", "is required with group_roles")
+		}
 	}
 	if c.Portal.ReservationsPerHour < 1 || c.Portal.ReservationsPerHour > 1000 {
 		bad("portal.reservations_per_hour", "must be 1 to 1000")

@@ -100,6 +100,7 @@ type UserStore interface {
 	// sessions) or enables a user; ErrConflict when already so.
 	SetUserDisabled(ctx context.Context, userID string, disabled bool, at time.Time, ev AuditEvent) error
 	SetUserName(ctx context.Context, userID, name string, ev AuditEvent) error
+	SetUserRole(ctx context.Context, userID string, role Role, ev AuditEvent) error
 }
 
 // Users manages the people Vestibule knows.
@@ -250,6 +251,23 @@ func (s *Users) Rename(ctx context.Context, actor Actor, id, name string) (User,
 	}
 	if err := s.store.SetUserName(ctx, id, name, actor.event(s.now(), "user.rename", "user", id, "email="+u.Email)); err != nil {
 		return User{}, fmt.Errorf("rename: %w", err)
+	}
+	return s.store.UserByID(ctx, id)
+}
+
+// SetRole changes a user's role (console access).
+func (s *Users) SetRole(ctx context.Context, actor Actor, id string, role Role) (User, error) {
+	r, err := ParseRole(string(role))
+	if err != nil {
+		return User{}, err
+	}
+	u, err := s.Get(ctx, id)
+	if err != nil {
+		return User{}, err
+	}
+	ev := actor.event(s.now(), "user.role", "user", id, fmt.Sprintf("email=%s %s->%s", u.Email, u.Role, r))
+	if err := s.store.SetUserRole(ctx, id, r, ev); err != nil {
+		return User{}, fmt.Errorf("set role: %w", err)
 	}
 	return s.store.UserByID(ctx, id)
 }

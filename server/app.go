@@ -197,9 +197,19 @@ func newOIDC(ctx context.Context, cfg config.Config, st *store.Store, client *ht
 		}
 		secret = strings.TrimSpace(string(b))
 	}
-	return auth.NewOIDC(ctx, auth.OIDCConfig{Issuer: cfg.OIDC.Issuer, ClientID: cfg.OIDC.ClientID, ClientSecret: secret,
+	roles := map[string]enrollment.Role{}
+	for g, r := range cfg.OIDC.GroupRoles {
+		roles[g] = enrollment.Role(r)
+	}
+	o, err := auth.NewOIDC(ctx, auth.OIDCConfig{Issuer: cfg.OIDC.Issuer, ClientID: cfg.OIDC.ClientID, ClientSecret: secret,
 		RedirectURL: cfg.PublicURL + "/auth/callback", Scopes: cfg.OIDC.Scopes, EmailClaim: cfg.OIDC.EmailClaim,
-		AllowUnverifiedEmail: cfg.OIDC.AllowUnverifiedEmail, HTTPClient: client}, st, st, st, time.Now)
+		AllowUnverifiedEmail: cfg.OIDC.AllowUnverifiedEmail, GroupsClaim: cfg.OIDC.GroupsClaim, GroupRoles: roles, HTTPClient: client},
+		st, st, st, time.Now)
+	if err != nil {
+		return nil, err
+	}
+	o.SetRoleSetter(enrollment.NewUsers(st, time.Now))
+	return o, nil
 }
 
 // BuildOption adjusts Build for tests.

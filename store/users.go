@@ -174,3 +174,13 @@ func (s *Store) SetUserName(ctx context.Context, userID, name string, ev enrollm
 		return appendAudit(ctx, tx, ev)
 	})
 }
+
+// SetUserRole changes a user's role.
+func (s *Store) SetUserRole(ctx context.Context, userID string, role enrollment.Role, ev enrollment.AuditEvent) error {
+	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+		if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE users SET role = ?, updated_at = ? WHERE id = ?`), string(role), ms(ev.At), userID); err != nil {
+			return fmt.Errorf("set role: %w", err)
+		}
+		return appendAudit(ctx, tx, ev)
+	})
+}
