@@ -198,19 +198,26 @@ func (s *Service) handle(ctx context.Context, msg *smallscep.PKIMessage, data []
 	keyHash := hex.EncodeToString(keySum[:])
 	cn := csr.Subject.CommonName
 
-	// A retry after a lost reply: same transaction, same key.
-	if prev, err := s.store.IssuedByTransaction(ctx, string(msg.TransactionID), keyHash); err == nil {
+	// A retry after a lost reply (same transaction, same key) gets the
+	// certificate already issued. It is looked for only where a first
+	// request would fail, so a first issuance costs no extra query.
+	retry := func() (*x509.Certificate, *refusal, bool) {
+		prev, err := s.store.IssuedByTransaction(ctx, string(msg.TransactionID), keyHash)
+		if errors.Is(err, enrollment.ErrNotFound) {
+			return nil, nil, false
+		}
+		if err != nil {
+			return nil, refuse(smallscep.BadRequest, "look up transaction: %v", err), true
+		}
 		if prev.RevokedAt != nil || prev.ReservationID != cn {
-			return nil, refuse(smallscep.BadRequest, "retry of transaction %s whose certificate is revoked or for another subject", msg.TransactionID)
+			return nil, refuse(smallscep.BadRequest, "retry of transaction %s whose certificate is revoked or for another subject", msg.TransactionID), true
 		}
 		c, err := x509.ParseCertificate(prev.DER)
 		if err != nil {
-			return nil, refuse(smallscep.BadRequest, "stored certificate: %v", err)
+			return nil, refuse(smallscep.BadRequest, "stored certificate: %v", err), true
 		}
 		s.log.InfoContext(ctx, "SCEP retry answered with the certificate already issued", "serial", prev.Serial)
-		return c, nil
-	} else if !errors.Is(err, enrollment.ErrNotFound) {
-		return nil, refuse(smallscep.BadRequest, "look up transaction: %v", err)
+		return c, nil, true
 	}
 
 	if renewal, rerr := s.renewalSigner(ctx, data); rerr != nil {
@@ -218,6 +225,9 @@ func (s *Service) handle(ctx context.Context, msg *smallscep.PKIMessage, data []
 	} else if renewal != nil {
 		if renewal.ReservationID != cn {
 			return nil, refuse(smallscep.BadRequest, "renewal for CN %q signed by the certificate of reservation %s", cn, renewal.ReservationID)
+		}
+		if c, rerr, ok := retry(); ok {
+			return c, rerr
 		}
 		return s.issue(ctx, csr, cn, keyHash, string(msg.TransactionID), "", "renewal of "+renewal.Serial)
 	}
@@ -231,6 +241,9 @@ func (s *Service) handle(ctx context.Context, msg *smallscep.PKIMessage, data []
 	challengeHash := enrollment.HashChallenge(msg.ChallengePassword)
 	resID, err := s.store.OpenReservationForChallenge(ctx, challengeHash, s.now())
 	if err != nil {
+		if c, rerr, ok := retry(); ok {
+			return c, rerr
+		}
 		return nil, refuse(smallscep.BadRequest, "challenge is unknown, used, or its reservation is not open: %v", err)
 	}
 	if cn != resID {
