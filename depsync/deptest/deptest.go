@@ -169,16 +169,25 @@ func record(d Device, op string, at time.Time) map[string]any {
 	return m
 }
 
-// fetch pages through the inventory: the cursor is the next offset and,
-// for the sync that follows, the event index the fetch started at.
-func (s *Server) fetch(w http.ResponseWriter, r *http.Request) {
+// readPage reads a fetch or sync request, with Apple's default limit.
+func readPage(w http.ResponseWriter, r *http.Request) (page, bool) {
 	var p page
 	if err := json.NewDecoder(r.Body).Decode(&p); err != nil {
 		http.Error(w, `{"error":"MALFORMED_REQUEST_BODY"}`, http.StatusBadRequest)
-		return
+		return p, false
 	}
 	if p.Limit <= 0 || p.Limit > 1000 {
 		p.Limit = 100
+	}
+	return p, true
+}
+
+// fetch pages through the inventory: the cursor is the next offset and,
+// for the sync that follows, the event index the fetch started at.
+func (s *Server) fetch(w http.ResponseWriter, r *http.Request) {
+	p, ok := readPage(w, r)
+	if !ok {
+		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -206,13 +215,9 @@ func (s *Server) fetch(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) sync(w http.ResponseWriter, r *http.Request) {
-	var p page
-	if err := json.NewDecoder(r.Body).Decode(&p); err != nil {
-		http.Error(w, `{"error":"MALFORMED_REQUEST_BODY"}`, http.StatusBadRequest)
+	p, ok := readPage(w, r)
+	if !ok {
 		return
-	}
-	if p.Limit <= 0 || p.Limit > 1000 {
-		p.Limit = 100
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
