@@ -5,8 +5,9 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/micromdm/plist"
 	"github.com/smallstep/pkcs7"
+
+	"github.com/vestibule-mdm/vestibule/mdm/plistguard"
 )
 
 // DeviceInfoHeader is the header Setup Assistant sends to the
@@ -57,7 +58,7 @@ func ParseDeviceInfoHeader(v string) (DeviceInfo, error) {
 		return DeviceInfo{}, fmt.Errorf("%w: signature: %v", ErrDeviceInfo, err)
 	}
 	var info DeviceInfo
-	if err := plist.Unmarshal(p7.Content, &info); err != nil {
+	if err := plistguard.Unmarshal(p7.Content, &info, plistguard.DefaultLimits()); err != nil {
 		return DeviceInfo{}, fmt.Errorf("%w: content: %v", ErrDeviceInfo, err)
 	}
 	if info.Serial == "" || info.UDID == "" || len(info.Serial) > 64 || len(info.UDID) > 64 {

@@ -4,7 +4,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/micromdm/plist"
+	"github.com/vestibule-mdm/vestibule/mdm/plistguard"
 )
 
 // Decoding errors. Each one means the body is refused with 400.
@@ -119,8 +119,12 @@ type envelope struct {
 // (as a pointer). It refuses a malformed plist, an unknown MessageType and a
 // message without the identifier its channel needs.
 func DecodeCheckin(body []byte) (any, error) {
+	doc, err := plistguard.Check(body, plistguard.DefaultLimits())
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
 	var env envelope
-	if err := plist.Unmarshal(body, &env); err != nil {
+	if err := doc.Decode(&env); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	var msg any
@@ -144,7 +148,7 @@ func DecodeCheckin(body []byte) (any, error) {
 	default:
 		return nil, fmt.Errorf("%w: %.64q", ErrUnknownMessageType, env.MessageType)
 	}
-	if err := plist.Unmarshal(body, msg); err != nil {
+	if err := doc.Decode(msg); err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrMalformed, env.MessageType, err)
 	}
 	if err := checkIdentity(msg); err != nil {

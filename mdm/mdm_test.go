@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/micromdm/plist"
+
+	"github.com/vestibule-mdm/vestibule/internal/plisttest"
 )
 
 func readTestdata(t testing.TB, name string) []byte {
@@ -206,10 +208,51 @@ func TestVerifySignature(t *testing.T) {
 	}
 }
 
+// addHostileSeeds seeds a fuzz target with the bodies that stopped the
+// server before the plist guard, binary checkin-shaped ones among them.
+func addHostileSeeds(f *testing.F) {
+	for _, h := range plisttest.HostileDocuments() {
+		if len(h.Body) <= 16<<10 {
+			f.Add(h.Body)
+		}
+	}
+	f.Add(plisttest.Encode(map[string]any{"MessageType": "Authenticate", "UDID": "u", "Topic": "t"}))
+	f.Add(plisttest.Encode(map[string]any{"Status": "Idle", "UDID": "u"}))
+}
+
+// TestHostileBodiesAreMalformed runs the review's attack bodies through both
+// decoders of device input: before the guard, several of them ended the
+// test process (out of memory, stack overflow), not just the test.
+func TestHostileBodiesAreMalformed(t *testing.T) {
+	for _, h := range plisttest.HostileDocuments() {
+		t.Run(h.Name, func(t *testing.T) {
+			if _, err := DecodeCheckin(h.Body); !errors.Is(err, ErrMalformed) {
+				t.Errorf("DecodeCheckin = %v, want ErrMalformed", err)
+			}
+			if _, err := DecodeCommandReport(h.Body); !errors.Is(err, ErrMalformed) {
+				t.Errorf("DecodeCommandReport = %v, want ErrMalformed", err)
+			}
+		})
+	}
+}
+
+func TestBinaryCheckinDecodes(t *testing.T) {
+	body := plisttest.Encode(map[string]any{"MessageType": "TokenUpdate", "UDID": "u", "Topic": "t",
+		"Token": []byte{1, 2}, "PushMagic": "m"})
+	m, err := DecodeCheckin(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := m.(*TokenUpdate); u.UDID != "u" || len(u.Token) != 2 {
+		t.Fatalf("%+v", u)
+	}
+}
+
 func FuzzDecodeCheckin(f *testing.F) {
 	for _, name := range []string{"authenticate_macos.plist", "authenticate_ios.plist", "tokenupdate.plist", "checkout.plist", "user_authenticate.plist"} {
 		f.Add(readTestdata(f, name))
 	}
+	addHostileSeeds(f)
 	f.Fuzz(func(t *testing.T, body []byte) {
 		m, err := DecodeCheckin(body)
 		if err == nil && m == nil {
@@ -222,6 +265,7 @@ func FuzzDecodeCommandReport(f *testing.F) {
 	for _, name := range []string{"report_idle.plist", "report_error.plist"} {
 		f.Add(readTestdata(f, name))
 	}
+	addHostileSeeds(f)
 	f.Fuzz(func(t *testing.T, body []byte) {
 		r, err := DecodeCommandReport(body)
 		if err == nil && (r.ID() == "" || r.Status == "") {

@@ -3,7 +3,7 @@ package mdm
 import (
 	"fmt"
 
-	"github.com/micromdm/plist"
+	"github.com/vestibule-mdm/vestibule/mdm/plistguard"
 )
 
 // ErrorChainItem is one error of a failed command.
@@ -37,7 +37,7 @@ type CommandReport struct {
 // DecodeCommandReport parses a command report and checks its status.
 func DecodeCommandReport(body []byte) (*CommandReport, error) {
 	r := new(CommandReport)
-	if err := plist.Unmarshal(body, r); err != nil {
+	if err := plistguard.Unmarshal(body, r, plistguard.DefaultLimits()); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	if r.ID() == "" {
