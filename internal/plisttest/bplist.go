@@ -57,9 +57,11 @@ func (b *Builder) Refs(rs ...int) []byte {
 }
 
 // Str adds an ASCII string.
-func (b *Builder) Str(s string) int  { return b.Add(append(Marker(0x5, uint64(len(s))), s...)) }
+func (b *Builder) Str(s string) int { return b.Add(append(Marker(0x5, uint64(len(s))), s...)) }
+
 // Data adds a data object.
 func (b *Builder) Data(d []byte) int { return b.Add(append(Marker(0x4, uint64(len(d))), d...)) }
+
 // Bool adds a boolean.
 func (b *Builder) Bool(v bool) int {
 	if v {
@@ -67,10 +69,12 @@ func (b *Builder) Bool(v bool) int {
 	}
 	return b.Add([]byte{0x08})
 }
+
 // Int adds an 8-byte integer.
 func (b *Builder) Int(v int64) int {
 	return b.Add(binary.BigEndian.AppendUint64([]byte{0x13}, uint64(v)))
 }
+
 // UTF16 adds a UTF-16 string.
 func (b *Builder) UTF16(s string) int {
 	units := utf16.Encode([]rune(s))
@@ -80,6 +84,7 @@ func (b *Builder) UTF16(s string) int {
 	}
 	return b.Add(out)
 }
+
 // Array adds an array of the given objects.
 func (b *Builder) Array(items ...int) int {
 	return b.Add(append(Marker(0xa, uint64(len(items))), b.Refs(items...)...))
