@@ -44,6 +44,17 @@ type Config struct {
 	Portal    Portal     `yaml:"portal"`
 	DEP       DEP        `yaml:"dep"`
 	SMTP      SMTP       `yaml:"smtp"`
+	Metrics   Metrics    `yaml:"metrics"`
+}
+
+// Metrics protects /metrics. It is open on the main listener unless a
+// bearer token or a listener of its own is set; both may be.
+type Metrics struct {
+	// Listen serves /metrics on this address only (host:port), and not on
+	// the main listener.
+	Listen string `yaml:"listen"`
+	// TokenFile holds a bearer token that /metrics then requires.
+	TokenFile string `yaml:"token_file"`
 }
 
 // SMTP sends owner notifications by e-mail; off when host is empty.
@@ -466,6 +477,13 @@ func (c Config) Validate() error {
 	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		bad("tls", "cert_file and key_file go together")
+	}
+	if c.Metrics.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
+			bad("metrics.listen", "must be host:port")
+		} else if c.Metrics.Listen == c.Listen {
+			bad("metrics.listen", "must differ from listen")
+		}
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -80,15 +80,16 @@ func observe(log *slog.Logger, m *httpMetrics) func(http.Handler) http.Handler {
 				route = "unmatched"
 			}
 			elapsed := time.Since(start)
-			m.requests.WithLabelValues(route, r.Method, strconv.Itoa(rec.status)).Inc()
-			m.duration.WithLabelValues(route, r.Method).Observe(elapsed.Seconds())
+			method := methodLabel(r.Method)
+			m.requests.WithLabelValues(route, method, statusLabel(rec.status)).Inc()
+			m.duration.WithLabelValues(route, method).Observe(elapsed.Seconds())
 			level := slog.LevelInfo
 			if rec.status >= 500 {
 				level = slog.LevelError
 			}
 			log.LogAttrs(r.Context(), level, "http request",
 				slog.String("request_id", RequestIDFrom(r.Context())),
-				slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.String("route", route),
+				slog.String("method", method), slog.String("path", truncate(r.URL.Path, 256)), slog.String("route", route),
 				slog.Int("status", rec.status), slog.Int64("bytes", rec.bytes),
 				slog.Duration("duration", elapsed), slog.String("remote_ip", remoteIP(r)))
 		})
@@ -103,4 +104,32 @@ func remoteIP(r *http.Request) string {
 		return r.RemoteAddr
 	}
 	return host
+}
+
+// methodLabel bounds the method label to the methods HTTP defines: any
+// client may send any token as a method, and every new label value is a new
+// time series kept for the life of the process.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace:
+		return m
+	}
+	return "other"
+}
+
+// statusLabel keeps the code label to the codes HTTP defines.
+func statusLabel(code int) string {
+	if code < 100 || code > 599 {
+		return "other"
+	}
+	return strconv.Itoa(code)
+}
+
+// truncate shortens what a client controls before it is logged.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }

@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -31,6 +33,7 @@ type Server struct {
 	store    *store.Store
 	registry *prometheus.Registry
 	handler  http.Handler
+	metrics  http.Handler
 }
 
 // New wires the routes over what Build made.
@@ -48,7 +51,17 @@ func New(app *App) (*Server, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", handleHealthz)
 	mux.Handle("GET /readyz", handleReadyz(s.readinessChecks(app.Ready)))
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{Registry: s.registry}))
+	metricsHandler, err := protectMetrics(promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{Registry: s.registry}), app.Config.Metrics.TokenFile)
+	if err != nil {
+		return nil, err
+	}
+	if app.Config.Metrics.Listen == "" {
+		mux.Handle("GET /metrics", metricsHandler)
+	} else {
+		m := http.NewServeMux()
+		m.Handle("GET /metrics", metricsHandler)
+		s.metrics = m
+	}
 	api, err := web.NewAPI(web.APIOptions{Reservations: app.Reservations, Enrollments: app.Enrollments, Commands: app.Commands,
 		Builder: commandBuilder{}, Audit: app.Store, Waker: waker(app), Profiles: app.Profiles, Tokens: app.APITokens,
 		PublicURL: app.Config.PublicURL, Logger: app.Log})
@@ -156,9 +169,53 @@ func idp(app *App) web.IdP {
 // Handler is the whole HTTP surface, for tests and embedding.
 func (s *Server) Handler() http.Handler { return s.handler }
 
-// Registry is the server's metrics registry, for components that export
-// their own metrics.
-func (s *Server) Registry() *prometheus.Registry { return s.registry }
+// MetricsHandler serves /metrics alone when metrics.listen is set, and is
+// nil otherwise (then /metrics is on Handler).
+func (s *Server) MetricsHandler() http.Handler { return s.metrics }
+
+// ServeMetrics answers /metrics on ln until ctx is done. It is for
+// metrics.listen; the main listener is Serve's.
+func (s *Server) ServeMetrics(ctx context.Context, ln net.Listener) error {
+	if s.metrics == nil {
+		return errors.New("serve metrics: metrics.listen is not set")
+	}
+	srv := &http.Server{Handler: s.metrics, ReadHeaderTimeout: s.cfg.HTTP.ReadHeaderTimeout.D(),
+		WriteTimeout: s.cfg.HTTP.WriteTimeout.D(), MaxHeaderBytes: 16 << 10,
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+	go func() {
+		<-ctx.Done()
+		_ = srv.Close()
+	}()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve metrics: %w", err)
+	}
+	return nil
+}
+
+// protectMetrics requires the bearer token in tokenFile, when one is set.
+func protectMetrics(h http.Handler, tokenFile string) (http.Handler, error) {
+	if tokenFile == "" {
+		return h, nil
+	}
+	b, err := os.ReadFile(tokenFile)
+	if err != nil {
+		return nil, fmt.Errorf("metrics.token_file: %w", err)
+	}
+	token := strings.TrimSpace(string(b))
+	if len(token) < 16 {
+		return nil, fmt.Errorf("metrics.token_file: the token must be at least 16 characters")
+	}
+	want := sha256.Sum256([]byte("Bearer " + token))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got := sha256.Sum256([]byte(r.Header.Get("Authorization")))
+		if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="metrics"`)
+			http.Error(w, "metrics need a bearer token", http.StatusUnauthorized)
+			return
+		}
+		h.ServeHTTP(w, r)
+	}), nil
+}
 
 // Serve answers on ln until ctx is done, then stops taking new connections
 // and lets requests in flight finish within the shutdown timeout.

@@ -49,6 +49,19 @@ With --dev it runs on the embedded defaults: SQLite and generated keys in
 			if err != nil {
 				return err
 			}
+			if cfg.Metrics.Listen != "" {
+				mln, err := net.Listen("tcp", cfg.Metrics.Listen)
+				if err != nil {
+					return fmt.Errorf("metrics.listen: %w", err)
+				}
+				defer mln.Close()
+				go func() {
+					if err := srv.ServeMetrics(ctx, mln); err != nil {
+						log.Error("metrics listener stopped", "err", err)
+					}
+				}()
+				log.Info("metrics on their own listener", "addr", mln.Addr().String())
+			}
 			if app.Pusher != nil {
 				for range cfg.Push.Workers {
 					go app.Pusher.Run(ctx)

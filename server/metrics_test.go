@@ -1,0 +1,116 @@
+package server
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestMetricLabelsAreBounded sends 200 requests with made-up 30 KB
+// methods, as the security review did (it grew /metrics from 176 KB to
+// 102 MB), and checks that /metrics stays the size it was.
+func TestMetricLabelsAreBounded(t *testing.T) {
+	srv, err := New(testApp(t, testConfig(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv.Handler())
+	defer ts.Close()
+	_, before := fetch(t, ts.URL+"/metrics")
+	for i := range 200 {
+		method := strings.Repeat(string(rune('A'+i%26)), 30<<10) + strings.Repeat("Z", i)
+		req, err := http.NewRequest(method, ts.URL+"/healthz", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	_, after := fetch(t, ts.URL+"/metrics")
+	if len(after) > len(before)+8<<10 {
+		t.Fatalf("/metrics grew from %d to %d bytes", len(before), len(after))
+	}
+	if !strings.Contains(after, `method="other"`) {
+		t.Fatalf("made-up methods are not labelled other:\n%s", after)
+	}
+}
+
+func TestMetricsToken(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Metrics.TokenFile = filepath.Join(t.TempDir(), "metrics-token")
+	if err := os.WriteFile(cfg.Metrics.TokenFile, []byte("s3cret-metrics-token-0123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(testApp(t, cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv.Handler())
+	defer ts.Close()
+	for _, tc := range []struct {
+		name, auth string
+		want       int
+	}{
+		{"no token", "", 401},
+		{"wrong token", "Bearer wrong-metrics-token-0123", 401},
+		{"token without scheme", "s3cret-metrics-token-0123", 401},
+		{"right token", "Bearer s3cret-metrics-token-0123", 200},
+	} {
+		req, _ := http.NewRequest("GET", ts.URL+"/metrics", nil)
+		if tc.auth != "" {
+			req.Header.Set("Authorization", tc.auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("%s: HTTP %d, want %d", tc.name, resp.StatusCode, tc.want)
+		}
+	}
+	cfg.Metrics.TokenFile = filepath.Join(t.TempDir(), "missing")
+	if _, err := New(testApp(t, cfg)); err == nil || !strings.Contains(err.Error(), "metrics.token_file") {
+		t.Errorf("a missing token file: %v", err)
+	}
+}
+
+func TestMetricsOnTheirOwnListener(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Metrics.Listen = "127.0.0.1:0"
+	srv, err := New(testApp(t, cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv.Handler())
+	defer ts.Close()
+	if code, _ := fetch(t, ts.URL+"/metrics"); code != http.StatusNotFound {
+		t.Errorf("/metrics on the main listener: HTTP %d, want 404", code)
+	}
+	ln, err := net.Listen("tcp", cfg.Metrics.Listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.ServeMetrics(ctx, ln) }()
+	code, body := fetch(t, "http://"+ln.Addr().String()+"/metrics")
+	if code != 200 || !strings.Contains(body, "vestibule_http_requests_total") {
+		t.Errorf("metrics listener: HTTP %d", code)
+	}
+	if code, _ := fetch(t, "http://"+ln.Addr().String()+"/readyz"); code != http.StatusNotFound {
+		t.Errorf("the metrics listener serves /readyz: %d", code)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
