@@ -79,6 +79,7 @@ type Enrollment struct {
 	State          State       `json:"state"`
 	ReEnrollment   bool        `json:"re_enrollment"`
 	PreviousID     string      `json:"previous_id,omitempty"`
+	ConflictID     string      `json:"conflict_with,omitempty"`
 	Facts          DeviceFacts `json:"device"`
 	CheckinIP      string      `json:"checkin_ip"`
 	CreatedAt      time.Time   `json:"created_at"`
@@ -100,6 +101,9 @@ func (e Enrollment) Flags() []string {
 	var f []string
 	if e.ReEnrollment {
 		f = append(f, "re_enrollment")
+	}
+	if e.ConflictID != "" {
+		f = append(f, "claims_another_users_device")
 	}
 	if e.Suspicious {
 		f = append(f, "suspicious")
@@ -155,6 +159,10 @@ type EnrollmentStore interface {
 	Touch(ctx context.Context, id string, at time.Time) error
 	AppendAudit(ctx context.Context, ev AuditEvent) error
 	MarkSuspicious(ctx context.Context, id string, at time.Time, ev AuditEvent) (Enrollment, error)
+	// Retire supersedes a pending or approved enrollment on an approver's
+	// explicit decision and revokes its certificates, with ev, in one
+	// transaction; any other current state is ErrConflict.
+	Retire(ctx context.Context, id, by, note string, at time.Time, ev AuditEvent) (Enrollment, error)
 }
 
 // NotMe is the owner's "this wasn't me": the enrollment is marked
@@ -189,6 +197,12 @@ type PostApproval interface {
 // the device's check-in waits for it.
 type Notifier interface {
 	Pending(e Enrollment)
+}
+
+// RetireNotifier tells an owner that their device was retired. It must not
+// block.
+type RetireNotifier interface {
+	Retired(e Enrollment, reason string)
 }
 
 // Enrollments is the approval gate.
@@ -308,6 +322,34 @@ func (s *Enrollments) decide(ctx context.Context, actor Actor, id string, to Sta
 		return Enrollment{}, fmt.Errorf("%s: %w", op, err)
 	}
 	return out, nil
+}
+
+// Retire ends another enrollment of a device on an approver's explicit
+// decision, typically because a conflicting enrollment shows that the
+// device changed hands. It is never a side effect of approving the new
+// one. A reason is required; the enrollment is superseded, its
+// certificates revoked, the action audited and the owner notified.
+func (s *Enrollments) Retire(ctx context.Context, actor Actor, id, reason string) (Enrollment, error) {
+	reason = strings.TrimSpace(reason)
+	if reason == "" {
+		return Enrollment{}, fmt.Errorf("retire: %w: a reason is required", ErrInvalid)
+	}
+	if len(reason) > 2000 {
+		return Enrollment{}, fmt.Errorf("retire: %w: reason longer than 2000 characters", ErrInvalid)
+	}
+	if !ValidID(id) {
+		return Enrollment{}, fmt.Errorf("retire: %w: enrollment %q", ErrNotFound, id)
+	}
+	now := s.now()
+	ev := actor.event(now, "enrollment.retire", "enrollment", id, reason)
+	e, err := s.store.Retire(ctx, id, actor.Name, reason, now, ev)
+	if err != nil {
+		return Enrollment{}, fmt.Errorf("retire: %w", err)
+	}
+	if n, ok := s.notifier.(RetireNotifier); ok {
+		n.Retired(e, reason)
+	}
+	return e, nil
 }
 
 // Get returns one enrollment.

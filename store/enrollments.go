@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -20,6 +19,7 @@ type enrollmentRow struct {
 	State          string         `db:"state"`
 	ReEnrollment   bool           `db:"re_enrollment"`
 	PreviousID     sql.NullString `db:"previous_id"`
+	ConflictID     sql.NullString `db:"conflict_id"`
 	UDID           string         `db:"udid"`
 	Serial         string         `db:"serial"`
 	Model          string         `db:"model"`
@@ -47,7 +47,7 @@ type enrollmentRow struct {
 
 func (r enrollmentRow) enrollment() enrollment.Enrollment {
 	return enrollment.Enrollment{ID: r.ID, UserID: r.UserID, UserEmail: r.UserEmail, State: enrollment.State(r.State),
-		ReEnrollment: r.ReEnrollment, PreviousID: r.PreviousID.String,
+		ReEnrollment: r.ReEnrollment, PreviousID: r.PreviousID.String, ConflictID: r.ConflictID.String,
 		Facts: enrollment.DeviceFacts{UDID: r.UDID, Serial: r.Serial, Model: r.Model, ModelName: r.ModelName, ProductName: r.ProductName,
 			OSVersion: r.OSVersion, BuildVersion: r.BuildVersion, IMEI: r.IMEI, MEID: r.MEID, DeviceName: r.DeviceName},
 		CheckinIP: r.CheckinIP, CreatedAt: fromMS(r.CreatedAt), UpdatedAt: fromMS(r.UpdatedAt), DecidedAt: fromNullMS(r.DecidedAt),
@@ -55,7 +55,7 @@ func (r enrollmentRow) enrollment() enrollment.Enrollment {
 		PushMagic: r.PushMagic, PushTopic: r.PushTopic, TokenUpdatedAt: fromNullMS(r.TokenUpdatedAt), PushInvalidAt: fromNullMS(r.PushInvalidAt), LastSeenAt: fromNullMS(r.LastSeenAt)}
 }
 
-const selectEnrollment = `SELECT e.id, e.user_id, u.email AS user_email, e.state, e.re_enrollment <> 0 AS re_enrollment, e.previous_id,
+const selectEnrollment = `SELECT e.id, e.user_id, u.email AS user_email, e.state, e.re_enrollment <> 0 AS re_enrollment, e.previous_id, e.conflict_id,
 	e.udid, e.serial, e.model, e.model_name, e.product_name, e.os_version, e.build_version, e.imei, e.meid, e.device_name,
 	e.checkin_ip, e.created_at, e.updated_at, e.decided_at, e.decided_by, e.decision_note, e.suspicious <> 0 AS suspicious,
 	e.push_token, e.push_magic, e.push_topic, e.token_updated_at, e.push_invalid_at, e.last_seen_at
@@ -127,23 +127,25 @@ func (s *Store) ClaimReservation(ctx context.Context, resID, nonce string, e enr
 		if err := tx.GetContext(ctx, &userID, tx.Rebind(`SELECT user_id FROM reservations WHERE id = ?`), resID); err != nil {
 			return fmt.Errorf("claim reservation: %w", err)
 		}
-		var prev sql.NullString
-		err = tx.GetContext(ctx, &prev, tx.Rebind(`SELECT id FROM enrollments WHERE udid = ? OR (serial <> '' AND serial = ?)
-			ORDER BY created_at DESC, id LIMIT 1`), e.Facts.UDID, e.Facts.Serial)
-		if err != nil && !errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("claim reservation: earlier enrollments: %w", err)
+		earlier, err := earlierEnrollments(ctx, tx, e.Facts.UDID, e.Facts.Serial)
+		if err != nil {
+			return fmt.Errorf("claim reservation: %w", err)
 		}
+		lin := enrollment.ClassifyClaim(userID, earlier)
 		f := e.Facts
-		_, err = tx.ExecContext(ctx, tx.Rebind(`INSERT INTO enrollments (id, user_id, state, re_enrollment, previous_id, udid, serial,
+		_, err = tx.ExecContext(ctx, tx.Rebind(`INSERT INTO enrollments (id, user_id, state, re_enrollment, previous_id, conflict_id, udid, serial,
 			model, model_name, product_name, os_version, build_version, imei, meid, device_name, checkin_ip, created_at, updated_at, last_seen_at)
-			VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
-			resID, userID, boolInt(prev.Valid), prev, f.UDID, f.Serial, f.Model, f.ModelName, f.ProductName, f.OSVersion, f.BuildVersion,
-			f.IMEI, f.MEID, f.DeviceName, e.CheckinIP, ms(now), ms(now), ms(now))
+			VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+			resID, userID, boolInt(lin.ReEnrollment()), nullString(lin.PreviousID), nullString(lin.ConflictID), f.UDID, f.Serial, f.Model,
+			f.ModelName, f.ProductName, f.OSVersion, f.BuildVersion, f.IMEI, f.MEID, f.DeviceName, e.CheckinIP, ms(now), ms(now), ms(now))
 		if err != nil {
 			return fmt.Errorf("claim reservation: create enrollment: %w", err)
 		}
-		if prev.Valid {
-			ev.Detail += " re_enrollment previous=" + prev.String
+		if lin.ReEnrollment() {
+			ev.Detail += " re_enrollment previous=" + lin.PreviousID
+		}
+		if lin.ConflictID != "" {
+			ev.Detail += " conflict_with=" + lin.ConflictID
 		}
 		if err := appendAudit(ctx, tx, ev); err != nil {
 			return err
@@ -159,6 +161,30 @@ func (s *Store) ClaimReservation(ctx context.Context, resID, nonce string, e enr
 	}
 	return out, nil
 }
+
+// earlierEnrollments finds the enrollments that share a UDID or a serial,
+// with two indexed lookups rather than one OR (which the planners answer by
+// scanning the table).
+func earlierEnrollments(ctx context.Context, tx *sqlx.Tx, udid, serial string) ([]enrollment.Earlier, error) {
+	var rows []struct {
+		ID        string `db:"id"`
+		UserID    string `db:"user_id"`
+		State     string `db:"state"`
+		CreatedAt int64  `db:"created_at"`
+	}
+	err := tx.SelectContext(ctx, &rows, tx.Rebind(`SELECT id, user_id, state, created_at FROM enrollments WHERE udid = ?
+		UNION SELECT id, user_id, state, created_at FROM enrollments WHERE serial = ? AND serial <> ''`), udid, serial)
+	if err != nil {
+		return nil, fmt.Errorf("earlier enrollments: %w", err)
+	}
+	out := make([]enrollment.Earlier, len(rows))
+	for i, r := range rows {
+		out[i] = enrollment.Earlier{ID: r.ID, UserID: r.UserID, State: enrollment.State(r.State), CreatedAt: fromMS(r.CreatedAt)}
+	}
+	return out, nil
+}
+
+func nullString(s string) sql.NullString { return sql.NullString{String: s, Valid: s != ""} }
 
 func boolInt(b bool) int {
 	if b {
@@ -265,19 +291,19 @@ func (s *Store) Decide(ctx context.Context, id string, from, to enrollment.State
 	return out, err
 }
 
-// supersede retires the device's earlier enrollments when a new one is
-// approved, and revokes their certificates: one identity per device.
+// supersede retires the earlier enrollments that approving e replaces
+// (enrollment.Superseded decides which: the same user's only), and revokes
+// their certificates: one identity per device and owner.
 func (s *Store) supersede(ctx context.Context, tx *sqlx.Tx, e enrollment.Enrollment, at time.Time) error {
-	var ids []string
-	// Two indexed lookups (UDID, serial) rather than one OR, which the
-	// planners answer by scanning every approved enrollment.
-	err := tx.SelectContext(ctx, &ids, tx.Rebind(`SELECT id FROM enrollments WHERE udid = ? AND id <> ? AND state IN ('pending', 'approved')
-		UNION SELECT id FROM enrollments WHERE serial = ? AND serial <> '' AND id <> ? AND state IN ('pending', 'approved')`),
-		e.Facts.UDID, e.ID, e.Facts.Serial, e.ID)
-	if err != nil || len(ids) == 0 {
-		return err
+	earlier, err := earlierEnrollments(ctx, tx, e.Facts.UDID, e.Facts.Serial)
+	if err != nil {
+		return fmt.Errorf("supersede: %w", err)
 	}
-	q, args, err := sqlx.In(`UPDATE enrollments SET state = 'superseded', updated_at = ? WHERE id IN (?)`, ms(at), ids)
+	ids := enrollment.Superseded(e.UserID, e.ID, earlier)
+	if len(ids) == 0 {
+		return nil
+	}
+	q, args, err := sqlx.In(`UPDATE enrollments SET state = 'superseded', updated_at = ? WHERE id IN (?) AND state IN ('pending', 'approved')`, ms(at), ids)
 	if err != nil {
 		return err
 	}
@@ -285,6 +311,36 @@ func (s *Store) supersede(ctx context.Context, tx *sqlx.Tx, e enrollment.Enrollm
 		return fmt.Errorf("supersede: %w", err)
 	}
 	return revokeEnrollmentCerts(ctx, tx, ids, "superseded by "+e.ID, at)
+}
+
+// Retire ends an enrollment by an approver's explicit decision (the device
+// changed hands): superseded, its certificates revoked, with the audit
+// event, only from pending or approved.
+func (s *Store) Retire(ctx context.Context, id, by, note string, at time.Time, ev enrollment.AuditEvent) (enrollment.Enrollment, error) {
+	var out enrollment.Enrollment
+	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+		res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE enrollments SET state = 'superseded', decided_at = ?, decided_by = ?, decision_note = ?,
+			updated_at = ? WHERE id = ? AND state IN ('pending', 'approved')`), ms(at), by, note, ms(at), id)
+		if err != nil {
+			return fmt.Errorf("retire: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			e, err := getEnrollment(ctx, tx, id)
+			if err != nil {
+				return err
+			}
+			return fmt.Errorf("retire: %w: enrollment %s is %s", enrollment.ErrConflict, id, e.State)
+		}
+		if err := revokeEnrollmentCerts(ctx, tx, []string{id}, "retired: "+note, at); err != nil {
+			return err
+		}
+		if err := appendAudit(ctx, tx, ev); err != nil {
+			return err
+		}
+		out, err = getEnrollment(ctx, tx, id)
+		return err
+	})
+	return out, err
 }
 
 // UpdatePushInfo stores what TokenUpdate delivered.

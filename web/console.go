@@ -200,6 +200,7 @@ func (c *Console) Routes(mux *http.ServeMux) {
 	cm.HandleFunc("POST /console/enrollments/{id}/approve", c.need(approver, c.approve))
 	cm.HandleFunc("POST /console/enrollments/{id}/deny", c.need(approver, c.deny))
 	cm.HandleFunc("POST /console/enrollments/bulk-approve", c.need(approver, c.bulkApprove))
+	cm.HandleFunc("POST /console/enrollments/{id}/retire", c.need(approver, c.retire))
 	cm.HandleFunc("GET /console/devices", c.need(viewer, c.devices))
 	cm.HandleFunc("GET /console/devices/{id}", c.need(viewer, c.device))
 	cm.HandleFunc("POST /console/devices/{id}/commands", c.need(approver, c.enqueue))

@@ -17,6 +17,9 @@ type pendingItem struct {
 	E            enrollment.Enrollment
 	R            enrollment.Reservation
 	Previous     *enrollment.Enrollment
+	// Conflict is another user's pending or approved enrollment whose
+	// UDID or serial this one reports.
+	Conflict     *enrollment.Enrollment
 	OtherDevices int
 	// DEPChecked is true when the ABM inventory is synced; InInventory
 	// then says whether the claimed serial is in it.
@@ -40,6 +43,9 @@ func (c *Console) pending(w http.ResponseWriter, r *http.Request) {
 		if e.PreviousID != "" {
 			prevIDs = append(prevIDs, e.PreviousID)
 		}
+		if e.ConflictID != "" {
+			prevIDs = append(prevIDs, e.ConflictID)
+		}
 	}
 	res, err := c.o.Queue.ReservationsByID(ctx, ids)
 	if err == nil {
@@ -53,6 +59,9 @@ func (c *Console) pending(w http.ResponseWriter, r *http.Request) {
 			it := pendingItem{E: e, R: res[e.ID], OtherDevices: approved[e.UserID]}
 			if p, ok := prev[e.PreviousID]; ok {
 				it.Previous = &p
+			}
+			if p, ok := prev[e.ConflictID]; ok {
+				it.Conflict = &p
 			}
 			if c.o.DEP != nil && e.Facts.Serial != "" {
 				if _, in, err := c.o.DEP.DEPFacts(ctx, e.Facts.Serial); err == nil {
@@ -89,6 +98,18 @@ func (c *Console) deny(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	back(w, r, fromPage(r, "/console/pending"), "flash", fmt.Sprintf("Denied %s (%s); its certificates are revoked.", deviceLabel(e), e.UserEmail))
+}
+
+// retire ends the enrollment named in the path on an approver's explicit
+// decision that its device changed hands; it comes from the page of the
+// enrollment that claims the device.
+func (c *Console) retire(w http.ResponseWriter, r *http.Request) {
+	e, err := c.o.Enrollments.Retire(r.Context(), actor(r), r.PathValue("id"), r.PostFormValue("reason"))
+	if err != nil {
+		back(w, r, fromPage(r, "/console/pending"), "error", userMessage(err))
+		return
+	}
+	back(w, r, fromPage(r, "/console/pending"), "flash", fmt.Sprintf("Retired %s of %s; its certificates are revoked and the owner is told.", deviceLabel(e), e.UserEmail))
 }
 
 func (c *Console) bulkApprove(w http.ResponseWriter, r *http.Request) {
@@ -172,8 +193,14 @@ func (c *Console) device(w http.ResponseWriter, r *http.Request) {
 	history, _ := c.o.Enrollments.List(ctx, enrollment.EnrollmentFilter{UDID: e.Facts.UDID})
 	certs, _ := c.o.Certificates.ListCertificates(ctx, e.ID)
 	cmds, _ := c.o.Commands.List(ctx, e.ID)
+	var conflict *enrollment.Enrollment
+	if e.ConflictID != "" {
+		if ce, err := c.o.Enrollments.Get(ctx, e.ConflictID); err == nil {
+			conflict = &ce
+		}
+	}
 	c.render(w, r, http.StatusOK, "device", deviceLabel(e), "devices", map[string]any{"E": e, "History": history,
-		"Certs": certs, "Commands": cmds, "PushOn": c.o.PushEnabled})
+		"Certs": certs, "Commands": cmds, "PushOn": c.o.PushEnabled, "Conflict": conflict})
 }
 
 func (c *Console) enqueue(w http.ResponseWriter, r *http.Request) {

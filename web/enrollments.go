@@ -17,6 +17,7 @@ type EnrollmentService interface {
 	Resolve(ctx context.Context, device string) (enrollment.Enrollment, error)
 	Approve(ctx context.Context, actor enrollment.Actor, id, note string) (enrollment.Enrollment, error)
 	Deny(ctx context.Context, actor enrollment.Actor, id, reason string) (enrollment.Enrollment, error)
+	Retire(ctx context.Context, actor enrollment.Actor, id, reason string) (enrollment.Enrollment, error)
 }
 
 // CommandService queues commands and lists them.
@@ -46,6 +47,7 @@ func (a *API) enrollmentRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/v1/enrollments/{id}", a.requireToken(viewer, a.getEnrollment))
 	mux.HandleFunc("POST /api/v1/enrollments/{id}/approve", a.requireToken(approver, a.approve))
 	mux.HandleFunc("POST /api/v1/enrollments/{id}/deny", a.requireToken(approver, a.deny))
+	mux.HandleFunc("POST /api/v1/enrollments/{id}/retire", a.requireToken(approver, a.retire))
 	mux.HandleFunc("GET /api/v1/devices/{id}/commands", a.requireToken(viewer, a.listCommands))
 	mux.HandleFunc("POST /api/v1/devices/{id}/commands", a.requireToken(approver, a.enqueueCommand))
 	mux.HandleFunc("GET /api/v1/audit", a.requireToken(viewer, a.listAudit))
@@ -131,6 +133,18 @@ func (a *API) approve(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) deny(w http.ResponseWriter, r *http.Request) {
+	a.withReason(w, r, a.enrollments.Deny)
+}
+
+// retire ends another user's enrollment of a device that changed hands: an
+// explicit decision, never a side effect of approving the new enrollment.
+func (a *API) retire(w http.ResponseWriter, r *http.Request) {
+	a.withReason(w, r, a.enrollments.Retire)
+}
+
+// withReason runs a decision that takes a required reason from the body.
+func (a *API) withReason(w http.ResponseWriter, r *http.Request,
+	decide func(context.Context, enrollment.Actor, string, string) (enrollment.Enrollment, error)) {
 	var req struct {
 		Reason string `json:"reason"`
 	}
@@ -138,7 +152,7 @@ func (a *API) deny(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, a.log, err)
 		return
 	}
-	e, err := a.enrollments.Deny(r.Context(), actorFrom(r.Context()), r.PathValue("id"), req.Reason)
+	e, err := decide(r.Context(), actorFrom(r.Context()), r.PathValue("id"), req.Reason)
 	if err != nil {
 		writeError(w, r, a.log, err)
 		return

@@ -25,6 +25,7 @@ type enrollmentJSON struct {
 	CreatedAt time.Time `json:"created_at"`
 	Flags     []string  `json:"flags"`
 	Previous  string    `json:"previous_id,omitempty"`
+	Conflict  string    `json:"conflict_with,omitempty"`
 	DecidedBy string    `json:"decided_by,omitempty"`
 	Note      string    `json:"decision_note,omitempty"`
 }
@@ -36,7 +37,7 @@ func toJSON(e enrollment.Enrollment) enrollmentJSON {
 	}
 	return enrollmentJSON{ID: e.ID, State: string(e.State), DeviceID: e.ID, UDID: e.Facts.UDID, Serial: e.Facts.Serial,
 		Model: e.Facts.Model, User: e.UserEmail, CreatedAt: e.CreatedAt, Flags: flags, Previous: e.PreviousID,
-		DecidedBy: e.DecidedBy, Note: e.DecisionNote}
+		Conflict: e.ConflictID, DecidedBy: e.DecidedBy, Note: e.DecisionNote}
 }
 
 func (a *app) enrollmentsCmd() *cobra.Command {
@@ -133,7 +134,31 @@ func (a *app) enrollmentsCmd() *cobra.Command {
 	}
 	deny.Flags().StringVar(&reason, "reason", "", "why (required, for the audit log)")
 	_ = deny.MarkFlagRequired("reason")
-	cmd.AddCommand(list, show, approve, deny)
+
+	var retireReason string
+	retire := &cobra.Command{
+		Use:   "retire ID --reason TEXT",
+		Short: "Retire an enrollment whose device changed hands: superseded, certificates revoked, owner told",
+		Long: `Retire an enrollment whose device changed hands. Approving an enrollment that
+claims another user's device never touches that user's enrollment; an
+approver who decides the device really changed hands retires the old
+enrollment with this command, as a separate, audited action. The old owner
+is notified (portal, and e-mail when smtp.host is set).`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.withApp(cmd.Context(), func(app *server.App) error {
+				e, err := app.Enrollments.Retire(cmd.Context(), cliActor(), args[0], retireReason)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(a.out, "retired %s (%s, serial %s)\n", e.ID, e.UserEmail, e.Facts.Serial)
+				return nil
+			})
+		},
+	}
+	retire.Flags().StringVar(&retireReason, "reason", "", "why the device changed hands (required, for the audit log)")
+	_ = retire.MarkFlagRequired("reason")
+	cmd.AddCommand(list, show, approve, deny, retire)
 	return cmd
 }
 
@@ -148,6 +173,7 @@ func printEnrollment(w io.Writer, e enrollment.Enrollment) {
 	row("State", string(e.State))
 	row("Flags", strings.Join(e.Flags(), ", "))
 	row("Previous enrollment", e.PreviousID)
+	row("Claims the device of", e.ConflictID)
 	row("User", e.UserEmail)
 	row("UDID", e.Facts.UDID)
 	row("Serial", e.Facts.Serial)
