@@ -14,9 +14,9 @@ import (
 
 // pendingItem is one row of the queue with what the approver should see.
 type pendingItem struct {
-	E            enrollment.Enrollment
-	R            enrollment.Reservation
-	Previous     *enrollment.Enrollment
+	E        enrollment.Enrollment
+	R        enrollment.Reservation
+	Previous *enrollment.Enrollment
 	// Conflict is another user's pending or approved enrollment whose
 	// UDID or serial this one reports.
 	Conflict     *enrollment.Enrollment

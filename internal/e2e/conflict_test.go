@@ -153,4 +153,3 @@ func TestSameUserReEnrollmentSupersedes(t *testing.T) {
 		}
 	})
 }
-
