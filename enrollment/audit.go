@@ -31,6 +31,15 @@ const (
 type Actor struct {
 	Name     string
 	RemoteIP string
+	// Email is the person behind the action, when known: the console's
+	// signed-in user, the user who created an API token, or the e-mail the
+	// command line was told with --as. Nobody approves an enrollment made
+	// in their own name.
+	Email string
+	// SelfApproval lets Email approve an enrollment of their own. Only the
+	// command line sets it, from an explicit flag; the approval is audited
+	// as enrollment.self_approve.
+	SelfApproval bool
 }
 
 func (a Actor) event(at time.Time, action, targetType, targetID, detail string) AuditEvent {

@@ -309,6 +309,13 @@ func (s *Enrollments) decide(ctx context.Context, actor Actor, id string, to Sta
 	if e.State != from {
 		return Enrollment{}, fmt.Errorf("%s: %w: enrollment %s is %s, not pending", op, ErrConflict, id, e.State)
 	}
+	if to == StateApproved && ownEnrollment(actor, e) {
+		if !actor.SelfApproval {
+			return Enrollment{}, fmt.Errorf("%s: %w: nobody approves an enrollment made in their own name (%s); ask another approver",
+				op, ErrForbidden, e.UserEmail)
+		}
+		op = "self_approve"
+	}
 	var cmds []NewCommand
 	if to == StateApproved && s.post != nil {
 		if cmds, err = s.post.Commands(e); err != nil {
@@ -350,6 +357,12 @@ func (s *Enrollments) Retire(ctx context.Context, actor Actor, id, reason string
 		n.Retired(e, reason)
 	}
 	return e, nil
+}
+
+// ownEnrollment reports whether the person behind actor is the user the
+// enrollment was made for.
+func ownEnrollment(actor Actor, e Enrollment) bool {
+	return actor.Email != "" && strings.EqualFold(strings.TrimSpace(actor.Email), e.UserEmail)
 }
 
 // Get returns one enrollment.

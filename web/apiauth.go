@@ -39,7 +39,13 @@ func (a *API) requireToken(min enrollment.Role, next http.HandlerFunc) http.Hand
 			writeAPIError(w, apiError{http.StatusForbidden, "forbidden", "this token's role (" + string(tok.Role) + ") may not do this; it needs " + string(min)})
 			return
 		}
-		actor := enrollment.Actor{Name: "api:" + tok.Name, RemoteIP: clientIP(r)}
+		// The token acts for the person who created it: a token cannot
+		// approve its creator's own enrollments.
+		creator, _ := strings.CutPrefix(tok.CreatedBy, "user:")
+		if strings.Contains(tok.CreatedBy, ":") && !strings.HasPrefix(tok.CreatedBy, "user:") {
+			creator = ""
+		}
+		actor := enrollment.Actor{Name: "api:" + tok.Name, RemoteIP: clientIP(r), Email: creator}
 		next(w, r.WithContext(context.WithValue(r.Context(), actorKey{}, actor)))
 	}
 }

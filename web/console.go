@@ -282,7 +282,7 @@ func me(r *http.Request) enrollment.User {
 }
 
 func actor(r *http.Request) enrollment.Actor {
-	return enrollment.Actor{Name: "user:" + me(r).Email, RemoteIP: clientIP(r)}
+	return enrollment.Actor{Name: "user:" + me(r).Email, RemoteIP: clientIP(r), Email: me(r).Email}
 }
 
 // pageData is what every page gets.

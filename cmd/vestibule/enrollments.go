@@ -98,14 +98,29 @@ func (a *app) enrollmentsCmd() *cobra.Command {
 		},
 	}
 
-	var note string
+	var note, as string
+	var selfApproval bool
 	approve := &cobra.Command{
-		Use:   "approve ID [--note TEXT]",
+		Use:   "approve ID [--note TEXT] [--as EMAIL [--self-approval]]",
 		Short: "Approve a pending enrollment: its post-approval commands are queued",
-		Args:  cobra.ExactArgs(1),
+		Long: `Approve a pending enrollment: its post-approval commands are queued.
+
+--as names the person approving (recorded in the audit log). Nobody approves
+an enrollment made in their own name: the console and the API refuse it, and
+so does this command unless --self-approval is given, in which case the
+approval is audited as enrollment.self_approve.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			actor := cliActor()
+			actor.Email, actor.SelfApproval = as, selfApproval
+			if as != "" {
+				actor.Name += " as " + as
+			}
+			if selfApproval && as == "" {
+				return fmt.Errorf("--self-approval needs --as EMAIL: the person approving their own enrollment")
+			}
 			return a.withApp(cmd.Context(), func(app *server.App) error {
-				e, err := app.Enrollments.Approve(cmd.Context(), cliActor(), args[0], note)
+				e, err := app.Enrollments.Approve(cmd.Context(), actor, args[0], note)
 				if err != nil {
 					return err
 				}
@@ -115,6 +130,8 @@ func (a *app) enrollmentsCmd() *cobra.Command {
 		},
 	}
 	approve.Flags().StringVar(&note, "note", "", "why, for the audit log")
+	approve.Flags().StringVar(&as, "as", "", "e-mail of the person approving, for the audit log")
+	approve.Flags().BoolVar(&selfApproval, "self-approval", false, "let --as approve an enrollment made in their own name (audited as a self-approval)")
 
 	var reason string
 	deny := &cobra.Command{

@@ -6,6 +6,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -15,6 +16,8 @@ import (
 
 	"github.com/vestibule-mdm/vestibule/auth"
 	"github.com/vestibule-mdm/vestibule/config"
+	"github.com/vestibule-mdm/vestibule/enrollment"
+	"github.com/vestibule-mdm/vestibule/internal/devicesim"
 	"github.com/vestibule-mdm/vestibule/server"
 	"github.com/vestibule-mdm/vestibule/store"
 )
@@ -177,5 +180,64 @@ func TestNonDevRequiresSettings(t *testing.T) {
 		if !strings.Contains(errOut.String(), key+": is required") {
 			t.Errorf("error does not name %s: %v", key, lines)
 		}
+	}
+}
+
+// TestSelfApprovalNeedsTheFlag: the command line refuses to approve an
+// enrollment for the person named by --as unless --self-approval is given,
+// and audits that approval as a self-approval.
+func TestSelfApprovalNeedsTheFlag(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "data")
+	url, _ := startDev(t, dataDir)
+	profile := filepath.Join(t.TempDir(), "alice.mobileconfig")
+	for _, args := range [][]string{
+		{"user", "add", "alice@example.com"},
+		{"--public-url", url, "profile", "issue", "--user", "alice@example.com", "-o", profile},
+	} {
+		if out, e, code := vestibule(t, dataDir, args...); code != 0 {
+			t.Fatalf("%v: %s %s", args, out, e)
+		}
+	}
+	b, err := os.ReadFile(profile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := devicesim.New(http.DefaultClient, "C02SELFAPPR1")
+	if err := d.Install(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Enroll(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if code, err := d.Authenticate(context.Background()); err != nil || code != 200 {
+		t.Fatalf("Authenticate: %d %v", code, err)
+	}
+	id := d.Profile.CN
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"error/own enrollment", []string{"enrollments", "approve", id, "--as", "Alice@example.com"}, 1, "own name"},
+		{"error/flag without --as", []string{"enrollments", "approve", id, "--self-approval"}, 1, "needs --as"},
+		{"ok/explicit self-approval", []string{"enrollments", "approve", id, "--as", "alice@example.com", "--self-approval"}, 0, "approved " + id},
+		{"ok/decided by", []string{"enrollments", "show", id}, 0, "as alice@example.com"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, e, code := vestibule(t, dataDir, tc.args...)
+			if code != tc.code || !strings.Contains(out+e, tc.want) {
+				t.Fatalf("exit %d (want %d): %s %s; want %q", code, tc.code, out, e, tc.want)
+			}
+		})
+	}
+	st, err := store.Open(context.Background(), "sqlite:"+filepath.Join(dataDir, "vestibule.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	events, err := st.ListAudit(context.Background(), enrollment.AuditFilter{Action: "enrollment.self_approve", TargetID: id})
+	if err != nil || len(events) != 1 {
+		t.Fatalf("self-approval audit rows: %v %+v", err, events)
 	}
 }

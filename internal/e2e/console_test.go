@@ -20,6 +20,7 @@ const testPassword = "correct horse battery staple"
 func (e *env) browser(role enrollment.Role) *http.Client {
 	e.t.Helper()
 	email := string(role) + "-" + enrollment.NewID()[:6] + "@example.com"
+	e.lastBrowserEmail = email
 	u, err := e.app.Users.Add(e.ctx, admin, enrollment.UserInput{Email: email, Role: role})
 	if err != nil {
 		e.t.Fatal(err)

@@ -26,6 +26,8 @@ type env struct {
 	url string
 	app *server.App
 	ctx context.Context
+	// lastBrowserEmail is the user the newest browser() signed in as.
+	lastBrowserEmail string
 }
 
 var admin = enrollment.Actor{Name: "test:admin", RemoteIP: "127.0.0.1"}

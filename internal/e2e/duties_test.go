@@ -1,0 +1,53 @@
+package e2e
+
+import (
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/vestibule-mdm/vestibule/enrollment"
+	"github.com/vestibule-mdm/vestibule/store/storetest"
+)
+
+// TestNobodyApprovesTheirOwnEnrollment: an approver whose own device waits
+// cannot approve it in the console, in bulk, or with an API token they
+// created; another approver can.
+func TestNobodyApprovesTheirOwnEnrollment(t *testing.T) {
+	storetest.ForEachDialect(t, func(t *testing.T, dialect string) {
+		e := newEnv(t, dialect)
+		ann := e.browser(enrollment.RoleApprover)
+		annEmail := e.lastBrowserEmail
+		d, r := e.enrolledDevice(annEmail, "C02OWNDEVICE")
+		code, err := d.Authenticate(e.ctx)
+		e.expect("Authenticate", code, err, 200)
+
+		code, _ = do(t, ann, "POST", e.url+"/console/enrollments/"+r.ID+"/approve", url.Values{"note": {"mine"}}, nil)
+		if code != 303 || e.enrollment(r.ID).State != enrollment.StatePending {
+			t.Fatalf("console approval of one's own enrollment: %d, state %s", code, e.enrollment(r.ID).State)
+		}
+		code, _ = do(t, ann, "POST", e.url+"/console/enrollments/bulk-approve", url.Values{"id": {r.ID}}, nil)
+		if code != 303 || e.enrollment(r.ID).State != enrollment.StatePending {
+			t.Fatalf("bulk approval of one's own enrollment: %d, state %s", code, e.enrollment(r.ID).State)
+		}
+
+		// A token made by Ann in the console acts for Ann.
+		_, secret, err := e.app.APITokens.Create(e.ctx, enrollment.Actor{Name: "user:" + annEmail}, "ann-ci", enrollment.RoleApprover)
+		if err != nil {
+			t.Fatal(err)
+		}
+		code, body := e.api(secret, "POST", "/api/v1/enrollments/"+r.ID+"/approve", "")
+		if code != 403 || !strings.Contains(body, "own name") {
+			t.Fatalf("API approval with the owner's token: %d %s", code, body)
+		}
+
+		other := e.browser(enrollment.RoleApprover)
+		code, _ = do(t, other, "POST", e.url+"/console/enrollments/"+r.ID+"/approve", url.Values{"note": {"checked with Ann"}}, nil)
+		if code != 303 || e.enrollment(r.ID).State != enrollment.StateApproved {
+			t.Fatalf("another approver: %d, state %s", code, e.enrollment(r.ID).State)
+		}
+		events, _ := e.app.Store.ListAudit(e.ctx, enrollment.AuditFilter{Action: "enrollment.self_approve"})
+		if len(events) != 0 {
+			t.Fatalf("self-approvals audited: %+v", events)
+		}
+	})
+}
