@@ -66,9 +66,9 @@ func (commandBuilder) Build(requestType string, payload []byte) (enrollment.NewC
 	return NewCommand(requestType, payload)
 }
 
-// NewCommand builds a command an admin may queue: DeviceInformation,
-// ProfileList, or InstallProfile with the profile as payload (sent
-// unchanged, signed or not).
+// NewCommand builds a command an operator may queue: DeviceInformation or
+// ProfileList (approvers and admins), or InstallProfile with the profile as
+// payload, sent unchanged, signed or not (admins only; the API checks).
 func NewCommand(requestType string, payload []byte) (enrollment.NewCommand, error) {
 	var c mdm.Command
 	switch requestType {

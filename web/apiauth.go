@@ -17,6 +17,8 @@ type TokenAuthenticator interface {
 
 type actorKey struct{}
 
+type roleKey struct{}
+
 // roleRank orders roles so a route can ask for "at least".
 var roleRank = map[enrollment.Role]int{enrollment.RoleViewer: 1, enrollment.RoleApprover: 2, enrollment.RoleAdmin: 3}
 
@@ -46,8 +48,15 @@ func (a *API) requireToken(min enrollment.Role, next http.HandlerFunc) http.Hand
 			creator = ""
 		}
 		actor := enrollment.Actor{Name: "api:" + tok.Name, RemoteIP: clientIP(r), Email: creator}
-		next(w, r.WithContext(context.WithValue(r.Context(), actorKey{}, actor)))
+		ctx := context.WithValue(context.WithValue(r.Context(), actorKey{}, actor), roleKey{}, tok.Role)
+		next(w, r.WithContext(ctx))
 	}
+}
+
+// roleFrom is the role of the API token behind the request.
+func roleFrom(ctx context.Context) enrollment.Role {
+	r, _ := ctx.Value(roleKey{}).(enrollment.Role)
+	return r
 }
 
 func actorFrom(ctx context.Context) enrollment.Actor {

@@ -190,6 +190,12 @@ func (a *API) enqueueCommand(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, a.log, err)
 		return
 	}
+	// Approvers decide who gets in and may ask a device questions; what is
+	// installed on devices is an admin's to decide.
+	if need := commandRole(req.RequestType); roleRank[roleFrom(r.Context())] < roleRank[need] {
+		writeAPIError(w, apiError{http.StatusForbidden, "forbidden", req.RequestType + " needs an admin token: approvers may queue DeviceInformation and ProfileList"})
+		return
+	}
 	e, err := a.device(r)
 	if err != nil {
 		writeError(w, r, a.log, err)
@@ -205,6 +211,14 @@ func (a *API) enqueueCommand(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusAccepted, map[string]string{"command_uuid": cmd.UUID, "request_type": cmd.RequestType, "device_id": e.ID})
+}
+
+// commandRole is the least role that may queue a command of this type.
+func commandRole(requestType string) enrollment.Role {
+	if requestType == "InstallProfile" {
+		return enrollment.RoleAdmin
+	}
+	return enrollment.RoleApprover
 }
 
 func (a *API) listAudit(w http.ResponseWriter, r *http.Request) {

@@ -41,6 +41,7 @@ func TestApprovalAPI(t *testing.T) {
 	storetest.ForEachDialect(t, func(t *testing.T, dialect string) {
 		e := newEnv(t, dialect)
 		approver, viewer := e.token(enrollment.RoleApprover), e.token(enrollment.RoleViewer)
+		adminToken := e.token(enrollment.RoleAdmin)
 		d, r := e.enrolledDevice("alice@example.com", "SER-API")
 		code, err := d.Authenticate(e.ctx)
 		e.expect("Authenticate", code, err, 200)
@@ -66,6 +67,10 @@ func TestApprovalAPI(t *testing.T) {
 			{"error/bad state filter", viewer, "GET", "/api/v1/enrollments?state=maybe", "", 400},
 			{"error/unknown command", approver, "POST", "/api/v1/devices/" + r.ID + "/commands", `{"request_type":"EraseDevice"}`, 400},
 			{"ok/queue for a pending device", approver, "POST", "/api/v1/devices/" + d.UDID + "/commands", `{"request_type":"ProfileList"}`, 202},
+			{"error/approver installs a profile", approver, "POST", "/api/v1/devices/" + r.ID + "/commands",
+				`{"request_type":"InstallProfile","payload":"PHBsaXN0Lz4="}`, 403},
+			{"error/admin installs an empty profile", adminToken, "POST", "/api/v1/devices/" + r.ID + "/commands",
+				`{"request_type":"InstallProfile"}`, 400},
 			{"error/bad audit time", viewer, "GET", "/api/v1/audit?since=yesterday", "", 400},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
