@@ -114,3 +114,43 @@ func TestMetricsOnTheirOwnListener(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestHSTSWhenServingTLS: Strict-Transport-Security is sent when Vestibule
+// terminates TLS itself, and not on plain HTTP (behind a proxy, or --dev).
+func TestHSTSWhenServingTLS(t *testing.T) {
+	for _, tls := range []bool{false, true} {
+		cfg := testConfig(t)
+		if tls {
+			cfg.TLS.CertFile, cfg.TLS.KeyFile = "/nonexistent/cert.pem", "/nonexistent/key.pem"
+		}
+		srv, err := New(testApp(t, cfg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, path := range []string{"/healthz", "/login", "/api/v1/enrollments"} {
+			rec := httptest.NewRecorder()
+			srv.Handler().ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+			got := rec.Header().Get("Strict-Transport-Security")
+			if tls && !strings.Contains(got, "max-age=31536000") || !tls && got != "" {
+				t.Errorf("TLS %v, %s: Strict-Transport-Security %q", tls, path, got)
+			}
+		}
+	}
+}
+
+// TestStaticServesFilesOnly: the embedded assets are served, their folder
+// is not listed.
+func TestStaticServesFilesOnly(t *testing.T) {
+	srv, err := New(testApp(t, testConfig(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]int{"/static/style.css": 200, "/static/console.js": 200, "/static/": 404,
+		"/static/missing.css": 404} {
+		rec := httptest.NewRecorder()
+		srv.Handler().ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+		if rec.Code != want || strings.Contains(rec.Body.String(), "console.js</a>") {
+			t.Errorf("%s: HTTP %d, want %d", path, rec.Code, want)
+		}
+	}
+}

@@ -105,6 +105,9 @@ func New(app *App) (*Server, error) {
 		}
 		return s.cfg.HTTP.MaxBodyBytes
 	})(h)
+	if app.Config.TLS.CertFile != "" {
+		h = strictTransport(h)
+	}
 	h = requestID(h)
 	s.handler = h
 	return s, nil
@@ -190,6 +193,15 @@ func (s *Server) ServeMetrics(ctx context.Context, ln net.Listener) error {
 		return fmt.Errorf("serve metrics: %w", err)
 	}
 	return nil
+}
+
+// strictTransport tells browsers to use HTTPS only, for a year: sent when
+// Vestibule terminates TLS itself (behind a proxy, the proxy sends it).
+func strictTransport(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Strict-Transport-Security", "max-age=31536000")
+		next.ServeHTTP(w, r)
+	})
 }
 
 // protectMetrics requires the bearer token in tokenFile, when one is set.

@@ -221,13 +221,27 @@ func (c *Console) Routes(mux *http.ServeMux) {
 	cm.HandleFunc("POST /console/tokens/{name}/revoke", c.need(admin, c.revokeToken))
 	c.portalRoutes(cm)
 	static, _ := fs.Sub(staticFS, "static")
-	cm.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
+	cm.Handle("GET /static/", http.StripPrefix("/static/", filesOnly(static)))
 
 	protected := http.NewCrossOriginProtection().Handler(cm)
 	h := securityHeaders(protected)
 	for _, p := range []string{"GET /{$}", "/login", "/logout", "/console/", "/static/", "/portal", "/portal/", "/auth/", "/dep/"} {
 		mux.Handle(p, h)
 	}
+}
+
+// filesOnly serves the embedded assets and nothing else: no directory
+// listing, not even of the root.
+func filesOnly(fsys fs.FS) http.Handler {
+	files := http.FileServerFS(fsys)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		name := strings.TrimPrefix(r.URL.Path, "/")
+		if fi, err := fs.Stat(fsys, name); name == "" || err != nil || fi.IsDir() {
+			http.NotFound(w, r)
+			return
+		}
+		files.ServeHTTP(w, r)
+	})
 }
 
 // securityHeaders forbids inline script, framing and sniffing on every
