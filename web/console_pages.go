@@ -4,6 +4,7 @@ import (
 	"encoding/csv"
 	"errors"
 	"fmt"
+	"html/template"
 	"net/http"
 	"net/url"
 	"strings"
@@ -359,8 +360,16 @@ func (c *Console) audit(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, me(r), http.StatusInternalServerError, "Error", userMessage(err))
 		return
 	}
+	// The export link carries the same filters, encoded once here: a raw
+	// query put into the template's URL context is escaped a second time.
+	q := url.Values{}
+	for k, v := range map[string]string{"actor": f.Actor, "action": f.Action, "target": f.TargetID, "since": since, "until": until} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
 	c.render(w, r, http.StatusOK, "audit", "Audit log", "audit", map[string]any{"Items": events, "F": f, "Since": since, "Until": until,
-		"Query": r.URL.RawQuery})
+		"CSVLink": template.URL("/console/audit.csv?" + q.Encode())})
 }
 
 func (c *Console) auditCSV(w http.ResponseWriter, r *http.Request) {
