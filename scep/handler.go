@@ -2,6 +2,7 @@ package scep
 
 import (
 	"encoding/base64"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -65,6 +66,12 @@ func (s *Service) pkiOperation(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rep, err := s.PKIOperation(r.Context(), data, clientIP(r))
+	if errors.Is(err, ErrUnavailable) {
+		// Logged as a server error by PKIOperation; the device retries.
+		w.Header().Set("Retry-After", "30")
+		http.Error(w, "SCEP service temporarily unavailable", http.StatusServiceUnavailable)
+		return
+	}
 	if err != nil {
 		s.log.WarnContext(r.Context(), "SCEP message rejected", "err", err, "remote_ip", clientIP(r))
 		http.Error(w, "malformed SCEP message", http.StatusBadRequest)

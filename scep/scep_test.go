@@ -266,8 +266,11 @@ func FuzzPKIOperation(f *testing.F) {
 }
 
 func (f *fixture) certsAll() int {
+	f.t.Helper()
 	var n int
-	_ = f.app.Store.DB().Get(&n, `SELECT COUNT(*) FROM certificates`)
+	if err := f.app.Store.DB().Get(&n, `SELECT COUNT(*) FROM certificates`); err != nil {
+		f.t.Fatalf("count certificates: %v", err)
+	}
 	return n
 }
 
@@ -307,5 +310,24 @@ func BenchmarkRSA2048Sign(b *testing.B) {
 		if _, err := rsa.SignPKCS1v15(rand.Reader, key, crypto.SHA256, digest); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestDatabaseFailureIsTemporary: when the server cannot reach its
+// database, a SCEP request is answered 503 with Retry-After (the device
+// comes back), not with a permanent badRequest failure.
+func TestDatabaseFailureIsTemporary(t *testing.T) {
+	f := newFixture(t, "sqlite")
+	msg := validMessage(t, f)
+	if err := f.app.Store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Post(f.url+"/scep?operation=PKIOperation", "application/x-pki-message", bytes.NewReader(msg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("HTTP %d, Retry-After %q; want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
 }

@@ -121,10 +121,13 @@ func New(o Options) (*Service, error) {
 }
 
 // refusal is a request refused with a SCEP failure: info goes to the device,
-// reason to the log and the audit log.
+// reason to the log and the audit log. A temporary refusal is the server's
+// own fault (its database, its signer): the device is told to come back
+// (HTTP 503) instead of getting a permanent failure.
 type refusal struct {
-	info   smallscep.FailInfo
-	reason error
+	info      smallscep.FailInfo
+	reason    error
+	temporary bool
 }
 
 func (r *refusal) Error() string { return r.reason.Error() }
@@ -132,6 +135,15 @@ func (r *refusal) Error() string { return r.reason.Error() }
 func refuse(info smallscep.FailInfo, format string, args ...any) *refusal {
 	return &refusal{info: info, reason: fmt.Errorf(format, args...)}
 }
+
+// unavailable is a refusal caused by the server, not the request.
+func unavailable(format string, args ...any) *refusal {
+	return &refusal{reason: fmt.Errorf(format, args...), temporary: true}
+}
+
+// ErrUnavailable means the server could not answer for a reason of its own;
+// the device should retry later.
+var ErrUnavailable = errors.New("SCEP service temporarily unavailable")
 
 // PKIOperation answers one SCEP message: a signed CertRep with the
 // certificate, or a CertRep FAILURE. An error means the message could not
@@ -142,6 +154,11 @@ func (s *Service) PKIOperation(ctx context.Context, data []byte, remoteIP string
 		return nil, fmt.Errorf("parse SCEP message: %w", err)
 	}
 	cert, rerr := s.handle(ctx, msg, data)
+	if rerr != nil && rerr.temporary {
+		s.log.ErrorContext(ctx, "SCEP request failed on the server's side", "transaction", string(msg.TransactionID),
+			"err", rerr.reason, "remote_ip", remoteIP)
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, rerr.reason)
+	}
 	if rerr != nil {
 		s.log.WarnContext(ctx, "SCEP request refused", "transaction", string(msg.TransactionID), "type", msg.MessageType.String(),
 			"fail_info", rerr.info.String(), "reason", rerr.reason, "remote_ip", remoteIP)
@@ -207,7 +224,7 @@ func (s *Service) handle(ctx context.Context, msg *smallscep.PKIMessage, data []
 			return nil, nil, false
 		}
 		if err != nil {
-			return nil, refuse(smallscep.BadRequest, "look up transaction: %v", err), true
+			return nil, unavailable("look up transaction: %w", err), true
 		}
 		if prev.RevokedAt != nil || prev.ReservationID != cn {
 			return nil, refuse(smallscep.BadRequest, "retry of transaction %s whose certificate is revoked or for another subject", msg.TransactionID), true
@@ -240,6 +257,9 @@ func (s *Service) handle(ctx context.Context, msg *smallscep.PKIMessage, data []
 	}
 	challengeHash := enrollment.HashChallenge(msg.ChallengePassword)
 	resID, err := s.store.OpenReservationForChallenge(ctx, challengeHash, s.now())
+	if err != nil && !errors.Is(err, enrollment.ErrNotFound) {
+		return nil, unavailable("look up challenge: %w", err)
+	}
 	if err != nil {
 		if c, rerr, ok := retry(); ok {
 			return c, rerr
@@ -267,6 +287,9 @@ func (s *Service) renewalSigner(ctx context.Context, data []byte) (*Certificate,
 	}
 	sum := sha256.Sum256(signer.Raw)
 	rec, err := s.store.CertificateBySHA256(ctx, hex.EncodeToString(sum[:]))
+	if err != nil && !errors.Is(err, enrollment.ErrNotFound) {
+		return nil, unavailable("look up renewal signer: %w", err)
+	}
 	if err != nil {
 		return nil, refuse(smallscep.BadCertID, "renewal signer is not on record: %v", err)
 	}
@@ -275,6 +298,9 @@ func (s *Service) renewalSigner(ctx context.Context, data []byte) (*Certificate,
 		return nil, refuse(smallscep.BadCertID, "renewal signer %s is revoked or expired", rec.Serial)
 	}
 	ok, err := s.store.EnrollmentApproved(ctx, rec.ReservationID)
+	if err != nil && !errors.Is(err, enrollment.ErrNotFound) {
+		return nil, unavailable("renewal: enrollment state: %w", err)
+	}
 	if err != nil || !ok {
 		return nil, refuse(smallscep.BadRequest, "renewal for reservation %s whose enrollment is not approved (%v)", rec.ReservationID, err)
 	}
@@ -285,7 +311,7 @@ func (s *Service) issue(ctx context.Context, csr *x509.CertificateRequest, resID
 	now := s.now()
 	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 	if err != nil {
-		return nil, refuse(smallscep.BadRequest, "serial: %v", err)
+		return nil, unavailable("serial: %w", err)
 	}
 	ca := s.ca.Certificate()
 	notAfter := now.Add(s.validity)
@@ -302,11 +328,11 @@ func (s *Service) issue(ctx context.Context, csr *x509.CertificateRequest, resID
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, csr.PublicKey, s.ca.Signer())
 	if err != nil {
-		return nil, refuse(smallscep.BadRequest, "sign: %v", err)
+		return nil, unavailable("sign: %w", err)
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		return nil, refuse(smallscep.BadRequest, "parse issued: %v", err)
+		return nil, unavailable("parse issued: %w", err)
 	}
 	fp := sha256.Sum256(der)
 	rec := Certificate{Serial: strings.ToUpper(serial.Text(16)), SHA256: hex.EncodeToString(fp[:]), Subject: cert.Subject.String(),
@@ -314,7 +340,10 @@ func (s *Service) issue(ctx context.Context, csr *x509.CertificateRequest, resID
 	ev := enrollment.AuditEvent{At: now, Actor: "scep", Action: "scep.issue", TargetType: "reservation", TargetID: resID,
 		Outcome: enrollment.OutcomeOK, Detail: fmt.Sprintf("serial=%s via=%s", rec.Serial, how)}
 	if err := s.store.RecordIssued(ctx, rec, challengeHash, now, ev); err != nil {
-		return nil, refuse(smallscep.BadRequest, "record: %v", err)
+		if errors.Is(err, enrollment.ErrConflict) || errors.Is(err, enrollment.ErrNotFound) {
+			return nil, refuse(smallscep.BadRequest, "record: %v", err)
+		}
+		return nil, unavailable("record: %w", err)
 	}
 	s.log.InfoContext(ctx, "certificate issued", "reservation", resID, "serial", rec.Serial, "via", how)
 	return cert, nil
