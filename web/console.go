@@ -320,8 +320,8 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, pag
 	u := me(r)
 	inPortal, _ := r.Context().Value(portalKey{}).(bool)
 	d := pageData{Title: title, Nav: nav, Org: c.o.OrgName, Me: u, InPortal: inPortal || rank(u.Role) == 0, DEPOn: c.o.DEP != nil, IsAdmin: u.Role == enrollment.RoleAdmin,
-		CanDecide: rank(u.Role) >= rank(enrollment.RoleApprover), Flash: r.URL.Query().Get("flash"), Error: r.URL.Query().Get("error"),
-		Now: c.o.Now(), Data: data}
+		CanDecide: rank(u.Role) >= rank(enrollment.RoleApprover), Now: c.o.Now(), Data: data}
+	d.Flash, d.Error = takeFlash(w, r)
 	if u.ID != "" && !d.InPortal {
 		if p, err := c.o.Enrollments.List(r.Context(), enrollment.EnrollmentFilter{State: enrollment.StatePending, Limit: 1000}); err == nil {
 			d.PendingCount = len(p)
@@ -342,16 +342,15 @@ func (c *Console) fail(w http.ResponseWriter, r *http.Request, u enrollment.User
 	c.render(w, r, status, "error", title, "", msg)
 }
 
-// back redirects to a console page with a message; only local paths.
+// back redirects to a console page with a message; only local paths. The
+// message travels in a short-lived cookie that only the server sets, never
+// in the URL: a link cannot put words of its own into a banner.
 func back(w http.ResponseWriter, r *http.Request, path, key, msg string) {
 	if !strings.HasPrefix(path, "/console/") {
 		path = "/console/pending"
 	}
-	sep := "?"
-	if strings.Contains(path, "?") {
-		sep = "&"
-	}
-	http.Redirect(w, r, path+sep+key+"="+url.QueryEscape(msg), http.StatusSeeOther)
+	setFlash(w, key, msg)
+	http.Redirect(w, r, path, http.StatusSeeOther)
 }
 
 // fromPage is where a form came from, if it is a console page.
@@ -406,8 +405,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 			c.log.ErrorContext(r.Context(), "login", "err", err)
 			msg = "Sign-in failed; try again."
 		}
-		r2 := r.Clone(r.Context())
-		r2.URL.RawQuery = url.Values{"error": {msg}}.Encode()
+		r2 := withMessage(r, "error", msg)
 		c.render(w, r2, http.StatusUnauthorized, "login", "Sign in", "", map[string]any{"Next": safeNext(r.PostFormValue("next")), "Email": email, "OIDC": c.o.IdP != nil})
 		return
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"net/url"
 
 	"github.com/vestibule-mdm/vestibule/auth"
 	"github.com/vestibule-mdm/vestibule/enrollment"
@@ -146,7 +145,8 @@ func (c *Console) idpCallback(w http.ResponseWriter, r *http.Request) {
 }
 
 func portalBack(w http.ResponseWriter, r *http.Request, key, msg string) {
-	http.Redirect(w, r, "/portal?"+key+"="+url.QueryEscape(msg), http.StatusSeeOther)
+	setFlash(w, key, msg)
+	http.Redirect(w, r, "/portal", http.StatusSeeOther)
 }
 
 func (c *Console) portalEnroll(w http.ResponseWriter, r *http.Request) {

@@ -201,8 +201,12 @@ func TestConsoleSafety(t *testing.T) {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
-		if loc := resp.Header.Get("Location"); !strings.Contains(loc, "error=") || !strings.Contains(loc, "approved") {
-			t.Errorf("second approval: %s", loc)
+		loc := resp.Header.Get("Location")
+		if strings.Contains(loc, "?") {
+			t.Errorf("the message travels in the URL: %s", loc)
+		}
+		if _, page := do(t, admin, "GET", e.url+loc, nil, nil); !strings.Contains(page, "already approved") && !strings.Contains(page, "is approved") {
+			t.Errorf("second approval: the page after %s does not say why", loc)
 		}
 
 		// Disabling a user revokes their open reservations.

@@ -83,3 +83,19 @@ func TestAuditExportKeepsFilters(t *testing.T) {
 		}
 	}
 }
+
+// TestBannersShowOnlyServerMessages: ?flash= and ?error= in a link no
+// longer put words into the console's or the portal's banners.
+func TestBannersShowOnlyServerMessages(t *testing.T) {
+	e := newEnv(t, "sqlite")
+	viewer := e.browser(enrollment.RoleViewer)
+	const phish = "Your session expired: call +1 555 0199 now"
+	for _, path := range []string{"/console/pending", "/console/devices", "/login", "/portal"} {
+		for _, key := range []string{"flash", "error"} {
+			_, page := do(t, viewer, "GET", e.url+path+"?"+key+"="+url.QueryEscape(phish), nil, nil)
+			if strings.Contains(page, "555 0199") {
+				t.Errorf("%s?%s= shows the link's text", path, key)
+			}
+		}
+	}
+}
