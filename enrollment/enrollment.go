@@ -73,27 +73,31 @@ func (f DeviceFacts) clean() (DeviceFacts, error) {
 
 // Enrollment is one device's enrollment; its ID is the reserved device ID.
 type Enrollment struct {
-	ID             string      `json:"id"`
-	UserID         string      `json:"user_id"`
-	UserEmail      string      `json:"user"`
-	State          State       `json:"state"`
-	ReEnrollment   bool        `json:"re_enrollment"`
-	PreviousID     string      `json:"previous_id,omitempty"`
-	ConflictID     string      `json:"conflict_with,omitempty"`
-	Facts          DeviceFacts `json:"device"`
-	CheckinIP      string      `json:"checkin_ip"`
-	CreatedAt      time.Time   `json:"created_at"`
-	UpdatedAt      time.Time   `json:"updated_at"`
-	DecidedAt      *time.Time  `json:"decided_at,omitempty"`
-	DecidedBy      string      `json:"decided_by,omitempty"`
-	DecisionNote   string      `json:"decision_note,omitempty"`
-	Suspicious     bool        `json:"suspicious"`
-	PushToken      string      `json:"-"`
-	PushMagic      string      `json:"-"`
-	PushTopic      string      `json:"push_topic,omitempty"`
-	TokenUpdatedAt *time.Time  `json:"token_updated_at,omitempty"`
-	PushInvalidAt  *time.Time  `json:"push_invalid_at,omitempty"`
-	LastSeenAt     *time.Time  `json:"last_seen_at,omitempty"`
+	ID           string      `json:"id"`
+	UserID       string      `json:"user_id"`
+	UserEmail    string      `json:"user"`
+	State        State       `json:"state"`
+	ReEnrollment bool        `json:"re_enrollment"`
+	PreviousID   string      `json:"previous_id,omitempty"`
+	ConflictID   string      `json:"conflict_with,omitempty"`
+	Facts        DeviceFacts `json:"device"`
+	CheckinIP    string      `json:"checkin_ip"`
+	CreatedAt    time.Time   `json:"created_at"`
+	UpdatedAt    time.Time   `json:"updated_at"`
+	DecidedAt    *time.Time  `json:"decided_at,omitempty"`
+	DecidedBy    string      `json:"decided_by,omitempty"`
+	DecisionNote string      `json:"decision_note,omitempty"`
+	Suspicious   bool        `json:"suspicious"`
+	// OwnerDisabled: the user the device enrolled for is disabled. Their
+	// pending enrollments were denied then; approved ones stay until an
+	// admin revokes or retires them.
+	OwnerDisabled  bool       `json:"owner_disabled"`
+	PushToken      string     `json:"-"`
+	PushMagic      string     `json:"-"`
+	PushTopic      string     `json:"push_topic,omitempty"`
+	TokenUpdatedAt *time.Time `json:"token_updated_at,omitempty"`
+	PushInvalidAt  *time.Time `json:"push_invalid_at,omitempty"`
+	LastSeenAt     *time.Time `json:"last_seen_at,omitempty"`
 }
 
 // Flags lists what an approver should look at twice.
@@ -107,6 +111,9 @@ func (e Enrollment) Flags() []string {
 	}
 	if e.Suspicious {
 		f = append(f, "suspicious")
+	}
+	if e.OwnerDisabled {
+		f = append(f, "owner_disabled")
 	}
 	return f
 }

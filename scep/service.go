@@ -55,7 +55,7 @@ type Store interface {
 	// CertificateBySHA256 finds a certificate we issued.
 	CertificateBySHA256(ctx context.Context, fingerprint string) (Certificate, error)
 	// EnrollmentApproved reports whether the enrollment of a reservation is
-	// approved.
+	// approved and its owner enabled: only then may its certificate renew.
 	EnrollmentApproved(ctx context.Context, reservationID string) (bool, error)
 	AppendAudit(ctx context.Context, ev enrollment.AuditEvent) error
 }

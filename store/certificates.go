@@ -116,15 +116,20 @@ func (s *Store) ListCertificates(ctx context.Context, reservationID string) ([]s
 
 // EnrollmentApproved reports whether a reservation's enrollment is approved.
 func (s *Store) EnrollmentApproved(ctx context.Context, reservationID string) (bool, error) {
-	var state string
-	err := s.db.GetContext(ctx, &state, s.db.Rebind(`SELECT state FROM enrollments WHERE id = ?`), reservationID)
+	var row struct {
+		State         string `db:"state"`
+		OwnerDisabled bool   `db:"owner_disabled"`
+	}
+	err := s.db.GetContext(ctx, &row, s.db.Rebind(`SELECT e.state, u.disabled_at IS NOT NULL AS owner_disabled
+		FROM enrollments e JOIN users u ON u.id = e.user_id WHERE e.id = ?`), reservationID)
 	if err == sql.ErrNoRows {
 		return false, nil
 	}
 	if err != nil {
 		return false, fmt.Errorf("enrollment state: %w", err)
 	}
-	return state == string(enrollment.StateApproved), nil
+	// A disabled owner's devices do not renew: their certificates run out.
+	return row.State == string(enrollment.StateApproved) && !row.OwnerDisabled, nil
 }
 
 // CheckinCertificates adapts the store to the check-in service's view of

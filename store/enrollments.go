@@ -37,6 +37,7 @@ type enrollmentRow struct {
 	DecidedBy      sql.NullString `db:"decided_by"`
 	DecisionNote   string         `db:"decision_note"`
 	Suspicious     bool           `db:"suspicious"`
+	OwnerDisabled  bool           `db:"owner_disabled"`
 	PushToken      string         `db:"push_token"`
 	PushMagic      string         `db:"push_magic"`
 	PushTopic      string         `db:"push_topic"`
@@ -51,14 +52,15 @@ func (r enrollmentRow) enrollment() enrollment.Enrollment {
 		Facts: enrollment.DeviceFacts{UDID: r.UDID, Serial: r.Serial, Model: r.Model, ModelName: r.ModelName, ProductName: r.ProductName,
 			OSVersion: r.OSVersion, BuildVersion: r.BuildVersion, IMEI: r.IMEI, MEID: r.MEID, DeviceName: r.DeviceName},
 		CheckinIP: r.CheckinIP, CreatedAt: fromMS(r.CreatedAt), UpdatedAt: fromMS(r.UpdatedAt), DecidedAt: fromNullMS(r.DecidedAt),
-		DecidedBy: r.DecidedBy.String, DecisionNote: r.DecisionNote, Suspicious: r.Suspicious, PushToken: r.PushToken,
+		DecidedBy: r.DecidedBy.String, DecisionNote: r.DecisionNote, Suspicious: r.Suspicious, OwnerDisabled: r.OwnerDisabled, PushToken: r.PushToken,
 		PushMagic: r.PushMagic, PushTopic: r.PushTopic, TokenUpdatedAt: fromNullMS(r.TokenUpdatedAt), PushInvalidAt: fromNullMS(r.PushInvalidAt), LastSeenAt: fromNullMS(r.LastSeenAt)}
 }
 
 const selectEnrollment = `SELECT e.id, e.user_id, u.email AS user_email, e.state, e.re_enrollment <> 0 AS re_enrollment, e.previous_id, e.conflict_id,
 	e.udid, e.serial, e.model, e.model_name, e.product_name, e.os_version, e.build_version, e.imei, e.meid, e.device_name,
 	e.checkin_ip, e.created_at, e.updated_at, e.decided_at, e.decided_by, e.decision_note, e.suspicious <> 0 AS suspicious,
-	e.push_token, e.push_magic, e.push_topic, e.token_updated_at, e.push_invalid_at, e.last_seen_at
+	e.push_token, e.push_magic, e.push_topic, e.token_updated_at, e.push_invalid_at, e.last_seen_at,
+	u.disabled_at IS NOT NULL AS owner_disabled
 	FROM enrollments e JOIN users u ON u.id = e.user_id`
 
 func getEnrollment(ctx context.Context, q sqlx.QueryerContext, id string) (enrollment.Enrollment, error) {

@@ -122,7 +122,8 @@ func (s *Store) SetUserPassword(ctx context.Context, userID, hash string, ev enr
 }
 
 // SetUserDisabled disables or enables a user. Disabling also revokes the
-// user's open reservations and ends their sessions, in one transaction.
+// user's open reservations, ends their sessions and denies their pending
+// enrollments (revoking those certificates), in one transaction.
 func (s *Store) SetUserDisabled(ctx context.Context, userID string, disabled bool, at time.Time, ev enrollment.AuditEvent) error {
 	return s.inTx(ctx, func(tx *sqlx.Tx) error {
 		var res sql.Result
@@ -152,6 +153,26 @@ func (s *Store) SetUserDisabled(ctx context.Context, userID string, disabled boo
 			if _, err := tx.ExecContext(ctx, tx.Rebind(`DELETE FROM sessions WHERE user_id = ?`), userID); err != nil {
 				return fmt.Errorf("end sessions of a disabled user: %w", err)
 			}
+			// Nobody approves a device for someone who has left: their
+			// waiting enrollments are denied and their certificates revoked.
+			var pending []string
+			if err := tx.SelectContext(ctx, &pending, tx.Rebind(`SELECT id FROM enrollments WHERE user_id = ? AND state = 'pending'`), userID); err != nil {
+				return fmt.Errorf("pending enrollments of a disabled user: %w", err)
+			}
+			if len(pending) > 0 {
+				q, args, err := sqlx.In(`UPDATE enrollments SET state = 'denied', decided_at = ?, decided_by = ?, decision_note = 'owner disabled',
+					updated_at = ? WHERE id IN (?) AND state = 'pending'`, ms(at), ev.Actor, ms(at), pending)
+				if err != nil {
+					return err
+				}
+				if _, err := tx.ExecContext(ctx, tx.Rebind(q), args...); err != nil {
+					return fmt.Errorf("deny pending enrollments of a disabled user: %w", err)
+				}
+				if err := revokeEnrollmentCerts(ctx, tx, pending, "owner disabled", at); err != nil {
+					return err
+				}
+			}
+			ev.Detail += fmt.Sprintf(" denied_pending=%d", len(pending))
 		}
 		return appendAudit(ctx, tx, ev)
 	})

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"errors"
 	"net"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/vestibule-mdm/vestibule/config"
 	"github.com/vestibule-mdm/vestibule/enrollment"
+	"github.com/vestibule-mdm/vestibule/internal/devicesim"
 	"github.com/vestibule-mdm/vestibule/store/storetest"
 )
 
@@ -150,6 +152,56 @@ func TestSameUserReEnrollmentSupersedes(t *testing.T) {
 		}
 		if en := e.enrollment(r1.ID); en.State != enrollment.StateSuperseded {
 			t.Fatalf("the earlier enrollment is %s, want superseded", en.State)
+		}
+	})
+}
+
+// TestDisabledOwner: disabling a user denies their pending enrollments,
+// refuses their renewals, and flags their approved devices for an admin.
+func TestDisabledOwner(t *testing.T) {
+	storetest.ForEachDialect(t, func(t *testing.T, dialect string) {
+		e := newEnv(t, dialect)
+		approved, ra := e.enrolledDevice("bob@example.com", "C02BOBAPPR01")
+		code, err := approved.Authenticate(e.ctx)
+		e.expect("Authenticate", code, err, 200)
+		if _, err := e.app.Enrollments.Approve(e.ctx, admin, ra.ID, ""); err != nil {
+			t.Fatal(err)
+		}
+		pending, rp := e.enrolledDevice("bob@example.com", "C02BOBPEND01")
+		code, err = pending.Authenticate(e.ctx)
+		e.expect("Authenticate", code, err, 200)
+
+		bob, err := e.app.Store.UserByEmail(e.ctx, "bob@example.com")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.app.Users.SetDisabled(e.ctx, admin, bob.ID, true); err != nil {
+			t.Fatal(err)
+		}
+		if en := e.enrollment(rp.ID); en.State != enrollment.StateDenied || en.DecisionNote != "owner disabled" {
+			t.Fatalf("pending enrollment of a disabled owner: %s %q", en.State, en.DecisionNote)
+		}
+		if certs, _ := e.app.Store.ListCertificates(e.ctx, rp.ID); len(certs) != 1 || certs[0].RevokedAt == nil {
+			t.Fatalf("the denied enrollment's certificate is not revoked: %+v", certs)
+		}
+		if _, err := e.app.Enrollments.Approve(e.ctx, admin, rp.ID, ""); !errors.Is(err, enrollment.ErrConflict) {
+			t.Fatalf("approving the denied enrollment: %v", err)
+		}
+		var scepErr *devicesim.SCEPError
+		if err := approved.Renew(e.ctx); !errors.As(err, &scepErr) {
+			t.Fatalf("renewal of a disabled owner's device: %v", err)
+		}
+		en := e.enrollment(ra.ID)
+		if !en.OwnerDisabled || !strings.Contains(strings.Join(en.Flags(), ","), "owner_disabled") {
+			t.Fatalf("the approved device is not flagged: %+v", en.Flags())
+		}
+		_, body := e.api(e.token(enrollment.RoleViewer), "GET", "/api/v1/enrollments/"+ra.ID, "")
+		if !strings.Contains(body, `"owner_disabled":true`) {
+			t.Fatalf("API: %s", body)
+		}
+		_, page := do(t, e.browser(enrollment.RoleViewer), "GET", e.url+"/console/devices", nil, nil)
+		if !strings.Contains(page, "owner_disabled") {
+			t.Fatal("the devices page does not flag the disabled owner's device")
 		}
 	})
 }
