@@ -1,6 +1,7 @@
 package auth_test
 
 import (
+	"fmt"
 	"context"
 	"errors"
 	"testing"
@@ -70,35 +71,90 @@ func TestSessions(t *testing.T) {
 }
 
 func TestPasswordLogin(t *testing.T) {
-	ctx := context.Background()
-	st := storetest.Open(t, "sqlite")
-	c := &clock{time.Now()}
-	users := enrollment.NewUsers(st, c.now)
-	u, _ := users.Add(ctx, enrollment.Actor{Name: "t"}, enrollment.UserInput{Email: "a@example.com", Role: enrollment.RoleAdmin})
-	hash, _ := auth.HashPassword("correct horse battery")
-	st.SetUserPassword(ctx, u.ID, hash, enrollment.AuditEvent{At: c.t, Actor: "t", Action: "x"})
-	l := auth.NewPasswordLogin(st, st, 3, 15*time.Minute, c.now)
-
-	if got, err := l.Login(ctx, "A@example.com", "correct horse battery", "192.0.2.1"); err != nil || got.ID != u.ID {
-		t.Fatalf("login: %v", err)
-	}
-	for _, tc := range []struct{ email, pw string }{{"a@example.com", "wrong"}, {"nobody@example.com", "x"}, {"not an email", "x"}} {
-		if _, err := l.Login(ctx, tc.email, tc.pw, "192.0.2.9"); !errors.Is(err, auth.ErrBadCredentials) {
-			t.Errorf("%s: %v", tc.email, err)
+	storetest.ForEachDialect(t, func(t *testing.T, dialect string) {
+		ctx := context.Background()
+		st := storetest.Open(t, dialect)
+		c := &clock{time.Now()}
+		users := enrollment.NewUsers(st, c.now)
+		u, _ := users.Add(ctx, enrollment.Actor{Name: "t"}, enrollment.UserInput{Email: "a@example.com", Role: enrollment.RoleAdmin})
+		hash, _ := auth.HashPassword("correct horse battery")
+		st.SetUserPassword(ctx, u.ID, hash, enrollment.AuditEvent{At: c.t, Actor: "t", Action: "x"})
+		b, _ := users.Add(ctx, enrollment.Actor{Name: "t"}, enrollment.UserInput{Email: "b@example.com", Role: enrollment.RoleAdmin})
+		st.SetUserPassword(ctx, b.ID, hash, enrollment.AuditEvent{At: c.t, Actor: "t", Action: "x"})
+		l := auth.NewPasswordLogin(st, st, st, auth.DefaultThrottlePolicy(), c.now)
+		// A second replica on the same database.
+		other := auth.NewPasswordLogin(st, st, st, auth.DefaultThrottlePolicy(), c.now)
+		login := func(l *auth.PasswordLogin, email, pw, ip string) error {
+			_, err := l.Login(ctx, email, pw, ip)
+			return err
 		}
-	}
-	// Three failures from one address: even the right password waits.
-	if _, err := l.Login(ctx, "a@example.com", "correct horse battery", "192.0.2.9"); !errors.Is(err, auth.ErrThrottled) {
-		t.Fatalf("after 3 failures: %v", err)
-	}
-	c.t = c.t.Add(16 * time.Minute)
-	if _, err := l.Login(ctx, "a@example.com", "correct horse battery", "192.0.2.9"); err != nil {
-		t.Fatalf("after the window: %v", err)
-	}
-	if ev, _ := st.ListAudit(ctx, enrollment.AuditFilter{Action: "session.login"}); len(ev) < 4 {
-		t.Errorf("failed sign-ins audited: %d", len(ev))
-	}
-	if err := auth.VerifyPassword("$argon2id$v=19$m=65536,t=3,p=2$c29tZXNhbHRzb21lc2FsdA$5l8lZrP1o2v9r2mD4Nw6iV0yq6u9m1a3h7JkB6iS2bU", "x"); !errors.Is(err, auth.ErrWrongPassword) {
-		t.Errorf("the dummy hash used for unknown users does not parse: %v", err)
-	}
+		const right = "correct horse battery"
+
+		if got, err := l.Login(ctx, "A@example.com", right, "192.0.2.1"); err != nil || got.ID != u.ID {
+			t.Fatalf("login: %v", err)
+		}
+		for _, tc := range []struct{ email, pw string }{{"a@example.com", "wrong"}, {"nobody@example.com", "x"}, {"not an email", "x"}} {
+			if err := login(l, tc.email, tc.pw, "192.0.2.9"); !errors.Is(err, auth.ErrBadCredentials) {
+				t.Errorf("%s: %v", tc.email, err)
+			}
+		}
+
+		// Six wrong guesses at one account from one address: that address
+		// waits for that account (on every replica), with a doubling delay.
+		for range 5 {
+			_ = login(l, "b@example.com", "wrong", "198.51.100.7")
+		}
+		if err := login(other, "b@example.com", right, "198.51.100.7"); err != nil {
+			t.Fatalf("five failures are free: %v", err)
+		}
+		for range 6 {
+			_ = login(l, "a@example.com", "wrong", "198.51.100.8")
+		}
+		if err := login(other, "a@example.com", right, "198.51.100.8"); !errors.Is(err, auth.ErrThrottled) {
+			t.Fatalf("after 6 failures, on another replica: %v", err)
+		}
+		// The owner from another address is not locked out.
+		if err := login(l, "a@example.com", right, "192.0.2.1"); err != nil {
+			t.Fatalf("the right password from another address: %v", err)
+		}
+		c.t = c.t.Add(1100 * time.Millisecond)
+		_ = login(l, "a@example.com", "wrong", "198.51.100.8")
+		c.t = c.t.Add(1100 * time.Millisecond)
+		if err := login(l, "a@example.com", right, "198.51.100.8"); !errors.Is(err, auth.ErrThrottled) {
+			t.Fatalf("the 7th failure should block for 2 s: %v", err)
+		}
+		c.t = c.t.Add(16 * time.Minute)
+		if err := login(l, "a@example.com", right, "198.51.100.8"); err != nil {
+			t.Fatalf("after the window: %v", err)
+		}
+
+		// Guessing from many addresses: the right password from a new
+		// address waits at most the short delay, however many there are.
+		for i := range 16 {
+			_ = login(l, "a@example.com", "wrong", fmt.Sprintf("203.0.113.%d", i))
+		}
+		if err := login(l, "a@example.com", right, "192.0.2.200"); !errors.Is(err, auth.ErrThrottled) {
+			t.Fatalf("after 16 failures from 16 addresses: %v", err)
+		}
+		c.t = c.t.Add(31 * time.Second)
+		if err := login(l, "a@example.com", right, "192.0.2.200"); err != nil {
+			t.Fatalf("the owner waited more than 30 s: %v", err)
+		}
+
+		// Spraying from one address across accounts (a policy with a
+		// smaller allowance than the default 30, to keep the test short).
+		c.t = c.t.Add(time.Hour)
+		policy := auth.DefaultThrottlePolicy()
+		policy.Source.Free = 4
+		spray := auth.NewPasswordLogin(st, st, st, policy, c.now)
+		for i := range 5 {
+			_ = login(spray, fmt.Sprintf("user%d@example.com", i), "wrong", "198.51.100.99")
+		}
+		if err := login(spray, "a@example.com", right, "198.51.100.99"); !errors.Is(err, auth.ErrThrottled) {
+			t.Fatalf("an address that sprayed 5 accounts: %v", err)
+		}
+		if ev, _ := st.ListAudit(ctx, enrollment.AuditFilter{Action: "session.login"}); len(ev) < 4 {
+			t.Errorf("failed sign-ins audited: %d", len(ev))
+		}
+	})
 }

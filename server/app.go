@@ -129,7 +129,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger, migrate boo
 	}
 	a.Sessions = auth.NewSessions(st, cfg.Session.IdleTimeout.D(), cfg.Session.AbsoluteTimeout.D(), time.Now)
 	if cfg.Session.LocalLogin {
-		a.Passwords = auth.NewPasswordLogin(st, st, 5, 15*time.Minute, time.Now)
+		a.Passwords = auth.NewPasswordLogin(st, st, st, auth.DefaultThrottlePolicy(), time.Now)
 	}
 	a.APITokens = auth.NewAPITokens(st, time.Now)
 	if a.CA, err = loadCA(cfg, log); err != nil {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strings"
 
@@ -108,6 +109,13 @@ func New(app *App) (*Server, error) {
 	if app.Config.TLS.CertFile != "" {
 		h = strictTransport(h)
 	}
+	var proxies []netip.Prefix
+	for _, c := range app.Config.MDM.TrustedProxyCIDRs {
+		if p, err := netip.ParsePrefix(c); err == nil {
+			proxies = append(proxies, p)
+		}
+	}
+	h = web.ClientAddress(proxies)(h)
 	h = requestID(h)
 	s.handler = h
 	return s, nil

@@ -2,7 +2,6 @@ package web
 
 import (
 	"context"
-	"net"
 	"net/http"
 	"strings"
 
@@ -62,12 +61,4 @@ func roleFrom(ctx context.Context) enrollment.Role {
 func actorFrom(ctx context.Context) enrollment.Actor {
 	a, _ := ctx.Value(actorKey{}).(enrollment.Actor)
 	return a
-}
-
-func clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
 }

@@ -1,0 +1,74 @@
+package auth
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/vestibule-mdm/vestibule/enrollment"
+)
+
+type users map[string]enrollment.User
+
+func (u users) UserByEmail(_ context.Context, email string) (enrollment.User, error) {
+	if x, ok := u[email]; ok {
+		return x, nil
+	}
+	return enrollment.User{}, enrollment.ErrNotFound
+}
+
+type nopAudit struct{}
+
+func (nopAudit) AppendAudit(context.Context, enrollment.AuditEvent) error { return nil }
+
+type nopThrottle struct{}
+
+func (nopThrottle) LoginBlockedUntil(context.Context, []string) (time.Time, error) { return time.Time{}, nil }
+func (nopThrottle) RecordLoginFailure(context.Context, string, time.Time, time.Duration, func(int) time.Time) error {
+	return nil
+}
+func (nopThrottle) ClearLoginFailures(context.Context, string) error { return nil }
+
+// TestEverySignInVerifiesOneHash: an unknown e-mail, an account without a
+// local password, a disabled account and a wrong password each cost one
+// argon2id verification, like the right password, so the answer's timing
+// does not tell them apart (the review measured 2-12 ms for an account
+// without a password against 170-370 ms for an unknown e-mail).
+func TestEverySignInVerifiesOneHash(t *testing.T) {
+	hash, err := HashPassword("right password!")
+	if err != nil {
+		t.Fatal(err)
+	}
+	disabled := time.Now()
+	l := NewPasswordLogin(users{
+		"pw@example.com":       {ID: "1", Email: "pw@example.com", PasswordHash: hash},
+		"idp@example.com":      {ID: "2", Email: "idp@example.com"},
+		"disabled@example.com": {ID: "3", Email: "disabled@example.com", PasswordHash: hash, DisabledAt: &disabled},
+	}, nopAudit{}, nopThrottle{}, DefaultThrottlePolicy(), nil)
+	var verified []string
+	l.verify = func(h, pw string) error {
+		verified = append(verified, h)
+		return VerifyPassword(h, pw)
+	}
+	for _, tc := range []struct{ name, email, pw string }{
+		{"right password", "pw@example.com", "right password!"},
+		{"wrong password", "pw@example.com", "wrong"},
+		{"no local password", "idp@example.com", "x"},
+		{"unknown e-mail", "nobody@example.com", "x"},
+		{"disabled account", "disabled@example.com", "right password!"},
+		{"not an e-mail", "not an e-mail", "x"},
+	} {
+		verified = nil
+		_, _ = l.Login(context.Background(), tc.email, tc.pw, "192.0.2.1")
+		if len(verified) != 1 {
+			t.Errorf("%s: %d verifications, want 1", tc.name, len(verified))
+			continue
+		}
+		if h := verified[0]; len(h) < 40 || h[:9] != "$argon2id" || h[len(h)-43:] == "" {
+			t.Errorf("%s: verified %q, not a real argon2id hash", tc.name, h)
+		}
+		if err := VerifyPassword(verified[0], "y"); err != ErrWrongPassword {
+			t.Errorf("%s: the hash verified does not parse as a real one: %v", tc.name, err)
+		}
+	}
+}
