@@ -23,7 +23,9 @@ func (nopAudit) AppendAudit(context.Context, enrollment.AuditEvent) error { retu
 
 type nopThrottle struct{}
 
-func (nopThrottle) LoginBlockedUntil(context.Context, []string) (time.Time, error) { return time.Time{}, nil }
+func (nopThrottle) LoginBlockedUntil(context.Context, []string) (time.Time, error) {
+	return time.Time{}, nil
+}
 func (nopThrottle) RecordLoginFailure(context.Context, string, time.Time, time.Duration, func(int) time.Time) error {
 	return nil
 }

@@ -1,9 +1,9 @@
 package auth_test
 
 import (
-	"fmt"
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
