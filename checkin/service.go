@@ -163,7 +163,7 @@ func (s *Service) handleCheckin(w http.ResponseWriter, r *http.Request) {
 
 func (s *Service) checkin(w http.ResponseWriter, r *http.Request) *deviceError {
 	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != CheckinContentType {
-		return fail(http.StatusUnsupportedMediaType, "check-in Content-Type %q", r.Header.Get("Content-Type"))
+		return fail(http.StatusUnsupportedMediaType, "check-in Content-Type %.64q", r.Header.Get("Content-Type"))
 	}
 	body, derr := readBody(r, mdm.MaxCheckinBody)
 	if derr != nil {

@@ -3,6 +3,7 @@ package enrollment
 import (
 	"context"
 	"time"
+	"unicode/utf8"
 )
 
 // AuditEvent is one line of the audit log: who did what to which record,
@@ -62,4 +63,35 @@ type AuditFilter struct {
 type AuditLog interface {
 	AppendAudit(ctx context.Context, ev AuditEvent) error
 	ListAudit(ctx context.Context, f AuditFilter) ([]AuditEvent, error)
+}
+
+// Bounds of what one audit row stores, whatever the request carried.
+const (
+	maxAuditShort  = 256
+	maxAuditDetail = 2000
+)
+
+// Bounded returns ev with every field cut to what the audit log stores: a
+// request cannot make a row large (the review saw 60 KB Content-Types).
+func (ev AuditEvent) Bounded() AuditEvent {
+	ev.Actor = cut(ev.Actor, maxAuditShort)
+	ev.Action = cut(ev.Action, maxAuditShort)
+	ev.TargetType = cut(ev.TargetType, maxAuditShort)
+	ev.TargetID = cut(ev.TargetID, maxAuditShort)
+	ev.RemoteIP = cut(ev.RemoteIP, 64)
+	ev.Outcome = cut(ev.Outcome, 32)
+	ev.Detail = cut(ev.Detail, maxAuditDetail)
+	return ev
+}
+
+// cut shortens s to at most n bytes on a UTF-8 boundary, marking the cut.
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	i := n - len("…")
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i] + "…"
 }

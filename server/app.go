@@ -58,7 +58,9 @@ type App struct {
 	Pusher *push.Pusher
 
 	Checkin *checkin.Service
-	closers []func() error
+	// Refusals aggregates refused device requests before the audit log.
+	Refusals *enrollment.RefusalAggregator
+	closers  []func() error
 }
 
 // Build opens the store (migrated, or checked current when migrate is
@@ -159,7 +161,12 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger, migrate boo
 			return nil, err
 		}
 	}
-	a.SCEP, err = scep.New(scep.Options{Authority: a.CA, Store: st, Validity: cfg.SCEP.CertValidity.D(),
+	// Refused device requests from one source are written once a minute,
+	// with a count, not once each; the rest is flushed before the store
+	// closes.
+	a.Refusals = enrollment.NewRefusalAggregator(st, time.Minute, 10_000, time.Now)
+	a.closers = append(a.closers, func() error { return a.Refusals.Flush(context.Background(), true) })
+	a.SCEP, err = scep.New(scep.Options{Authority: a.CA, Store: scepStore{st, a.Refusals}, Validity: cfg.SCEP.CertValidity.D(),
 		MinRSABits: cfg.SCEP.MinRSABits, Logger: log})
 	if err != nil {
 		a.Close()
@@ -170,12 +177,22 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger, migrate boo
 		proxies = append(proxies, netip.MustParsePrefix(c)) // validated by config
 	}
 	a.Checkin, err = checkin.New(checkin.Options{Gate: a.Enrollments, Queue: a.Commands, Certs: store.CheckinCertificates{Store: st},
-		Audit: st, CA: a.CA.Cert, TrustedProxy: checkin.TrustedProxy{Header: cfg.MDM.TrustedProxyHeader, Networks: proxies}, Logger: log})
+		Audit: a.Refusals, CA: a.CA.Cert, TrustedProxy: checkin.TrustedProxy{Header: cfg.MDM.TrustedProxyHeader, Networks: proxies}, Logger: log})
 	if err != nil {
 		a.Close()
 		return nil, err
 	}
 	return a, nil
+}
+
+// scepStore is the store as SCEP sees it, its refusals aggregated.
+type scepStore struct {
+	*store.Store
+	refusals *enrollment.RefusalAggregator
+}
+
+func (s scepStore) AppendAudit(ctx context.Context, ev enrollment.AuditEvent) error {
+	return s.refusals.AppendAudit(ctx, ev)
 }
 
 type buildOptions struct {

@@ -31,6 +31,7 @@ func appendAudit(ctx context.Context, ext sqlx.ExtContext, ev enrollment.AuditEv
 	if ev.Outcome == "" {
 		ev.Outcome = enrollment.OutcomeOK
 	}
+	ev = ev.Bounded()
 	_, err = sqlx.NamedExecContext(ctx, ext, `INSERT INTO audit_log
 		(id, at, actor, action, target_type, target_id, remote_ip, outcome, detail)
 		VALUES (:id, :at, :actor, :action, :target_type, :target_id, :remote_ip, :outcome, :detail)`,

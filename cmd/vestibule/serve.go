@@ -73,6 +73,7 @@ With --dev it runs on the embedded defaults: SQLite and generated keys in
 			if app.DEP != nil {
 				go app.DEP.Run(ctx)
 			}
+			go app.Refusals.Run(ctx)
 			var password string
 			if cfg.Dev {
 				if password, err = server.EnsureDevAdmin(ctx, app.Store); err != nil {

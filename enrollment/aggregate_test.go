@@ -1,0 +1,75 @@
+package enrollment
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+type recordedAudit struct{ events []AuditEvent }
+
+func (r *recordedAudit) AppendAudit(_ context.Context, ev AuditEvent) error {
+	r.events = append(r.events, ev)
+	return nil
+}
+
+func TestRefusalAggregator(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return now }
+	rec := &recordedAudit{}
+	a := NewRefusalAggregator(rec, time.Minute, 3, clock)
+	refused := func(ip string) AuditEvent {
+		return AuditEvent{Actor: "device:unknown", Action: "device.checkin", RemoteIP: ip, Outcome: OutcomeRefused, Detail: "bad"}
+	}
+
+	for range 1000 {
+		_ = a.AppendAudit(ctx, refused("192.0.2.1"))
+	}
+	if len(rec.events) != 1 {
+		t.Fatalf("1000 refusals from one source in a window wrote %d rows, want 1", len(rec.events))
+	}
+	_ = a.AppendAudit(ctx, AuditEvent{Actor: "user:a", Action: "enrollment.approve", Outcome: OutcomeOK})
+	if len(rec.events) != 2 {
+		t.Fatal("an accepted event was held back")
+	}
+	_ = a.AppendAudit(ctx, refused("192.0.2.2"))
+	if len(rec.events) != 3 {
+		t.Fatal("another source's first refusal was held back")
+	}
+
+	now = now.Add(61 * time.Second)
+	if err := a.Flush(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.events) != 4 || !strings.Contains(rec.events[3].Detail, "999 more refusals") {
+		t.Fatalf("after the window: %d rows, last %+v", len(rec.events), rec.events[len(rec.events)-1])
+	}
+
+	// Many sources: past maxKeys they share one window.
+	for i := range 50 {
+		_ = a.AppendAudit(ctx, refused("198.51.100."+string(rune('0'+i%10))+string(rune('0'+i/10))))
+	}
+	if n := len(rec.events) - 4; n > 4 {
+		t.Fatalf("50 sources past the key limit wrote %d rows", n)
+	}
+	if err := a.Flush(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(rec.events[len(rec.events)-1].RemoteIP+rec.events[len(rec.events)-1].Detail, "more refusals") {
+		t.Fatalf("the final flush wrote no summary: %+v", rec.events[len(rec.events)-1])
+	}
+}
+
+func TestBoundedAuditEvent(t *testing.T) {
+	ev := AuditEvent{Actor: strings.Repeat("a", 10_000), Detail: strings.Repeat("é", 60_000), RemoteIP: strings.Repeat("1", 500)}.Bounded()
+	if len(ev.Actor) > maxAuditShort || len(ev.Detail) > maxAuditDetail || len(ev.RemoteIP) > 64 {
+		t.Fatalf("not bounded: %d %d %d", len(ev.Actor), len(ev.Detail), len(ev.RemoteIP))
+	}
+	if !strings.HasSuffix(ev.Detail, "…") || !utf8Valid(ev.Detail) {
+		t.Fatal("the cut is not marked or breaks a character")
+	}
+}
+
+func utf8Valid(s string) bool { return strings.ToValidUTF8(s, "\ufffd") == s }
