@@ -9,6 +9,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/vestibule-mdm/vestibule/internal/testenv"
 )
 
 func vestibule(t *testing.T, dataDir string, args ...string) (string, string, int) {
@@ -58,10 +60,7 @@ func TestProfileIssueVerifiesWithOpenSSL(t *testing.T) {
 		})
 	}
 
-	openssl, err := exec.LookPath("openssl")
-	if err != nil {
-		t.Skip("skipping the openssl check: openssl is not installed")
-	}
+	openssl := testenv.LookPath(t, "openssl", "openssl", "apt-get install openssl")
 	content := filepath.Join(t.TempDir(), "content.plist")
 	cmd := exec.Command(openssl, "smime", "-verify", "-inform", "DER", "-in", p1, "-CAfile", filepath.Join(dataDir, "ca.pem"), "-out", content)
 	if b, err := cmd.CombinedOutput(); err != nil {

@@ -19,6 +19,8 @@ import (
 
 	"github.com/micromdm/plist"
 	"github.com/smallstep/pkcs7"
+
+	"github.com/vestibule-mdm/vestibule/internal/testenv"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -176,10 +178,7 @@ func TestSignVerifies(t *testing.T) {
 		t.Fatal("signed content differs")
 	}
 
-	openssl, err := exec.LookPath("openssl")
-	if err != nil {
-		t.Skip("skipping the openssl check: openssl is not installed")
-	}
+	openssl := testenv.LookPath(t, "openssl", "openssl", "apt-get install openssl")
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "p.mobileconfig"), signed, 0o600)
 	os.WriteFile(filepath.Join(dir, "ca.pem"), pki.caPEM, 0o600)
