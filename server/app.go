@@ -2,10 +2,8 @@ package server
 
 import (
 	"context"
-	"crypto/x509"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"net/netip"
 	"os"
 	"strings"
@@ -65,11 +63,7 @@ type App struct {
 
 // Build opens the store (migrated, or checked current when migrate is
 // false) and builds keys and services. cfg.PublicURL must be final.
-func Build(ctx context.Context, cfg config.Config, log *slog.Logger, migrate bool, options ...BuildOption) (*App, error) {
-	var opts buildOptions
-	for _, o := range options {
-		o(&opts)
-	}
+func Build(ctx context.Context, cfg config.Config, log *slog.Logger, migrate bool) (*App, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -142,7 +136,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger, migrate boo
 		a.Close()
 		return nil, err
 	}
-	if a.Pusher, err = newPusher(cfg, st, log, a.Registry, opts.PushRoots); err != nil {
+	if a.Pusher, err = newPusher(cfg, st, log, a.Registry); err != nil {
 		a.Close()
 		return nil, err
 	}
@@ -156,7 +150,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger, migrate boo
 		}
 	}
 	if cfg.OIDC.Enabled() {
-		if a.OIDC, err = newOIDC(ctx, cfg, st, opts.OIDCClient); err != nil {
+		if a.OIDC, err = newOIDC(ctx, cfg, st); err != nil {
 			a.Close()
 			return nil, err
 		}
@@ -195,17 +189,7 @@ func (s scepStore) AppendAudit(ctx context.Context, ev enrollment.AuditEvent) er
 	return s.refusals.AppendAudit(ctx, ev)
 }
 
-type buildOptions struct {
-	PushRoots  *x509.CertPool
-	OIDCClient *http.Client
-}
-
-// WithOIDCClient talks to the IdP with client (a test IdP).
-func WithOIDCClient(client *http.Client) BuildOption {
-	return func(o *buildOptions) { o.OIDCClient = client }
-}
-
-func newOIDC(ctx context.Context, cfg config.Config, st *store.Store, client *http.Client) (*auth.OIDC, error) {
+func newOIDC(ctx context.Context, cfg config.Config, st *store.Store) (*auth.OIDC, error) {
 	var secret string
 	if cfg.OIDC.ClientSecretFile != "" {
 		b, err := os.ReadFile(cfg.OIDC.ClientSecretFile)
@@ -220,7 +204,7 @@ func newOIDC(ctx context.Context, cfg config.Config, st *store.Store, client *ht
 	}
 	o, err := auth.NewOIDC(ctx, auth.OIDCConfig{Issuer: cfg.OIDC.Issuer, ClientID: cfg.OIDC.ClientID, ClientSecret: secret,
 		RedirectURL: cfg.PublicURL + "/auth/callback", Scopes: cfg.OIDC.Scopes, EmailClaim: cfg.OIDC.EmailClaim,
-		AllowUnverifiedEmail: cfg.OIDC.AllowUnverifiedEmail, GroupsClaim: cfg.OIDC.GroupsClaim, GroupRoles: roles, HTTPClient: client},
+		AllowUnverifiedEmail: cfg.OIDC.AllowUnverifiedEmail, GroupsClaim: cfg.OIDC.GroupsClaim, GroupRoles: roles},
 		st, st, st, time.Now)
 	if err != nil {
 		return nil, err
@@ -229,13 +213,6 @@ func newOIDC(ctx context.Context, cfg config.Config, st *store.Store, client *ht
 	return o, nil
 }
 
-// BuildOption adjusts Build for tests.
-type BuildOption func(*buildOptions)
-
-// WithPushRoots trusts roots for the APNs connection (a test APNs server).
-func WithPushRoots(roots *x509.CertPool) BuildOption {
-	return func(o *buildOptions) { o.PushRoots = roots }
-}
 
 // loadCA reads the SCEP CA; --dev creates it on first start.
 func loadCA(cfg config.Config, log *slog.Logger) (keyPair, error) {

@@ -2,7 +2,6 @@ package server
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"os"
@@ -20,7 +19,7 @@ import (
 // newPusher builds the APNs pusher, or nil when push is not configured.
 // The certificate's topic must be the one profiles carry (mdm.topic), or
 // devices would ignore every push.
-func newPusher(cfg config.Config, st *store.Store, log *slog.Logger, reg prometheus.Registerer, roots *x509.CertPool) (*push.Pusher, error) {
+func newPusher(cfg config.Config, st *store.Store, log *slog.Logger, reg prometheus.Registerer) (*push.Pusher, error) {
 	p := cfg.Push
 	if !p.Enabled() {
 		return nil, nil
@@ -48,7 +47,7 @@ func newPusher(cfg config.Config, st *store.Store, log *slog.Logger, reg prometh
 	if p.Host != "" {
 		host = p.Host
 	}
-	pusher, err := push.New(push.Options{Certificate: cert, Host: host, RootCAs: roots, Store: st, Registerer: reg, Logger: log})
+	pusher, err := push.New(push.Options{Certificate: cert, Host: host, Store: st, Registerer: reg, Logger: log})
 	if err != nil {
 		return nil, err
 	}

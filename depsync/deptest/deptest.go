@@ -106,8 +106,6 @@ func (s *Server) Delete(serial string) {
 // Throttle makes the next n API calls answer 429.
 func (s *Server) Throttle(n int) { s.mu.Lock(); s.throttle = n; s.mu.Unlock() }
 
-// ExpireSessions ends every session, as Apple does after a while.
-func (s *Server) ExpireSessions() { s.mu.Lock(); s.sessions = map[string]int{}; s.mu.Unlock() }
 
 func (s *Server) session(w http.ResponseWriter, r *http.Request) {
 	auth := r.Header.Get("Authorization")

@@ -16,7 +16,7 @@ import (
 // its data in dataDir (a temporary one when empty). mutate, when set, sees
 // the configuration with its public URL already known, before the App is
 // built.
-func Start(t testing.TB, dsn, dataDir string, mutate func(*config.Config), opts ...server.BuildOption) (string, *server.App) {
+func Start(t testing.TB, dsn, dataDir string, mutate func(*config.Config)) (string, *server.App) {
 	t.Helper()
 	if dataDir == "" {
 		dataDir = t.TempDir()
@@ -30,7 +30,7 @@ func Start(t testing.TB, dsn, dataDir string, mutate func(*config.Config), opts 
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	app, err := server.Build(context.Background(), cfg, nil, true, opts...)
+	app, err := server.Build(context.Background(), cfg, nil, true)
 	if err != nil {
 		t.Fatal(err)
 	}
