@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/vestibule-mdm/vestibule/store/dsn"
 )
 
 // Config is the whole configuration. Every field has a yaml key; the
@@ -439,7 +441,7 @@ func (c Config) Validate() error {
 	}
 	required("data_dir", c.DataDir)
 	if required("database.dsn", c.Database.DSN) {
-		if _, _, err := SplitDSN(c.Database.DSN); err != nil {
+		if _, _, err := dsn.Split(c.Database.DSN); err != nil {
 			bad("database.dsn", err.Error())
 		}
 	}
@@ -608,30 +610,4 @@ func (c Config) Validate() error {
 		bad("profile.identifier_prefix", "must be reverse-DNS, e.g. com.example.mdm")
 	}
 	return errors.Join(errs...)
-}
-
-// SplitDSN tells the database kind of a DSN and returns what its driver
-// takes: "postgres" with the URL unchanged, or "sqlite" with a file path.
-func SplitDSN(dsn string) (kind, rest string, err error) {
-	switch {
-	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
-		return "postgres", dsn, nil
-	case strings.HasPrefix(dsn, "sqlite:"):
-		p := strings.TrimPrefix(strings.TrimPrefix(dsn, "sqlite:"), "//")
-		if p == "" {
-			return "", "", errors.New("sqlite: needs a file path, e.g. sqlite:data/vestibule.db")
-		}
-		return "sqlite", p, nil
-	default:
-		return "", "", fmt.Errorf("%q: use postgres://... or sqlite:PATH", redactDSN(dsn))
-	}
-}
-
-// redactDSN keeps passwords out of error messages and logs.
-func redactDSN(dsn string) string {
-	u, err := url.Parse(dsn)
-	if err != nil || u.User == nil {
-		return dsn
-	}
-	return u.Redacted()
 }

@@ -170,7 +170,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger, migrate boo
 	for _, c := range cfg.MDM.TrustedProxyCIDRs {
 		proxies = append(proxies, netip.MustParsePrefix(c)) // validated by config
 	}
-	a.Checkin, err = checkin.New(checkin.Options{Gate: a.Enrollments, Queue: a.Commands, Certs: store.CheckinCertificates{Store: st},
+	a.Checkin, err = checkin.New(checkin.Options{Gate: a.Enrollments, Queue: a.Commands, Certs: checkinCertificates{st},
 		Audit: a.Refusals, CA: a.CA.Cert, TrustedProxy: checkin.TrustedProxy{Header: cfg.MDM.TrustedProxyHeader, Networks: proxies}, Logger: log})
 	if err != nil {
 		a.Close()
@@ -212,7 +212,6 @@ func newOIDC(ctx context.Context, cfg config.Config, st *store.Store) (*auth.OID
 	o.SetRoleSetter(enrollment.NewUsers(st, time.Now))
 	return o, nil
 }
-
 
 // loadCA reads the SCEP CA; --dev creates it on first start.
 func loadCA(cfg config.Config, log *slog.Logger) (keyPair, error) {

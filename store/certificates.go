@@ -9,7 +9,6 @@ import (
 
 	"github.com/jmoiron/sqlx"
 
-	"github.com/vestibule-mdm/vestibule/checkin"
 	"github.com/vestibule-mdm/vestibule/enrollment"
 	"github.com/vestibule-mdm/vestibule/scep"
 )
@@ -130,17 +129,4 @@ func (s *Store) EnrollmentApproved(ctx context.Context, reservationID string) (b
 	}
 	// A disabled owner's devices do not renew: their certificates run out.
 	return row.State == string(enrollment.StateApproved) && !row.OwnerDisabled, nil
-}
-
-// CheckinCertificates adapts the store to the check-in service's view of
-// certificates.
-type CheckinCertificates struct{ Store *Store }
-
-// CertificateBySHA256 returns what check-in needs to know of a certificate.
-func (c CheckinCertificates) CertificateBySHA256(ctx context.Context, fingerprint string) (checkin.CertRecord, error) {
-	cert, err := c.Store.CertificateBySHA256(ctx, fingerprint)
-	if err != nil {
-		return checkin.CertRecord{}, err
-	}
-	return checkin.CertRecord{ReservationID: cert.ReservationID, NotAfter: cert.NotAfter, RevokedAt: cert.RevokedAt}, nil
 }

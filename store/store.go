@@ -19,8 +19,8 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
 	_ "modernc.org/sqlite"             // registers the "sqlite" driver
 
-	"github.com/vestibule-mdm/vestibule/config"
 	"github.com/vestibule-mdm/vestibule/migrations"
+	dsnpkg "github.com/vestibule-mdm/vestibule/store/dsn"
 )
 
 // Dialects.
@@ -54,7 +54,7 @@ type Store struct {
 // Open connects to the database a DSN names (postgres://... or
 // sqlite:PATH). It does not migrate; call Migrate.
 func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
-	kind, target, err := config.SplitDSN(dsn)
+	kind, target, err := dsnpkg.Split(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}

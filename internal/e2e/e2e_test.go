@@ -218,7 +218,7 @@ func TestAttacks(t *testing.T) {
 
 		t.Run("certificate of reservation A with the token of reservation B", func(t *testing.T) {
 			a, ra := e.enrolledDevice("alice@example.com", "SER-A")
-			_, pb := e.profile("bob@example.com")
+			rb, pb := e.profile("bob@example.com")
 			b := devicesim.New(http.DefaultClient, "SER-A")
 			if err := b.Install(pb); err != nil {
 				t.Fatal(err)
@@ -226,6 +226,9 @@ func TestAttacks(t *testing.T) {
 			a.Profile.CheckInURL = b.Profile.CheckInURL
 			code, err := a.Authenticate(e.ctx)
 			e.expect("mixed Authenticate", code, err, 401)
+			// B's token was the one presented: B's reservation is the one
+			// that must stay unclaimed (and A's, whose token never came).
+			assertUnclaimed(t, e, rb.ID)
 			assertUnclaimed(t, e, ra.ID)
 		})
 
@@ -270,12 +273,16 @@ func TestAttacks(t *testing.T) {
 		t.Run("the same profile on a second device", func(t *testing.T) {
 			r, p := e.profile("alice@example.com")
 			first := devicesim.New(http.DefaultClient, "SER-FIRST")
-			first.Install(p)
+			if err := first.Install(p); err != nil {
+				t.Fatal(err)
+			}
 			if err := first.Enroll(e.ctx); err != nil {
 				t.Fatal(err)
 			}
 			second := devicesim.New(http.DefaultClient, "SER-SECOND")
-			second.Install(p)
+			if err := second.Install(p); err != nil {
+				t.Fatal(err)
+			}
 			var scepErr *devicesim.SCEPError
 			if err := second.Enroll(e.ctx); !errors.As(err, &scepErr) {
 				t.Fatalf("second SCEP with a used challenge: %v", err)
@@ -308,7 +315,9 @@ func TestAttacks(t *testing.T) {
 			_, p2 := e.profile("alice@example.com")
 			again := devicesim.New(http.DefaultClient, "SER-REENROLL")
 			again.UDID = d.UDID
-			again.Install(p2)
+			if err := again.Install(p2); err != nil {
+				t.Fatal(err)
+			}
 			if err := again.Enroll(e.ctx); err != nil {
 				t.Fatal(err)
 			}

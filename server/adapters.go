@@ -1,0 +1,21 @@
+package server
+
+import (
+	"context"
+
+	"github.com/vestibule-mdm/vestibule/checkin"
+	"github.com/vestibule-mdm/vestibule/store"
+)
+
+// checkinCertificates is the store as the check-in service sees
+// certificates.
+type checkinCertificates struct{ store *store.Store }
+
+// CertificateBySHA256 returns what check-in needs to know of a certificate.
+func (c checkinCertificates) CertificateBySHA256(ctx context.Context, fingerprint string) (checkin.CertRecord, error) {
+	cert, err := c.store.CertificateBySHA256(ctx, fingerprint)
+	if err != nil {
+		return checkin.CertRecord{}, err
+	}
+	return checkin.CertRecord{ReservationID: cert.ReservationID, NotAfter: cert.NotAfter, RevokedAt: cert.RevokedAt}, nil
+}
