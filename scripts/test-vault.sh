@@ -8,7 +8,8 @@
 # A cold build takes several minutes on two cores.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-sum=$(sha256sum "$root/tools/openbao/go.sum" "$root/tools/openbao/main.go" | sha256sum | cut -c1-16)
+# Hash the contents only: the clone's folder must not change the cache key.
+sum=$(cat "$root/tools/openbao/go.sum" "$root/tools/openbao/main.go" | sha256sum | cut -c1-16)
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/vestibule"
 bin="$cache/openbao-$sum"
 if [ ! -x "$bin" ]; then

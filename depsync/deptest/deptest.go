@@ -106,7 +106,6 @@ func (s *Server) Delete(serial string) {
 // Throttle makes the next n API calls answer 429.
 func (s *Server) Throttle(n int) { s.mu.Lock(); s.throttle = n; s.mu.Unlock() }
 
-
 func (s *Server) session(w http.ResponseWriter, r *http.Request) {
 	auth := r.Header.Get("Authorization")
 	if !strings.HasPrefix(auth, "OAuth ") || !strings.Contains(auth, `oauth_consumer_key="`+s.ConsumerKey+`"`) ||
