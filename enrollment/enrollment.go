@@ -156,11 +156,10 @@ type EnrollmentStore interface {
 	Enrollment(ctx context.Context, id string) (Enrollment, error)
 	EnrollmentByUDID(ctx context.Context, udid string) (Enrollment, error)
 	ListEnrollments(ctx context.Context, f EnrollmentFilter) ([]Enrollment, error)
-	// Decide moves a pending enrollment to approved or denied; any other
-	// current state is ErrConflict. Approval supersedes the device's earlier
-	// enrollments and enqueues cmds; denial revokes the enrollment's
-	// certificates. All in one transaction with ev.
-	Decide(ctx context.Context, id string, from, to State, by, note string, at time.Time, cmds []NewCommand, ev AuditEvent) (Enrollment, error)
+	// Decide moves an enrollment that is still in state from to state to,
+	// and carries out eff (see Effects), all in one transaction with ev. An
+	// enrollment no longer in from is ErrConflict.
+	Decide(ctx context.Context, id string, from, to State, by, note string, at time.Time, eff Effects, ev AuditEvent) (Enrollment, error)
 	UpdatePushInfo(ctx context.Context, id string, p PushInfo, at time.Time) error
 	MarkUnenrolled(ctx context.Context, id string, at time.Time, ev AuditEvent) error
 	Touch(ctx context.Context, id string, at time.Time) error
@@ -309,12 +308,9 @@ func (s *Enrollments) decide(ctx context.Context, actor Actor, id string, to Sta
 	if err != nil {
 		return Enrollment{}, fmt.Errorf("%s: %w", op, err)
 	}
-	from := StatePending
-	if to == StateDenied && e.State == StateApproved {
-		from, op = StateApproved, "revoke"
-	}
-	if e.State != from {
-		return Enrollment{}, fmt.Errorf("%s: %w: enrollment %s is %s, not pending", op, ErrConflict, id, e.State)
+	from, op, err := Transition(e.State, to)
+	if err != nil {
+		return Enrollment{}, fmt.Errorf("%s %s: %w", op, id, err)
 	}
 	if to == StateApproved && ownEnrollment(actor, e) {
 		if !actor.SelfApproval {
@@ -331,7 +327,7 @@ func (s *Enrollments) decide(ctx context.Context, actor Actor, id string, to Sta
 	}
 	now := s.now()
 	ev := actor.event(now, "enrollment."+op, "enrollment", id, note)
-	out, err := s.store.Decide(ctx, id, from, to, actor.Name, note, now, cmds, ev)
+	out, err := s.store.Decide(ctx, id, from, to, actor.Name, note, now, DecisionEffects(to, cmds), ev)
 	if err != nil {
 		return Enrollment{}, fmt.Errorf("%s: %w", op, err)
 	}

@@ -140,7 +140,7 @@ func approvedDevice(t testing.TB, st *store.Store, token string, now time.Time) 
 	if err := st.UpdatePushInfo(ctx, r.ID, enrollment.PushInfo{Token: token, Magic: "magic-" + token, Topic: topic}, now); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.Decide(ctx, r.ID, enrollment.StatePending, enrollment.StateApproved, "t", "", now, nil, ev); err != nil {
+	if _, err := st.Decide(ctx, r.ID, enrollment.StatePending, enrollment.StateApproved, "t", "", now, enrollment.DecisionEffects(enrollment.StateApproved, nil), ev); err != nil {
 		t.Fatal(err)
 	}
 	return r.ID

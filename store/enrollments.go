@@ -108,21 +108,20 @@ func (s *Store) ClaimReservation(ctx context.Context, resID, nonce string, e enr
 			if err != nil {
 				return fmt.Errorf("claim reservation %s: %w", resID, notFound(err))
 			}
-			switch {
-			case m.TokenNonce != nonce:
-				refused = enrollment.ErrTokenSuperseded
-			case m.State == "claimed" && m.ClaimedUDID.String == e.Facts.UDID:
+			miss := enrollment.JudgeClaimMiss(enrollment.ClaimSnapshot{State: enrollment.ReservationState(m.State), TokenNonce: m.TokenNonce,
+				ClaimedUDID: m.ClaimedUDID.String, ExpiresAt: fromMS(m.ExpiresAt)}, nonce, e.Facts.UDID)
+			switch miss {
+			case enrollment.MissRetry:
 				out.Retry = true
 				out.Enrollment, err = getEnrollment(ctx, tx, resID)
 				return err
-			case m.State == "claimed":
-				refused = enrollment.ErrTokenClaimed
+			case enrollment.MissClaimedByAnother:
 				// Commit the attempt: admins see it on the reservation.
+				refused = miss.Err()
 				_, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE reservations SET claim_attempts = claim_attempts + 1 WHERE id = ?`), resID)
 				return err
-			default:
-				refused = enrollment.ErrReservationNotOpen
 			}
+			refused = miss.Err()
 			return nil
 		}
 		var userID string
@@ -249,7 +248,7 @@ func (s *Store) ListEnrollments(ctx context.Context, f enrollment.EnrollmentFilt
 // Decide moves a pending enrollment to approved or denied. The conditional
 // UPDATE makes two admins deciding at once safe: exactly one wins.
 func (s *Store) Decide(ctx context.Context, id string, from, to enrollment.State, by, note string, at time.Time,
-	cmds []enrollment.NewCommand, ev enrollment.AuditEvent) (enrollment.Enrollment, error) {
+	eff enrollment.Effects, ev enrollment.AuditEvent) (enrollment.Enrollment, error) {
 	var out enrollment.Enrollment
 	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
 		res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE enrollments SET state = ?, decided_at = ?, decided_by = ?, decision_note = ?, updated_at = ?
@@ -268,19 +267,23 @@ func (s *Store) Decide(ctx context.Context, id string, from, to enrollment.State
 		if err != nil {
 			return err
 		}
-		switch to {
-		case enrollment.StateApproved:
+		if eff.Supersede {
 			if err := s.supersede(ctx, tx, e, at); err != nil {
 				return err
 			}
-			if err := enqueue(ctx, tx, id, cmds, by, at); err != nil {
+		}
+		if len(eff.Commands) > 0 {
+			if err := enqueue(ctx, tx, id, eff.Commands, by, at); err != nil {
 				return err
 			}
+		}
+		if eff.Push {
 			if err := enqueuePush(ctx, tx, id, at); err != nil {
 				return err
 			}
-		case enrollment.StateDenied:
-			if err := revokeEnrollmentCerts(ctx, tx, []string{id}, "enrollment denied", at); err != nil {
+		}
+		if eff.RevokeCertificates != "" {
+			if err := revokeEnrollmentCerts(ctx, tx, []string{id}, eff.RevokeCertificates, at); err != nil {
 				return err
 			}
 		}

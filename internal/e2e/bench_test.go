@@ -147,7 +147,7 @@ func seedEnrollments(b *testing.B, e *env, n, pending int) {
 			b.Fatal(err)
 		}
 		if i >= pending {
-			if _, err := st.Decide(e.ctx, r.ID, enrollment.StatePending, enrollment.StateApproved, "bench", "", now, nil, ev); err != nil {
+			if _, err := st.Decide(e.ctx, r.ID, enrollment.StatePending, enrollment.StateApproved, "bench", "", now, enrollment.DecisionEffects(enrollment.StateApproved, nil), ev); err != nil {
 				b.Fatal(err)
 			}
 		}

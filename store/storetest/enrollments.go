@@ -106,7 +106,7 @@ func testApprovalGate(t *testing.T, s *store.Store) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, errs[i] = s.Decide(ctx, first.ID, enrollment.StatePending, enrollment.StateApproved, fmt.Sprintf("admin%d", i), "ok", at, cmds, ev)
+			_, errs[i] = s.Decide(ctx, first.ID, enrollment.StatePending, enrollment.StateApproved, fmt.Sprintf("admin%d", i), "ok", at, enrollment.DecisionEffects(enrollment.StateApproved, cmds), ev)
 		}()
 	}
 	wg.Wait()
@@ -132,13 +132,13 @@ func testApprovalGate(t *testing.T, s *store.Store) {
 	if e := res.Enrollment; e.State != enrollment.StatePending || !e.ReEnrollment || e.PreviousID != first.ID {
 		t.Fatalf("re-enrollment: %+v", e)
 	}
-	if _, err := s.Decide(ctx, second.ID, enrollment.StatePending, enrollment.StateApproved, "admin", "", at, nil, ev); err != nil {
+	if _, err := s.Decide(ctx, second.ID, enrollment.StatePending, enrollment.StateApproved, "admin", "", at, enrollment.DecisionEffects(enrollment.StateApproved, nil), ev); err != nil {
 		t.Fatal(err)
 	}
 	if e, _ := s.Enrollment(ctx, first.ID); e.State != enrollment.StateSuperseded {
 		t.Errorf("earlier enrollment is %s, want superseded", e.State)
 	}
-	if _, err := s.Decide(ctx, second.ID, enrollment.StatePending, enrollment.StateDenied, "admin", "no", at, nil, ev); !errors.Is(err, enrollment.ErrConflict) {
+	if _, err := s.Decide(ctx, second.ID, enrollment.StatePending, enrollment.StateDenied, "admin", "no", at, enrollment.DecisionEffects(enrollment.StateDenied, nil), ev); !errors.Is(err, enrollment.ErrConflict) {
 		t.Errorf("deciding twice: %v", err)
 	}
 	pending, err := s.ListEnrollments(ctx, enrollment.EnrollmentFilter{State: enrollment.StatePending})
