@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/vestibule-mdm/vestibule/mdm"
@@ -33,56 +35,70 @@ type CertificateStore interface {
 }
 
 // TrustedProxy accepts a client certificate forwarded in a header by a TLS
-// terminating proxy, from the listed networks only.
+// terminating proxy, from the listed networks only. The header holds either
+// an RFC 9440 Client-Cert value (":BASE64-DER:") or a URL-escaped PEM
+// certificate (nginx's $ssl_client_escaped_cert).
 type TrustedProxy struct {
 	Header   string
 	Networks []netip.Prefix
 }
 
-// identifier establishes the device behind a request.
-type identifier struct {
+// Identifier establishes the device behind a request, before any field of
+// its body is believed.
+type Identifier struct {
 	roots *x509.CertPool
 	certs CertificateStore
 	proxy TrustedProxy
 	now   func() time.Time
 }
 
-// identity is a verified device certificate and its issuance record.
-type identity struct {
-	cert   *x509.Certificate
-	record CertRecord
+// NewIdentifier trusts device certificates issued by ca and recorded in
+// certs.
+func NewIdentifier(ca *x509.Certificate, certs CertificateStore, proxy TrustedProxy, now func() time.Time) *Identifier {
+	roots := x509.NewCertPool()
+	roots.AddCert(ca)
+	if now == nil {
+		now = time.Now
+	}
+	return &Identifier{roots: roots, certs: certs, proxy: proxy, now: now}
 }
 
-// identify returns the verified identity of the request's sender: the
+// Identity is a verified device certificate and its issuance record.
+type Identity struct {
+	Cert   *x509.Certificate
+	Record CertRecord
+}
+
+// Identify returns the verified identity of the request's sender: the
 // Mdm-Signature over body, or the TLS client certificate, or the trusted
 // proxy's header, in that order. The certificate must chain to our CA for
 // client authentication, be one we issued and recorded, and be neither
 // expired nor revoked.
-func (id *identifier) identify(ctx context.Context, r *http.Request, body []byte) (identity, error) {
+func (id *Identifier) Identify(ctx context.Context, r *http.Request, body []byte) (Identity, error) {
 	cert, err := id.certificate(r, body)
 	if err != nil {
-		return identity{}, err
+		return Identity{}, err
 	}
 	now := id.now()
 	if _, err := cert.Verify(x509.VerifyOptions{Roots: id.roots, CurrentTime: now,
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
-		return identity{}, fmt.Errorf("%w: certificate does not chain to the Vestibule CA: %v", ErrNoIdentity, err)
+		return Identity{}, fmt.Errorf("%w: certificate does not chain to the Vestibule CA: %v", ErrNoIdentity, err)
 	}
 	sum := sha256.Sum256(cert.Raw)
 	rec, err := id.certs.CertificateBySHA256(ctx, hex.EncodeToString(sum[:]))
 	if err != nil {
-		return identity{}, fmt.Errorf("%w: certificate %X is not on record: %v", ErrNoIdentity, cert.SerialNumber, err)
+		return Identity{}, fmt.Errorf("%w: certificate %X is not on record: %v", ErrNoIdentity, cert.SerialNumber, err)
 	}
 	if rec.RevokedAt != nil {
-		return identity{}, fmt.Errorf("%w: certificate %X was revoked", ErrNoIdentity, cert.SerialNumber)
+		return Identity{}, fmt.Errorf("%w: certificate %X was revoked", ErrNoIdentity, cert.SerialNumber)
 	}
 	if !now.Before(rec.NotAfter) {
-		return identity{}, fmt.Errorf("%w: certificate %X expired", ErrNoIdentity, cert.SerialNumber)
+		return Identity{}, fmt.Errorf("%w: certificate %X expired", ErrNoIdentity, cert.SerialNumber)
 	}
-	return identity{cert: cert, record: rec}, nil
+	return Identity{Cert: cert, Record: rec}, nil
 }
 
-func (id *identifier) certificate(r *http.Request, body []byte) (*x509.Certificate, error) {
+func (id *Identifier) certificate(r *http.Request, body []byte) (*x509.Certificate, error) {
 	if h := r.Header.Get(mdm.SignatureHeader); h != "" {
 		cert, err := mdm.VerifySignature(h, body)
 		if err != nil {
@@ -104,7 +120,7 @@ func (id *identifier) certificate(r *http.Request, body []byte) (*x509.Certifica
 	return nil, fmt.Errorf("%w: no Mdm-Signature and no client certificate", ErrNoIdentity)
 }
 
-func (id *identifier) fromProxy(r *http.Request) bool {
+func (id *Identifier) fromProxy(r *http.Request) bool {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		return false
@@ -121,9 +137,30 @@ func (id *identifier) fromProxy(r *http.Request) bool {
 	return false
 }
 
-// parseForwardedCert reads a URL-escaped PEM certificate, the form nginx's
-// $ssl_client_escaped_cert and most proxies forward.
+// maxForwardedCert bounds the header: a device certificate is a few
+// kilobytes.
+const maxForwardedCert = 16 << 10
+
+// parseForwardedCert reads the certificate a trusted proxy forwarded: an
+// RFC 9440 Client-Cert value (a structured-field byte sequence, base64 DER
+// between colons), or a URL-escaped PEM certificate, the form nginx's
+// $ssl_client_escaped_cert and many proxies forward.
 func parseForwardedCert(v string) (*x509.Certificate, error) {
+	if len(v) > maxForwardedCert {
+		return nil, fmt.Errorf("%w: forwarded certificate of %d bytes", ErrNoIdentity, len(v))
+	}
+	v = strings.TrimSpace(v)
+	if len(v) >= 2 && v[0] == ':' && v[len(v)-1] == ':' {
+		der, err := base64.StdEncoding.DecodeString(v[1 : len(v)-1])
+		if err != nil {
+			return nil, fmt.Errorf("%w: Client-Cert is not base64: %v", ErrNoIdentity, err)
+		}
+		cert, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, fmt.Errorf("%w: Client-Cert: %v", ErrNoIdentity, err)
+		}
+		return cert, nil
+	}
 	unescaped, err := url.QueryUnescape(v)
 	if err != nil {
 		return nil, fmt.Errorf("%w: forwarded certificate: %v", ErrNoIdentity, err)

@@ -183,7 +183,8 @@ type MDM struct {
 	// a device once it is approved, never before.
 	PostApprovalProfiles string `yaml:"post_approval_profiles"`
 	// TrustedProxyHeader names the header in which a TLS-terminating proxy
-	// forwards the client certificate (URL-escaped PEM); empty: off.
+	// forwards the client certificate (RFC 9440 Client-Cert or URL-escaped
+	// PEM); empty: off.
 	TrustedProxyHeader string `yaml:"trusted_proxy_header"`
 	// TrustedProxyCIDRs are the networks that header is believed from.
 	TrustedProxyCIDRs []string `yaml:"trusted_proxy_cidrs"`

@@ -55,7 +55,7 @@ type App struct {
 	// Pusher is nil when push is not configured.
 	Pusher *push.Pusher
 
-	Checkin *checkin.Service
+	Checkin *checkin.Handler
 	// Refusals aggregates refused device requests before the audit log.
 	Refusals *enrollment.RefusalAggregator
 	closers  []func() error
