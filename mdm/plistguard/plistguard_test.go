@@ -115,8 +115,9 @@ func TestLimits(t *testing.T) {
 		{"binary/nodes over the limit", plisttest.Encode(many(100)), false},
 		{"binary/payload at the limit", plisttest.Encode(strings.Repeat("a", 500)), true},
 		{"binary/payload over the limit", plisttest.Encode(strings.Repeat("a", 501)), false},
-		{"xml/payload over the limit", []byte(`<plist><string>` + strings.Repeat("a", 600) + `</string></plist>`), false},
-		{"xml/comments count", []byte(`<plist><!--` + strings.Repeat("a", 600) + `--><true/></plist>`), false},
+		{"xml/payload at the limit", []byte(`<plist><string>` + strings.Repeat("a", 220) + `</string></plist>`), true},
+		{"xml/payload over the limit", []byte(`<plist><string>` + strings.Repeat("a", 260) + `</string></plist>`), false},
+		{"xml/comments count", []byte(`<plist><!--` + strings.Repeat("a", 260) + `--><true/></plist>`), false},
 		{"xml/entity reference", []byte(`<plist><string>&unknown;</string></plist>`), false},
 		{"xml/predefined entities", []byte(`<plist><string>&lt;&amp;&#65;</string></plist>`), true},
 		{"xml/processing instruction", []byte(`<?evil x?><plist><true/></plist>`), false},
@@ -204,10 +205,10 @@ func worstCases(lim plistguard.Limits) []worstCase {
 		return []byte(`<plist><array>` + strings.Repeat(`<true/>`, lim.MaxNodes-2) + `</array></plist>`)
 	}
 	xmlText := func() []byte {
-		return []byte(`<plist><string>` + strings.Repeat("A", lim.MaxPayload/2-200) + `</string></plist>`)
+		return []byte(`<plist><string>` + strings.Repeat("A", lim.MaxPayload/4-200) + `</string></plist>`)
 	}
 	xmlData := func() []byte {
-		return []byte(`<plist><data>` + strings.Repeat("QUFB", (lim.MaxPayload/2-200)/4) + `</data></plist>`)
+		return []byte(`<plist><data>` + strings.Repeat("QUFB", (lim.MaxPayload/4-200)/4) + `</data></plist>`)
 	}
 	return []worstCase{
 		{"binary/one big data", plisttest.Encode(make([]byte, lim.MaxPayload/2-16))},
