@@ -223,7 +223,8 @@ type Enrollments struct {
 // SetNotifier makes the gate announce new pending enrollments.
 func (s *Enrollments) SetNotifier(n Notifier) { s.notifier = n }
 
-// NewEnrollments returns the approval gate.
+// NewEnrollments returns the approval gate. tokens may be nil for a gate
+// that only decides (the command line's): it then admits no device.
 func NewEnrollments(store EnrollmentStore, tokens *Tokens, post PostApproval, now func() time.Time) *Enrollments {
 	if now == nil {
 		now = time.Now
@@ -236,6 +237,9 @@ func NewEnrollments(store EnrollmentStore, tokens *Tokens, post PostApproval, no
 // token must verify and be unclaimed, or claimed by this very device (a
 // retry). Every refusal is audited with its reason.
 func (s *Enrollments) Authenticate(ctx context.Context, c Claim) (Enrollment, error) {
+	if s.tokens == nil {
+		return Enrollment{}, errors.New("authenticate: this gate has no token key and admits no device")
+	}
 	now := s.now()
 	facts, err := c.Facts.clean()
 	if err != nil {

@@ -58,12 +58,17 @@ type App struct {
 	Checkin *checkin.Handler
 	// Refusals aggregates refused device requests before the audit log.
 	Refusals *enrollment.RefusalAggregator
+	notify   notifiers
 	closers  []func() error
 }
 
-// Build opens the store (migrated, or checked current when migrate is
-// false) and builds keys and services. cfg.PublicURL must be final.
-func Build(ctx context.Context, cfg config.Config, log *slog.Logger, migrate bool) (*App, error) {
+// BuildCore opens the store (migrated, or checked current when migrate is
+// false) and builds what deciding and administering need: users, the
+// approval gate (without the token key: it cannot admit devices),
+// commands, API tokens, sessions and the owner notifications. It contacts
+// no key backend, identity provider, APNs or Apple: admin commands such
+// as `user list` run on it.
+func BuildCore(ctx context.Context, cfg config.Config, log *slog.Logger, migrate bool) (*App, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -78,6 +83,55 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger, migrate boo
 		a.Close()
 		return nil, err
 	}
+	a.Users = enrollment.NewUsers(st, time.Now)
+	a.Commands = enrollment.NewCommands(st, time.Now)
+	a.PostApproval = postApproval{dir: cfg.MDM.PostApprovalProfiles}
+	if cfg.MDM.WebhookURL != "" {
+		secret, err := os.ReadFile(cfg.MDM.WebhookSecretFile)
+		if err != nil {
+			a.Close()
+			return nil, fmt.Errorf("mdm.webhook_secret_file: %w", err)
+		}
+		a.Webhook = newWebhook(cfg.MDM.WebhookURL, cfg.PublicURL, []byte(strings.TrimSpace(string(secret))), log)
+		a.notify = append(a.notify, a.Webhook)
+	}
+	if cfg.SMTP.Host != "" {
+		var password []byte
+		if cfg.SMTP.PasswordFile != "" {
+			if password, err = os.ReadFile(cfg.SMTP.PasswordFile); err != nil {
+				a.Close()
+				return nil, fmt.Errorf("smtp.password_file: %w", err)
+			}
+		}
+		a.Mailer = &ownerMailer{cfg: cfg.SMTP, password: strings.TrimSpace(string(password)), portal: cfg.PublicURL, org: cfg.Org.Name, log: log}
+		a.notify = append(a.notify, a.Mailer)
+	}
+	a.Enrollments = a.gate(nil)
+	a.Sessions = auth.NewSessions(st, cfg.Session.IdleTimeout.D(), cfg.Session.AbsoluteTimeout.D(), time.Now)
+	a.APITokens = auth.NewAPITokens(st, time.Now)
+	return a, nil
+}
+
+// gate is the approval gate with the owner notifications; tokens is nil
+// for a gate that only decides.
+func (a *App) gate(tokens *enrollment.Tokens) *enrollment.Enrollments {
+	g := enrollment.NewEnrollments(a.Store, tokens, a.PostApproval, time.Now)
+	if len(a.notify) > 0 {
+		g.SetNotifier(a.notify)
+	}
+	return g
+}
+
+// Build is BuildCore and everything the server runs: the token key (Vault
+// or the local file), reservations and profiles, the SCEP CA, push, the
+// ABM sync, the identity provider, and the device endpoints.
+// cfg.PublicURL must be final.
+func Build(ctx context.Context, cfg config.Config, log *slog.Logger, migrate bool) (*App, error) {
+	a, err := BuildCore(ctx, cfg, log, migrate)
+	if err != nil {
+		return nil, err
+	}
+	log, st := a.Log, a.Store
 	sg, err := newSigner(ctx, cfg, log, a.Registry)
 	if err != nil {
 		a.Close()
@@ -95,39 +149,10 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger, migrate boo
 		return nil, err
 	}
 	a.Reservations = enrollment.NewReservations(st, a.Tokens, cfg.Org.ID, cfg.Enroll.TokenTTL.D(), time.Now)
-	a.Users = enrollment.NewUsers(st, time.Now)
-	a.Commands = enrollment.NewCommands(st, time.Now)
-	a.PostApproval = postApproval{dir: cfg.MDM.PostApprovalProfiles}
-	a.Enrollments = enrollment.NewEnrollments(st, a.Tokens, a.PostApproval, time.Now)
-	var notify notifiers
-	if cfg.MDM.WebhookURL != "" {
-		secret, err := os.ReadFile(cfg.MDM.WebhookSecretFile)
-		if err != nil {
-			a.Close()
-			return nil, fmt.Errorf("mdm.webhook_secret_file: %w", err)
-		}
-		a.Webhook = newWebhook(cfg.MDM.WebhookURL, cfg.PublicURL, []byte(strings.TrimSpace(string(secret))), log)
-		notify = append(notify, a.Webhook)
-	}
-	if cfg.SMTP.Host != "" {
-		var password []byte
-		if cfg.SMTP.PasswordFile != "" {
-			if password, err = os.ReadFile(cfg.SMTP.PasswordFile); err != nil {
-				a.Close()
-				return nil, fmt.Errorf("smtp.password_file: %w", err)
-			}
-		}
-		a.Mailer = &ownerMailer{cfg: cfg.SMTP, password: strings.TrimSpace(string(password)), portal: cfg.PublicURL, org: cfg.Org.Name, log: log}
-		notify = append(notify, a.Mailer)
-	}
-	if len(notify) > 0 {
-		a.Enrollments.SetNotifier(notify)
-	}
-	a.Sessions = auth.NewSessions(st, cfg.Session.IdleTimeout.D(), cfg.Session.AbsoluteTimeout.D(), time.Now)
+	a.Enrollments = a.gate(a.Tokens)
 	if cfg.Session.LocalLogin {
 		a.Passwords = auth.NewPasswordLogin(st, st, st, auth.DefaultThrottlePolicy(), time.Now)
 	}
-	a.APITokens = auth.NewAPITokens(st, time.Now)
 	if a.CA, err = loadCA(cfg, log); err != nil {
 		a.Close()
 		return nil, err

@@ -33,7 +33,7 @@ func (a *app) commandsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.withApp(cmd.Context(), func(app *server.App) error {
+			return a.withCore(cmd.Context(), func(app *server.App) error {
 				e, err := app.Enrollments.Resolve(cmd.Context(), args[0])
 				if err != nil {
 					return err
@@ -56,7 +56,7 @@ func (a *app) commandsCmd() *cobra.Command {
 		Short: "List a device's commands in queue order with their status",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.withApp(cmd.Context(), func(app *server.App) error {
+			return a.withCore(cmd.Context(), func(app *server.App) error {
 				e, err := app.Enrollments.Resolve(cmd.Context(), args[0])
 				if err != nil {
 					return err

@@ -57,7 +57,7 @@ func (a *app) enrollmentsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.withApp(cmd.Context(), func(app *server.App) error {
+			return a.withCore(cmd.Context(), func(app *server.App) error {
 				list, err := app.Enrollments.List(cmd.Context(), enrollment.EnrollmentFilter{State: st})
 				if err != nil {
 					return err
@@ -87,7 +87,7 @@ func (a *app) enrollmentsCmd() *cobra.Command {
 		Short: "Show one enrollment (ID is the device ID or the device's UDID)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.withApp(cmd.Context(), func(app *server.App) error {
+			return a.withCore(cmd.Context(), func(app *server.App) error {
 				e, err := app.Enrollments.Resolve(cmd.Context(), args[0])
 				if err != nil {
 					return err
@@ -119,7 +119,7 @@ approval is audited as enrollment.self_approve.`,
 			if selfApproval && as == "" {
 				return fmt.Errorf("--self-approval needs --as EMAIL: the person approving their own enrollment")
 			}
-			return a.withApp(cmd.Context(), func(app *server.App) error {
+			return a.withCore(cmd.Context(), func(app *server.App) error {
 				e, err := app.Enrollments.Approve(cmd.Context(), actor, args[0], note)
 				if err != nil {
 					return err
@@ -139,7 +139,7 @@ approval is audited as enrollment.self_approve.`,
 		Short: "Deny a pending enrollment: its certificates are revoked and the device is refused",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.withApp(cmd.Context(), func(app *server.App) error {
+			return a.withCore(cmd.Context(), func(app *server.App) error {
 				e, err := app.Enrollments.Deny(cmd.Context(), cliActor(), args[0], reason)
 				if err != nil {
 					return err
@@ -163,7 +163,7 @@ enrollment with this command, as a separate, audited action. The old owner
 is notified (portal, and e-mail when smtp.host is set).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.withApp(cmd.Context(), func(app *server.App) error {
+			return a.withCore(cmd.Context(), func(app *server.App) error {
 				e, err := app.Enrollments.Retire(cmd.Context(), cliActor(), args[0], retireReason)
 				if err != nil {
 					return err

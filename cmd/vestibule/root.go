@@ -77,6 +77,18 @@ func (a *app) logger(cfg config.Config) *slog.Logger {
 // migrations are an error, so an old binary never writes to a newer schema
 // or the other way round.
 func (a *app) withApp(ctx context.Context, fn func(app *server.App) error) error {
+	return a.with(ctx, server.Build, fn)
+}
+
+// withCore runs fn on the part of the App that decides and administers:
+// no token key, identity provider, APNs or Apple is contacted (see
+// server.BuildCore).
+func (a *app) withCore(ctx context.Context, fn func(app *server.App) error) error {
+	return a.with(ctx, server.BuildCore, fn)
+}
+
+func (a *app) with(ctx context.Context, build func(context.Context, config.Config, *slog.Logger, bool) (*server.App, error),
+	fn func(app *server.App) error) error {
 	cfg, err := a.config()
 	if err != nil {
 		return err
@@ -86,7 +98,7 @@ func (a *app) withApp(ctx context.Context, fn func(app *server.App) error) error
 	if cfg.PublicURL == "" {
 		cfg.PublicURL = "http://" + cfg.Listen
 	}
-	app, err := server.Build(ctx, cfg, a.logger(cfg), cfg.Dev)
+	app, err := build(ctx, cfg, a.logger(cfg), cfg.Dev)
 	if err != nil {
 		return err
 	}

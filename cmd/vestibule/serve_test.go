@@ -241,3 +241,29 @@ func TestSelfApprovalNeedsTheFlag(t *testing.T) {
 		t.Fatalf("self-approval audit rows: %v %+v", err, events)
 	}
 }
+
+// TestAdminCommandsContactNoIdP: with an identity provider configured that
+// does not answer, the commands that only administer still work; only the
+// server needs the IdP.
+func TestAdminCommandsContactNoIdP(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "data")
+	secret := filepath.Join(t.TempDir(), "oidc-secret")
+	writeTestFile(t, secret, "s3cret")
+	// A loopback port nobody listens on: a contact fails at once.
+	t.Setenv("VESTIBULE_OIDC_ISSUER", "http://127.0.0.1:9/unreachable")
+	t.Setenv("VESTIBULE_OIDC_CLIENT_ID", "vestibule")
+	t.Setenv("VESTIBULE_OIDC_CLIENT_SECRET_FILE", secret)
+	for _, args := range [][]string{
+		{"user", "add", "carol@example.com"},
+		{"user", "list"},
+		{"enrollments", "list"},
+		{"token", "list"},
+	} {
+		if out, e, code := vestibule(t, dataDir, args...); code != 0 {
+			t.Fatalf("%v with an unreachable IdP: exit %d %s %s", args, code, out, e)
+		}
+	}
+	if _, e, code := vestibule(t, dataDir, "serve", "--listen", "127.0.0.1:0"); code == 0 || !strings.Contains(strings.ToLower(e), "oidc") {
+		t.Fatalf("serve with an unreachable IdP should fail naming it: exit %d %s", code, e)
+	}
+}

@@ -27,7 +27,7 @@ func (a *app) tokenCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.withApp(cmd.Context(), func(app *server.App) error {
+			return a.withCore(cmd.Context(), func(app *server.App) error {
 				t, secret, err := app.APITokens.Create(cmd.Context(), cliActor(), name, r)
 				if err != nil {
 					return err
@@ -48,7 +48,7 @@ func (a *app) tokenCmd() *cobra.Command {
 		Short: "List API tokens (never their secrets)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return a.withApp(cmd.Context(), func(app *server.App) error {
+			return a.withCore(cmd.Context(), func(app *server.App) error {
 				tokens, err := app.APITokens.List(cmd.Context())
 				if err != nil {
 					return err
@@ -82,7 +82,7 @@ func (a *app) tokenCmd() *cobra.Command {
 		Short: "Revoke an API token",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.withApp(cmd.Context(), func(app *server.App) error {
+			return a.withCore(cmd.Context(), func(app *server.App) error {
 				if err := app.APITokens.Revoke(cmd.Context(), cliActor(), args[0]); err != nil {
 					return err
 				}

@@ -33,7 +33,7 @@ func (a *app) userCmd() *cobra.Command {
 		Short: "Add a user (only known users may enroll devices)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.withApp(cmd.Context(), func(app *server.App) error {
+			return a.withCore(cmd.Context(), func(app *server.App) error {
 				r := enrollment.Role(role)
 				if admin {
 					r = enrollment.RoleAdmin
@@ -57,7 +57,7 @@ func (a *app) userCmd() *cobra.Command {
 		Short: "List users",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return a.withApp(cmd.Context(), func(app *server.App) error {
+			return a.withCore(cmd.Context(), func(app *server.App) error {
 				users, err := app.Store.ListUsers(cmd.Context())
 				if err != nil {
 					return err
@@ -97,7 +97,7 @@ bad line imports nothing and the error names the line.`,
 				return err
 			}
 			defer f.Close()
-			return a.withApp(cmd.Context(), func(app *server.App) error {
+			return a.withCore(cmd.Context(), func(app *server.App) error {
 				created, updated, err := app.Users.Import(cmd.Context(), cliActor(), f)
 				if err != nil {
 					return err
