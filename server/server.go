@@ -74,15 +74,23 @@ func New(app *App) (*Server, error) {
 	if app.Passwords != nil {
 		passwords = app.Passwords
 	}
+	secure := strings.HasPrefix(app.Config.PublicURL, "https://")
 	console, err := web.NewConsole(web.ConsoleOptions{Sessions: app.Sessions, Passwords: passwords, Users: app.Users,
 		Reservations: app.Reservations, Enrollments: app.Enrollments, Commands: app.Commands, Builder: commandBuilder{},
 		PostApproval: app.PostApproval, Profiles: app.Profiles, Tokens: app.APITokens, Audit: app.Store, Certificates: app.Store, Queue: app.Store,
-		DEP: depFacts(app), IdP: idp(app), Portal: app.Reservations, Owner: app.Enrollments, ReservationsPerHour: app.Config.Portal.ReservationsPerHour,
-		OrgName: app.Config.Org.Name, PushEnabled: app.Pusher != nil, SecureCookies: strings.HasPrefix(app.Config.PublicURL, "https://"), Logger: app.Log})
+		DEP: depFacts(app), CompanySignIn: app.OIDC != nil, OrgName: app.Config.Org.Name, PushEnabled: app.Pusher != nil,
+		SecureCookies: secure, Logger: app.Log})
 	if err != nil {
 		return nil, err
 	}
 	console.Routes(mux)
+	portal, err := web.NewPortal(web.PortalOptions{Sessions: app.Sessions, IdP: idp(app), Portal: app.Reservations, Owner: app.Enrollments,
+		Enrollments: app.Enrollments, Reservations: app.Reservations, Profiles: app.Profiles,
+		ReservationsPerHour: app.Config.Portal.ReservationsPerHour, OrgName: app.Config.Org.Name, SecureCookies: secure, Logger: app.Log})
+	if err != nil {
+		return nil, err
+	}
+	portal.Routes(mux)
 	if f := app.Config.Portal.SCIMTokenFile; f != "" {
 		tok, err := os.ReadFile(f)
 		if err != nil {

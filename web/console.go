@@ -5,7 +5,6 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"html/template"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -108,11 +107,8 @@ type ConsoleOptions struct {
 	OrgName      string
 	// DEP is nil when the ABM sync is off.
 	DEP DEPFacts
-	// IdP is nil when no identity provider is configured.
-	IdP                 IdP
-	Portal              PortalService
-	Owner               OwnerActions
-	ReservationsPerHour int
+	// CompanySignIn offers the IdP sign-in on the login page.
+	CompanySignIn bool
 	// PushEnabled says whether devices can be woken, for the device page.
 	PushEnabled bool
 	// SecureCookies marks cookies Secure: true whenever the public URL is
@@ -124,59 +120,25 @@ type ConsoleOptions struct {
 
 // Console is the admin console: server-rendered pages behind a session.
 type Console struct {
-	o     ConsoleOptions
-	pages map[string]*template.Template
-	log   *slog.Logger
+	*pages
+	o ConsoleOptions
 }
 
-// NewConsole parses the templates once.
+// NewConsole checks the console's dependencies and parses its pages.
 func NewConsole(o ConsoleOptions) (*Console, error) {
 	if o.Sessions == nil || o.Users == nil || o.Reservations == nil || o.Enrollments == nil || o.Commands == nil || o.Builder == nil ||
-		o.Profiles == nil || o.Tokens == nil || o.Audit == nil || o.Certificates == nil || o.Queue == nil || o.PostApproval == nil || o.Portal == nil || o.Owner == nil {
+		o.Profiles == nil || o.Tokens == nil || o.Audit == nil || o.Certificates == nil || o.Queue == nil || o.PostApproval == nil {
 		return nil, errors.New("console: a dependency is missing")
 	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
+	pending := func(ctx context.Context) (int, error) {
+		p, err := o.Enrollments.List(ctx, enrollment.EnrollmentFilter{State: enrollment.StatePending, Limit: 1000})
+		return len(p), err
 	}
-	if o.Now == nil {
-		o.Now = time.Now
-	}
-	funcs := template.FuncMap{
-		"fmtTime": func(t any) string {
-			switch v := t.(type) {
-			case time.Time:
-				return v.Local().Format("2006-01-02 15:04")
-			case *time.Time:
-				if v != nil {
-					return v.Local().Format("2006-01-02 15:04")
-				}
-			}
-			return ""
-		},
-		"short": func(id string) string {
-			if len(id) > 8 {
-				return id[:8]
-			}
-			return id
-		},
-	}
-	c := &Console{o: o, pages: map[string]*template.Template{}, log: o.Logger}
-	names, err := fs.Glob(templateFS, "templates/*.html")
+	pg, err := newPages(o.OrgName, o.Sessions, pending, o.DEP != nil, o.Now, o.Logger)
 	if err != nil {
 		return nil, err
 	}
-	for _, n := range names {
-		base := strings.TrimSuffix(strings.TrimPrefix(n, "templates/"), ".html")
-		if base == "layout" {
-			continue
-		}
-		t, err := template.New(base).Funcs(funcs).ParseFS(templateFS, "templates/layout.html", n)
-		if err != nil {
-			return nil, fmt.Errorf("console template %s: %w", n, err)
-		}
-		c.pages[base] = t
-	}
-	return c, nil
+	return &Console{pages: pg, o: o}, nil
 }
 
 // roleRank orders console roles; a plain user has no console access.
@@ -219,14 +181,17 @@ func (c *Console) Routes(mux *http.ServeMux) {
 	cm.HandleFunc("GET /console/tokens", c.need(admin, c.tokens))
 	cm.HandleFunc("POST /console/tokens", c.need(admin, c.createToken))
 	cm.HandleFunc("POST /console/tokens/{name}/revoke", c.need(admin, c.revokeToken))
-	c.portalRoutes(cm)
 	static, _ := fs.Sub(staticFS, "static")
 	cm.Handle("GET /static/", http.StripPrefix("/static/", filesOnly(static)))
+	protect(mux, cm, "GET /{$}", "/login", "/logout", "/console/", "/static/")
+}
 
-	protected := http.NewCrossOriginProtection().Handler(cm)
-	h := securityHeaders(protected)
-	for _, p := range []string{"GET /{$}", "/login", "/logout", "/console/", "/static/", "/portal", "/portal/", "/auth/", "/dep/"} {
-		mux.Handle(p, h)
+// protect mounts h on mux at patterns, behind cross-origin protection for
+// every state-changing request and the security headers of every page.
+func protect(mux *http.ServeMux, h http.Handler, patterns ...string) {
+	p := securityHeaders(http.NewCrossOriginProtection().Handler(h))
+	for _, pattern := range patterns {
+		mux.Handle(pattern, p)
 	}
 }
 
@@ -261,35 +226,6 @@ func securityHeaders(next http.Handler) http.Handler {
 	})
 }
 
-type userKey struct{}
-
-// need admits a signed-in user whose role is at least min.
-func (c *Console) need(min enrollment.Role, next http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		cookie, err := r.Cookie(SessionCookie)
-		var u enrollment.User
-		if err == nil {
-			_, u, err = c.o.Sessions.Check(r.Context(), cookie.Value)
-		}
-		if err != nil {
-			if !errors.Is(err, auth.ErrNoSession) && !errors.Is(err, http.ErrNoCookie) {
-				c.log.ErrorContext(r.Context(), "session check", "err", err)
-			}
-			if r.Method == http.MethodGet {
-				http.Redirect(w, r, "/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
-				return
-			}
-			c.fail(w, r, enrollment.User{}, http.StatusUnauthorized, "Signed out", "Your session ended; sign in again.")
-			return
-		}
-		if min != enrollment.RoleUser && rank(u.Role) < rank(min) {
-			c.fail(w, r, u, http.StatusForbidden, "Not allowed", "Your role ("+string(u.Role)+") may not do this.")
-			return
-		}
-		next(w, r.WithContext(context.WithValue(r.Context(), userKey{}, u)))
-	}
-}
-
 func me(r *http.Request) enrollment.User {
 	u, _ := r.Context().Value(userKey{}).(enrollment.User)
 	return u
@@ -297,49 +233,6 @@ func me(r *http.Request) enrollment.User {
 
 func actor(r *http.Request) enrollment.Actor {
 	return enrollment.Actor{Name: "user:" + me(r).Email, RemoteIP: clientIP(r), Email: me(r).Email}
-}
-
-// pageData is what every page gets.
-type pageData struct {
-	Title        string
-	Nav          string
-	Org          string
-	Me           enrollment.User
-	InPortal     bool
-	DEPOn        bool
-	IsAdmin      bool
-	CanDecide    bool
-	Flash        string
-	Error        string
-	PendingCount int
-	Now          time.Time
-	Data         any
-}
-
-func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, page, title, nav string, data any) {
-	u := me(r)
-	inPortal, _ := r.Context().Value(portalKey{}).(bool)
-	d := pageData{Title: title, Nav: nav, Org: c.o.OrgName, Me: u, InPortal: inPortal || rank(u.Role) == 0, DEPOn: c.o.DEP != nil, IsAdmin: u.Role == enrollment.RoleAdmin,
-		CanDecide: rank(u.Role) >= rank(enrollment.RoleApprover), Now: c.o.Now(), Data: data}
-	d.Flash, d.Error = takeFlash(w, r)
-	if u.ID != "" && !d.InPortal {
-		if p, err := c.o.Enrollments.List(r.Context(), enrollment.EnrollmentFilter{State: enrollment.StatePending, Limit: 1000}); err == nil {
-			d.PendingCount = len(p)
-		}
-	}
-	t := c.pages[page]
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.WriteHeader(status)
-	if err := t.ExecuteTemplate(w, "layout", d); err != nil {
-		c.log.ErrorContext(r.Context(), "render", "page", page, "err", err)
-	}
-}
-
-func (c *Console) fail(w http.ResponseWriter, r *http.Request, u enrollment.User, status int, title, msg string) {
-	if u.ID != "" {
-		r = r.WithContext(context.WithValue(r.Context(), userKey{}, u))
-	}
-	c.render(w, r, status, "error", title, "", msg)
 }
 
 // back redirects to a console page with a message; only local paths. The
@@ -381,7 +274,7 @@ func (c *Console) loginPage(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	c.render(w, r, http.StatusOK, "login", "Sign in", "", map[string]any{"Next": safeNext(r.URL.Query().Get("next")), "OIDC": c.o.IdP != nil})
+	c.render(w, r, http.StatusOK, "login", "Sign in", "", map[string]any{"Next": safeNext(r.URL.Query().Get("next")), "OIDC": c.o.CompanySignIn})
 }
 
 func (c *Console) login(w http.ResponseWriter, r *http.Request) {
@@ -406,7 +299,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 			msg = "Sign-in failed; try again."
 		}
 		r2 := withMessage(r, "error", msg)
-		c.render(w, r2, http.StatusUnauthorized, "login", "Sign in", "", map[string]any{"Next": safeNext(r.PostFormValue("next")), "Email": email, "OIDC": c.o.IdP != nil})
+		c.render(w, r2, http.StatusUnauthorized, "login", "Sign in", "", map[string]any{"Next": safeNext(r.PostFormValue("next")), "Email": email, "OIDC": c.o.CompanySignIn})
 		return
 	}
 	id, err := c.o.Sessions.Start(r.Context(), u, "password", clientIP(r), r.UserAgent())

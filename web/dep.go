@@ -13,13 +13,13 @@ import (
 // configuration_web_url. The device-info header only says which device is
 // asking; the person still signs in at the IdP, and the device still waits
 // for approval.
-func (c *Console) depRoutes(cm *http.ServeMux) {
+func (c *Portal) depRoutes(cm *http.ServeMux) {
 	cm.HandleFunc("GET /dep/enroll", c.depEnroll)
 	cm.HandleFunc("GET /dep/continue", c.depContinue)
 	cm.HandleFunc("POST /dep/profile", c.need(enrollment.RoleUser, c.depProfile))
 }
 
-func (c *Console) depEnroll(w http.ResponseWriter, r *http.Request) {
+func (c *Portal) depEnroll(w http.ResponseWriter, r *http.Request) {
 	info, err := depsync.ParseDeviceInfoHeader(r.Header.Get(depsync.DeviceInfoHeader))
 	if err != nil {
 		c.log.WarnContext(r.Context(), "DEP enrollment without a readable device-info header", "err", err, "remote_ip", clientIP(r))
@@ -34,14 +34,14 @@ func depNext(info depsync.DeviceInfo) string {
 	return "/dep/continue?" + url.Values{"serial": {info.Serial}, "udid": {info.UDID}, "product": {info.Product}}.Encode()
 }
 
-func (c *Console) renderDEP(w http.ResponseWriter, r *http.Request, u enrollment.User, info depsync.DeviceInfo) {
+func (c *Portal) renderDEP(w http.ResponseWriter, r *http.Request, u enrollment.User, info depsync.DeviceInfo) {
 	login := "/auth/login?" + url.Values{"next": {depNext(info)}}.Encode()
 	c.renderPortal(w, r, u, http.StatusOK, map[string]any{"Info": info, "Login": login}, "dep")
 }
 
 // depContinue is where the IdP sign-in comes back to: the claims travel in
 // the query, as claims.
-func (c *Console) depContinue(w http.ResponseWriter, r *http.Request) {
+func (c *Portal) depContinue(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	info := depsync.DeviceInfo{Serial: q.Get("serial"), UDID: q.Get("udid"), Product: q.Get("product")}
 	if info.Serial == "" || len(info.Serial) > 64 || len(info.UDID) > 64 {
@@ -59,7 +59,7 @@ func (c *Console) depContinue(w http.ResponseWriter, r *http.Request) {
 	c.renderDEP(w, r, u, info)
 }
 
-func (c *Console) depProfile(w http.ResponseWriter, r *http.Request) {
+func (c *Portal) depProfile(w http.ResponseWriter, r *http.Request) {
 	u := me(r)
 	res, sec, err := c.o.Portal.ReserveForDEP(r.Context(), actor(r), u, c.o.ReservationsPerHour, r.PostFormValue("serial"), r.PostFormValue("udid"))
 	if err != nil {

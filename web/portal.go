@@ -3,7 +3,9 @@ package web
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/vestibule-mdm/vestibule/auth"
 	"github.com/vestibule-mdm/vestibule/enrollment"
@@ -29,7 +31,50 @@ type OwnerActions interface {
 
 const stateCookie = "vestibule_oidc_state"
 
-func (c *Console) portalRoutes(cm *http.ServeMux) {
+// PortalOptions are the portal's dependencies.
+type PortalOptions struct {
+	Sessions SessionService
+	// IdP is nil when no identity provider is configured.
+	IdP          IdP
+	Portal       PortalService
+	Owner        OwnerActions
+	Enrollments  EnrollmentService
+	Reservations ReservationService
+	Profiles     ProfileMaker
+	// ReservationsPerHour limits the profiles one person downloads.
+	ReservationsPerHour int
+	OrgName             string
+	// SecureCookies marks cookies Secure: true whenever the public URL is
+	// https.
+	SecureCookies bool
+	Logger        *slog.Logger
+	Now           func() time.Time
+}
+
+// Portal is where people sign in with the company IdP, download a profile
+// made for their device, see their devices and say "this wasn't me"; it
+// also answers Setup Assistant's DEP enrollment.
+type Portal struct {
+	*pages
+	o PortalOptions
+}
+
+// NewPortal checks the portal's dependencies and parses its pages.
+func NewPortal(o PortalOptions) (*Portal, error) {
+	if o.Sessions == nil || o.Portal == nil || o.Owner == nil || o.Enrollments == nil || o.Reservations == nil || o.Profiles == nil {
+		return nil, errors.New("portal: a dependency is missing")
+	}
+	pg, err := newPages(o.OrgName, o.Sessions, nil, false, o.Now, o.Logger)
+	if err != nil {
+		return nil, err
+	}
+	return &Portal{pages: pg, o: o}, nil
+}
+
+// Routes mounts the portal, the IdP sign-in and the Setup Assistant path,
+// behind the same protections as the console.
+func (c *Portal) Routes(mux *http.ServeMux) {
+	cm := http.NewServeMux()
 	cm.HandleFunc("GET /portal", c.portal)
 	cm.HandleFunc("GET /auth/login", c.idpLogin)
 	cm.HandleFunc("GET /auth/callback", c.idpCallback)
@@ -37,9 +82,10 @@ func (c *Console) portalRoutes(cm *http.ServeMux) {
 	cm.HandleFunc("POST /portal/reservations/{id}/revoke", c.need(enrollment.RoleUser, c.portalRevoke))
 	cm.HandleFunc("POST /portal/devices/{id}/not-me", c.need(enrollment.RoleUser, c.portalNotMe))
 	c.depRoutes(cm)
+	protect(mux, cm, "/portal", "/portal/", "/auth/", "/dep/")
 }
 
-func (c *Console) portal(w http.ResponseWriter, r *http.Request) {
+func (c *Portal) portal(w http.ResponseWriter, r *http.Request) {
 	data := map[string]any{"OIDC": c.o.IdP != nil}
 	cookie, err := r.Cookie(SessionCookie)
 	var u enrollment.User
@@ -67,7 +113,7 @@ func (c *Console) portal(w http.ResponseWriter, r *http.Request) {
 	c.renderPortal(w, r, u, http.StatusOK, data)
 }
 
-func (c *Console) renderPortal(w http.ResponseWriter, r *http.Request, u enrollment.User, status int, data map[string]any, page ...string) {
+func (c *Portal) renderPortal(w http.ResponseWriter, r *http.Request, u enrollment.User, status int, data map[string]any, page ...string) {
 	r = r.WithContext(context.WithValue(r.Context(), userKey{}, u))
 	name := "portal"
 	if len(page) > 0 {
@@ -79,7 +125,7 @@ func (c *Console) renderPortal(w http.ResponseWriter, r *http.Request, u enrollm
 
 type portalKey struct{}
 
-func (c *Console) idpLogin(w http.ResponseWriter, r *http.Request) {
+func (c *Portal) idpLogin(w http.ResponseWriter, r *http.Request) {
 	if c.o.IdP == nil {
 		c.fail(w, r, enrollment.User{}, http.StatusNotFound, "Not configured", "Company sign-in is not configured on this server.")
 		return
@@ -103,14 +149,14 @@ func safePortalNext(next string) string {
 	return safeNext(next)
 }
 
-func (c *Console) idpCallback(w http.ResponseWriter, r *http.Request) {
+func (c *Portal) idpCallback(w http.ResponseWriter, r *http.Request) {
 	if c.o.IdP == nil {
 		http.NotFound(w, r)
 		return
 	}
 	q := r.URL.Query()
 	if e := q.Get("error"); e != "" {
-		c.fail(w, r, enrollment.User{}, http.StatusUnauthorized, "Sign-in failed", "The identity provider said: "+e)
+		c.fail(w, r, enrollment.User{}, http.StatusUnauthorized, "Sign-in failed", "The identity provider said: "+oauthError(e))
 		return
 	}
 	var cookieState string
@@ -149,7 +195,7 @@ func portalBack(w http.ResponseWriter, r *http.Request, key, msg string) {
 	http.Redirect(w, r, "/portal", http.StatusSeeOther)
 }
 
-func (c *Console) portalEnroll(w http.ResponseWriter, r *http.Request) {
+func (c *Portal) portalEnroll(w http.ResponseWriter, r *http.Request) {
 	u := me(r)
 	res, sec, err := c.o.Portal.ReserveForSelf(r.Context(), actor(r), u, c.o.ReservationsPerHour)
 	if err != nil {
@@ -170,7 +216,7 @@ func (c *Console) portalEnroll(w http.ResponseWriter, r *http.Request) {
 	WriteProfile(w, res.ID, body)
 }
 
-func (c *Console) portalRevoke(w http.ResponseWriter, r *http.Request) {
+func (c *Portal) portalRevoke(w http.ResponseWriter, r *http.Request) {
 	if err := c.o.Portal.RevokeOwn(r.Context(), actor(r), me(r).ID, r.PathValue("id")); err != nil {
 		portalBack(w, r, "error", userMessage(err))
 		return
@@ -178,7 +224,7 @@ func (c *Console) portalRevoke(w http.ResponseWriter, r *http.Request) {
 	portalBack(w, r, "flash", "Cancelled: that profile no longer works.")
 }
 
-func (c *Console) portalNotMe(w http.ResponseWriter, r *http.Request) {
+func (c *Portal) portalNotMe(w http.ResponseWriter, r *http.Request) {
 	e, err := c.o.Owner.NotMe(r.Context(), actor(r), me(r).ID, r.PathValue("id"))
 	if err != nil {
 		portalBack(w, r, "error", userMessage(err))
@@ -189,4 +235,17 @@ func (c *Console) portalNotMe(w http.ResponseWriter, r *http.Request) {
 		msg = "Reported and refused: the device gets nothing. Your administrators will look at it."
 	}
 	portalBack(w, r, "flash", msg)
+}
+
+// oauthError names an error the IdP sent back by its code, and only when it
+// is one RFC 6749 or OpenID Connect defines: the callback's URL is anyone's
+// to write, and its words must not reach the page.
+func oauthError(code string) string {
+	switch code {
+	case "access_denied", "invalid_request", "unauthorized_client", "unsupported_response_type", "invalid_scope",
+		"server_error", "temporarily_unavailable", "interaction_required", "login_required", "account_selection_required",
+		"consent_required", "invalid_request_uri", "invalid_request_object", "request_not_supported":
+		return code
+	}
+	return "an error it did not name"
 }

@@ -3,6 +3,8 @@ package e2e
 import (
 	"encoding/csv"
 	"html"
+	"io"
+	"net/http"
 	"net/url"
 	"regexp"
 	"strings"
@@ -96,6 +98,26 @@ func TestBannersShowOnlyServerMessages(t *testing.T) {
 			if strings.Contains(page, "555 0199") {
 				t.Errorf("%s?%s= shows the link's text", path, key)
 			}
+		}
+	}
+}
+
+// TestIdPErrorIsNotEchoed: the IdP callback's error parameter is shown only
+// when it is a code OAuth defines.
+func TestIdPErrorIsNotEchoed(t *testing.T) {
+	e, _ := newPortalEnv(t)
+	for _, tc := range []struct{ errParam, want, not string }{
+		{"access_denied", "access_denied", ""},
+		{"Call +1 555 0199 to restore your account", "did not name", "555 0199"},
+	} {
+		resp, err := http.Get(e.url + "/auth/callback?error=" + url.QueryEscape(tc.errParam))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(b), tc.want) || tc.not != "" && strings.Contains(string(b), tc.not) {
+			t.Errorf("%q: the page says %q", tc.errParam, b)
 		}
 	}
 }
