@@ -154,4 +154,3 @@ func (c *pages) fail(w http.ResponseWriter, r *http.Request, u enrollment.User, 
 	}
 	c.render(w, r, status, "error", title, "", msg)
 }
-
