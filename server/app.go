@@ -24,42 +24,39 @@ import (
 // domain services. serve and every admin command use the same App, so a
 // command acts on exactly what a server with that configuration would.
 type App struct {
-	Config config.Config
-	Log    *slog.Logger
-	Store  *store.Store
-	Signer enrollment.Signer
-	// Registry holds the metrics of the App's parts; the server serves it.
-	Registry *prometheus.Registry
-	// Ready are the checks /readyz runs beyond the database's.
-	Ready        map[string]func(ctx context.Context) error
-	Tokens       *enrollment.Tokens
-	Reservations *enrollment.Reservations
+	// What it was built from, and what it reports.
+	Config   config.Config
+	Log      *slog.Logger
+	Registry *prometheus.Registry                       // the metrics of the App's parts; the server serves it
+	Ready    map[string]func(ctx context.Context) error // checks /readyz runs beyond the database's
+
+	// BuildCore: storage and the parts that decide and administer.
+	Store        *store.Store
 	Users        *enrollment.Users
-	Enrollments  *enrollment.Enrollments
+	Enrollments  *enrollment.Enrollments // without Tokens (BuildCore) it decides but admits no device
 	Commands     *enrollment.Commands
+	PostApproval enrollment.PostApproval
 	APITokens    *auth.APITokens
 	Sessions     *auth.Sessions
-	Passwords    *auth.PasswordLogin
-	// Webhook is nil when no webhook is configured.
-	Webhook *webhook
-	// Mailer is nil when SMTP is not configured.
-	Mailer *ownerMailer
-	// DEP is nil when the ABM sync is off.
-	DEP *DEP
-	// OIDC is nil when no identity provider is configured.
-	OIDC         *auth.OIDC
-	PostApproval enrollment.PostApproval
-	Profiles     *Profiles
-	CA           keyPair
-	SCEP         *scep.Service
-	// Pusher is nil when push is not configured.
-	Pusher *push.Pusher
+	Webhook      *webhook     // nil when no webhook is configured
+	Mailer       *ownerMailer // nil when SMTP is not configured
 
-	Checkin *checkin.Handler
-	// Refusals aggregates refused device requests before the audit log.
-	Refusals *enrollment.RefusalAggregator
-	notify   notifiers
-	closers  []func() error
+	// Build: keys, devices and the outside world.
+	Signer       enrollment.Signer
+	Tokens       *enrollment.Tokens
+	Reservations *enrollment.Reservations
+	Passwords    *auth.PasswordLogin // nil when local sign-in is off
+	CA           keyPair
+	Profiles     *Profiles
+	SCEP         *scep.Service
+	Checkin      *checkin.Handler
+	Refusals     *enrollment.RefusalAggregator // refused device requests, aggregated before the audit log
+	Pusher       *push.Pusher                  // nil when push is not configured
+	DEP          *DEP                          // nil when the ABM sync is off
+	OIDC         *auth.OIDC                    // nil when no identity provider is configured
+
+	notify  notifiers
+	closers []func() error
 }
 
 // BuildCore opens the store (migrated, or checked current when migrate is
@@ -68,7 +65,7 @@ type App struct {
 // commands, API tokens, sessions and the owner notifications. It contacts
 // no key backend, identity provider, APNs or Apple: admin commands such
 // as `user list` run on it.
-func BuildCore(ctx context.Context, cfg config.Config, log *slog.Logger, migrate bool) (*App, error) {
+func BuildCore(ctx context.Context, cfg config.Config, log *slog.Logger, migrate bool) (_ *App, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -79,8 +76,13 @@ func BuildCore(ctx context.Context, cfg config.Config, log *slog.Logger, migrate
 	}
 	a.Store = st
 	a.closers = append(a.closers, st.Close)
+	// Whatever was opened is closed again when a later step fails.
+	defer func() {
+		if err != nil {
+			a.Close()
+		}
+	}()
 	if err := a.schema(ctx, migrate); err != nil {
-		a.Close()
 		return nil, err
 	}
 	a.Users = enrollment.NewUsers(st, time.Now)
@@ -89,7 +91,6 @@ func BuildCore(ctx context.Context, cfg config.Config, log *slog.Logger, migrate
 	if cfg.MDM.WebhookURL != "" {
 		secret, err := os.ReadFile(cfg.MDM.WebhookSecretFile)
 		if err != nil {
-			a.Close()
 			return nil, fmt.Errorf("mdm.webhook_secret_file: %w", err)
 		}
 		a.Webhook = newWebhook(cfg.MDM.WebhookURL, cfg.PublicURL, []byte(strings.TrimSpace(string(secret))), log)
@@ -99,7 +100,6 @@ func BuildCore(ctx context.Context, cfg config.Config, log *slog.Logger, migrate
 		var password []byte
 		if cfg.SMTP.PasswordFile != "" {
 			if password, err = os.ReadFile(cfg.SMTP.PasswordFile); err != nil {
-				a.Close()
 				return nil, fmt.Errorf("smtp.password_file: %w", err)
 			}
 		}
@@ -126,15 +126,19 @@ func (a *App) gate(tokens *enrollment.Tokens) *enrollment.Enrollments {
 // or the local file), reservations and profiles, the SCEP CA, push, the
 // ABM sync, the identity provider, and the device endpoints.
 // cfg.PublicURL must be final.
-func Build(ctx context.Context, cfg config.Config, log *slog.Logger, migrate bool) (*App, error) {
+func Build(ctx context.Context, cfg config.Config, log *slog.Logger, migrate bool) (_ *App, err error) {
 	a, err := BuildCore(ctx, cfg, log, migrate)
 	if err != nil {
 		return nil, err
 	}
+	defer func() {
+		if err != nil {
+			a.Close()
+		}
+	}()
 	log, st := a.Log, a.Store
 	sg, err := newSigner(ctx, cfg, log, a.Registry)
 	if err != nil {
-		a.Close()
 		return nil, err
 	}
 	a.Signer = sg.Signer
@@ -145,7 +149,6 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger, migrate boo
 		a.Ready["vault"] = sg.health
 	}
 	if a.Tokens, err = enrollment.NewTokens(a.Signer, cfg.Org.ID, cfg.Enroll.ClockSkew.D(), time.Now); err != nil {
-		a.Close()
 		return nil, err
 	}
 	a.Reservations = enrollment.NewReservations(st, a.Tokens, cfg.Org.ID, cfg.Enroll.TokenTTL.D(), time.Now)
@@ -154,15 +157,12 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger, migrate boo
 		a.Passwords = auth.NewPasswordLogin(st, st, st, auth.DefaultThrottlePolicy(), time.Now)
 	}
 	if a.CA, err = loadCA(cfg, log); err != nil {
-		a.Close()
 		return nil, err
 	}
 	if a.Profiles, err = NewProfiles(cfg, a.CA); err != nil {
-		a.Close()
 		return nil, err
 	}
 	if a.Pusher, err = newPusher(cfg, st, log, a.Registry); err != nil {
-		a.Close()
 		return nil, err
 	}
 	if a.Pusher != nil {
@@ -170,13 +170,11 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger, migrate boo
 	}
 	if cfg.DEP.Enabled {
 		if a.DEP, err = newDEP(cfg, st, log); err != nil {
-			a.Close()
 			return nil, err
 		}
 	}
 	if cfg.OIDC.Enabled() {
 		if a.OIDC, err = newOIDC(ctx, cfg, st); err != nil {
-			a.Close()
 			return nil, err
 		}
 	}
@@ -188,7 +186,6 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger, migrate boo
 	a.SCEP, err = scep.New(scep.Options{Authority: a.CA, Store: scepStore{st, a.Refusals}, Validity: cfg.SCEP.CertValidity.D(),
 		MinRSABits: cfg.SCEP.MinRSABits, Logger: log})
 	if err != nil {
-		a.Close()
 		return nil, err
 	}
 	var proxies []netip.Prefix
@@ -198,7 +195,6 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger, migrate boo
 	a.Checkin, err = checkin.New(checkin.Options{Gate: a.Enrollments, Queue: a.Commands, Certs: checkinCertificates{st},
 		Audit: a.Refusals, CA: a.CA.Cert, TrustedProxy: checkin.TrustedProxy{Header: cfg.MDM.TrustedProxyHeader, Networks: proxies}, Logger: log})
 	if err != nil {
-		a.Close()
 		return nil, err
 	}
 	return a, nil
