@@ -179,6 +179,9 @@ type MDM struct {
 	// pending; WebhookSecretFile holds the HMAC key. Empty: no webhook.
 	WebhookURL        string `yaml:"webhook_url"`
 	WebhookSecretFile string `yaml:"webhook_secret_file"`
+	// WebhookRetryDelay is the wait before the first retry of a failed
+	// delivery; it doubles with each of the four retries.
+	WebhookRetryDelay Duration `yaml:"webhook_retry_delay"`
 	// PostApprovalProfiles is a folder of .mobileconfig files installed on
 	// a device once it is approved, never before.
 	PostApprovalProfiles string `yaml:"post_approval_profiles"`
@@ -289,6 +292,7 @@ func Defaults() Config {
 		SCEP:    SCEP{CertValidity: Duration(365 * 24 * time.Hour), MinRSABits: 2048},
 		Vault:   Vault{Mount: "transit", Key: "vestibule-token", Timeout: Duration(3 * time.Second)},
 		Push:    Push{Environment: "production", Workers: 1},
+		MDM:     MDM{WebhookRetryDelay: Duration(2 * time.Second)},
 		OIDC:    OIDC{EmailClaim: "email"},
 		Portal:  Portal{ReservationsPerHour: 5},
 		DEP:     DEP{Name: "abm", SyncInterval: Duration(30 * time.Minute)},
@@ -573,6 +577,9 @@ func (c Config) Validate() error {
 			bad("mdm.webhook_url", "must be an absolute URL")
 		}
 		required("mdm.webhook_secret_file", c.MDM.WebhookSecretFile)
+		if c.MDM.WebhookRetryDelay < 0 || c.MDM.WebhookRetryDelay.D() > time.Hour {
+			bad("mdm.webhook_retry_delay", "must be between 0s and 1h")
+		}
 	}
 	if c.SMTP.Host != "" {
 		if _, err := mail.ParseAddress(c.SMTP.From); err != nil {

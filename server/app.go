@@ -93,7 +93,7 @@ func BuildCore(ctx context.Context, cfg config.Config, log *slog.Logger, migrate
 		if err != nil {
 			return nil, fmt.Errorf("mdm.webhook_secret_file: %w", err)
 		}
-		a.Webhook = newWebhook(cfg.MDM.WebhookURL, cfg.PublicURL, []byte(strings.TrimSpace(string(secret))), log)
+		a.Webhook = newWebhook(cfg.MDM.WebhookURL, cfg.PublicURL, []byte(strings.TrimSpace(string(secret))), cfg.MDM.WebhookRetryDelay.D(), log)
 		a.notify = append(a.notify, a.Webhook)
 	}
 	if cfg.SMTP.Host != "" {

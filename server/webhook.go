@@ -33,9 +33,9 @@ type webhook struct {
 	backoff         time.Duration
 }
 
-func newWebhook(url, consoleURL string, secret []byte, log *slog.Logger) *webhook {
+func newWebhook(url, consoleURL string, secret []byte, retryDelay time.Duration, log *slog.Logger) *webhook {
 	return &webhook{url: url, consoleURL: consoleURL, secret: secret, client: &http.Client{Timeout: 10 * time.Second}, log: log,
-		attempts: 5, backoff: 2 * time.Second}
+		attempts: 5, backoff: retryDelay}
 }
 
 type pendingEvent struct {
@@ -93,6 +93,3 @@ func (w *webhook) post(body []byte) error {
 
 // Wait lets tests and shutdown see deliveries through.
 func (w *webhook) Wait() { w.wg.Wait() }
-
-// SetBackoffForTest shortens the wait between attempts.
-func (w *webhook) SetBackoffForTest(d time.Duration) { w.backoff = d }

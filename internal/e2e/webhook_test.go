@@ -48,8 +48,8 @@ func TestPendingWebhook(t *testing.T) {
 		f := filepath.Join(t.TempDir(), "whsecret")
 		os.WriteFile(f, []byte(secret), 0o600)
 		c.MDM.WebhookURL, c.MDM.WebhookSecretFile = recv.URL, f
+		c.MDM.WebhookRetryDelay = 0
 	})
-	e.app.Webhook.SetBackoffForTest(0)
 	d, r := e.enrolledDevice("alice@example.com", "SER-HOOK")
 	if code, err := d.Authenticate(e.ctx); err != nil || code != 200 {
 		t.Fatal(code, err)
