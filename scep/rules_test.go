@@ -186,6 +186,18 @@ func (r *rules) reserve() (resID, challenge string) {
 	return resID, challenge
 }
 
+// enrolled reserves and enrolls a device with key 0.
+func (r *rules) enrolled(t *testing.T) (d *devicesim.Device, id, challenge string) {
+	t.Helper()
+	id, challenge = r.reserve()
+	d = r.device()
+	d.Key = key(0)
+	if err := d.EnrollWith(context.Background(), challenge, id); err != nil {
+		t.Fatal(err)
+	}
+	return d, id, challenge
+}
+
 func (r *rules) device() *devicesim.Device {
 	d := devicesim.New(http.DefaultClient, "SER")
 	d.Profile.SCEPURL = r.url
@@ -266,12 +278,7 @@ func TestSCEPRules(t *testing.T) {
 			}
 		}},
 		{"ok/a retry gets the certificate already issued", func(t *testing.T, r *rules) error {
-			id, ch := r.reserve()
-			d := r.device()
-			d.Key = key(0)
-			if err := d.EnrollWith(ctx, ch, id); err != nil {
-				t.Fatal(err)
-			}
+			d, id, ch := r.enrolled(t)
 			first := d.Cert
 			if err := d.EnrollWith(ctx, ch, id); err != nil {
 				return err
@@ -286,21 +293,11 @@ func TestSCEPRules(t *testing.T) {
 			}
 		}},
 		{"error/renewal while not approved", func(t *testing.T, r *rules) error {
-			id, ch := r.reserve()
-			d := r.device()
-			d.Key = key(0)
-			if err := d.EnrollWith(ctx, ch, id); err != nil {
-				t.Fatal(err)
-			}
+			d, _, _ := r.enrolled(t)
 			return d.Renew(ctx)
 		}, "badRequest", nil},
 		{"ok/renewal when approved", func(t *testing.T, r *rules) error {
-			id, ch := r.reserve()
-			d := r.device()
-			d.Key = key(0)
-			if err := d.EnrollWith(ctx, ch, id); err != nil {
-				t.Fatal(err)
-			}
+			d, id, _ := r.enrolled(t)
 			r.store.approved[id] = true
 			return d.Renew(ctx)
 		}, "", func(t *testing.T, r *rules) {
@@ -309,12 +306,7 @@ func TestSCEPRules(t *testing.T) {
 			}
 		}},
 		{"error/renewal with a revoked certificate", func(t *testing.T, r *rules) error {
-			id, ch := r.reserve()
-			d := r.device()
-			d.Key = key(0)
-			if err := d.EnrollWith(ctx, ch, id); err != nil {
-				t.Fatal(err)
-			}
+			d, id, _ := r.enrolled(t)
 			r.store.approved[id] = true
 			r.store.revokeAll()
 			return d.Renew(ctx)

@@ -163,6 +163,20 @@ func (s *Store) ClaimReservation(ctx context.Context, resID, nonce string, e enr
 	return out, nil
 }
 
+// missedUpdate explains a conditional UPDATE of enrollment id that touched
+// no row: it is unknown (ErrNotFound), or no longer in the state the
+// decision started from (ErrConflict, naming the state it is in).
+func missedUpdate(ctx context.Context, tx *sqlx.Tx, res sql.Result, op, id string) error {
+	if n, _ := res.RowsAffected(); n > 0 {
+		return nil
+	}
+	e, err := getEnrollment(ctx, tx, id)
+	if err != nil {
+		return err
+	}
+	return fmt.Errorf("%s: %w: enrollment %s is already %s", op, enrollment.ErrConflict, id, e.State)
+}
+
 // earlierEnrollments finds the enrollments that share a UDID or a serial,
 // with two indexed lookups rather than one OR (which the planners answer by
 // scanning the table).
@@ -256,12 +270,8 @@ func (s *Store) Decide(ctx context.Context, id string, from, to enrollment.State
 		if err != nil {
 			return fmt.Errorf("decide: %w", err)
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			e, err := getEnrollment(ctx, tx, id)
-			if err != nil {
-				return err
-			}
-			return fmt.Errorf("decide: %w: enrollment %s is already %s", enrollment.ErrConflict, id, e.State)
+		if err := missedUpdate(ctx, tx, res, "decide", id); err != nil {
+			return err
 		}
 		e, err := getEnrollment(ctx, tx, id)
 		if err != nil {
@@ -329,12 +339,8 @@ func (s *Store) Retire(ctx context.Context, id, by, note string, at time.Time, e
 		if err != nil {
 			return fmt.Errorf("retire: %w", err)
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			e, err := getEnrollment(ctx, tx, id)
-			if err != nil {
-				return err
-			}
-			return fmt.Errorf("retire: %w: enrollment %s is %s", enrollment.ErrConflict, id, e.State)
+		if err := missedUpdate(ctx, tx, res, "retire", id); err != nil {
+			return err
 		}
 		if err := revokeEnrollmentCerts(ctx, tx, []string{id}, "retired: "+note, at); err != nil {
 			return err

@@ -3,11 +3,8 @@ package e2e
 import (
 	"encoding/json"
 	"errors"
-	"net"
 	"strings"
 	"testing"
-
-	"github.com/emersion/go-smtp"
 
 	"github.com/vestibule-mdm/vestibule/config"
 	"github.com/vestibule-mdm/vestibule/enrollment"
@@ -21,17 +18,9 @@ import (
 // retiring hers is a separate, audited action that tells her.
 func TestTakeoverClaimIsAConflict(t *testing.T) {
 	storetest.ForEachDialect(t, func(t *testing.T, dialect string) {
-		box := &mailbox{}
-		srv := smtp.NewServer(box)
-		srv.Domain = "localhost"
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		go srv.Serve(ln)
-		t.Cleanup(func() { srv.Close() })
+		box, port := startMailbox(t)
 		e := newEnv(t, dialect, func(c *config.Config) {
-			c.SMTP = config.SMTP{Host: "127.0.0.1", Port: ln.Addr().(*net.TCPAddr).Port, From: "vestibule@example.com"}
+			c.SMTP = config.SMTP{Host: "127.0.0.1", Port: port, From: "vestibule@example.com"}
 		})
 		approver := e.token(enrollment.RoleApprover)
 

@@ -40,9 +40,10 @@ func (s *mailSession) Data(r io.Reader) error {
 	return nil
 }
 
-// TestOwnerIsMailed: when a device enrolls in a user's name, the user gets
-// an e-mail with the device and the way to say it was not them.
-func TestOwnerIsMailed(t *testing.T) {
+// startMailbox runs a real SMTP server on loopback that keeps what it is
+// sent, and returns it with its port.
+func startMailbox(t *testing.T) (*mailbox, int) {
+	t.Helper()
 	box := &mailbox{}
 	srv := smtp.NewServer(box)
 	srv.Domain = "localhost"
@@ -52,7 +53,13 @@ func TestOwnerIsMailed(t *testing.T) {
 	}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
-	port := ln.Addr().(*net.TCPAddr).Port
+	return box, ln.Addr().(*net.TCPAddr).Port
+}
+
+// TestOwnerIsMailed: when a device enrolls in a user's name, the user gets
+// an e-mail with the device and the way to say it was not them.
+func TestOwnerIsMailed(t *testing.T) {
+	box, port := startMailbox(t)
 	e := newEnv(t, "sqlite", func(c *config.Config) {
 		c.SMTP = config.SMTP{Host: "127.0.0.1", Port: port, From: "vestibule@example.com"}
 	})
