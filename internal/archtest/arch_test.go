@@ -26,6 +26,8 @@ var rules = map[string][]string{
 	// they declare; the composition root hands them the store.
 	"web":  {"store", "server", "cmd", "vaultkey"},
 	"auth": {"store", "server", "web", "cmd"},
+	// Attestation is pure verification.
+	"attest": {"store", "server", "web", "vaultkey", "cmd", "auth", "config", "checkin", "enrollment", "scep"},
 	// The store persists; it knows no transport and no configuration.
 	"store": {"config", "checkin", "server", "web", "cmd"},
 }
