@@ -164,6 +164,14 @@ func TestIdentify(t *testing.T) {
 		{"ok/RFC 9440 Client-Cert from a trusted proxy", func() *http.Request { return fromProxy(rfc9440, "10.1.2.3") }, body, nil, true},
 		{"ok/URL-escaped PEM from a trusted proxy", func() *http.Request { return fromProxy(escapedPEM, "10.1.2.3") }, body, nil, true},
 		{"error/Client-Cert from an untrusted address", func() *http.Request { return fromProxy(rfc9440, "192.0.2.9") }, body, nil, false},
+		{"ok/unpadded RFC 9440 Client-Cert", func() *http.Request {
+			return fromProxy(":"+base64.RawStdEncoding.EncodeToString(good.cert.Raw)+":", "10.1.2.3")
+		}, body, nil, true},
+		{"error/two Client-Cert headers (one the client's)", func() *http.Request {
+			r := fromProxy(rfc9440, "10.1.2.3")
+			r.Header.Add("Client-Cert", rfc9440)
+			return r
+		}, body, nil, false},
 		{"error/Client-Cert not base64", func() *http.Request { return fromProxy(":%%%:", "10.1.2.3") }, body, nil, false},
 		{"error/Client-Cert not a certificate", func() *http.Request { return fromProxy(":aGVsbG8=:", "10.1.2.3") }, body, nil, false},
 		{"error/oversized Client-Cert", func() *http.Request { return fromProxy(":"+strings.Repeat("A", 20<<10)+":", "10.1.2.3") }, body, nil, false},

@@ -110,11 +110,16 @@ func (id *Identifier) certificate(r *http.Request, body []byte) (*x509.Certifica
 		return r.TLS.PeerCertificates[0], nil
 	}
 	if id.proxy.Header != "" {
-		if v := r.Header.Get(id.proxy.Header); v != "" {
+		if vs := r.Header.Values(id.proxy.Header); len(vs) > 0 {
 			if !id.fromProxy(r) {
 				return nil, fmt.Errorf("%w: %s header from an untrusted address", ErrNoIdentity, id.proxy.Header)
 			}
-			return parseForwardedCert(v)
+			// A proxy that appends its header instead of replacing the
+			// client's would let a client choose its certificate.
+			if len(vs) > 1 {
+				return nil, fmt.Errorf("%w: %d %s headers", ErrNoIdentity, len(vs), id.proxy.Header)
+			}
+			return parseForwardedCert(vs[0])
 		}
 	}
 	return nil, fmt.Errorf("%w: no Mdm-Signature and no client certificate", ErrNoIdentity)
@@ -151,7 +156,11 @@ func parseForwardedCert(v string) (*x509.Certificate, error) {
 	}
 	v = strings.TrimSpace(v)
 	if len(v) >= 2 && v[0] == ':' && v[len(v)-1] == ':' {
+		// RFC 8941 parsers should accept unpadded base64 too.
 		der, err := base64.StdEncoding.DecodeString(v[1 : len(v)-1])
+		if err != nil {
+			der, err = base64.RawStdEncoding.DecodeString(v[1 : len(v)-1])
+		}
 		if err != nil {
 			return nil, fmt.Errorf("%w: Client-Cert is not base64: %v", ErrNoIdentity, err)
 		}

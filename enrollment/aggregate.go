@@ -2,6 +2,7 @@ package enrollment
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -59,7 +60,9 @@ func (a *RefusalAggregator) AppendAudit(ctx context.Context, ev AuditEvent) erro
 	a.mu.Lock()
 	w, ok := a.windows[key]
 	if !ok && len(a.windows) >= a.maxKeys {
-		key = refusalKey{ev.Actor, ev.Action, "many sources"}
+		// Full: every new source shares one window per action, whatever
+		// its actor says (SCEP's actor names the address).
+		key = refusalKey{"many sources", ev.Action, "many sources"}
 		w, ok = a.windows[key]
 	}
 	var due *refusalWindow
@@ -74,12 +77,13 @@ func (a *RefusalAggregator) AppendAudit(ctx context.Context, ev AuditEvent) erro
 	}
 	a.windows[key] = &refusalWindow{first: now, last: now, sample: ev}
 	a.mu.Unlock()
+	var sumErr error
 	if due != nil && due.repeats > 0 {
-		if err := a.next.AppendAudit(ctx, summary(due)); err != nil {
-			return err
-		}
+		sumErr = a.next.AppendAudit(ctx, summary(due))
 	}
-	return a.next.AppendAudit(ctx, ev)
+	// The new window's first event is written even when the previous
+	// window's summary could not be.
+	return errors.Join(sumErr, a.next.AppendAudit(ctx, ev))
 }
 
 // Flush writes the summaries of windows that have ended (all of them when
@@ -97,12 +101,11 @@ func (a *RefusalAggregator) Flush(ctx context.Context, final bool) error {
 		}
 	}
 	a.mu.Unlock()
+	var errs []error
 	for _, w := range due {
-		if err := a.next.AppendAudit(ctx, summary(w)); err != nil {
-			return err
-		}
+		errs = append(errs, a.next.AppendAudit(ctx, summary(w)))
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // Run flushes ended windows every window until ctx is done. The owner

@@ -2,6 +2,8 @@ package enrollment
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -47,12 +49,19 @@ func TestRefusalAggregator(t *testing.T) {
 		t.Fatalf("after the window: %d rows, last %+v", len(rec.events), rec.events[len(rec.events)-1])
 	}
 
-	// Many sources: past maxKeys they share one window.
+	// Many sources: past maxKeys they share one window, even when the
+	// actor names the address (as SCEP's does).
 	for i := range 50 {
-		_ = a.AppendAudit(ctx, refused("198.51.100."+string(rune('0'+i%10))+string(rune('0'+i/10))))
+		ip := fmt.Sprintf("198.51.100.%d", i)
+		ev := refused(ip)
+		ev.Actor = "scep:" + ip
+		_ = a.AppendAudit(ctx, ev)
 	}
 	if n := len(rec.events) - 4; n > 4 {
 		t.Fatalf("50 sources past the key limit wrote %d rows", n)
+	}
+	if len(a.windows) > 4 {
+		t.Fatalf("%d windows tracked, over the limit of 3 and the shared one", len(a.windows))
 	}
 	if err := a.Flush(ctx, true); err != nil {
 		t.Fatal(err)
@@ -73,3 +82,34 @@ func TestBoundedAuditEvent(t *testing.T) {
 }
 
 func utf8Valid(s string) bool { return strings.ToValidUTF8(s, "\ufffd") == s }
+
+type failingAudit struct {
+	recordedAudit
+	failSummaries bool
+}
+
+func (f *failingAudit) AppendAudit(ctx context.Context, ev AuditEvent) error {
+	if f.failSummaries && strings.HasPrefix(ev.Detail, "aggregated:") {
+		return errors.New("database is down")
+	}
+	return f.recordedAudit.AppendAudit(ctx, ev)
+}
+
+// TestRefusalAggregatorKeepsFirstRows: a summary that cannot be written
+// does not take the next window's first row with it.
+func TestRefusalAggregatorKeepsFirstRows(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC)
+	rec := &failingAudit{failSummaries: true}
+	a := NewRefusalAggregator(rec, time.Minute, 10, func() time.Time { return now })
+	ev := AuditEvent{Actor: "device:unknown", Action: "device.checkin", RemoteIP: "192.0.2.1", Outcome: OutcomeRefused}
+	_ = a.AppendAudit(ctx, ev)
+	_ = a.AppendAudit(ctx, ev)
+	now = now.Add(2 * time.Minute)
+	if err := a.AppendAudit(ctx, ev); err == nil {
+		t.Fatal("the failed summary is not reported")
+	}
+	if len(rec.events) != 2 {
+		t.Fatalf("%d first rows written, want 2", len(rec.events))
+	}
+}

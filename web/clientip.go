@@ -49,15 +49,30 @@ func forwardedFor(peer string, headers []string, trusted []netip.Prefix) string 
 	}
 	// Right to left: each trusted proxy appended the address it saw.
 	for i := len(hops) - 1; i >= 0; i-- {
-		a, err := netip.ParseAddr(hops[i])
-		if err != nil {
+		a, ok := hopAddr(hops[i])
+		if !ok {
 			return peer
 		}
-		if !isTrusted(hops[i]) {
-			return a.Unmap().String()
+		if !isTrusted(a.String()) {
+			return a.String()
 		}
 	}
 	return peer
+}
+
+// hopAddr reads one X-Forwarded-For entry: an address, or an address with
+// a port ("192.0.2.1:5555", "[2001:db8::1]:443"), as some proxies write.
+func hopAddr(h string) (netip.Addr, bool) {
+	if a, err := netip.ParseAddr(h); err == nil {
+		return a.Unmap(), true
+	}
+	if ap, err := netip.ParseAddrPort(h); err == nil {
+		return ap.Addr().Unmap(), true
+	}
+	if a, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")); err == nil {
+		return a.Unmap(), true
+	}
+	return netip.Addr{}, false
 }
 
 func peerIP(r *http.Request) string {

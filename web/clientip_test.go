@@ -22,6 +22,10 @@ func TestForwardedFor(t *testing.T) {
 		{"only trusted hops", "10.0.0.2", []string{"10.0.0.3"}, "10.0.0.2"},
 		{"IPv6 proxy", "::1", []string{"2001:db8::7"}, "2001:db8::7"},
 		{"mapped IPv4", "10.0.0.2", []string{"::ffff:198.51.100.7"}, "198.51.100.7"},
+		{"hop with a port", "10.0.0.2", []string{"198.51.100.7:5555"}, "198.51.100.7"},
+		{"IPv6 hop with a port", "10.0.0.2", []string{"[2001:db8::7]:443"}, "2001:db8::7"},
+		{"IPv6 hop in brackets", "10.0.0.2", []string{"[2001:db8::7]"}, "2001:db8::7"},
+		{"trusted hop with a port", "10.0.0.2", []string{"198.51.100.7, 10.0.0.9:80"}, "198.51.100.7"},
 	} {
 		if got := forwardedFor(tc.peer, tc.xff, proxies); got != tc.want {
 			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)

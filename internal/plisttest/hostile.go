@@ -107,6 +107,24 @@ func HostileDocuments() []Hostile {
 		add("reference-one-past-the-end", b.Bytes(root))
 	}
 
+	// A shared chain first met near the root, then reused at its deepest:
+	// 80 chains of 14 arrays, each ending in the one before (the review's
+	// proof that checking a shared object once let 1,122 levels through).
+	{
+		b := New()
+		prev := b.Str("x")
+		var chains []int
+		for range 80 {
+			next := prev
+			for range 14 {
+				next = b.Array(next)
+			}
+			chains = append(chains, next)
+			prev = next
+		}
+		add("shared-chain-reused-deep", b.Bytes(b.Array(chains...)))
+	}
+
 	// Deep nesting, binary and XML.
 	{
 		b := New()

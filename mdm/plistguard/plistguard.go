@@ -96,10 +96,12 @@ type binaryDoc struct {
 	numObjects int
 	tableStart int // where the offset table starts; objects end there
 	// Per object: 0 not seen, 1 on the current path, 2 done. For done
-	// objects, the nodes and payload bytes their subtree expands to.
+	// objects, the nodes and payload bytes their subtree expands to, and
+	// its height in containers (0 for a leaf).
 	state   []uint8
 	nodes   []int
 	payload []int
+	height  []int
 }
 
 const (
@@ -150,6 +152,7 @@ func checkBinary(body []byte, lim Limits) error {
 	d.state = make([]uint8, d.numObjects)
 	d.nodes = make([]int, d.numObjects)
 	d.payload = make([]int, d.numObjects)
+	d.height = make([]int, d.numObjects)
 	return d.walk(int(root), 1)
 }
 
@@ -173,13 +176,18 @@ func (d *binaryDoc) walk(i, depth int) error {
 	case 1:
 		return refuse("object %d references itself", i)
 	case 2:
+		// Checked before, perhaps nearer the root: a shared subtree is as
+		// deep as its deepest use.
+		if d.height[i] > 0 && depth+d.height[i]-1 > d.lim.MaxDepth {
+			return refuse("nesting deeper than %d", d.lim.MaxDepth)
+		}
 		return nil
 	}
 	d.state[i] = 1
 	pos := int(d.offset(i))
 	marker := d.body[pos]
 	pos++
-	nodes, payload := 1, 0
+	nodes, payload, height := 1, 0, 0
 	switch marker >> 4 {
 	case 0x0:
 		// Only booleans: null, fill and unknown singletons decode to
@@ -231,6 +239,7 @@ func (d *binaryDoc) walk(i, depth int) error {
 		if err != nil {
 			return err
 		}
+		height = 1
 		refs := count
 		if marker>>4 == 0xd {
 			refs = 2 * count
@@ -258,6 +267,7 @@ func (d *binaryDoc) walk(i, depth int) error {
 			}
 			nodes += d.nodes[child]
 			payload += d.payload[child]
+			height = max(height, 1+d.height[child])
 			// Checked as the sums grow, so shared references cannot
 			// overflow them or run the walk long.
 			if nodes > d.lim.MaxNodes {
@@ -274,7 +284,7 @@ func (d *binaryDoc) walk(i, depth int) error {
 	if payload > d.lim.MaxPayload {
 		return refuse("more than %d bytes of strings and data", d.lim.MaxPayload)
 	}
-	d.state[i], d.nodes[i], d.payload[i] = 2, nodes, payload
+	d.state[i], d.nodes[i], d.payload[i], d.height[i] = 2, nodes, payload, height
 	return nil
 }
 
