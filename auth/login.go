@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -27,10 +28,12 @@ type Auditor interface {
 	AppendAudit(ctx context.Context, ev enrollment.AuditEvent) error
 }
 
-// ThrottleStore keeps failed sign-ins where every replica sees them.
+// ThrottleStore keeps sign-in attempts where every replica sees them.
 type ThrottleStore interface {
-	LoginBlockedUntil(ctx context.Context, keys []string) (time.Time, error)
-	RecordLoginFailure(ctx context.Context, key string, now time.Time, window time.Duration, block func(failures int) time.Time) error
+	// LoginAttempt counts an attempt under key unless it is blocked, and
+	// then returns until when; block gives the block for a count.
+	LoginAttempt(ctx context.Context, key string, now time.Time, window time.Duration, block func(attempts int) time.Time) (time.Time, error)
+	ForgiveLoginAttempt(ctx context.Context, key string) error
 	ClearLoginFailures(ctx context.Context, key string) error
 }
 
@@ -60,12 +63,20 @@ func (r Rule) blockAfter(now time.Time, n int) time.Time {
 // by account and source together, so an attacker guessing one person's
 // password from one address is slowed hard without locking that person out
 // from their own machine. Per source it stops password spraying across
-// accounts; per account, from anywhere, it only adds a short delay, so the
-// right password from a new source is never kept out for long.
+// accounts. Per account, from anywhere, it never refuses: an attempt waits
+// out the account's delay (at most AnySource.Max) and goes on, so the
+// right password from a new source is never kept out for longer than that.
+// An IPv6 source is its /64: one host holds a whole /64.
 type ThrottlePolicy struct {
 	AccountFromSource Rule
 	Source            Rule
 	AnySource         Rule
+	// Wait waits d or until ctx ends; nil is the real clock (tests that
+	// move a clock of their own pass theirs).
+	Wait func(ctx context.Context, d time.Duration) error
+	// Concurrent bounds the password checks running at once: each costs
+	// 64 MiB, so a flood of sign-ins cannot exhaust memory.
+	Concurrent int
 }
 
 // DefaultThrottlePolicy: 5 free tries for an account from one address,
@@ -76,6 +87,18 @@ func DefaultThrottlePolicy() ThrottlePolicy {
 		AccountFromSource: Rule{Free: 5, First: time.Second, Max: 15 * time.Minute, Window: 15 * time.Minute},
 		Source:            Rule{Free: 30, First: time.Second, Max: 15 * time.Minute, Window: 15 * time.Minute},
 		AnySource:         Rule{Free: 10, First: time.Second, Max: 30 * time.Second, Window: 15 * time.Minute},
+		Concurrent:        4,
+	}
+}
+
+func realWait(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
@@ -90,6 +113,8 @@ type PasswordLogin struct {
 	// verify checks a password against a hash: VerifyPassword, counted by
 	// the test that every path verifies exactly one hash.
 	verify func(hash, password string) error
+	// checks admits at most policy.Concurrent password checks at once.
+	checks chan struct{}
 
 	// dummy is a real hash of a random password, made at the first
 	// sign-in (not at start: argon2id takes 64 MiB): every sign-in verifies
@@ -105,7 +130,14 @@ func NewPasswordLogin(users UserFinder, audit Auditor, throttle ThrottleStore, p
 	if now == nil {
 		now = time.Now
 	}
-	return &PasswordLogin{users: users, audit: audit, throttle: throttle, policy: policy, now: now, verify: VerifyPassword}
+	if policy.Wait == nil {
+		policy.Wait = realWait
+	}
+	if policy.Concurrent < 1 {
+		policy.Concurrent = 1
+	}
+	return &PasswordLogin{users: users, audit: audit, throttle: throttle, policy: policy, now: now, verify: VerifyPassword,
+		checks: make(chan struct{}, policy.Concurrent)}
 }
 
 func (p *PasswordLogin) dummyHash() (string, error) {
@@ -126,20 +158,29 @@ func (p *PasswordLogin) Login(ctx context.Context, email, password, ip string) (
 	if err != nil {
 		norm = "invalid"
 	}
-	keys := []throttleKey{
-		{"acct-src:" + norm + "|" + ip, p.policy.AccountFromSource},
-		{"src:" + ip, p.policy.Source},
-		{"acct:" + norm, p.policy.AnySource},
+	source := sourceKey(ip)
+	accountFromSource := throttleKey{"acct-src:" + norm + "|" + source, p.policy.AccountFromSource}
+	fromSource := throttleKey{"src:" + source, p.policy.Source}
+	account := throttleKey{"acct:" + norm, p.policy.AnySource}
+	for _, k := range []throttleKey{accountFromSource, fromSource} {
+		blocked, err := p.attempt(ctx, k)
+		if err != nil {
+			return enrollment.User{}, fmt.Errorf("login: %w", err)
+		}
+		if !blocked.IsZero() {
+			p.record(ctx, norm, ip, enrollment.OutcomeRefused, "throttled until "+blocked.UTC().Format(time.RFC3339))
+			return enrollment.User{}, ErrThrottled
+		}
 	}
-	names := []string{keys[0].key, keys[1].key, keys[2].key}
-	now := p.now()
-	until, err := p.throttle.LoginBlockedUntil(ctx, names)
+	// The account from anywhere only delays: wait out its block once.
+	blocked, err := p.attempt(ctx, account)
 	if err != nil {
 		return enrollment.User{}, fmt.Errorf("login: %w", err)
 	}
-	if until.After(now) {
-		p.record(ctx, norm, ip, enrollment.OutcomeRefused, "throttled until "+until.UTC().Format(time.RFC3339))
-		return enrollment.User{}, ErrThrottled
+	if !blocked.IsZero() {
+		if err := p.policy.Wait(ctx, min(blocked.Sub(p.now()), account.rule.Max)); err != nil {
+			return enrollment.User{}, fmt.Errorf("login: %w", err)
+		}
 	}
 	u, err := p.users.UserByEmail(ctx, norm)
 	if err != nil && !errors.Is(err, enrollment.ErrNotFound) {
@@ -153,20 +194,50 @@ func (p *PasswordLogin) Login(ctx context.Context, email, password, ip string) (
 	if found && u.PasswordHash != "" {
 		hash = u.PasswordHash
 	}
+	select {
+	case p.checks <- struct{}{}:
+	case <-ctx.Done():
+		return enrollment.User{}, fmt.Errorf("login: %w", ctx.Err())
+	}
 	verified := p.verify(hash, password) == nil
+	<-p.checks
 	if !found || u.PasswordHash == "" || !verified || !u.Enabled() {
-		for _, k := range keys {
-			if err := p.throttle.RecordLoginFailure(ctx, k.key, now, k.rule.Window, func(n int) time.Time { return k.rule.blockAfter(now, n) }); err != nil {
-				return enrollment.User{}, fmt.Errorf("login: %w", err)
-			}
-		}
 		p.record(ctx, norm, ip, enrollment.OutcomeRefused, "bad credentials")
 		return enrollment.User{}, ErrBadCredentials
 	}
-	if err := p.throttle.ClearLoginFailures(ctx, keys[0].key); err != nil {
+	// A success is not a guess: the account's counts go, and the shared
+	// source gets its attempt back.
+	for _, k := range []string{accountFromSource.key, account.key} {
+		if err := p.throttle.ClearLoginFailures(ctx, k); err != nil {
+			return enrollment.User{}, fmt.Errorf("login: %w", err)
+		}
+	}
+	if err := p.throttle.ForgiveLoginAttempt(ctx, fromSource.key); err != nil {
 		return enrollment.User{}, fmt.Errorf("login: %w", err)
 	}
 	return u, nil
+}
+
+// attempt counts an attempt under k, or says until when k is blocked.
+func (p *PasswordLogin) attempt(ctx context.Context, k throttleKey) (time.Time, error) {
+	now := p.now()
+	return p.throttle.LoginAttempt(ctx, k.key, now, k.rule.Window, func(n int) time.Time { return k.rule.blockAfter(now, n) })
+}
+
+// sourceKey is the throttling source of an address: the address, or its
+// /64 for IPv6, since one host or customer holds a whole /64.
+func sourceKey(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip
+	}
+	a = a.Unmap()
+	if a.Is6() {
+		if p, err := a.Prefix(64); err == nil {
+			return p.String()
+		}
+	}
+	return a.String()
 }
 
 func (p *PasswordLogin) record(ctx context.Context, email, ip, outcome, detail string) {

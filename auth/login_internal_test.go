@@ -23,13 +23,11 @@ func (nopAudit) AppendAudit(context.Context, enrollment.AuditEvent) error { retu
 
 type nopThrottle struct{}
 
-func (nopThrottle) LoginBlockedUntil(context.Context, []string) (time.Time, error) {
+func (nopThrottle) LoginAttempt(context.Context, string, time.Time, time.Duration, func(int) time.Time) (time.Time, error) {
 	return time.Time{}, nil
 }
-func (nopThrottle) RecordLoginFailure(context.Context, string, time.Time, time.Duration, func(int) time.Time) error {
-	return nil
-}
-func (nopThrottle) ClearLoginFailures(context.Context, string) error { return nil }
+func (nopThrottle) ForgiveLoginAttempt(context.Context, string) error { return nil }
+func (nopThrottle) ClearLoginFailures(context.Context, string) error  { return nil }
 
 // TestEverySignInVerifiesOneHash: an unknown e-mail, an account without a
 // local password, a disabled account and a wrong password each cost one

@@ -153,8 +153,13 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger, migrate boo
 	}
 	a.Reservations = enrollment.NewReservations(st, a.Tokens, cfg.Org.ID, cfg.Enroll.TokenTTL.D(), time.Now)
 	a.Enrollments = a.gate(a.Tokens)
+	// Refused requests from one source (device check-ins, SCEP, sign-ins)
+	// are written once a minute, with a count, not once each; the rest is
+	// flushed before the store closes.
+	a.Refusals = enrollment.NewRefusalAggregator(st, time.Minute, 10_000, time.Now)
+	a.closers = append(a.closers, func() error { return a.Refusals.Flush(context.Background(), true) })
 	if cfg.Session.LocalLogin {
-		a.Passwords = auth.NewPasswordLogin(st, st, st, auth.DefaultThrottlePolicy(), time.Now)
+		a.Passwords = auth.NewPasswordLogin(st, a.Refusals, st, auth.DefaultThrottlePolicy(), time.Now)
 	}
 	if a.CA, err = loadCA(cfg, log); err != nil {
 		return nil, err
@@ -178,11 +183,6 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger, migrate boo
 			return nil, err
 		}
 	}
-	// Refused device requests from one source are written once a minute,
-	// with a count, not once each; the rest is flushed before the store
-	// closes.
-	a.Refusals = enrollment.NewRefusalAggregator(st, time.Minute, 10_000, time.Now)
-	a.closers = append(a.closers, func() error { return a.Refusals.Flush(context.Background(), true) })
 	a.SCEP, err = scep.New(scep.Options{Authority: a.CA, Store: scepStore{st, a.Refusals}, Validity: cfg.SCEP.CertValidity.D(),
 		MinRSABits: cfg.SCEP.MinRSABits, Logger: log})
 	if err != nil {

@@ -8,56 +8,67 @@ import (
 	"github.com/jmoiron/sqlx"
 )
 
-// LoginBlockedUntil returns the latest time until which any of keys is
-// blocked (zero when none is).
-func (s *Store) LoginBlockedUntil(ctx context.Context, keys []string) (time.Time, error) {
-	if len(keys) == 0 {
-		return time.Time{}, nil
-	}
-	q, args, err := sqlx.In(`SELECT COALESCE(MAX(blocked_until), 0) FROM login_throttle WHERE key IN (?)`, keys)
-	if err != nil {
-		return time.Time{}, err
-	}
-	var until int64
-	if err := s.db.GetContext(ctx, &until, s.db.Rebind(q), args...); err != nil {
-		return time.Time{}, fmt.Errorf("login throttle: %w", err)
-	}
-	if until == 0 {
-		return time.Time{}, nil
-	}
-	return fromMS(until), nil
-}
-
-// RecordLoginFailure counts a failure of key at now, starting again at 1
-// when the previous failure is older than window, and blocks the key until
-// the time block returns for that count (zero: not blocked). Rows quiet for
-// a day are removed on the way.
-func (s *Store) RecordLoginFailure(ctx context.Context, key string, now time.Time, window time.Duration,
-	block func(failures int) time.Time) error {
-	return s.inTx(ctx, func(tx *sqlx.Tx) error {
-		var failures int
-		err := tx.GetContext(ctx, &failures, tx.Rebind(`INSERT INTO login_throttle (key, failures, last_failure) VALUES (?, 1, ?)
-			ON CONFLICT (key) DO UPDATE SET
-				failures = CASE WHEN login_throttle.last_failure < ? THEN 1 ELSE login_throttle.failures + 1 END,
-				last_failure = excluded.last_failure
-			RETURNING failures`), key, ms(now), ms(now.Add(-window)))
-		if err != nil {
-			return fmt.Errorf("record login failure: %w", err)
+// LoginAttempt counts a sign-in attempt under key at now, unless key is
+// blocked: it then returns until when, and counts nothing. The count starts
+// again at 1 after a quiet window; block says until when a key with that
+// many attempts waits (zero: not blocked). One transaction with the row
+// locked (FOR UPDATE on PostgreSQL; SQLite's transactions are immediate),
+// so parallel attempts are counted one by one and a burst cannot slip
+// through between a check and a count. Rows quiet for a day are removed.
+func (s *Store) LoginAttempt(ctx context.Context, key string, now time.Time, window time.Duration,
+	block func(attempts int) time.Time) (time.Time, error) {
+	var blocked time.Time
+	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+		if _, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO login_throttle (key, failures, last_failure) VALUES (?, 0, ?)
+			ON CONFLICT (key) DO NOTHING`), key, ms(now)); err != nil {
+			return fmt.Errorf("login attempt: %w", err)
+		}
+		lock := ""
+		if s.dialect == "postgres" {
+			lock = " FOR UPDATE"
+		}
+		var row struct {
+			Failures     int   `db:"failures"`
+			LastFailure  int64 `db:"last_failure"`
+			BlockedUntil int64 `db:"blocked_until"`
+		}
+		if err := tx.GetContext(ctx, &row, tx.Rebind(`SELECT failures, last_failure, blocked_until FROM login_throttle WHERE key = ?`+lock), key); err != nil {
+			return fmt.Errorf("login attempt: %w", err)
+		}
+		if row.BlockedUntil > ms(now) {
+			blocked = fromMS(row.BlockedUntil)
+			return nil
+		}
+		n := row.Failures + 1
+		if row.LastFailure < ms(now.Add(-window)) {
+			n = 1
 		}
 		var until int64
-		if t := block(failures); !t.IsZero() {
+		if t := block(n); !t.IsZero() {
 			until = ms(t)
 		}
-		if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE login_throttle SET blocked_until = ? WHERE key = ?`), until, key); err != nil {
-			return fmt.Errorf("record login failure: %w", err)
+		if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE login_throttle SET failures = ?, last_failure = ?, blocked_until = ? WHERE key = ?`),
+			n, ms(now), until, key); err != nil {
+			return fmt.Errorf("login attempt: %w", err)
 		}
-		_, err = tx.ExecContext(ctx, tx.Rebind(`DELETE FROM login_throttle WHERE last_failure < ? AND blocked_until < ?`),
+		_, err := tx.ExecContext(ctx, tx.Rebind(`DELETE FROM login_throttle WHERE last_failure < ? AND blocked_until < ?`),
 			ms(now.Add(-24*time.Hour)), ms(now))
 		return err
 	})
+	return blocked, err
 }
 
-// ClearLoginFailures forgets key's failures (after a success).
+// ForgiveLoginAttempt takes back one counted attempt of key (a sign-in
+// that succeeded from a shared address is not a guess).
+func (s *Store) ForgiveLoginAttempt(ctx context.Context, key string) error {
+	_, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE login_throttle SET failures = failures - 1 WHERE key = ? AND failures > 0`), key)
+	if err != nil {
+		return fmt.Errorf("forgive login attempt: %w", err)
+	}
+	return nil
+}
+
+// ClearLoginFailures forgets key's attempts and any block (after a success).
 func (s *Store) ClearLoginFailures(ctx context.Context, key string) error {
 	if _, err := s.db.ExecContext(ctx, s.db.Rebind(`DELETE FROM login_throttle WHERE key = ?`), key); err != nil {
 		return fmt.Errorf("clear login failures: %w", err)
