@@ -7,11 +7,11 @@ import (
 	"io"
 	"log/slog"
 	"mime"
-	"net"
 	"net/http"
 	"time"
 
 	"github.com/vestibule-mdm/vestibule/enrollment"
+	"github.com/vestibule-mdm/vestibule/internal/clientaddr"
 	"github.com/vestibule-mdm/vestibule/mdm"
 )
 
@@ -184,10 +184,5 @@ func (h *Handler) connect(r *http.Request) ([]byte, *deviceError) {
 	return h.svc.Connect(r.Context(), id, report)
 }
 
-func remoteIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
-}
+// remoteIP is the client's address, through trusted proxies.
+func remoteIP(r *http.Request) string { return clientaddr.Of(r) }

@@ -4,9 +4,10 @@ import (
 	"encoding/base64"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"strings"
+
+	"github.com/vestibule-mdm/vestibule/internal/clientaddr"
 )
 
 // MaxMessage bounds a PKIOperation: a CSR for a 4096-bit key in its
@@ -81,10 +82,5 @@ func (s *Service) pkiOperation(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(rep)
 }
 
-func clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
-}
+// clientIP is the device's address, through trusted proxies.
+func clientIP(r *http.Request) string { return clientaddr.Of(r) }

@@ -2,12 +2,13 @@ package server
 
 import (
 	"log/slog"
-	"net"
 	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/vestibule-mdm/vestibule/internal/clientaddr"
 )
 
 // httpMetrics are the request counters and latencies by route.
@@ -96,15 +97,9 @@ func observe(log *slog.Logger, m *httpMetrics) func(http.Handler) http.Handler {
 	}
 }
 
-// remoteIP is the peer address of the connection. Forwarded headers are
-// believed only through the trusted-proxy configuration, not here.
-func remoteIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
-}
+// remoteIP is the client's address, through the trusted proxies
+// (clientaddr.Middleware runs before this).
+func remoteIP(r *http.Request) string { return clientaddr.Of(r) }
 
 // methodLabel bounds the method label to the methods HTTP defines: any
 // client may send any token as a method, and every new label value is a new

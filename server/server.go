@@ -20,6 +20,7 @@ import (
 	"github.com/vestibule-mdm/vestibule/config"
 	"github.com/vestibule-mdm/vestibule/depsync"
 	"github.com/vestibule-mdm/vestibule/enrollment"
+	"github.com/vestibule-mdm/vestibule/internal/clientaddr"
 	"github.com/vestibule-mdm/vestibule/mdm"
 	"github.com/vestibule-mdm/vestibule/store"
 	"github.com/vestibule-mdm/vestibule/web"
@@ -123,7 +124,7 @@ func New(app *App) (*Server, error) {
 			proxies = append(proxies, p)
 		}
 	}
-	h = web.ClientAddress(proxies)(h)
+	h = clientaddr.Middleware(proxies)(h)
 	h = requestID(h)
 	s.handler = h
 	return s, nil

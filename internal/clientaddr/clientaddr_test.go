@@ -1,4 +1,4 @@
-package web
+package clientaddr
 
 import (
 	"net/netip"
