@@ -195,6 +195,7 @@ type fakeGate struct {
 	claims      []enrollment.Claim
 	pushes      []enrollment.PushInfo
 	seen        int
+	answers     []enrollment.AttestationAnswer
 }
 
 func (g *fakeGate) Authenticate(_ context.Context, c enrollment.Claim) (enrollment.Enrollment, error) {
@@ -214,15 +215,21 @@ func (g *fakeGate) TokenUpdate(_ context.Context, id string, p enrollment.PushIn
 }
 func (g *fakeGate) CheckOut(context.Context, enrollment.Enrollment, string) error { return nil }
 func (g *fakeGate) Seen(context.Context, enrollment.Enrollment) error             { g.seen++; return nil }
+func (g *fakeGate) Attest(_ context.Context, e enrollment.Enrollment, a enrollment.AttestationAnswer) (enrollment.Enrollment, error) {
+	g.answers = append(g.answers, a)
+	return e, nil
+}
 
 type fakeQueue struct {
 	next    []byte
 	err     error
 	reports []enrollment.Report
+	states  []enrollment.State
 }
 
-func (q *fakeQueue) Next(_ context.Context, _ enrollment.Enrollment, r enrollment.Report) (enrollment.Command, error) {
+func (q *fakeQueue) Next(_ context.Context, e enrollment.Enrollment, r enrollment.Report) (enrollment.Command, error) {
 	q.reports = append(q.reports, r)
+	q.states = append(q.states, e.State)
 	if q.err != nil {
 		return enrollment.Command{}, q.err
 	}
@@ -251,10 +258,13 @@ func plistBody(t testing.TB, v map[string]any) []byte {
 func TestEndpoints(t *testing.T) {
 	p := newPKI(t)
 	pendingDev, approvedDev, deniedDev := p.issue(t, "pending", false, false), p.issue(t, "approved", false, false), p.issue(t, "denied", false, false)
+	askedDev := p.issue(t, "asked", false, false)
 	enrollments := map[string]enrollment.Enrollment{
 		"pending":  {ID: "pending", State: enrollment.StatePending, Facts: enrollment.DeviceFacts{UDID: "UDID-P"}},
 		"approved": {ID: "approved", State: enrollment.StateApproved, Facts: enrollment.DeviceFacts{UDID: "UDID-A"}},
 		"denied":   {ID: "denied", State: enrollment.StateDenied, Facts: enrollment.DeviceFacts{UDID: "UDID-D"}},
+		"asked": {ID: "asked", State: enrollment.StatePending, Facts: enrollment.DeviceFacts{UDID: "UDID-Q"},
+			Attestation: enrollment.Attestation{Status: enrollment.AttestAsked}},
 	}
 	auth := func(udid string) []byte {
 		return plistBody(t, map[string]any{"MessageType": "Authenticate", "UDID": udid, "Topic": "t", "SerialNumber": "S"})
@@ -325,11 +335,34 @@ func TestEndpoints(t *testing.T) {
 		{"error/user channel", func() *http.Request {
 			return signedRequest(t, pendingDev, "/mdm/checkin", ct, plistBody(t, map[string]any{"MessageType": "UserAuthenticate", "UDID": "UDID-P", "UserID": "u"}))
 		}, nil, nil, 410, nil},
-		{"ok/a pending device gets nothing", func() *http.Request {
+		{"ok/a pending device asks the queue as pending (which gives it only the question)", func() *http.Request {
 			return signedRequest(t, pendingDev, "/mdm/connect", rt, report("UDID-P", "Idle"))
-		}, nil, []byte("<plist>secret</plist>"), 200, func(t *testing.T, g *fakeGate, q *fakeQueue, _ *auditLog, body string) {
-			if body != "" || len(q.reports) != 0 || g.seen != 1 {
-				t.Fatalf("body %q, queue asked %d times, seen %d", body, len(q.reports), g.seen)
+		}, nil, []byte("<plist>question</plist>"), 200, func(t *testing.T, g *fakeGate, q *fakeQueue, _ *auditLog, body string) {
+			if len(q.states) != 1 || q.states[0] != enrollment.StatePending || g.seen != 1 || len(g.answers) != 0 {
+				t.Fatalf("queue asked for %v, seen %d, answers %d", q.states, g.seen, len(g.answers))
+			}
+		}},
+		{"ok/the answer to the attestation question reaches the gate", func() *http.Request {
+			return signedRequest(t, askedDev, "/mdm/connect", rt, plistBody(t, map[string]any{"UDID": "UDID-Q", "Status": "Acknowledged",
+				"CommandUUID": "Q1", "QueryResponses": map[string]any{"DevicePropertiesAttestation": []any{[]byte{0x30, 0x03}, []byte{0x30, 0x04}}}}))
+		}, nil, nil, 200, func(t *testing.T, g *fakeGate, _ *fakeQueue, _ *auditLog, _ string) {
+			if len(g.answers) != 1 || !g.answers[0].Answered || len(g.answers[0].Chain) != 2 || g.answers[0].Status != "Acknowledged" {
+				t.Fatalf("%+v", g.answers)
+			}
+		}},
+		{"ok/a pending device's answer without attestation is unsupported", func() *http.Request {
+			return signedRequest(t, askedDev, "/mdm/connect", rt, plistBody(t, map[string]any{"UDID": "UDID-Q", "Status": "Acknowledged",
+				"CommandUUID": "Q1", "QueryResponses": map[string]any{"SerialNumber": "S"}}))
+		}, nil, nil, 200, func(t *testing.T, g *fakeGate, _ *fakeQueue, _ *auditLog, _ string) {
+			if len(g.answers) != 1 || g.answers[0].Answered {
+				t.Fatalf("%+v", g.answers)
+			}
+		}},
+		{"ok/an idle report is no answer", func() *http.Request {
+			return signedRequest(t, askedDev, "/mdm/connect", rt, report("UDID-Q", "Idle"))
+		}, nil, nil, 200, func(t *testing.T, g *fakeGate, _ *fakeQueue, _ *auditLog, _ string) {
+			if len(g.answers) != 0 {
+				t.Fatalf("%+v", g.answers)
 			}
 		}},
 		{"ok/an approved device gets its next command", func() *http.Request {

@@ -181,7 +181,7 @@ func (h *Handler) connect(r *http.Request) ([]byte, *deviceError) {
 	if err != nil {
 		return nil, fail(http.StatusBadRequest, "%w", err)
 	}
-	return h.svc.Connect(r.Context(), id, report)
+	return h.svc.Connect(r.Context(), id, report, remoteIP(r))
 }
 
 // remoteIP is the client's address, through trusted proxies.

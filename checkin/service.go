@@ -19,6 +19,7 @@ type Gate interface {
 	TokenUpdate(ctx context.Context, id string, p enrollment.PushInfo) error
 	CheckOut(ctx context.Context, e enrollment.Enrollment, remoteIP string) error
 	Seen(ctx context.Context, e enrollment.Enrollment) error
+	Attest(ctx context.Context, e enrollment.Enrollment, a enrollment.AttestationAnswer) (enrollment.Enrollment, error)
 }
 
 // Queue hands out commands to approved devices.
@@ -136,8 +137,10 @@ func (s *Service) enrollmentOf(ctx context.Context, id Identity, who mdm.Enrollm
 }
 
 // Connect handles one command report and returns the next command's body,
-// or nil when there is none for the device. A pending device gets nothing.
-func (s *Service) Connect(ctx context.Context, id Identity, report *mdm.CommandReport) ([]byte, *deviceError) {
+// or nil when there is none for the device. A pending device gets only the
+// attestation question, which asks and installs nothing; its answer is
+// handed to the gate to verify.
+func (s *Service) Connect(ctx context.Context, id Identity, report *mdm.CommandReport, remoteIP string) ([]byte, *deviceError) {
 	e, derr := s.enrollmentOf(ctx, id, report.Enrollment, true)
 	if derr != nil {
 		return nil, derr
@@ -145,9 +148,8 @@ func (s *Service) Connect(ctx context.Context, id Identity, report *mdm.CommandR
 	if err := s.gate.Seen(ctx, e); err != nil {
 		s.log.WarnContext(ctx, "record check-in time", "err", err)
 	}
-	if e.State == enrollment.StatePending {
-		// Waiting for approval: an empty answer and the device idles.
-		return nil, nil
+	if derr := s.attestation(ctx, e, report, remoteIP); derr != nil {
+		return nil, derr
 	}
 	cmd, err := s.queue.Next(ctx, e, enrollment.Report{Status: report.Status, CommandUUID: report.CommandUUID, Raw: report.Raw})
 	switch {
@@ -159,4 +161,25 @@ func (s *Service) Connect(ctx context.Context, id Identity, report *mdm.CommandR
 		return nil, fail(http.StatusInternalServerError, "next command: %w", err)
 	}
 	return cmd.Body, nil
+}
+
+// attestation hands the answer to the attestation question to the gate:
+// while the question is open, a pending device's report can only be that
+// answer; an approved device's counts only when it carries attestation.
+func (s *Service) attestation(ctx context.Context, e enrollment.Enrollment, report *mdm.CommandReport, remoteIP string) *deviceError {
+	if e.Attestation.Status != enrollment.AttestAsked || report.Status == mdm.StatusIdle || report.Status == mdm.StatusNotNow {
+		return nil
+	}
+	chain, answered, err := mdm.DecodeAttestation(report.Raw)
+	if err != nil {
+		// Malformed attestation is an answer that does not verify.
+		chain, answered = nil, true
+	}
+	if !answered && e.State != enrollment.StatePending {
+		return nil
+	}
+	if _, err := s.gate.Attest(ctx, e, enrollment.AttestationAnswer{Status: report.Status, Answered: answered, Chain: chain, RemoteIP: remoteIP}); err != nil {
+		return fail(http.StatusInternalServerError, "attestation: %w", err)
+	}
+	return nil
 }

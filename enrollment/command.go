@@ -62,6 +62,9 @@ type CommandStore interface {
 	// ErrNotFound when there is none. includeNotNow re-admits commands the
 	// device deferred.
 	NextCommand(ctx context.Context, enrollmentID string, includeNotNow bool, at time.Time) (Command, error)
+	// NextQuestion is NextCommand for a pending device: only the
+	// pre-approval question is ever returned.
+	NextQuestion(ctx context.Context, enrollmentID string, at time.Time) (Command, error)
 	ListCommands(ctx context.Context, enrollmentID string) ([]Command, error)
 }
 
@@ -99,10 +102,12 @@ func (c *Commands) Enqueue(ctx context.Context, actor Actor, e Enrollment, cmds 
 	return c.store.EnqueueCommands(ctx, e.ID, cmds, actor.Name, now, ev)
 }
 
-// Next records a report and returns the next command for an approved
-// device, or ErrNotFound when it has none. Pending devices get nothing.
+// Next records a report and returns the next command for the device, or
+// ErrNotFound when it has none. An approved device gets its queue in
+// order; a pending device gets only the attestation question, which asks
+// and installs nothing.
 func (c *Commands) Next(ctx context.Context, e Enrollment, r Report) (Command, error) {
-	if e.State != StateApproved {
+	if e.State != StateApproved && e.State != StatePending {
 		return Command{}, fmt.Errorf("next command: %w: enrollment %s is %s", ErrForbidden, e.ID, e.State)
 	}
 	now := c.now()
@@ -121,6 +126,9 @@ func (c *Commands) Next(ctx context.Context, e Enrollment, r Report) (Command, e
 		}
 	default:
 		return Command{}, fmt.Errorf("next command: %w: status %q", ErrInvalid, r.Status)
+	}
+	if e.State == StatePending {
+		return c.store.NextQuestion(ctx, e.ID, now)
 	}
 	return c.store.NextCommand(ctx, e.ID, includeNotNow, now)
 }

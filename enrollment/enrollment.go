@@ -98,6 +98,10 @@ type Enrollment struct {
 	TokenUpdatedAt *time.Time `json:"token_updated_at,omitempty"`
 	PushInvalidAt  *time.Time `json:"push_invalid_at,omitempty"`
 	LastSeenAt     *time.Time `json:"last_seen_at,omitempty"`
+	// Attestation is what Apple's hardware attestation vouched for.
+	Attestation Attestation `json:"attestation"`
+	// AttestNonce is the hex nonce of the attestation question.
+	AttestNonce string `json:"-"`
 }
 
 // Flags lists what an approver should look at twice.
@@ -114,6 +118,9 @@ func (e Enrollment) Flags() []string {
 	}
 	if e.OwnerDisabled {
 		f = append(f, "owner_disabled")
+	}
+	if e.Attestation.Status == AttestMismatch {
+		f = append(f, "attestation_mismatch")
 	}
 	return f
 }
@@ -169,6 +176,11 @@ type EnrollmentStore interface {
 	// explicit decision and revokes its certificates, with ev, in one
 	// transaction; any other current state is ErrConflict.
 	Retire(ctx context.Context, id, by, note string, at time.Time, ev AuditEvent) (Enrollment, error)
+	// AskAttestation stores the question's nonce (status asked) and queues
+	// cmd as the one command a pending device may receive, with ev.
+	AskAttestation(ctx context.Context, id, nonceHex string, cmd NewCommand, at time.Time, ev AuditEvent) error
+	// RecordAttestation stores the result of the question, with ev.
+	RecordAttestation(ctx context.Context, id string, a Attestation, ev AuditEvent) error
 }
 
 // NotMe is the owner's "this wasn't me": the enrollment is marked
@@ -213,11 +225,13 @@ type RetireNotifier interface {
 
 // Enrollments is the approval gate.
 type Enrollments struct {
-	store    EnrollmentStore
-	tokens   *Tokens
-	post     PostApproval
-	now      func() time.Time
-	notifier Notifier
+	store     EnrollmentStore
+	tokens    *Tokens
+	post      PostApproval
+	now       func() time.Time
+	notifier  Notifier
+	questions Questioner
+	verifier  AttestationVerifier
 }
 
 // SetNotifier makes the gate announce new pending enrollments.
@@ -260,6 +274,13 @@ func (s *Enrollments) Authenticate(ctx context.Context, c Claim) (Enrollment, er
 	ev := AuditEvent{At: now, Actor: "device:" + facts.UDID, Action: "enrollment.authenticate", TargetType: "enrollment",
 		TargetID: e.ID, RemoteIP: c.RemoteIP, Outcome: OutcomeOK, Detail: fmt.Sprintf("serial=%s model=%s", facts.Serial, facts.Model)}
 	res, err := s.store.ClaimReservation(ctx, tok.ReservationID, tok.NonceHex(), e, now, ev)
+	if err == nil && res.Enrollment.Attestation.Status == AttestNotAsked {
+		// A new enrollment (or a retry whose question was never queued)
+		// is asked for attestation; earlier results never carry over.
+		if res.Enrollment, err = s.ask(ctx, res.Enrollment); err != nil {
+			return Enrollment{}, fmt.Errorf("authenticate: %w", err)
+		}
+	}
 	if err == nil && !res.Retry && s.notifier != nil {
 		s.notifier.Pending(res.Enrollment)
 	}

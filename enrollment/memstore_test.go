@@ -24,6 +24,7 @@ type memStore struct {
 	pushes       map[string]int
 	audit        []AuditEvent
 	touched      int
+	questions    []NewCommand
 }
 
 type memReservation struct {
@@ -218,4 +219,25 @@ func (m *memStore) auditActions() []string {
 
 func (m *memStore) hasAudit(action, outcome string) bool {
 	return slices.Contains(m.auditActions(), action+":"+outcome)
+}
+
+func (m *memStore) AskAttestation(_ context.Context, id, nonceHex string, cmd NewCommand, _ time.Time, ev AuditEvent) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e, ok := m.enrollments[id]
+	if !ok {
+		return ErrNotFound
+	}
+	e.AttestNonce, e.Attestation = nonceHex, Attestation{Status: AttestAsked}
+	m.questions = append(m.questions, cmd)
+	m.audit = append(m.audit, ev)
+	return nil
+}
+
+func (m *memStore) RecordAttestation(_ context.Context, id string, a Attestation, ev AuditEvent) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.enrollments[id].Attestation = a
+	m.audit = append(m.audit, ev)
+	return nil
 }

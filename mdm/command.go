@@ -35,10 +35,14 @@ func (c Command) RequestType() string {
 	return ""
 }
 
-// DeviceInformationPayload asks the device about itself.
+// DeviceInformationPayload asks the device about itself. With a
+// DeviceAttestationNonce and the DevicePropertiesAttestation query, a
+// device that supports Managed Device Attestation answers with a chain
+// from Apple's attestation CA.
 type DeviceInformationPayload struct {
-	RequestType string
-	Queries     []string
+	RequestType            string
+	Queries                []string
+	DeviceAttestationNonce []byte `plist:",omitempty"`
 }
 
 // ProfileListPayload asks for the installed profiles.
@@ -75,6 +79,18 @@ func NewDeviceInformation(queries ...string) Command {
 		queries = DeviceInformationQueries
 	}
 	return Command{CommandUUID: NewUUID(), Command: DeviceInformationPayload{RequestType: "DeviceInformation", Queries: queries}}
+}
+
+// AttestationQueries are what the one question to a pending device asks:
+// the attestation and the hardware facts to hold it against.
+var AttestationQueries = []string{"DevicePropertiesAttestation", "UDID", "SerialNumber", "Model", "ModelName", "ProductName",
+	"OSVersion", "BuildVersion"}
+
+// NewAttestationQuestion builds the DeviceInformation command a pending
+// device may receive: it asks, installs nothing. nonce is at most 32 bytes.
+func NewAttestationQuestion(nonce []byte) Command {
+	return Command{CommandUUID: NewUUID(), Command: DeviceInformationPayload{RequestType: "DeviceInformation",
+		Queries: AttestationQueries, DeviceAttestationNonce: nonce}}
 }
 
 // NewProfileList builds a ProfileList command.

@@ -57,3 +57,29 @@ func DecodeCommandReport(body []byte) (*CommandReport, error) {
 	r.Raw = body
 	return r, nil
 }
+
+// MaxAttestationChain bounds the certificates an answer may carry.
+const MaxAttestationChain = 4
+
+// DecodeAttestation reads the DevicePropertiesAttestation answer of a
+// DeviceInformation report: the DER certificates, leaf first. answered is
+// false when the report has no such answer (an OS that does not support
+// the query omits it).
+func DecodeAttestation(raw []byte) (chain [][]byte, answered bool, err error) {
+	var r struct {
+		QueryResponses struct {
+			DevicePropertiesAttestation [][]byte `plist:",omitempty"`
+		}
+	}
+	if err := plistguard.Unmarshal(raw, &r, plistguard.DefaultLimits()); err != nil {
+		return nil, false, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	c := r.QueryResponses.DevicePropertiesAttestation
+	if len(c) == 0 {
+		return nil, false, nil
+	}
+	if len(c) > MaxAttestationChain {
+		return nil, true, fmt.Errorf("%w: %d attestation certificates", ErrMalformed, len(c))
+	}
+	return c, true, nil
+}

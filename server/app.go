@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -11,10 +12,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/vestibule-mdm/vestibule/attest"
 	"github.com/vestibule-mdm/vestibule/auth"
 	"github.com/vestibule-mdm/vestibule/checkin"
 	"github.com/vestibule-mdm/vestibule/config"
 	"github.com/vestibule-mdm/vestibule/enrollment"
+	"github.com/vestibule-mdm/vestibule/mdm"
 	"github.com/vestibule-mdm/vestibule/push"
 	"github.com/vestibule-mdm/vestibule/scep"
 	"github.com/vestibule-mdm/vestibule/store"
@@ -126,7 +129,11 @@ func (a *App) gate(tokens *enrollment.Tokens) *enrollment.Enrollments {
 // or the local file), reservations and profiles, the SCEP CA, push, the
 // ABM sync, the identity provider, and the device endpoints.
 // cfg.PublicURL must be final.
-func Build(ctx context.Context, cfg config.Config, log *slog.Logger, migrate bool) (_ *App, err error) {
+func Build(ctx context.Context, cfg config.Config, log *slog.Logger, migrate bool, opts ...Option) (_ *App, err error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	a, err := BuildCore(ctx, cfg, log, migrate)
 	if err != nil {
 		return nil, err
@@ -153,6 +160,13 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger, migrate boo
 	}
 	a.Reservations = enrollment.NewReservations(st, a.Tokens, cfg.Org.ID, cfg.Enroll.TokenTTL.D(), time.Now)
 	a.Enrollments = a.gate(a.Tokens)
+	// Every new enrollment is asked for Managed Device Attestation, checked
+	// against Apple's pinned root.
+	verifier, err := attest.New(o.attest...)
+	if err != nil {
+		return nil, err
+	}
+	a.Enrollments.SetAttestation(attestationQuestion{}, verifier)
 	// Refused requests from one source (device check-ins, SCEP, sign-ins)
 	// are written once a minute, with a count, not once each; the rest is
 	// flushed before the store closes.
@@ -198,6 +212,30 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger, migrate boo
 		return nil, err
 	}
 	return a, nil
+}
+
+// Option adjusts Build.
+type Option func(*options)
+
+type options struct{ attest []attest.Option }
+
+// WithAttestationRoots trusts roots instead of Apple's for Managed Device
+// Attestation. Tests use it with a root of their own; no configuration key
+// reaches it, so a deployment always checks against Apple's.
+func WithAttestationRoots(roots *x509.CertPool) Option {
+	return func(o *options) { o.attest = append(o.attest, attest.WithRoots(roots)) }
+}
+
+// attestationQuestion builds the DeviceInformation question with the
+// attestation query.
+type attestationQuestion struct{}
+
+func (attestationQuestion) AttestationQuestion(nonce []byte) (enrollment.NewCommand, error) {
+	cmds, err := newCommands(mdm.NewAttestationQuestion(nonce))
+	if err != nil {
+		return enrollment.NewCommand{}, err
+	}
+	return cmds[0], nil
 }
 
 // scepStore is the store as SCEP sees it, its refusals aggregated.

@@ -24,6 +24,7 @@ type commandRow struct {
 	ResultAt     sql.NullInt64 `db:"result_at"`
 	Result       string        `db:"result"`
 	NotNowCount  int           `db:"not_now_count"`
+	PreApproval  bool          `db:"pre_approval"`
 }
 
 func (r commandRow) command() enrollment.Command {
@@ -54,6 +55,11 @@ func (s *Store) EnqueueCommands(ctx context.Context, enrollmentID string, cmds [
 }
 
 func enqueue(ctx context.Context, tx *sqlx.Tx, enrollmentID string, cmds []enrollment.NewCommand, by string, at time.Time) error {
+	return enqueueAs(ctx, tx, enrollmentID, cmds, by, at, false)
+}
+
+// enqueueAs appends commands; preApproval marks the attestation question.
+func enqueueAs(ctx context.Context, tx *sqlx.Tx, enrollmentID string, cmds []enrollment.NewCommand, by string, at time.Time, preApproval bool) error {
 	if len(cmds) == 0 {
 		return nil
 	}
@@ -72,8 +78,8 @@ func enqueue(ctx context.Context, tx *sqlx.Tx, enrollmentID string, cmds []enrol
 	}
 	for _, c := range cmds {
 		seq++
-		_, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO commands (id, enrollment_id, seq, request_type, body, status, created_at, created_by)
-			VALUES (?, ?, ?, ?, ?, 'queued', ?, ?)`), c.UUID, enrollmentID, seq, c.RequestType, string(c.Body), ms(at), by)
+		_, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO commands (id, enrollment_id, seq, request_type, body, status, created_at, created_by, pre_approval)
+			VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?)`), c.UUID, enrollmentID, seq, c.RequestType, string(c.Body), ms(at), by, boolInt(preApproval))
 		if err != nil {
 			if isUniqueViolation(err) {
 				return fmt.Errorf("enqueue: %w: command %s exists", enrollment.ErrConflict, c.UUID)
@@ -106,12 +112,23 @@ func (s *Store) RecordResult(ctx context.Context, enrollmentID, uuid string, sta
 // order, and marks it sent. A command sent but never answered (a lost
 // reply) is owed again.
 func (s *Store) NextCommand(ctx context.Context, enrollmentID string, includeNotNow bool, at time.Time) (enrollment.Command, error) {
-	var out enrollment.Command
 	statuses := `('queued', 'sent')`
 	if includeNotNow {
 		statuses = `('queued', 'sent', 'not_now')`
 	}
-	query := `SELECT * FROM commands WHERE enrollment_id = ? AND status IN ` + statuses + ` ORDER BY seq LIMIT 1`
+	return s.next(ctx, enrollmentID, `SELECT * FROM commands WHERE enrollment_id = ? AND status IN `+statuses+` ORDER BY seq LIMIT 1`, at)
+}
+
+// NextQuestion is NextCommand restricted to the pre-approval question:
+// the only command a pending device may receive.
+func (s *Store) NextQuestion(ctx context.Context, enrollmentID string, at time.Time) (enrollment.Command, error) {
+	return s.next(ctx, enrollmentID, `SELECT * FROM commands WHERE enrollment_id = ? AND pre_approval <> 0
+		AND status IN ('queued', 'sent', 'not_now') ORDER BY seq LIMIT 1`, at)
+}
+
+// next marks the command query finds as sent and returns it.
+func (s *Store) next(ctx context.Context, enrollmentID, query string, at time.Time) (enrollment.Command, error) {
+	var out enrollment.Command
 	// Most check-ins find nothing to do: answer those with a read, without
 	// the write lock a transaction takes on SQLite.
 	var probe commandRow

@@ -38,6 +38,15 @@ type enrollmentRow struct {
 	DecisionNote   string         `db:"decision_note"`
 	Suspicious     bool           `db:"suspicious"`
 	OwnerDisabled  bool           `db:"owner_disabled"`
+	AttestNonce    string         `db:"attest_nonce"`
+	AttestStatus   string         `db:"attest_status"`
+	AttestReason   string         `db:"attest_reason"`
+	AttestSerial   string         `db:"attest_serial"`
+	AttestUDID     string         `db:"attest_udid"`
+	AttestOS       string         `db:"attest_os"`
+	AttestSEPOS    string         `db:"attest_sepos"`
+	AttestIssued   sql.NullInt64  `db:"attest_issued_at"`
+	AttestChecked  sql.NullInt64  `db:"attest_checked_at"`
 	PushToken      string         `db:"push_token"`
 	PushMagic      string         `db:"push_magic"`
 	PushTopic      string         `db:"push_topic"`
@@ -53,14 +62,18 @@ func (r enrollmentRow) enrollment() enrollment.Enrollment {
 			OSVersion: r.OSVersion, BuildVersion: r.BuildVersion, IMEI: r.IMEI, MEID: r.MEID, DeviceName: r.DeviceName},
 		CheckinIP: r.CheckinIP, CreatedAt: fromMS(r.CreatedAt), UpdatedAt: fromMS(r.UpdatedAt), DecidedAt: fromNullMS(r.DecidedAt),
 		DecidedBy: r.DecidedBy.String, DecisionNote: r.DecisionNote, Suspicious: r.Suspicious, OwnerDisabled: r.OwnerDisabled, PushToken: r.PushToken,
-		PushMagic: r.PushMagic, PushTopic: r.PushTopic, TokenUpdatedAt: fromNullMS(r.TokenUpdatedAt), PushInvalidAt: fromNullMS(r.PushInvalidAt), LastSeenAt: fromNullMS(r.LastSeenAt)}
+		PushMagic: r.PushMagic, PushTopic: r.PushTopic, TokenUpdatedAt: fromNullMS(r.TokenUpdatedAt), PushInvalidAt: fromNullMS(r.PushInvalidAt), LastSeenAt: fromNullMS(r.LastSeenAt),
+		AttestNonce: r.AttestNonce, Attestation: enrollment.Attestation{Status: enrollment.AttestationStatus(r.AttestStatus), Reason: r.AttestReason,
+			Serial: r.AttestSerial, UDID: r.AttestUDID, OSVersion: r.AttestOS, SEPOSVersion: r.AttestSEPOS,
+			IssuedAt: fromNullMS(r.AttestIssued), CheckedAt: fromNullMS(r.AttestChecked)}}
 }
 
 const selectEnrollment = `SELECT e.id, e.user_id, u.email AS user_email, e.state, e.re_enrollment <> 0 AS re_enrollment, e.previous_id, e.conflict_id,
 	e.udid, e.serial, e.model, e.model_name, e.product_name, e.os_version, e.build_version, e.imei, e.meid, e.device_name,
 	e.checkin_ip, e.created_at, e.updated_at, e.decided_at, e.decided_by, e.decision_note, e.suspicious <> 0 AS suspicious,
 	e.push_token, e.push_magic, e.push_topic, e.token_updated_at, e.push_invalid_at, e.last_seen_at,
-	u.disabled_at IS NOT NULL AS owner_disabled
+	u.disabled_at IS NOT NULL AS owner_disabled, e.attest_nonce, e.attest_status, e.attest_reason, e.attest_serial, e.attest_udid,
+	e.attest_os, e.attest_sepos, e.attest_issued_at, e.attest_checked_at
 	FROM enrollments e JOIN users u ON u.id = e.user_id`
 
 func getEnrollment(ctx context.Context, q sqlx.QueryerContext, id string) (enrollment.Enrollment, error) {
@@ -471,4 +484,51 @@ func (s *Store) ApprovedCounts(ctx context.Context, userIDs []string) (map[strin
 		out[r.UserID] = r.N
 	}
 	return out, nil
+}
+
+// AskAttestation records the attestation question's nonce and queues the
+// question as the one pre-approval command, with ev, in one transaction.
+func (s *Store) AskAttestation(ctx context.Context, id, nonceHex string, cmd enrollment.NewCommand, at time.Time, ev enrollment.AuditEvent) error {
+	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+		res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE enrollments SET attest_nonce = ?, attest_status = 'asked', attest_reason = '',
+			attest_serial = '', attest_udid = '', attest_os = '', attest_sepos = '', attest_issued_at = NULL, attest_checked_at = NULL
+			WHERE id = ?`), nonceHex, id)
+		if err != nil {
+			return fmt.Errorf("ask attestation: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("ask attestation: enrollment %s: %w", id, enrollment.ErrNotFound)
+		}
+		if err := enqueueAs(ctx, tx, id, []enrollment.NewCommand{cmd}, "vestibule", at, true); err != nil {
+			return err
+		}
+		return appendAudit(ctx, tx, ev)
+	})
+}
+
+// RecordAttestation stores the result of the attestation question.
+func (s *Store) RecordAttestation(ctx context.Context, id string, a enrollment.Attestation, ev enrollment.AuditEvent) error {
+	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+		var issued, checked sql.NullInt64
+		if a.IssuedAt != nil {
+			issued = sql.NullInt64{Int64: ms(*a.IssuedAt), Valid: true}
+		}
+		if a.CheckedAt != nil {
+			checked = sql.NullInt64{Int64: ms(*a.CheckedAt), Valid: true}
+		}
+		_, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE enrollments SET attest_status = ?, attest_reason = ?, attest_serial = ?, attest_udid = ?,
+			attest_os = ?, attest_sepos = ?, attest_issued_at = ?, attest_checked_at = ? WHERE id = ?`),
+			string(a.Status), cut(a.Reason, 500), cut(a.Serial, 64), cut(a.UDID, 64), cut(a.OSVersion, 32), cut(a.SEPOSVersion, 32), issued, checked, id)
+		if err != nil {
+			return fmt.Errorf("record attestation: %w", err)
+		}
+		return appendAudit(ctx, tx, ev)
+	})
+}
+
+func cut(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
 }

@@ -77,7 +77,9 @@ func (a *app) logger(cfg config.Config) *slog.Logger {
 // migrations are an error, so an old binary never writes to a newer schema
 // or the other way round.
 func (a *app) withApp(ctx context.Context, fn func(app *server.App) error) error {
-	return a.with(ctx, server.Build, fn)
+	return a.with(ctx, func(ctx context.Context, cfg config.Config, log *slog.Logger, migrate bool) (*server.App, error) {
+		return server.Build(ctx, cfg, log, migrate)
+	}, fn)
 }
 
 // withCore runs fn on the part of the App that decides and administers:

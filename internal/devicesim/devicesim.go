@@ -96,6 +96,11 @@ type Device struct {
 	// server's cores would otherwise measure mostly its own RSA signing.
 	CacheSignatures bool
 	sigs            map[string]string
+	// Attest answers a DeviceInformation question with a
+	// DeviceAttestationNonce: the chain a Secure Enclave would return,
+	// honest or not. Nil: the device answers without attestation, as an
+	// OS too old to support it does.
+	Attest func(nonce []byte) ([][]byte, error)
 }
 
 // sign returns the Mdm-Signature header value for body.
@@ -368,6 +373,40 @@ func (d *Device) Connect(ctx context.Context, status, commandUUID string) (int, 
 	if commandUUID != "" {
 		report["CommandUUID"] = commandUUID
 	}
+	return d.Report(ctx, report)
+}
+
+// Answer acknowledges cmd as a device would: a DeviceInformation question
+// is answered with the device's facts and, when it carries a nonce and
+// Attest is set, the attestation chain.
+func (d *Device) Answer(ctx context.Context, cmd *Command) (int, *Command, error) {
+	report := map[string]any{"UDID": d.UDID, "Status": "Acknowledged", "CommandUUID": cmd.UUID}
+	if cmd.RequestType == "DeviceInformation" {
+		var q struct {
+			Command struct{ DeviceAttestationNonce []byte }
+		}
+		if err := plist.Unmarshal(cmd.Raw, &q); err != nil {
+			return 0, nil, fmt.Errorf("command: %w", err)
+		}
+		responses := map[string]any{"UDID": d.UDID, "SerialNumber": d.Serial, "Model": d.Model, "OSVersion": d.OSVersion}
+		if q.Command.DeviceAttestationNonce != nil && d.Attest != nil {
+			chain, err := d.Attest(q.Command.DeviceAttestationNonce)
+			if err != nil {
+				return 0, nil, err
+			}
+			certs := make([]any, len(chain))
+			for i, c := range chain {
+				certs[i] = c
+			}
+			responses["DevicePropertiesAttestation"] = certs
+		}
+		report["QueryResponses"] = responses
+	}
+	return d.Report(ctx, report)
+}
+
+// Report sends a command report and returns the server's answer.
+func (d *Device) Report(ctx context.Context, report map[string]any) (int, *Command, error) {
 	body, err := plist.Marshal(report)
 	if err != nil {
 		return 0, nil, err
@@ -396,9 +435,8 @@ func (d *Device) Connect(ctx context.Context, status, commandUUID string) (int, 
 // returns the request types in the order received.
 func (d *Device) DrainCommands(ctx context.Context, limit int) ([]string, error) {
 	var types []string
-	status, uuid := "Idle", ""
+	code, cmd, err := d.Connect(ctx, "Idle", "")
 	for range limit {
-		code, cmd, err := d.Connect(ctx, status, uuid)
 		if err != nil {
 			return types, err
 		}
@@ -409,7 +447,7 @@ func (d *Device) DrainCommands(ctx context.Context, limit int) ([]string, error)
 			return types, nil
 		}
 		types = append(types, cmd.RequestType)
-		status, uuid = "Acknowledged", cmd.UUID
+		code, cmd, err = d.Answer(ctx, cmd)
 	}
 	return types, fmt.Errorf("still getting commands after %d", limit)
 }

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/base64"
+	"slices"
 
 	"crypto/rand"
 	"crypto/rsa"
@@ -71,4 +72,37 @@ func deviceInfo(t testing.TB, serial, udid string) string {
 	}
 	out, _ := sd.Finish()
 	return base64.StdEncoding.EncodeToString(out)
+}
+
+// onlyTheQuestion connects a pending device and checks that what it gets,
+// if anything, is the attestation question: a DeviceInformation with a
+// nonce, which asks and installs nothing. The device answers it, so the
+// question is not asked again; then the device must get nothing more.
+func onlyTheQuestion(t *testing.T, e *env, d *devicesim.Device) {
+	t.Helper()
+	code, cmd, err := d.Connect(e.ctx, "Idle", "")
+	e.expect("Connect while pending", code, err, 200)
+	if cmd == nil {
+		return
+	}
+	var q struct {
+		Command struct {
+			RequestType            string
+			Queries                []string
+			DeviceAttestationNonce []byte
+			Payload                []byte
+		}
+	}
+	if err := plist.Unmarshal(cmd.Raw, &q); err != nil {
+		t.Fatal(err)
+	}
+	if q.Command.RequestType != "DeviceInformation" || len(q.Command.DeviceAttestationNonce) != 32 || q.Command.Payload != nil ||
+		!slices.Contains(q.Command.Queries, "DevicePropertiesAttestation") {
+		t.Fatalf("a pending device got %s, not the attestation question: %+v", cmd.RequestType, q.Command)
+	}
+	code, cmd, err = d.Answer(e.ctx, cmd)
+	e.expect("answer the question", code, err, 200)
+	if cmd != nil {
+		t.Fatalf("a pending device got %s after answering the question", cmd.RequestType)
+	}
 }

@@ -16,7 +16,7 @@ import (
 // its data in dataDir (a temporary one when empty). mutate, when set, sees
 // the configuration with its public URL already known, before the App is
 // built.
-func Start(t testing.TB, dsn, dataDir string, mutate func(*config.Config)) (string, *server.App) {
+func Start(t testing.TB, dsn, dataDir string, mutate func(*config.Config), opts ...server.Option) (string, *server.App) {
 	t.Helper()
 	if dataDir == "" {
 		dataDir = t.TempDir()
@@ -30,7 +30,7 @@ func Start(t testing.TB, dsn, dataDir string, mutate func(*config.Config)) (stri
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	app, err := server.Build(context.Background(), cfg, nil, true)
+	app, err := server.Build(context.Background(), cfg, nil, true, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,162 @@
+package enrollment
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/vestibule-mdm/vestibule/attest"
+)
+
+// AttestationStatus is what became of the attestation question.
+type AttestationStatus string
+
+// Attestation statuses. Only fresh and cached are attested; a mismatch is
+// attested hardware that is not the device that claims to be it.
+const (
+	AttestNotAsked    AttestationStatus = ""
+	AttestAsked       AttestationStatus = "asked"
+	AttestFresh       AttestationStatus = "fresh"
+	AttestCached      AttestationStatus = "cached"
+	AttestMismatch    AttestationStatus = "mismatch"
+	AttestInvalid     AttestationStatus = "invalid"
+	AttestStale       AttestationStatus = "stale"
+	AttestRefused     AttestationStatus = "refused"
+	AttestUnsupported AttestationStatus = "unsupported"
+)
+
+// Attestation is what the hardware vouched for, if anything.
+type Attestation struct {
+	Status       AttestationStatus `json:"status"`
+	Reason       string            `json:"reason,omitempty"`
+	Serial       string            `json:"serial,omitempty"`
+	UDID         string            `json:"udid,omitempty"`
+	OSVersion    string            `json:"os_version,omitempty"`
+	SEPOSVersion string            `json:"sepos_version,omitempty"`
+	IssuedAt     *time.Time        `json:"issued_at,omitempty"`
+	CheckedAt    *time.Time        `json:"checked_at,omitempty"`
+}
+
+// Attested reports whether Apple's chain vouched for this very device.
+func (a Attestation) Attested() bool { return a.Status == AttestFresh || a.Status == AttestCached }
+
+// Questioner builds the one question a pending device may receive.
+type Questioner interface {
+	AttestationQuestion(nonce []byte) (NewCommand, error)
+}
+
+// AttestationVerifier checks an attestation chain against a nonce.
+type AttestationVerifier interface {
+	Verify(chain [][]byte, nonce []byte) (attest.Result, error)
+}
+
+// AttestationAnswer is what a device said to the question: its report's
+// status and, when it answered, the chain.
+type AttestationAnswer struct {
+	Status   string // the report's: Acknowledged or Error
+	Answered bool
+	Chain    [][]byte
+	RemoteIP string
+}
+
+// SetAttestation makes the gate ask every new enrollment for Managed
+// Device Attestation and verify the answers.
+func (s *Enrollments) SetAttestation(q Questioner, v AttestationVerifier) { s.questions, s.verifier = q, v }
+
+// ask queues the attestation question for a new enrollment with a fresh
+// 32-byte nonce.
+func (s *Enrollments) ask(ctx context.Context, e Enrollment) (Enrollment, error) {
+	if s.questions == nil {
+		return e, nil
+	}
+	nonce := make([]byte, 32)
+	if _, err := rand.Read(nonce); err != nil {
+		return e, err
+	}
+	cmd, err := s.questions.AttestationQuestion(nonce)
+	if err != nil {
+		return e, fmt.Errorf("attestation question: %w", err)
+	}
+	now := s.now()
+	ev := AuditEvent{At: now, Actor: "vestibule", Action: "enrollment.attest_ask", TargetType: "enrollment", TargetID: e.ID, Outcome: OutcomeOK,
+		Detail: "DeviceInformation with DevicePropertiesAttestation, command " + cmd.UUID}
+	if err := s.store.AskAttestation(ctx, e.ID, hex.EncodeToString(nonce), cmd, now, ev); err != nil {
+		return e, fmt.Errorf("attestation question: %w", err)
+	}
+	e.Attestation = Attestation{Status: AttestAsked}
+	return e, nil
+}
+
+// Attest judges a device's answer to the attestation question: the chain
+// must verify to Apple's root and the attested serial and UDID must be the
+// ones the device claimed. Every result is stored and audited; none makes
+// a device approved.
+func (s *Enrollments) Attest(ctx context.Context, e Enrollment, a AttestationAnswer) (Enrollment, error) {
+	if s.verifier == nil || e.Attestation.Status == AttestNotAsked {
+		return e, nil
+	}
+	nonce, err := hex.DecodeString(e.AttestNonce)
+	if err != nil {
+		return e, fmt.Errorf("attest: stored nonce: %w", err)
+	}
+	now := s.now()
+	att := JudgeAttestation(s.verifier, a, nonce, e.Facts)
+	att.CheckedAt = &now
+	outcome := OutcomeOK
+	if !att.Attested() {
+		outcome = OutcomeRefused
+	}
+	detail := string(att.Status)
+	if att.Reason != "" {
+		detail += ": " + att.Reason
+	}
+	if att.Serial != "" {
+		detail += fmt.Sprintf(" attested serial=%s udid=%s os=%s", att.Serial, att.UDID, att.OSVersion)
+	}
+	ev := AuditEvent{At: now, Actor: "device:" + e.Facts.UDID, Action: "enrollment.attest", TargetType: "enrollment", TargetID: e.ID,
+		RemoteIP: a.RemoteIP, Outcome: outcome, Detail: detail}
+	if err := s.store.RecordAttestation(ctx, e.ID, att, ev); err != nil {
+		return e, fmt.Errorf("attest: %w", err)
+	}
+	e.Attestation = att
+	return e, nil
+}
+
+// JudgeAttestation turns an answer into an attestation result: refused,
+// unsupported, invalid, stale, a mismatch with the claimed facts, or
+// attested (fresh or cached).
+func JudgeAttestation(v AttestationVerifier, a AttestationAnswer, nonce []byte, claimed DeviceFacts) Attestation {
+	switch {
+	case a.Status != "Acknowledged":
+		return Attestation{Status: AttestRefused, Reason: "the device answered " + a.Status}
+	case !a.Answered:
+		return Attestation{Status: AttestUnsupported, Reason: "no attestation in the answer: OS too old (iOS 16, macOS 14 on Apple silicon or T2 needed) or not supported"}
+	}
+	r, err := v.Verify(a.Chain, nonce)
+	switch {
+	case errors.Is(err, attest.ErrStale):
+		return Attestation{Status: AttestStale, Reason: err.Error()}
+	case err != nil:
+		return Attestation{Status: AttestInvalid, Reason: err.Error()}
+	}
+	att := Attestation{Status: AttestFresh, Serial: r.Serial, UDID: r.UDID, OSVersion: r.OSVersion, SEPOSVersion: r.SEPOSVersion,
+		IssuedAt: &r.IssuedAt}
+	if !r.Fresh {
+		att.Status, att.Reason = AttestCached, "attested, not fresh: an answer the device cached"
+	}
+	var diffs []string
+	if !strings.EqualFold(r.Serial, claimed.Serial) {
+		diffs = append(diffs, fmt.Sprintf("serial: claimed %q, attested %q", claimed.Serial, r.Serial))
+	}
+	if !strings.EqualFold(r.UDID, claimed.UDID) {
+		diffs = append(diffs, fmt.Sprintf("UDID: claimed %q, attested %q", claimed.UDID, r.UDID))
+	}
+	if len(diffs) > 0 {
+		att.Status, att.Reason = AttestMismatch, strings.Join(diffs, "; ")
+	}
+	return att
+}
