@@ -65,7 +65,9 @@ type AttestationAnswer struct {
 
 // SetAttestation makes the gate ask every new enrollment for Managed
 // Device Attestation and verify the answers.
-func (s *Enrollments) SetAttestation(q Questioner, v AttestationVerifier) { s.questions, s.verifier = q, v }
+func (s *Enrollments) SetAttestation(q Questioner, v AttestationVerifier) {
+	s.questions, s.verifier = q, v
+}
 
 // ask queues the attestation question for a new enrollment with a fresh
 // 32-byte nonce.
