@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vestibule-mdm/vestibule/attest"
 )
 
 // ceremony is the approval gate over the in-memory store, with a real HMAC
@@ -433,4 +435,69 @@ func TestTransition(t *testing.T) {
 			t.Errorf("%s → %s: %s %s %v", tc.current, tc.to, from, op, err)
 		}
 	}
+}
+
+// fakeVerifier returns a fixed result or error.
+type fakeVerifier struct {
+	r   attest.Result
+	err error
+}
+
+func (f fakeVerifier) Verify([][]byte, []byte) (attest.Result, error) { return f.r, f.err }
+
+func TestJudgeAttestation(t *testing.T) {
+	claimed := DeviceFacts{UDID: "UDID-1", Serial: "SER-1"}
+	ok := attest.Result{Serial: "SER-1", UDID: "UDID-1", OSVersion: "15.1", Fresh: true}
+	answered := AttestationAnswer{Status: "Acknowledged", Answered: true, Chain: [][]byte{{1}}}
+	for _, tc := range []struct {
+		name string
+		v    fakeVerifier
+		a    AttestationAnswer
+		want AttestationStatus
+	}{
+		{"fresh and matching", fakeVerifier{r: ok}, answered, AttestFresh},
+		{"matching, case aside", fakeVerifier{r: attest.Result{Serial: "ser-1", UDID: "udid-1", Fresh: true}}, answered, AttestFresh},
+		{"cached", fakeVerifier{r: attest.Result{Serial: "SER-1", UDID: "UDID-1"}}, answered, AttestCached},
+		{"another serial", fakeVerifier{r: attest.Result{Serial: "SER-2", UDID: "UDID-1", Fresh: true}}, answered, AttestMismatch},
+		{"another UDID", fakeVerifier{r: attest.Result{Serial: "SER-1", UDID: "UDID-2", Fresh: true}}, answered, AttestMismatch},
+		{"a cached answer of another device is a mismatch, not cached", fakeVerifier{r: attest.Result{Serial: "SER-2", UDID: "UDID-2"}}, answered, AttestMismatch},
+		{"stale", fakeVerifier{err: attest.ErrStale}, answered, AttestStale},
+		{"invalid chain", fakeVerifier{err: attest.ErrInvalidChain}, answered, AttestInvalid},
+		{"incomplete", fakeVerifier{err: attest.ErrIncomplete}, answered, AttestInvalid},
+		{"the device refused", fakeVerifier{r: ok}, AttestationAnswer{Status: "Error"}, AttestRefused},
+		{"no attestation in the answer", fakeVerifier{r: ok}, AttestationAnswer{Status: "Acknowledged"}, AttestUnsupported},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := JudgeAttestation(tc.v, tc.a, []byte("nonce"), claimed)
+			if got.Status != tc.want {
+				t.Fatalf("%q (%s), want %q", got.Status, got.Reason, tc.want)
+			}
+			if got.Attested() != (tc.want == AttestFresh || tc.want == AttestCached) {
+				t.Fatal("Attested disagrees with the status")
+			}
+		})
+	}
+}
+
+func TestAttestationIsAskedAndJudged(t *testing.T) {
+	c := newCeremony(t)
+	c.gate.SetAttestation(questions{}, fakeVerifier{r: attest.Result{Serial: "SER-1", UDID: "UDID-1", Fresh: true}})
+	e := c.enrolled(aliceID, "UDID-1", "SER-1")
+	if e.Attestation.Status != AttestAsked || len(c.store.questions) != 1 || c.store.enrollments[e.ID].AttestNonce == "" {
+		t.Fatalf("a new enrollment was not asked: %+v, %d questions", e.Attestation, len(c.store.questions))
+	}
+	e, err := c.gate.Attest(c.ctx, c.store.snapshot(e.ID), AttestationAnswer{Status: "Acknowledged", Answered: true, Chain: [][]byte{{1}}})
+	if err != nil || e.Attestation.Status != AttestFresh || !c.store.hasAudit("enrollment.attest", OutcomeOK) {
+		t.Fatalf("%v %+v %v", err, e.Attestation, c.store.auditActions())
+	}
+	// Attestation never approves.
+	if c.store.enrollments[e.ID].State != StatePending {
+		t.Fatal("an attested enrollment changed state")
+	}
+}
+
+type questions struct{}
+
+func (questions) AttestationQuestion(nonce []byte) (NewCommand, error) {
+	return NewCommand{UUID: NewID(), RequestType: "DeviceInformation", Body: nonce}, nil
 }

@@ -241,3 +241,9 @@ func (m *memStore) RecordAttestation(_ context.Context, id string, a Attestation
 	m.audit = append(m.audit, ev)
 	return nil
 }
+
+func (m *memStore) snapshot(id string) Enrollment {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return *m.enrollments[id]
+}

@@ -6,7 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
+
 	"github.com/vestibule-mdm/vestibule/attest/attesttest"
+	"github.com/vestibule-mdm/vestibule/auth"
 	"github.com/vestibule-mdm/vestibule/enrollment"
 	"github.com/vestibule-mdm/vestibule/internal/devicesim"
 	"github.com/vestibule-mdm/vestibule/server"
@@ -149,4 +152,55 @@ func TestAttestation(t *testing.T) {
 			}
 		})
 	})
+}
+
+// TestAttestationInTheQueue shows the queue with one attested and one
+// mismatched device in a real browser and keeps the screenshot.
+func TestAttestationInTheQueue(t *testing.T) {
+	ctx := newBrowser(t)
+	dir := screenshotDir(t)
+	now := time.Now()
+	ca, err := attesttest.NewCA("Test", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnvWith(t, "sqlite", []server.Option{server.WithAttestationRoots(ca.Pool())})
+	hash, _ := auth.HashPassword(testPassword)
+	u, err := e.app.Users.Add(e.ctx, admin, enrollment.UserInput{Email: "approver@example.com", Role: enrollment.RoleApprover})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.app.Store.SetUserPassword(e.ctx, u.ID, hash, enrollment.AuditEvent{At: u.CreatedAt, Actor: "test", Action: "user.password"})
+	for _, tc := range []struct{ owner, serial, attested, name string }{
+		{"alice@example.com", "C02HONESTMAC", "C02HONESTMAC", "Alice's MacBook Pro"},
+		{"bob@example.com", "C02CLAIMEDMAC", "C02OTHERMAC99", "Bob's MacBook Air"},
+	} {
+		d, _ := e.enrolledDevice(tc.owner, tc.serial)
+		d.DeviceName = tc.name
+		d.Attest = func(nonce []byte) ([][]byte, error) {
+			return ca.Chain(attesttest.Leaf{Serial: tc.attested, UDID: d.UDID, OSVersion: "15.1", Nonce: nonce}, now)
+		}
+		code, err := d.Authenticate(e.ctx)
+		e.expect("Authenticate", code, err, 200)
+		onlyTheQuestion(t, e, d)
+	}
+	err = chromedp.Do(ctx,
+		chromedp.Navigate(e.url+"/console/pending"),
+		chromedp.WaitVisible(`input[name=email]`),
+		chromedp.SendKeys(`input[name=email]`, "approver@example.com"),
+		chromedp.SendKeys(`input[name=password]`, testPassword),
+		chromedp.Click(`button[type=submit]`),
+		chromedp.WaitVisible(`table`),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := textOf(t, ctx, `main`)
+	for _, want := range []string{"attested by Apple", "C02HONESTMAC", "attestation mismatch", `serial: claimed "C02CLAIMEDMAC", attested "C02OTHERMAC99"`} {
+		if !strings.Contains(text, want) {
+			t.Errorf("the queue lacks %q:\n%s", want, text)
+		}
+	}
+	shot(t, ctx, dir, "console-pending-attestation.png")
+	t.Logf("screenshot in %s", dir)
 }
