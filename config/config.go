@@ -47,6 +47,16 @@ type Config struct {
 	DEP       DEP        `yaml:"dep"`
 	SMTP      SMTP       `yaml:"smtp"`
 	Metrics   Metrics    `yaml:"metrics"`
+	Approval  Approval   `yaml:"approval"`
+}
+
+// Approval tunes the approval gate. Policies here only make approval
+// stricter; nothing makes a device approved.
+type Approval struct {
+	// RequireAttestation makes an enrollment that is not attested by Apple
+	// (or whose attestation does not match its claim) unapprovable, except
+	// by an admin with a written reason, which is audited.
+	RequireAttestation bool `yaml:"require_attestation"`
 }
 
 // Metrics protects /metrics. It is open on the main listener unless a

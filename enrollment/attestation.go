@@ -64,9 +64,11 @@ type AttestationAnswer struct {
 }
 
 // SetAttestation makes the gate ask every new enrollment for Managed
-// Device Attestation and verify the answers.
-func (s *Enrollments) SetAttestation(q Questioner, v AttestationVerifier) {
-	s.questions, s.verifier = q, v
+// Device Attestation and verify the answers. With require, an enrollment
+// that is not attested cannot be approved, except by an admin with a
+// written reason.
+func (s *Enrollments) SetAttestation(q Questioner, v AttestationVerifier, require bool) {
+	s.questions, s.verifier, s.requireAttestation = q, v, require
 }
 
 // ask queues the attestation question for a new enrollment with a fresh

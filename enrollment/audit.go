@@ -41,6 +41,9 @@ type Actor struct {
 	// command line sets it, from an explicit flag; the approval is audited
 	// as enrollment.self_approve.
 	SelfApproval bool
+	// Admin: the person behind the action has the admin role, which may
+	// override a stricter approval policy with a written reason.
+	Admin bool
 }
 
 func (a Actor) event(at time.Time, action, targetType, targetID, detail string) AuditEvent {

@@ -481,7 +481,7 @@ func TestJudgeAttestation(t *testing.T) {
 
 func TestAttestationIsAskedAndJudged(t *testing.T) {
 	c := newCeremony(t)
-	c.gate.SetAttestation(questions{}, fakeVerifier{r: attest.Result{Serial: "SER-1", UDID: "UDID-1", Fresh: true}})
+	c.gate.SetAttestation(questions{}, fakeVerifier{r: attest.Result{Serial: "SER-1", UDID: "UDID-1", Fresh: true}}, false)
 	e := c.enrolled(aliceID, "UDID-1", "SER-1")
 	if e.Attestation.Status != AttestAsked || len(c.store.questions) != 1 || c.store.enrollments[e.ID].AttestNonce == "" {
 		t.Fatalf("a new enrollment was not asked: %+v, %d questions", e.Attestation, len(c.store.questions))
@@ -500,4 +500,45 @@ type questions struct{}
 
 func (questions) AttestationQuestion(nonce []byte) (NewCommand, error) {
 	return NewCommand{UUID: NewID(), RequestType: "DeviceInformation", Body: nonce}, nil
+}
+
+// TestRequireAttestation: the policy only makes approval stricter: an
+// unattested enrollment needs an admin and a written reason, audited as
+// such; an attested one is approved as usual.
+func TestRequireAttestation(t *testing.T) {
+	adminActor := Actor{Name: "user:root@example.com", Email: "root@example.com", Admin: true}
+	approverActor := Actor{Name: "user:ann@example.com", Email: "ann@example.com"}
+	for _, tc := range []struct {
+		name     string
+		attested bool
+		actor    Actor
+		note     string
+		want     error
+		action   string
+	}{
+		{"error/unattested, approver", false, approverActor, "looks fine", ErrForbidden, ""},
+		{"error/unattested, admin without a reason", false, adminActor, " ", ErrForbidden, ""},
+		{"ok/unattested, admin with a reason", false, adminActor, "old iPad, checked in person", nil, "enrollment.approve_unattested"},
+		{"ok/attested, approver", true, approverActor, "", nil, "enrollment.approve"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCeremony(t)
+			verdict := attest.Result{Serial: "SER-1", UDID: "UDID-1", Fresh: true}
+			c.gate.SetAttestation(questions{}, fakeVerifier{r: verdict}, true)
+			e := c.enrolled(aliceID, "UDID-1", "SER-1")
+			if tc.attested {
+				var err error
+				if e, err = c.gate.Attest(c.ctx, c.store.snapshot(e.ID), AttestationAnswer{Status: "Acknowledged", Answered: true}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, err := c.gate.Approve(c.ctx, tc.actor, e.ID, tc.note)
+			if !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
+				t.Fatalf("Approve = %v, want %v", err, tc.want)
+			}
+			if tc.action != "" && !c.store.hasAudit(tc.action, OutcomeOK) {
+				t.Fatalf("audit %v lacks %s", c.store.auditActions(), tc.action)
+			}
+		})
+	}
 }

@@ -232,6 +232,9 @@ type Enrollments struct {
 	notifier  Notifier
 	questions Questioner
 	verifier  AttestationVerifier
+	// requireAttestation refuses approval of an unattested enrollment,
+	// but for an admin's written override.
+	requireAttestation bool
 }
 
 // SetNotifier makes the gate announce new pending enrollments.
@@ -344,6 +347,13 @@ func (s *Enrollments) decide(ctx context.Context, actor Actor, id string, to Sta
 		}
 		op = "self_approve"
 	}
+	if to == StateApproved && s.requireAttestation && !e.Attestation.Attested() {
+		if !actor.Admin || strings.TrimSpace(note) == "" {
+			return Enrollment{}, fmt.Errorf("%s: %w: this server requires hardware attestation and enrollment %s is not attested (%s); "+
+				"only an admin may approve it, with a written reason", op, ErrForbidden, id, attestationWord(e.Attestation))
+		}
+		op = "approve_unattested"
+	}
 	var cmds []NewCommand
 	if to == StateApproved && s.post != nil {
 		if cmds, err = s.post.Commands(e); err != nil {
@@ -385,6 +395,13 @@ func (s *Enrollments) Retire(ctx context.Context, actor Actor, id, reason string
 		n.Retired(e, reason)
 	}
 	return e, nil
+}
+
+func attestationWord(a Attestation) string {
+	if a.Status == AttestNotAsked {
+		return "not asked"
+	}
+	return string(a.Status)
 }
 
 // ownEnrollment reports whether the person behind actor is the user the

@@ -166,7 +166,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger, migrate boo
 	if err != nil {
 		return nil, err
 	}
-	a.Enrollments.SetAttestation(attestationQuestion{}, verifier)
+	a.Enrollments.SetAttestation(attestationQuestion{}, verifier, cfg.Approval.RequireAttestation)
 	// Refused requests from one source (device check-ins, SCEP, sign-ins)
 	// are written once a minute, with a count, not once each; the rest is
 	// flushed before the store closes.

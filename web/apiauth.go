@@ -46,7 +46,7 @@ func (a *API) requireToken(min enrollment.Role, next http.HandlerFunc) http.Hand
 		if strings.Contains(tok.CreatedBy, ":") && !strings.HasPrefix(tok.CreatedBy, "user:") {
 			creator = ""
 		}
-		actor := enrollment.Actor{Name: "api:" + tok.Name, RemoteIP: clientIP(r), Email: creator}
+		actor := enrollment.Actor{Name: "api:" + tok.Name, RemoteIP: clientIP(r), Email: creator, Admin: tok.Role == enrollment.RoleAdmin}
 		ctx := context.WithValue(context.WithValue(r.Context(), actorKey{}, actor), roleKey{}, tok.Role)
 		next(w, r.WithContext(ctx))
 	}

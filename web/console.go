@@ -232,7 +232,8 @@ func me(r *http.Request) enrollment.User {
 }
 
 func actor(r *http.Request) enrollment.Actor {
-	return enrollment.Actor{Name: "user:" + me(r).Email, RemoteIP: clientIP(r), Email: me(r).Email}
+	u := me(r)
+	return enrollment.Actor{Name: "user:" + u.Email, RemoteIP: clientIP(r), Email: u.Email, Admin: u.Role == enrollment.RoleAdmin}
 }
 
 // back redirects to a console page with a message; only local paths. The

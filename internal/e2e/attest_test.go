@@ -10,6 +10,7 @@ import (
 
 	"github.com/vestibule-mdm/vestibule/attest/attesttest"
 	"github.com/vestibule-mdm/vestibule/auth"
+	"github.com/vestibule-mdm/vestibule/config"
 	"github.com/vestibule-mdm/vestibule/enrollment"
 	"github.com/vestibule-mdm/vestibule/internal/devicesim"
 	"github.com/vestibule-mdm/vestibule/server"
@@ -203,4 +204,53 @@ func TestAttestationInTheQueue(t *testing.T) {
 	}
 	shot(t, ctx, dir, "console-pending-attestation.png")
 	t.Logf("screenshot in %s", dir)
+}
+
+// TestRequireAttestationPolicy: with approval.require_attestation, an
+// unattested device is approved only by an admin with a written reason,
+// audited; an attested one as usual.
+func TestRequireAttestationPolicy(t *testing.T) {
+	storetest.ForEachDialect(t, func(t *testing.T, dialect string) {
+		now := time.Now()
+		ca, err := attesttest.NewCA("Test", now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := newEnvWith(t, dialect, []server.Option{server.WithAttestationRoots(ca.Pool())}, func(c *config.Config) {
+			c.Approval.RequireAttestation = true
+		})
+		approver, adminToken := e.token(enrollment.RoleApprover), e.token(enrollment.RoleAdmin)
+
+		old, ro := e.enrolledDevice("alice@example.com", "C02OLDIPAD01")
+		code, err := old.Authenticate(e.ctx)
+		e.expect("Authenticate", code, err, 200)
+		onlyTheQuestion(t, e, old) // answered without attestation: unsupported
+		for _, tc := range []struct {
+			name, token, body string
+			want              int
+		}{
+			{"approver", approver, `{"note":"looks fine"}`, 403},
+			{"admin without a reason", adminToken, ``, 403},
+			{"admin with a reason", adminToken, `{"note":"old iPad, checked in person"}`, 200},
+		} {
+			if code, body := e.api(tc.token, "POST", "/api/v1/enrollments/"+ro.ID+"/approve", tc.body); code != tc.want {
+				t.Fatalf("%s: %d %s, want %d", tc.name, code, body, tc.want)
+			}
+		}
+		events, _ := e.app.Store.ListAudit(e.ctx, enrollment.AuditFilter{Action: "enrollment.approve_unattested", TargetID: ro.ID})
+		if len(events) != 1 || events[0].Detail != "old iPad, checked in person" {
+			t.Fatalf("the override is not audited: %+v", events)
+		}
+
+		d, r := e.enrolledDevice("alice@example.com", "C02ATTESTED9")
+		d.Attest = func(nonce []byte) ([][]byte, error) {
+			return ca.Chain(attesttest.Leaf{Serial: d.Serial, UDID: d.UDID, Nonce: nonce}, now)
+		}
+		code, err = d.Authenticate(e.ctx)
+		e.expect("Authenticate", code, err, 200)
+		onlyTheQuestion(t, e, d)
+		if code, body := e.api(approver, "POST", "/api/v1/enrollments/"+r.ID+"/approve", ""); code != 200 {
+			t.Fatalf("attested device: %d %s", code, body)
+		}
+	})
 }
