@@ -288,3 +288,37 @@ func FuzzVerifySignature(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecodeAttestation: whatever a device sends as its DeviceInformation
+// answer, reading the attestation chain out of it is bounded and does not
+// panic; an answer holds at most MaxAttestationChain certificates.
+func FuzzDecodeAttestation(f *testing.F) {
+	withChain, _ := plist.Marshal(map[string]any{"UDID": "u", "Status": "Acknowledged", "CommandUUID": "c",
+		"QueryResponses": map[string]any{"DevicePropertiesAttestation": []any{[]byte{0x30, 0x03, 0x02, 0x01, 0x01}, []byte{0x30, 0x00}}}})
+	f.Add(withChain)
+	without, _ := plist.Marshal(map[string]any{"UDID": "u", "Status": "Acknowledged", "QueryResponses": map[string]any{"SerialNumber": "S"}})
+	f.Add(without)
+	f.Add(plisttest.Encode(map[string]any{"QueryResponses": map[string]any{"DevicePropertiesAttestation": []any{[]byte{1}, []byte{2}, []byte{3}, []byte{4}, []byte{5}}}}))
+	addHostileSeeds(f)
+	f.Fuzz(func(t *testing.T, body []byte) {
+		chain, answered, err := DecodeAttestation(body)
+		if err == nil && (len(chain) > MaxAttestationChain || answered != (len(chain) > 0)) {
+			t.Fatalf("chain of %d, answered %v", len(chain), answered)
+		}
+	})
+}
+
+func TestDecodeAttestation(t *testing.T) {
+	five := plisttest.Encode(map[string]any{"QueryResponses": map[string]any{"DevicePropertiesAttestation": []any{[]byte{1}, []byte{2}, []byte{3}, []byte{4}, []byte{5}}}})
+	if _, _, err := DecodeAttestation(five); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("five certificates: %v", err)
+	}
+	two := plisttest.Encode(map[string]any{"QueryResponses": map[string]any{"DevicePropertiesAttestation": []any{[]byte{1}, []byte{2}}}})
+	if chain, answered, err := DecodeAttestation(two); err != nil || !answered || len(chain) != 2 {
+		t.Fatalf("two certificates: %v %v %d", err, answered, len(chain))
+	}
+	none := plisttest.Encode(map[string]any{"QueryResponses": map[string]any{"SerialNumber": "S"}})
+	if _, answered, err := DecodeAttestation(none); err != nil || answered {
+		t.Fatalf("no attestation: %v %v", err, answered)
+	}
+}
