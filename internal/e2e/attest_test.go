@@ -6,10 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chromedp/chromedp"
-
 	"github.com/vestibule-mdm/vestibule/attest/attesttest"
-	"github.com/vestibule-mdm/vestibule/auth"
 	"github.com/vestibule-mdm/vestibule/config"
 	"github.com/vestibule-mdm/vestibule/enrollment"
 	"github.com/vestibule-mdm/vestibule/internal/devicesim"
@@ -166,12 +163,7 @@ func TestAttestationInTheQueue(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := newEnvWith(t, "sqlite", []server.Option{server.WithAttestationRoots(ca.Pool())})
-	hash, _ := auth.HashPassword(testPassword)
-	u, err := e.app.Users.Add(e.ctx, admin, enrollment.UserInput{Email: "approver@example.com", Role: enrollment.RoleApprover})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.app.Store.SetUserPassword(e.ctx, u.ID, hash, enrollment.AuditEvent{At: u.CreatedAt, Actor: "test", Action: "user.password"})
+	e.passwordUser(enrollment.UserInput{Email: "approver@example.com", Role: enrollment.RoleApprover})
 	for _, tc := range []struct{ owner, serial, attested, name string }{
 		{"alice@example.com", "C02HONESTMAC", "C02HONESTMAC", "Alice's MacBook Pro"},
 		{"bob@example.com", "C02CLAIMEDMAC", "C02OTHERMAC99", "Bob's MacBook Air"},
@@ -185,15 +177,7 @@ func TestAttestationInTheQueue(t *testing.T) {
 		e.expect("Authenticate", code, err, 200)
 		onlyTheQuestion(t, e, d)
 	}
-	err = chromedp.Do(ctx,
-		chromedp.Navigate(e.url+"/console/pending"),
-		chromedp.WaitVisible(`input[name=email]`),
-		chromedp.SendKeys(`input[name=email]`, "approver@example.com"),
-		chromedp.SendKeys(`input[name=password]`, testPassword),
-		chromedp.Click(`button[type=submit]`),
-		chromedp.WaitVisible(`table`),
-	)
-	if err != nil {
+	if err := signIn(ctx, e.url+"/console/pending", "approver@example.com"); err != nil {
 		t.Fatal(err)
 	}
 	text := textOf(t, ctx, `main`)

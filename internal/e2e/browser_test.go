@@ -86,12 +86,7 @@ func TestConsoleInABrowser(t *testing.T) {
 	ctx := newBrowser(t)
 	dir := screenshotDir(t)
 	e := newEnv(t, "sqlite")
-	hash, _ := auth.HashPassword(testPassword)
-	approver, err := e.app.Users.Add(e.ctx, admin, enrollment.UserInput{Email: "approver@example.com", Name: "Ann Approver", Role: enrollment.RoleApprover})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.app.Store.SetUserPassword(e.ctx, approver.ID, hash, enrollment.AuditEvent{At: approver.CreatedAt, Actor: "test", Action: "user.password"})
+	e.passwordUser(enrollment.UserInput{Email: "approver@example.com", Name: "Ann Approver", Role: enrollment.RoleApprover})
 
 	good, goodRes := e.enrolledDevice("alice@example.com", "C02GOODMAC01")
 	good.DeviceName = "Alice's MacBook Pro"
@@ -108,14 +103,7 @@ func TestConsoleInABrowser(t *testing.T) {
 	again, _ := e.enrolledDevice("alice@example.com", "C02GOODMAC01")
 	again.UDID, again.DeviceName = good.UDID, "Alice's MacBook Pro"
 
-	err = chromedp.Do(ctx,
-		chromedp.Navigate(e.url+"/console/pending"),
-		chromedp.WaitVisible(`input[name=email]`),
-		chromedp.SendKeys(`input[name=email]`, "approver@example.com"),
-		chromedp.SendKeys(`input[name=password]`, testPassword),
-		chromedp.Click(`button[type=submit]`),
-		chromedp.WaitVisible(`table`),
-	)
+	err := signIn(ctx, e.url+"/console/pending", "approver@example.com")
 	text := textOf(t, ctx, `main`)
 	if err != nil {
 		t.Fatalf("sign in: %v", err)
@@ -216,4 +204,34 @@ func TestPortalInABrowser(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// passwordUser adds a user with the test password, for the sign-in page.
+func (e *env) passwordUser(in enrollment.UserInput) enrollment.User {
+	e.t.Helper()
+	u, err := e.app.Users.Add(e.ctx, admin, in)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	hash, err := auth.HashPassword(testPassword)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := e.app.Store.SetUserPassword(e.ctx, u.ID, hash, enrollment.AuditEvent{At: u.CreatedAt, Actor: "test", Action: "user.password"}); err != nil {
+		e.t.Fatal(err)
+	}
+	return u
+}
+
+// signIn opens page, signs in on the login page it redirects to, and waits
+// for the page's table.
+func signIn(ctx context.Context, page, email string) error {
+	return chromedp.Do(ctx,
+		chromedp.Navigate(page),
+		chromedp.WaitVisible(`input[name=email]`),
+		chromedp.SendKeys(`input[name=email]`, email),
+		chromedp.SendKeys(`input[name=password]`, testPassword),
+		chromedp.Click(`button[type=submit]`),
+		chromedp.WaitVisible(`table`),
+	)
 }

@@ -10,7 +10,6 @@ import (
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
-	"github.com/vestibule-mdm/vestibule/auth"
 	"github.com/vestibule-mdm/vestibule/enrollment"
 )
 
@@ -21,12 +20,7 @@ import (
 func TestSignInRedirectStaysOnSite(t *testing.T) {
 	ctx := newBrowser(t)
 	e := newEnv(t, "sqlite")
-	hash, _ := auth.HashPassword(testPassword)
-	u, err := e.app.Users.Add(e.ctx, admin, enrollment.UserInput{Email: "viewer@example.com", Role: enrollment.RoleViewer})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.app.Store.SetUserPassword(e.ctx, u.ID, hash, enrollment.AuditEvent{At: u.CreatedAt, Actor: "test", Action: "user.password"})
+	e.passwordUser(enrollment.UserInput{Email: "viewer@example.com", Role: enrollment.RoleViewer})
 	site, err := url.Parse(e.url)
 	if err != nil {
 		t.Fatal(err)
