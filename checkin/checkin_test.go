@@ -264,7 +264,7 @@ func TestEndpoints(t *testing.T) {
 		"approved": {ID: "approved", State: enrollment.StateApproved, Facts: enrollment.DeviceFacts{UDID: "UDID-A"}},
 		"denied":   {ID: "denied", State: enrollment.StateDenied, Facts: enrollment.DeviceFacts{UDID: "UDID-D"}},
 		"asked": {ID: "asked", State: enrollment.StatePending, Facts: enrollment.DeviceFacts{UDID: "UDID-Q"},
-			Attestation: enrollment.Attestation{Status: enrollment.AttestAsked}},
+			Attestation: enrollment.Attestation{Status: enrollment.AttestAsked}, AttestCommand: "Q1"},
 	}
 	auth := func(udid string) []byte {
 		return plistBody(t, map[string]any{"MessageType": "Authenticate", "UDID": udid, "Topic": "t", "SerialNumber": "S"})
@@ -355,6 +355,14 @@ func TestEndpoints(t *testing.T) {
 				"CommandUUID": "Q1", "QueryResponses": map[string]any{"SerialNumber": "S"}}))
 		}, nil, nil, 200, func(t *testing.T, g *fakeGate, _ *fakeQueue, _ *auditLog, _ string) {
 			if len(g.answers) != 1 || g.answers[0].Answered {
+				t.Fatalf("%+v", g.answers)
+			}
+		}},
+		{"ok/a report for another command is no answer", func() *http.Request {
+			return signedRequest(t, askedDev, "/mdm/connect", rt, plistBody(t, map[string]any{"UDID": "UDID-Q", "Status": "Acknowledged",
+				"CommandUUID": "OTHER", "QueryResponses": map[string]any{"DevicePropertiesAttestation": []any{[]byte{0x30, 0x03}}}}))
+		}, nil, nil, 200, func(t *testing.T, g *fakeGate, _ *fakeQueue, _ *auditLog, _ string) {
+			if len(g.answers) != 0 {
 				t.Fatalf("%+v", g.answers)
 			}
 		}},

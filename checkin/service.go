@@ -164,10 +164,10 @@ func (s *Service) Connect(ctx context.Context, id Identity, report *mdm.CommandR
 }
 
 // attestation hands the answer to the attestation question to the gate:
-// while the question is open, a pending device's report can only be that
-// answer; an approved device's counts only when it carries attestation.
+// only a report for the question's own command, while it is open.
 func (s *Service) attestation(ctx context.Context, e enrollment.Enrollment, report *mdm.CommandReport, remoteIP string) *deviceError {
-	if e.Attestation.Status != enrollment.AttestAsked || report.Status == mdm.StatusIdle || report.Status == mdm.StatusNotNow {
+	if e.Attestation.Status != enrollment.AttestAsked || report.CommandUUID != e.AttestCommand ||
+		report.Status == mdm.StatusIdle || report.Status == mdm.StatusNotNow {
 		return nil
 	}
 	chain, answered, err := mdm.DecodeAttestation(report.Raw)
@@ -175,10 +175,8 @@ func (s *Service) attestation(ctx context.Context, e enrollment.Enrollment, repo
 		// Malformed attestation is an answer that does not verify.
 		chain, answered = nil, true
 	}
-	if !answered && e.State != enrollment.StatePending {
-		return nil
-	}
-	if _, err := s.gate.Attest(ctx, e, enrollment.AttestationAnswer{Status: report.Status, Answered: answered, Chain: chain, RemoteIP: remoteIP}); err != nil {
+	if _, err := s.gate.Attest(ctx, e, enrollment.AttestationAnswer{Status: report.Status, Answered: answered, Chain: chain, RemoteIP: remoteIP,
+		CommandUUID: report.CommandUUID}); err != nil {
 		return fail(http.StatusInternalServerError, "attestation: %w", err)
 	}
 	return nil

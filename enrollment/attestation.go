@@ -15,8 +15,12 @@ import (
 // AttestationStatus is what became of the attestation question.
 type AttestationStatus string
 
-// Attestation statuses. Only fresh and cached are attested; a mismatch is
-// attested hardware that is not the device that claims to be it.
+// Attestation statuses. Only fresh is attested for this enrollment: a
+// cached answer is Apple's word about the hardware, but it was not made for
+// this enrollment's nonce, so it could be a chain captured elsewhere and
+// replayed; it is shown as attested, not fresh, and counts as unattested
+// for approval policy. A mismatch is attested hardware that is not the
+// device that claims to be it.
 const (
 	AttestNotAsked    AttestationStatus = ""
 	AttestAsked       AttestationStatus = "asked"
@@ -41,8 +45,13 @@ type Attestation struct {
 	CheckedAt    *time.Time        `json:"checked_at,omitempty"`
 }
 
-// Attested reports whether Apple's chain vouched for this very device.
-func (a Attestation) Attested() bool { return a.Status == AttestFresh || a.Status == AttestCached }
+// Attested reports whether Apple's chain vouched for this very device, for
+// this enrollment's nonce.
+func (a Attestation) Attested() bool { return a.Status == AttestFresh }
+
+// AttestedNotFresh reports an answer Apple signed for another nonce: the
+// right hardware, perhaps, but not proven to have answered now.
+func (a Attestation) AttestedNotFresh() bool { return a.Status == AttestCached }
 
 // Questioner builds the one question a pending device may receive.
 type Questioner interface {
@@ -61,6 +70,9 @@ type AttestationAnswer struct {
 	Answered bool
 	Chain    [][]byte
 	RemoteIP string
+	// CommandUUID is the command the report answers: only the question's
+	// counts.
+	CommandUUID string
 }
 
 // SetAttestation makes the gate ask every new enrollment for Managed
@@ -89,9 +101,13 @@ func (s *Enrollments) ask(ctx context.Context, e Enrollment) (Enrollment, error)
 	ev := AuditEvent{At: now, Actor: "vestibule", Action: "enrollment.attest_ask", TargetType: "enrollment", TargetID: e.ID, Outcome: OutcomeOK,
 		Detail: "DeviceInformation with DevicePropertiesAttestation, command " + cmd.UUID}
 	if err := s.store.AskAttestation(ctx, e.ID, hex.EncodeToString(nonce), cmd, now, ev); err != nil {
+		if errors.Is(err, ErrConflict) {
+			// A concurrent retry asked first: its question stands.
+			return s.store.Enrollment(ctx, e.ID)
+		}
 		return e, fmt.Errorf("attestation question: %w", err)
 	}
-	e.Attestation = Attestation{Status: AttestAsked}
+	e.Attestation, e.AttestNonce, e.AttestCommand = Attestation{Status: AttestAsked}, hex.EncodeToString(nonce), cmd.UUID
 	return e, nil
 }
 
@@ -100,7 +116,8 @@ func (s *Enrollments) ask(ctx context.Context, e Enrollment) (Enrollment, error)
 // ones the device claimed. Every result is stored and audited; none makes
 // a device approved.
 func (s *Enrollments) Attest(ctx context.Context, e Enrollment, a AttestationAnswer) (Enrollment, error) {
-	if s.verifier == nil || e.Attestation.Status == AttestNotAsked {
+	// Only the answer to this enrollment's open question counts, once.
+	if s.verifier == nil || e.Attestation.Status != AttestAsked || a.CommandUUID == "" || a.CommandUUID != e.AttestCommand {
 		return e, nil
 	}
 	nonce, err := hex.DecodeString(e.AttestNonce)
@@ -123,7 +140,11 @@ func (s *Enrollments) Attest(ctx context.Context, e Enrollment, a AttestationAns
 	}
 	ev := AuditEvent{At: now, Actor: "device:" + e.Facts.UDID, Action: "enrollment.attest", TargetType: "enrollment", TargetID: e.ID,
 		RemoteIP: a.RemoteIP, Outcome: outcome, Detail: detail}
-	if err := s.store.RecordAttestation(ctx, e.ID, att, ev); err != nil {
+	if err := s.store.RecordAttestation(ctx, e.ID, e.AttestNonce, att, ev); err != nil {
+		if errors.Is(err, ErrConflict) {
+			// Another answer was judged first; the verdict stands.
+			return s.store.Enrollment(ctx, e.ID)
+		}
 		return e, fmt.Errorf("attest: %w", err)
 	}
 	e.Attestation = att
@@ -150,7 +171,7 @@ func JudgeAttestation(v AttestationVerifier, a AttestationAnswer, nonce []byte, 
 	att := Attestation{Status: AttestFresh, Serial: r.Serial, UDID: r.UDID, OSVersion: r.OSVersion, SEPOSVersion: r.SEPOSVersion,
 		IssuedAt: &r.IssuedAt}
 	if !r.Fresh {
-		att.Status, att.Reason = AttestCached, "attested, not fresh: an answer the device cached"
+		att.Status, att.Reason = AttestCached, "attested, not fresh: made for another nonce (cached by the device, or replayed)"
 	}
 	var diffs []string
 	if !strings.EqualFold(r.Serial, claimed.Serial) {

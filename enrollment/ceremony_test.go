@@ -472,8 +472,8 @@ func TestJudgeAttestation(t *testing.T) {
 			if got.Status != tc.want {
 				t.Fatalf("%q (%s), want %q", got.Status, got.Reason, tc.want)
 			}
-			if got.Attested() != (tc.want == AttestFresh || tc.want == AttestCached) {
-				t.Fatal("Attested disagrees with the status")
+			if got.Attested() != (tc.want == AttestFresh) || got.AttestedNotFresh() != (tc.want == AttestCached) {
+				t.Fatal("Attested disagrees with the status: only a fresh answer is attested for this enrollment")
 			}
 		})
 	}
@@ -486,9 +486,25 @@ func TestAttestationIsAskedAndJudged(t *testing.T) {
 	if e.Attestation.Status != AttestAsked || len(c.store.questions) != 1 || c.store.enrollments[e.ID].AttestNonce == "" {
 		t.Fatalf("a new enrollment was not asked: %+v, %d questions", e.Attestation, len(c.store.questions))
 	}
-	e, err := c.gate.Attest(c.ctx, c.store.snapshot(e.ID), AttestationAnswer{Status: "Acknowledged", Answered: true, Chain: [][]byte{{1}}})
+	snap := c.store.snapshot(e.ID)
+	// A report for another command is not the answer.
+	if e, _ := c.gate.Attest(c.ctx, snap, AttestationAnswer{Status: "Acknowledged", Answered: true, CommandUUID: "another"}); e.Attestation.Status != AttestAsked {
+		t.Fatalf("a report for another command was judged: %+v", e.Attestation)
+	}
+	e, err := c.gate.Attest(c.ctx, snap, AttestationAnswer{Status: "Acknowledged", Answered: true, Chain: [][]byte{{1}}, CommandUUID: snap.AttestCommand})
 	if err != nil || e.Attestation.Status != AttestFresh || !c.store.hasAudit("enrollment.attest", OutcomeOK) {
 		t.Fatalf("%v %+v %v", err, e.Attestation, c.store.auditActions())
+	}
+	// Judged once: a second answer to the same question changes nothing,
+	// even from a stale view of the enrollment.
+	c.gate.SetAttestation(questions{}, fakeVerifier{err: attest.ErrInvalidChain}, false)
+	if e, err := c.gate.Attest(c.ctx, snap, AttestationAnswer{Status: "Acknowledged", Answered: true, CommandUUID: snap.AttestCommand}); err != nil ||
+		e.Attestation.Status != AttestFresh {
+		t.Fatalf("a second answer changed the verdict: %v %+v", err, e.Attestation)
+	}
+	// A concurrent retry does not ask twice.
+	if again, err := c.gate.ask(c.ctx, snap); err != nil || again.AttestNonce != snap.AttestNonce || len(c.store.questions) != 1 {
+		t.Fatalf("asked twice: %v, %d questions", err, len(c.store.questions))
 	}
 	// Attestation never approves.
 	if c.store.enrollments[e.ID].State != StatePending {
@@ -528,7 +544,8 @@ func TestRequireAttestation(t *testing.T) {
 			e := c.enrolled(aliceID, "UDID-1", "SER-1")
 			if tc.attested {
 				var err error
-				if e, err = c.gate.Attest(c.ctx, c.store.snapshot(e.ID), AttestationAnswer{Status: "Acknowledged", Answered: true}); err != nil {
+				snap := c.store.snapshot(e.ID)
+				if e, err = c.gate.Attest(c.ctx, snap, AttestationAnswer{Status: "Acknowledged", Answered: true, CommandUUID: snap.AttestCommand}); err != nil {
 					t.Fatal(err)
 				}
 			}

@@ -64,7 +64,7 @@ type CommandStore interface {
 	NextCommand(ctx context.Context, enrollmentID string, includeNotNow bool, at time.Time) (Command, error)
 	// NextQuestion is NextCommand for a pending device: only the
 	// pre-approval question is ever returned.
-	NextQuestion(ctx context.Context, enrollmentID string, at time.Time) (Command, error)
+	NextQuestion(ctx context.Context, enrollmentID string, includeNotNow bool, at time.Time) (Command, error)
 	ListCommands(ctx context.Context, enrollmentID string) ([]Command, error)
 }
 
@@ -128,7 +128,7 @@ func (c *Commands) Next(ctx context.Context, e Enrollment, r Report) (Command, e
 		return Command{}, fmt.Errorf("next command: %w: status %q", ErrInvalid, r.Status)
 	}
 	if e.State == StatePending {
-		return c.store.NextQuestion(ctx, e.ID, now)
+		return c.store.NextQuestion(ctx, e.ID, includeNotNow, now)
 	}
 	return c.store.NextCommand(ctx, e.ID, includeNotNow, now)
 }

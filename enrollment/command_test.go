@@ -21,7 +21,7 @@ func (c *commandLog) NextCommand(context.Context, string, bool, time.Time) (Comm
 	c.calls = append(c.calls, "next")
 	return Command{}, nil
 }
-func (c *commandLog) NextQuestion(context.Context, string, time.Time) (Command, error) {
+func (c *commandLog) NextQuestion(context.Context, string, bool, time.Time) (Command, error) {
 	c.calls = append(c.calls, "question")
 	return Command{}, nil
 }

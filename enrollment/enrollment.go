@@ -100,8 +100,10 @@ type Enrollment struct {
 	LastSeenAt     *time.Time `json:"last_seen_at,omitempty"`
 	// Attestation is what Apple's hardware attestation vouched for.
 	Attestation Attestation `json:"attestation"`
-	// AttestNonce is the hex nonce of the attestation question.
-	AttestNonce string `json:"-"`
+	// AttestNonce is the hex nonce of the attestation question, and
+	// AttestCommand its command's UUID: only the answer to it counts.
+	AttestNonce   string `json:"-"`
+	AttestCommand string `json:"-"`
 }
 
 // Flags lists what an approver should look at twice.
@@ -176,11 +178,13 @@ type EnrollmentStore interface {
 	// explicit decision and revokes its certificates, with ev, in one
 	// transaction; any other current state is ErrConflict.
 	Retire(ctx context.Context, id, by, note string, at time.Time, ev AuditEvent) (Enrollment, error)
-	// AskAttestation stores the question's nonce (status asked) and queues
-	// cmd as the one command a pending device may receive, with ev.
+	// AskAttestation stores the question's nonce and command (status
+	// asked) and queues cmd as the one command a pending device may
+	// receive, with ev; ErrConflict when the enrollment was asked already.
 	AskAttestation(ctx context.Context, id, nonceHex string, cmd NewCommand, at time.Time, ev AuditEvent) error
-	// RecordAttestation stores the result of the question, with ev.
-	RecordAttestation(ctx context.Context, id string, a Attestation, ev AuditEvent) error
+	// RecordAttestation stores the result of the question asked with
+	// nonceHex, with ev; ErrConflict when it was judged already.
+	RecordAttestation(ctx context.Context, id, nonceHex string, a Attestation, ev AuditEvent) error
 }
 
 // NotMe is the owner's "this wasn't me": the enrollment is marked
@@ -277,15 +281,15 @@ func (s *Enrollments) Authenticate(ctx context.Context, c Claim) (Enrollment, er
 	ev := AuditEvent{At: now, Actor: "device:" + facts.UDID, Action: "enrollment.authenticate", TargetType: "enrollment",
 		TargetID: e.ID, RemoteIP: c.RemoteIP, Outcome: OutcomeOK, Detail: fmt.Sprintf("serial=%s model=%s", facts.Serial, facts.Model)}
 	res, err := s.store.ClaimReservation(ctx, tok.ReservationID, tok.NonceHex(), e, now, ev)
+	if err == nil && !res.Retry && s.notifier != nil {
+		s.notifier.Pending(res.Enrollment)
+	}
 	if err == nil && res.Enrollment.Attestation.Status == AttestNotAsked {
 		// A new enrollment (or a retry whose question was never queued)
 		// is asked for attestation; earlier results never carry over.
 		if res.Enrollment, err = s.ask(ctx, res.Enrollment); err != nil {
 			return Enrollment{}, fmt.Errorf("authenticate: %w", err)
 		}
-	}
-	if err == nil && !res.Retry && s.notifier != nil {
-		s.notifier.Pending(res.Enrollment)
 	}
 	if err != nil {
 		if errors.Is(err, ErrTokenClaimed) || errors.Is(err, ErrReservationNotOpen) || errors.Is(err, ErrTokenSuperseded) || errors.Is(err, ErrNotFound) {

@@ -228,16 +228,23 @@ func (m *memStore) AskAttestation(_ context.Context, id, nonceHex string, cmd Ne
 	if !ok {
 		return ErrNotFound
 	}
-	e.AttestNonce, e.Attestation = nonceHex, Attestation{Status: AttestAsked}
+	if e.Attestation.Status != AttestNotAsked {
+		return ErrConflict
+	}
+	e.AttestNonce, e.AttestCommand, e.Attestation = nonceHex, cmd.UUID, Attestation{Status: AttestAsked}
 	m.questions = append(m.questions, cmd)
 	m.audit = append(m.audit, ev)
 	return nil
 }
 
-func (m *memStore) RecordAttestation(_ context.Context, id string, a Attestation, ev AuditEvent) error {
+func (m *memStore) RecordAttestation(_ context.Context, id, nonceHex string, a Attestation, ev AuditEvent) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.enrollments[id].Attestation = a
+	e := m.enrollments[id]
+	if e.Attestation.Status != AttestAsked || e.AttestNonce != nonceHex {
+		return ErrConflict
+	}
+	e.Attestation = a
 	m.audit = append(m.audit, ev)
 	return nil
 }

@@ -4,6 +4,7 @@
 -- '' not asked, asked, fresh, cached, mismatch, invalid, stale, refused,
 -- unsupported. Results never carry over to another enrollment.
 ALTER TABLE enrollments ADD COLUMN attest_nonce TEXT NOT NULL DEFAULT '';
+ALTER TABLE enrollments ADD COLUMN attest_command TEXT NOT NULL DEFAULT '';
 ALTER TABLE enrollments ADD COLUMN attest_status TEXT NOT NULL DEFAULT '';
 ALTER TABLE enrollments ADD COLUMN attest_reason TEXT NOT NULL DEFAULT '';
 ALTER TABLE enrollments ADD COLUMN attest_serial TEXT NOT NULL DEFAULT '';
@@ -25,4 +26,5 @@ ALTER TABLE enrollments DROP COLUMN attest_udid;
 ALTER TABLE enrollments DROP COLUMN attest_serial;
 ALTER TABLE enrollments DROP COLUMN attest_reason;
 ALTER TABLE enrollments DROP COLUMN attest_status;
+ALTER TABLE enrollments DROP COLUMN attest_command;
 ALTER TABLE enrollments DROP COLUMN attest_nonce;

@@ -120,10 +120,15 @@ func (s *Store) NextCommand(ctx context.Context, enrollmentID string, includeNot
 }
 
 // NextQuestion is NextCommand restricted to the pre-approval question:
-// the only command a pending device may receive.
-func (s *Store) NextQuestion(ctx context.Context, enrollmentID string, at time.Time) (enrollment.Command, error) {
+// the only command a pending device may receive. A question the device
+// deferred (NotNow) is asked again only in a new session (after Idle).
+func (s *Store) NextQuestion(ctx context.Context, enrollmentID string, includeNotNow bool, at time.Time) (enrollment.Command, error) {
+	statuses := `('queued', 'sent')`
+	if includeNotNow {
+		statuses = `('queued', 'sent', 'not_now')`
+	}
 	return s.next(ctx, enrollmentID, `SELECT * FROM commands WHERE enrollment_id = ? AND pre_approval <> 0
-		AND status IN ('queued', 'sent', 'not_now') ORDER BY seq LIMIT 1`, at)
+		AND status IN `+statuses+` ORDER BY seq LIMIT 1`, at)
 }
 
 // next marks the command query finds as sent and returns it.

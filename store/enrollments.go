@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jmoiron/sqlx"
 
@@ -39,6 +40,7 @@ type enrollmentRow struct {
 	Suspicious     bool           `db:"suspicious"`
 	OwnerDisabled  bool           `db:"owner_disabled"`
 	AttestNonce    string         `db:"attest_nonce"`
+	AttestCommand  string         `db:"attest_command"`
 	AttestStatus   string         `db:"attest_status"`
 	AttestReason   string         `db:"attest_reason"`
 	AttestSerial   string         `db:"attest_serial"`
@@ -63,7 +65,7 @@ func (r enrollmentRow) enrollment() enrollment.Enrollment {
 		CheckinIP: r.CheckinIP, CreatedAt: fromMS(r.CreatedAt), UpdatedAt: fromMS(r.UpdatedAt), DecidedAt: fromNullMS(r.DecidedAt),
 		DecidedBy: r.DecidedBy.String, DecisionNote: r.DecisionNote, Suspicious: r.Suspicious, OwnerDisabled: r.OwnerDisabled, PushToken: r.PushToken,
 		PushMagic: r.PushMagic, PushTopic: r.PushTopic, TokenUpdatedAt: fromNullMS(r.TokenUpdatedAt), PushInvalidAt: fromNullMS(r.PushInvalidAt), LastSeenAt: fromNullMS(r.LastSeenAt),
-		AttestNonce: r.AttestNonce, Attestation: enrollment.Attestation{Status: enrollment.AttestationStatus(r.AttestStatus), Reason: r.AttestReason,
+		AttestNonce: r.AttestNonce, AttestCommand: r.AttestCommand, Attestation: enrollment.Attestation{Status: enrollment.AttestationStatus(r.AttestStatus), Reason: r.AttestReason,
 			Serial: r.AttestSerial, UDID: r.AttestUDID, OSVersion: r.AttestOS, SEPOSVersion: r.AttestSEPOS,
 			IssuedAt: fromNullMS(r.AttestIssued), CheckedAt: fromNullMS(r.AttestChecked)}}
 }
@@ -72,7 +74,7 @@ const selectEnrollment = `SELECT e.id, e.user_id, u.email AS user_email, e.state
 	e.udid, e.serial, e.model, e.model_name, e.product_name, e.os_version, e.build_version, e.imei, e.meid, e.device_name,
 	e.checkin_ip, e.created_at, e.updated_at, e.decided_at, e.decided_by, e.decision_note, e.suspicious <> 0 AS suspicious,
 	e.push_token, e.push_magic, e.push_topic, e.token_updated_at, e.push_invalid_at, e.last_seen_at,
-	u.disabled_at IS NOT NULL AS owner_disabled, e.attest_nonce, e.attest_status, e.attest_reason, e.attest_serial, e.attest_udid,
+	u.disabled_at IS NOT NULL AS owner_disabled, e.attest_nonce, e.attest_command, e.attest_status, e.attest_reason, e.attest_serial, e.attest_udid,
 	e.attest_os, e.attest_sepos, e.attest_issued_at, e.attest_checked_at
 	FROM enrollments e JOIN users u ON u.id = e.user_id`
 
@@ -490,14 +492,17 @@ func (s *Store) ApprovedCounts(ctx context.Context, userIDs []string) (map[strin
 // question as the one pre-approval command, with ev, in one transaction.
 func (s *Store) AskAttestation(ctx context.Context, id, nonceHex string, cmd enrollment.NewCommand, at time.Time, ev enrollment.AuditEvent) error {
 	return s.inTx(ctx, func(tx *sqlx.Tx) error {
-		res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE enrollments SET attest_nonce = ?, attest_status = 'asked', attest_reason = '',
-			attest_serial = '', attest_udid = '', attest_os = '', attest_sepos = '', attest_issued_at = NULL, attest_checked_at = NULL
-			WHERE id = ?`), nonceHex, id)
+		// Asked once: a concurrent retry finds the question already there.
+		res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE enrollments SET attest_nonce = ?, attest_command = ?, attest_status = 'asked'
+			WHERE id = ? AND attest_status = ''`), nonceHex, cmd.UUID, id)
 		if err != nil {
 			return fmt.Errorf("ask attestation: %w", err)
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
-			return fmt.Errorf("ask attestation: enrollment %s: %w", id, enrollment.ErrNotFound)
+			if _, err := getEnrollment(ctx, tx, id); err != nil {
+				return err
+			}
+			return fmt.Errorf("ask attestation: %w: enrollment %s was asked already", enrollment.ErrConflict, id)
 		}
 		if err := enqueueAs(ctx, tx, id, []enrollment.NewCommand{cmd}, "vestibule", at, true); err != nil {
 			return err
@@ -507,7 +512,7 @@ func (s *Store) AskAttestation(ctx context.Context, id, nonceHex string, cmd enr
 }
 
 // RecordAttestation stores the result of the attestation question.
-func (s *Store) RecordAttestation(ctx context.Context, id string, a enrollment.Attestation, ev enrollment.AuditEvent) error {
+func (s *Store) RecordAttestation(ctx context.Context, id, nonceHex string, a enrollment.Attestation, ev enrollment.AuditEvent) error {
 	return s.inTx(ctx, func(tx *sqlx.Tx) error {
 		var issued, checked sql.NullInt64
 		if a.IssuedAt != nil {
@@ -516,19 +521,31 @@ func (s *Store) RecordAttestation(ctx context.Context, id string, a enrollment.A
 		if a.CheckedAt != nil {
 			checked = sql.NullInt64{Int64: ms(*a.CheckedAt), Valid: true}
 		}
-		_, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE enrollments SET attest_status = ?, attest_reason = ?, attest_serial = ?, attest_udid = ?,
-			attest_os = ?, attest_sepos = ?, attest_issued_at = ?, attest_checked_at = ? WHERE id = ?`),
-			string(a.Status), cut(a.Reason, 500), cut(a.Serial, 64), cut(a.UDID, 64), cut(a.OSVersion, 32), cut(a.SEPOSVersion, 32), issued, checked, id)
+		res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE enrollments SET attest_status = ?, attest_reason = ?, attest_serial = ?, attest_udid = ?,
+			attest_os = ?, attest_sepos = ?, attest_issued_at = ?, attest_checked_at = ?
+			WHERE id = ? AND attest_status = 'asked' AND attest_nonce = ?`),
+			string(a.Status), cut(a.Reason, 500), cut(a.Serial, 64), cut(a.UDID, 64), cut(a.OSVersion, 32), cut(a.SEPOSVersion, 32), issued, checked,
+			id, nonceHex)
 		if err != nil {
 			return fmt.Errorf("record attestation: %w", err)
+		}
+		// Judged once: a second answer, even a concurrent one, changes nothing.
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("record attestation: %w: enrollment %s is not waiting for this answer", enrollment.ErrConflict, id)
 		}
 		return appendAudit(ctx, tx, ev)
 	})
 }
 
+// cut shortens s to at most n bytes without splitting a UTF-8 character
+// (PostgreSQL refuses invalid UTF-8), and drops invalid bytes.
 func cut(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
+	s = strings.ToValidUTF8(s, "")
+	if len(s) <= n {
+		return s
 	}
-	return s
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }

@@ -98,7 +98,7 @@ func TestAttestation(t *testing.T) {
 				if a.Status != tc.status || !strings.Contains(a.Reason, tc.reason) {
 					t.Fatalf("attestation %q (%s), want %q (%s)", a.Status, a.Reason, tc.status, tc.reason)
 				}
-				if a.Attested() != (tc.status == enrollment.AttestFresh || tc.status == enrollment.AttestCached) {
+				if a.Attested() != (tc.status == enrollment.AttestFresh) {
 					t.Fatalf("%q counted as attested: %v", a.Status, a.Attested())
 				}
 				if tc.status == enrollment.AttestFresh && (a.Serial != tc.serial || a.UDID != d.UDID || a.OSVersion != "15.1") {
@@ -120,6 +120,51 @@ func TestAttestation(t *testing.T) {
 				}
 			})
 		}
+
+		t.Run("a chain captured from another enrollment is not fresh", func(t *testing.T) {
+			// Alice's device answers honestly; Bob's enrollment claims her
+			// device's identifiers and replays her answer.
+			alice, _ := e.enrolledDevice("alice@example.com", "C02REPLAYED1")
+			var captured [][]byte
+			alice.Attest = func(nonce []byte) ([][]byte, error) {
+				chain, err := honest(alice)(nonce)
+				captured = chain
+				return chain, err
+			}
+			code, err := alice.Authenticate(e.ctx)
+			e.expect("Authenticate", code, err, 200)
+			onlyTheQuestion(t, e, alice)
+			bob, rb := e.enrolledDevice("bob@example.com", "C02REPLAYED1")
+			bob.UDID = alice.UDID
+			bob.Attest = func([]byte) ([][]byte, error) { return captured, nil }
+			code, err = bob.Authenticate(e.ctx)
+			e.expect("Authenticate", code, err, 200)
+			onlyTheQuestion(t, e, bob)
+			if a := e.enrollment(rb.ID).Attestation; a.Status != enrollment.AttestCached || a.Attested() {
+				t.Fatalf("a replayed answer: %q attested=%v", a.Status, a.Attested())
+			}
+		})
+
+		t.Run("NotNow defers the question to the next session", func(t *testing.T) {
+			d, _ := e.enrolledDevice("alice@example.com", "C02NOTNOW001")
+			code, err := d.Authenticate(e.ctx)
+			e.expect("Authenticate", code, err, 200)
+			code, cmd, err := d.Connect(e.ctx, "Idle", "")
+			e.expect("Connect", code, err, 200)
+			if cmd == nil {
+				t.Fatal("no question")
+			}
+			code, again, err := d.Connect(e.ctx, "NotNow", cmd.UUID)
+			e.expect("NotNow", code, err, 200)
+			if again != nil {
+				t.Fatalf("the deferred question came straight back: %s", again.UUID)
+			}
+			code, again, err = d.Connect(e.ctx, "Idle", "")
+			e.expect("Idle", code, err, 200)
+			if again == nil || again.UUID != cmd.UUID {
+				t.Fatalf("the next session did not ask again: %+v", again)
+			}
+		})
 
 		t.Run("re-enrollment asks again with a new nonce", func(t *testing.T) {
 			d, r := e.enrolledDevice("alice@example.com", "C02ATTEST010")
