@@ -202,16 +202,24 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger, migrate boo
 	if err != nil {
 		return nil, err
 	}
-	var proxies []netip.Prefix
-	for _, c := range cfg.MDM.TrustedProxyCIDRs {
-		proxies = append(proxies, netip.MustParsePrefix(c)) // validated by config
-	}
+	proxies := trustedProxies(cfg)
 	a.Checkin, err = checkin.New(checkin.Options{Gate: a.Enrollments, Queue: a.Commands, Certs: checkinCertificates{st},
 		Audit: a.Refusals, CA: a.CA.Cert, TrustedProxy: checkin.TrustedProxy{Header: cfg.MDM.TrustedProxyHeader, Networks: proxies}, Logger: log})
 	if err != nil {
 		return nil, err
 	}
 	return a, nil
+}
+
+// trustedProxies are mdm.trusted_proxy_cidrs, parsed (config validated
+// them): the proxies whose certificate header and X-Forwarded-For are
+// believed.
+func trustedProxies(cfg config.Config) []netip.Prefix {
+	var out []netip.Prefix
+	for _, c := range cfg.MDM.TrustedProxyCIDRs {
+		out = append(out, netip.MustParsePrefix(c))
+	}
+	return out
 }
 
 // Option adjusts Build.

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"strings"
 
@@ -118,13 +117,7 @@ func New(app *App) (*Server, error) {
 	if app.Config.TLS.CertFile != "" {
 		h = strictTransport(h)
 	}
-	var proxies []netip.Prefix
-	for _, c := range app.Config.MDM.TrustedProxyCIDRs {
-		if p, err := netip.ParsePrefix(c); err == nil {
-			proxies = append(proxies, p)
-		}
-	}
-	h = clientaddr.Middleware(proxies)(h)
+	h = clientaddr.Middleware(trustedProxies(app.Config))(h)
 	h = requestID(h)
 	s.handler = h
 	return s, nil
