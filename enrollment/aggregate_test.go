@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 type recordedAudit struct{ events []AuditEvent }
@@ -81,7 +82,7 @@ func TestBoundedAuditEvent(t *testing.T) {
 	}
 }
 
-func utf8Valid(s string) bool { return strings.ToValidUTF8(s, "\ufffd") == s }
+func utf8Valid(s string) bool { return utf8.ValidString(s) }
 
 type failingAudit struct {
 	recordedAudit
@@ -111,5 +112,24 @@ func TestRefusalAggregatorKeepsFirstRows(t *testing.T) {
 	}
 	if len(rec.events) != 2 {
 		t.Fatalf("%d first rows written, want 2", len(rec.events))
+	}
+}
+
+// TestCutKeepsUTF8: a device-controlled string cut to fit a column never
+// splits a character and holds no invalid byte (PostgreSQL refuses them,
+// which once let a device hide its attestation mismatch behind a failing
+// update).
+func TestCutKeepsUTF8(t *testing.T) {
+	for _, s := range []string{strings.Repeat("é", 300), "a" + strings.Repeat("€", 200), "\xff\xfe" + strings.Repeat("x", 600)} {
+		for _, n := range []int{4, 5, 63, 64, 499, 500} {
+			got := cut(s, n)
+			if len(got) > n || !utf8.ValidString(got) {
+				t.Fatalf("cut(%q…, %d) = %d bytes, valid %v", s[:8], n, len(got), utf8.ValidString(got))
+			}
+		}
+	}
+	a := Attestation{Reason: `serial: claimed "` + strings.Repeat("é", 300) + `"`, Serial: strings.Repeat("€", 40)}.bounded()
+	if len(a.Reason) > 500 || len(a.Serial) > 64 || !utf8.ValidString(a.Reason) || !utf8.ValidString(a.Serial) {
+		t.Fatalf("bounded attestation: %d %d", len(a.Reason), len(a.Serial))
 	}
 }

@@ -53,6 +53,16 @@ func (a Attestation) Attested() bool { return a.Status == AttestFresh }
 // right hardware, perhaps, but not proven to have answered now.
 func (a Attestation) AttestedNotFresh() bool { return a.Status == AttestCached }
 
+// bounded cuts what the device's claims and Apple's extensions put into
+// the result to what is stored, on UTF-8 boundaries (the reason quotes the
+// device's claimed serial and UDID).
+func (a Attestation) bounded() Attestation {
+	a.Reason = cut(a.Reason, 500)
+	a.Serial, a.UDID = cut(a.Serial, 64), cut(a.UDID, 64)
+	a.OSVersion, a.SEPOSVersion = cut(a.OSVersion, 32), cut(a.SEPOSVersion, 32)
+	return a
+}
+
 // Questioner builds the one question a pending device may receive.
 type Questioner interface {
 	AttestationQuestion(nonce []byte) (NewCommand, error)
@@ -93,6 +103,7 @@ func (s *Enrollments) ask(ctx context.Context, e Enrollment) (Enrollment, error)
 	if _, err := rand.Read(nonce); err != nil {
 		return e, err
 	}
+	nonceHex := hex.EncodeToString(nonce)
 	cmd, err := s.questions.AttestationQuestion(nonce)
 	if err != nil {
 		return e, fmt.Errorf("attestation question: %w", err)
@@ -100,14 +111,14 @@ func (s *Enrollments) ask(ctx context.Context, e Enrollment) (Enrollment, error)
 	now := s.now()
 	ev := AuditEvent{At: now, Actor: "vestibule", Action: "enrollment.attest_ask", TargetType: "enrollment", TargetID: e.ID, Outcome: OutcomeOK,
 		Detail: "DeviceInformation with DevicePropertiesAttestation, command " + cmd.UUID}
-	if err := s.store.AskAttestation(ctx, e.ID, hex.EncodeToString(nonce), cmd, now, ev); err != nil {
+	if err := s.store.AskAttestation(ctx, e.ID, nonceHex, cmd, now, ev); err != nil {
 		if errors.Is(err, ErrConflict) {
 			// A concurrent retry asked first: its question stands.
 			return s.store.Enrollment(ctx, e.ID)
 		}
 		return e, fmt.Errorf("attestation question: %w", err)
 	}
-	e.Attestation, e.AttestNonce, e.AttestCommand = Attestation{Status: AttestAsked}, hex.EncodeToString(nonce), cmd.UUID
+	e.Attestation, e.AttestNonce, e.AttestCommand = Attestation{Status: AttestAsked}, nonceHex, cmd.UUID
 	return e, nil
 }
 
@@ -125,7 +136,7 @@ func (s *Enrollments) Attest(ctx context.Context, e Enrollment, a AttestationAns
 		return e, fmt.Errorf("attest: stored nonce: %w", err)
 	}
 	now := s.now()
-	att := JudgeAttestation(s.verifier, a, nonce, e.Facts)
+	att := JudgeAttestation(s.verifier, a, nonce, e.Facts).bounded()
 	att.CheckedAt = &now
 	outcome := OutcomeOK
 	if !att.Attested() {

@@ -2,6 +2,7 @@ package enrollment
 
 import (
 	"context"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -87,8 +88,11 @@ func (ev AuditEvent) Bounded() AuditEvent {
 	return ev
 }
 
-// cut shortens s to at most n bytes on a UTF-8 boundary, marking the cut.
+// cut shortens s to at most n bytes of valid UTF-8, on a character
+// boundary, marking the cut.
 func cut(s string, n int) string {
+	// Invalid bytes go first: PostgreSQL refuses them in text columns.
+	s = strings.ToValidUTF8(s, "\ufffd")
 	if len(s) <= n {
 		return s
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/jmoiron/sqlx"
 
@@ -524,7 +523,7 @@ func (s *Store) RecordAttestation(ctx context.Context, id, nonceHex string, a en
 		res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE enrollments SET attest_status = ?, attest_reason = ?, attest_serial = ?, attest_udid = ?,
 			attest_os = ?, attest_sepos = ?, attest_issued_at = ?, attest_checked_at = ?
 			WHERE id = ? AND attest_status = 'asked' AND attest_nonce = ?`),
-			string(a.Status), cut(a.Reason, 500), cut(a.Serial, 64), cut(a.UDID, 64), cut(a.OSVersion, 32), cut(a.SEPOSVersion, 32), issued, checked,
+			string(a.Status), a.Reason, a.Serial, a.UDID, a.OSVersion, a.SEPOSVersion, issued, checked,
 			id, nonceHex)
 		if err != nil {
 			return fmt.Errorf("record attestation: %w", err)
@@ -535,17 +534,4 @@ func (s *Store) RecordAttestation(ctx context.Context, id, nonceHex string, a en
 		}
 		return appendAudit(ctx, tx, ev)
 	})
-}
-
-// cut shortens s to at most n bytes without splitting a UTF-8 character
-// (PostgreSQL refuses invalid UTF-8), and drops invalid bytes.
-func cut(s string, n int) string {
-	s = strings.ToValidUTF8(s, "")
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n]
 }
