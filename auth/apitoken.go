@@ -68,9 +68,9 @@ func (s *APITokens) Create(ctx context.Context, actor enrollment.Actor, name str
 		return APIToken{}, "", fmt.Errorf("create API token: %w: name must be 1 to 100 letters, digits, '.', '_', '-' or '@'", enrollment.ErrInvalid)
 	}
 	switch role {
-	case enrollment.RoleViewer, enrollment.RoleApprover, enrollment.RoleAdmin:
+	case enrollment.RoleViewer, enrollment.RoleApprover, enrollment.RoleAdmin, enrollment.RoleReceiver:
 	default:
-		return APIToken{}, "", fmt.Errorf("create API token: %w: role must be viewer, approver or admin", enrollment.ErrInvalid)
+		return APIToken{}, "", fmt.Errorf("create API token: %w: role must be viewer, approver, admin or receiver", enrollment.ErrInvalid)
 	}
 	b := make([]byte, 32)
 	if _, err := rand.Read(b); err != nil {

@@ -39,6 +39,7 @@ type Config struct {
 	MDM       MDM        `yaml:"mdm"`
 	Profile   Profile    `yaml:"profile"`
 	SCEP      SCEP       `yaml:"scep"`
+	Trust     Trust      `yaml:"trust"`
 	Vault     Vault      `yaml:"vault"`
 	Session   Session    `yaml:"session"`
 	Push      Push       `yaml:"push"`
@@ -172,6 +173,27 @@ type VaultK8sLogin struct {
 	JWTFile string `yaml:"jwt_file"`
 }
 
+// Trust configures device trust: the CA of device-trust certificates
+// (separate from the SCEP identity CA) and the signing keys of the
+// compliance events sent to identity providers. It is on when the trust CA
+// exists (--dev creates one; `vestibule ca init --trust` otherwise).
+type Trust struct {
+	CACertFile   string   `yaml:"ca_cert_file"`
+	CAKeyFile    string   `yaml:"ca_key_file"`
+	CertValidity Duration `yaml:"cert_validity"`
+	// RenewBefore: a trust certificate this close to expiry is renewed.
+	RenewBefore Duration `yaml:"renew_before"`
+	// ChallengeTTL: how long the one-time challenge of a trust profile
+	// lasts before the device is sent a new profile.
+	ChallengeTTL Duration `yaml:"challenge_ttl"`
+	// SSFKeyDir holds the ES256 keys that sign Security Event Tokens; the
+	// newest signs, all are published.
+	SSFKeyDir string `yaml:"ssf_key_dir"`
+	// SSFKeyRotation: a signing key older than this is replaced by a new
+	// one at start and while running.
+	SSFKeyRotation Duration `yaml:"ssf_key_rotation"`
+}
+
 // SCEP configures the CA that issues device identities.
 type SCEP struct {
 	CACertFile   string   `yaml:"ca_cert_file"`
@@ -296,10 +318,12 @@ func Defaults() Config {
 			ShutdownTimeout:   Duration(20 * time.Second),
 			MaxBodyBytes:      1 << 20,
 		},
-		Log:     Log{Level: "info", Format: "text"},
-		Enroll:  Enrollment{TokenTTL: Duration(time.Hour), ClockSkew: Duration(2 * time.Minute)},
-		Signer:  Signer{Backend: "local"},
-		SCEP:    SCEP{CertValidity: Duration(365 * 24 * time.Hour), MinRSABits: 2048},
+		Log:    Log{Level: "info", Format: "text"},
+		Enroll: Enrollment{TokenTTL: Duration(time.Hour), ClockSkew: Duration(2 * time.Minute)},
+		Signer: Signer{Backend: "local"},
+		SCEP:   SCEP{CertValidity: Duration(365 * 24 * time.Hour), MinRSABits: 2048},
+		Trust: Trust{CertValidity: Duration(30 * 24 * time.Hour), RenewBefore: Duration(10 * 24 * time.Hour),
+			ChallengeTTL: Duration(7 * 24 * time.Hour), SSFKeyRotation: Duration(90 * 24 * time.Hour)},
 		Vault:   Vault{Mount: "transit", Key: "vestibule-token", Timeout: Duration(3 * time.Second)},
 		Push:    Push{Environment: "production", Workers: 1},
 		MDM:     MDM{WebhookRetryDelay: Duration(2 * time.Second)},
@@ -359,6 +383,13 @@ func Load(o Overrides, env []string) (Config, error) {
 	if cfg.DataDir != "" && cfg.SCEP.CACertFile == "" && cfg.SCEP.CAKeyFile == "" {
 		cfg.SCEP.CACertFile = filepath.Join(cfg.DataDir, "ca.pem")
 		cfg.SCEP.CAKeyFile = filepath.Join(cfg.DataDir, "ca.key")
+	}
+	if cfg.DataDir != "" && cfg.Trust.CACertFile == "" && cfg.Trust.CAKeyFile == "" {
+		cfg.Trust.CACertFile = filepath.Join(cfg.DataDir, "trust-ca.pem")
+		cfg.Trust.CAKeyFile = filepath.Join(cfg.DataDir, "trust-ca.key")
+	}
+	if cfg.DataDir != "" && cfg.Trust.SSFKeyDir == "" {
+		cfg.Trust.SSFKeyDir = filepath.Join(cfg.DataDir, "ssf-keys")
 	}
 	if cfg.Signer.Backend == "local" && cfg.Signer.LocalKeyFile == "" && cfg.DataDir != "" {
 		cfg.Signer.LocalKeyFile = filepath.Join(cfg.DataDir, "hmac-keys.json")
@@ -613,6 +644,21 @@ func (c Config) Validate() error {
 	}
 	if c.SCEP.CertValidity.D() < time.Hour || c.SCEP.CertValidity.D() > 5*365*24*time.Hour {
 		bad("scep.cert_validity", "must be between 1h and 5 years")
+	}
+	if (c.Trust.CACertFile == "") != (c.Trust.CAKeyFile == "") {
+		bad("trust", "ca_cert_file and ca_key_file go together")
+	}
+	if v := c.Trust.CertValidity.D(); v < time.Hour || v > 397*24*time.Hour {
+		bad("trust.cert_validity", "must be between 1h and 397 days: trust certificates are short-lived")
+	}
+	if v := c.Trust.RenewBefore.D(); v <= 0 || v >= c.Trust.CertValidity.D() {
+		bad("trust.renew_before", "must be positive and shorter than trust.cert_validity")
+	}
+	if v := c.Trust.ChallengeTTL.D(); v < time.Minute || v > 30*24*time.Hour {
+		bad("trust.challenge_ttl", "must be between 1m and 30 days")
+	}
+	if v := c.Trust.SSFKeyRotation.D(); v < time.Hour {
+		bad("trust.ssf_key_rotation", "must be at least 1h")
 	}
 	if c.SCEP.MinRSABits < 2048 || c.SCEP.MinRSABits > 8192 {
 		bad("scep.min_rsa_bits", "must be between 2048 and 8192")

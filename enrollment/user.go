@@ -23,6 +23,24 @@ const (
 	RoleAdmin    Role = "admin"
 )
 
+// RoleReceiver is for API tokens only: a relying party (an identity
+// provider's Shared Signals receiver, an access proxy) that reads device
+// trust and manages its own event streams, and nothing else.
+const RoleReceiver Role = "receiver"
+
+// ParseTokenRole accepts the roles an API token may have: a person's
+// console roles above user, or receiver.
+func ParseTokenRole(s string) (Role, error) {
+	if r := Role(strings.ToLower(strings.TrimSpace(s))); r == RoleReceiver {
+		return r, nil
+	}
+	r, err := ParseRole(s)
+	if err == nil && r == RoleUser {
+		return "", fmt.Errorf("%w: an API token's role must be viewer, approver, admin or receiver", ErrInvalid)
+	}
+	return r, err
+}
+
 // ParseRole accepts one of the role names.
 func ParseRole(s string) (Role, error) {
 	switch r := Role(strings.ToLower(strings.TrimSpace(s))); r {

@@ -18,9 +18,12 @@ const MaxMessage = 64 << 10
 const caps = "POSTPKIOperation\nSHA-256\nSHA-512\nAES\nSCEPStandard\nRenewal\n"
 
 // Routes mounts /scep.
-func (s *Service) Routes(mux *http.ServeMux) {
-	mux.HandleFunc("GET /scep", s.serveHTTP)
-	mux.HandleFunc("POST /scep", s.serveHTTP)
+func (s *Service) Routes(mux *http.ServeMux) { s.RoutesAt(mux, "/scep") }
+
+// RoutesAt mounts the service at path: each CA has its own.
+func (s *Service) RoutesAt(mux *http.ServeMux, path string) {
+	mux.HandleFunc("GET "+path, s.serveHTTP)
+	mux.HandleFunc("POST "+path, s.serveHTTP)
 }
 
 func (s *Service) serveHTTP(w http.ResponseWriter, r *http.Request) {

@@ -68,8 +68,15 @@ type Options struct {
 	Validity time.Duration
 	// MinRSABits is the smallest device key accepted.
 	MinRSABits int
-	Logger     *slog.Logger
-	Now        func() time.Time
+	// Decorate, when set, adds to every certificate's template what this
+	// CA's certificates carry besides the subject (names, revocation
+	// pointers). subjectID is the certificate's CN.
+	Decorate func(ctx context.Context, subjectID string, tmpl *x509.Certificate) error
+	// Name prefixes the audit actions ("scep" when empty): one service per
+	// CA, each telling its own issuances apart.
+	Name   string
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 // Validate names what is wrong.
@@ -96,6 +103,8 @@ type Service struct {
 	store    Store
 	validity time.Duration
 	minBits  int
+	decorate func(ctx context.Context, subjectID string, tmpl *x509.Certificate) error
+	name     string
 	log      *slog.Logger
 	now      func() time.Time
 }
@@ -117,7 +126,11 @@ func New(o Options) (*Service, error) {
 	// a package variable whose default is DES. Responses to devices must be
 	// AES; nothing else in Vestibule encrypts with pkcs7.
 	setCipher.Do(func() { pkcs7.ContentEncryptionAlgorithm = pkcs7.EncryptionAlgorithmAES256CBC })
-	return &Service{ca: o.Authority, store: o.Store, validity: o.Validity, minBits: o.MinRSABits, log: o.Logger, now: o.Now}, nil
+	if o.Name == "" {
+		o.Name = "scep"
+	}
+	return &Service{ca: o.Authority, store: o.Store, validity: o.Validity, minBits: o.MinRSABits, decorate: o.Decorate, name: o.Name,
+		log: o.Logger, now: o.Now}, nil
 }
 
 // refusal is a request refused with a SCEP failure: info goes to the device,
@@ -162,7 +175,7 @@ func (s *Service) PKIOperation(ctx context.Context, data []byte, remoteIP string
 	if rerr != nil {
 		s.log.WarnContext(ctx, "SCEP request refused", "transaction", string(msg.TransactionID), "type", msg.MessageType.String(),
 			"fail_info", rerr.info.String(), "reason", rerr.reason, "remote_ip", remoteIP)
-		ev := enrollment.AuditEvent{At: s.now(), Actor: "scep:" + remoteIP, Action: "scep.refuse", TargetType: "scep_transaction",
+		ev := enrollment.AuditEvent{At: s.now(), Actor: s.name + ":" + remoteIP, Action: s.name + ".refuse", TargetType: "scep_transaction",
 			TargetID: truncate(string(msg.TransactionID), 128), RemoteIP: remoteIP, Outcome: enrollment.OutcomeRefused, Detail: rerr.reason.Error()}
 		if err := s.store.AppendAudit(ctx, ev); err != nil {
 			s.log.ErrorContext(ctx, "audit of a refused SCEP request failed", "err", err)
@@ -326,6 +339,11 @@ func (s *Service) issue(ctx context.Context, csr *x509.CertificateRequest, resID
 		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}
+	if s.decorate != nil {
+		if err := s.decorate(ctx, resID, tmpl); err != nil {
+			return nil, unavailable("certificate contents: %w", err)
+		}
+	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, csr.PublicKey, s.ca.Signer())
 	if err != nil {
 		return nil, unavailable("sign: %w", err)
@@ -337,7 +355,7 @@ func (s *Service) issue(ctx context.Context, csr *x509.CertificateRequest, resID
 	fp := sha256.Sum256(der)
 	rec := Certificate{Serial: strings.ToUpper(serial.Text(16)), SHA256: hex.EncodeToString(fp[:]), Subject: cert.Subject.String(),
 		NotBefore: cert.NotBefore, NotAfter: cert.NotAfter, ReservationID: resID, KeySHA256: keyHash, TransactionID: txID, DER: der, IssuedAt: now}
-	ev := enrollment.AuditEvent{At: now, Actor: "scep", Action: "scep.issue", TargetType: "reservation", TargetID: resID,
+	ev := enrollment.AuditEvent{At: now, Actor: s.name, Action: s.name + ".issue", TargetType: "reservation", TargetID: resID,
 		Outcome: enrollment.OutcomeOK, Detail: fmt.Sprintf("serial=%s via=%s", rec.Serial, how)}
 	if err := s.store.RecordIssued(ctx, rec, challengeHash, now, ev); err != nil {
 		if errors.Is(err, enrollment.ErrConflict) || errors.Is(err, enrollment.ErrNotFound) {

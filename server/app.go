@@ -57,6 +57,7 @@ type App struct {
 	Pusher       *push.Pusher                  // nil when push is not configured
 	DEP          *DEP                          // nil when the ABM sync is off
 	OIDC         *auth.OIDC                    // nil when no identity provider is configured
+	Trust        *Trust                        // nil when there is no trust CA
 
 	notify  notifiers
 	closers []func() error
@@ -196,6 +197,9 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger, migrate boo
 		if a.OIDC, err = newOIDC(ctx, cfg, st); err != nil {
 			return nil, err
 		}
+	}
+	if a.Trust, err = newTrust(cfg, st, a.APITokens, a.Profiles, a.Refusals, log); err != nil {
+		return nil, err
 	}
 	a.SCEP, err = scep.New(scep.Options{Authority: a.CA, Store: scepStore{st, a.Refusals}, Validity: cfg.SCEP.CertValidity.D(),
 		MinRSABits: cfg.SCEP.MinRSABits, Logger: log})

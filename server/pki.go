@@ -160,10 +160,21 @@ func loadOrCreate(certFile, keyFile string, create func() (keyPair, error)) (key
 // InitCA creates the SCEP CA key pair at the configured paths unless it
 // exists; created says which.
 func InitCA(certFile, keyFile, orgName string, bits int) (keyPair, bool, error) {
+	return initRootCA(certFile, keyFile, orgName+" Device CA", orgName, bits)
+}
+
+// InitTrustCA creates the device-trust CA at the configured paths unless it
+// exists. It is RSA because devices get their trust certificates over
+// SCEP, encrypting requests to it.
+func InitTrustCA(certFile, keyFile, orgName string, bits int) (keyPair, bool, error) {
+	return initRootCA(certFile, keyFile, orgName+" Device Trust CA", orgName, bits)
+}
+
+func initRootCA(certFile, keyFile, commonName, orgName string, bits int) (keyPair, bool, error) {
 	return loadOrCreate(certFile, keyFile, func() (keyPair, error) {
 		now := time.Now()
 		return issue(&x509.Certificate{
-			Subject:               pkix.Name{CommonName: orgName + " Device CA", Organization: []string{orgName}},
+			Subject:               pkix.Name{CommonName: commonName, Organization: []string{orgName}},
 			NotBefore:             now.Add(-time.Hour),
 			NotAfter:              now.AddDate(10, 0, 0),
 			KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,

@@ -104,6 +104,9 @@ func New(app *App) (*Server, error) {
 	}
 	app.SCEP.Routes(mux)
 	app.Checkin.Routes(mux)
+	if app.Trust != nil {
+		app.Trust.Routes(mux)
+	}
 
 	var h http.Handler = mux
 	h = recoverPanics(s.log)(h)

@@ -26,6 +26,8 @@ type certRow struct {
 	IssuedAt      int64         `db:"issued_at"`
 	RevokedAt     sql.NullInt64 `db:"revoked_at"`
 	RevokeReason  string        `db:"revoke_reason"`
+	// RevokeCode exists only in trust_certificates.
+	RevokeCode int `db:"revoke_code"`
 }
 
 func (r certRow) cert() (scep.Certificate, error) {

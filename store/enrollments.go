@@ -311,6 +311,13 @@ func (s *Store) Decide(ctx context.Context, id string, from, to enrollment.State
 				return err
 			}
 		}
+		cause := trustCause{reason: string(to) + " by " + by, initiator: "admin", crlCode: crlPrivilegeWithdrawn}
+		if note != "" {
+			cause.reason += ": " + note
+		}
+		if err := syncTrust(ctx, tx, []string{id}, cause, at); err != nil {
+			return err
+		}
 		if err := appendAudit(ctx, tx, ev); err != nil {
 			return err
 		}
@@ -339,6 +346,9 @@ func (s *Store) supersede(ctx context.Context, tx *sqlx.Tx, e enrollment.Enrollm
 	if _, err := tx.ExecContext(ctx, tx.Rebind(q), args...); err != nil {
 		return fmt.Errorf("supersede: %w", err)
 	}
+	if err := syncTrust(ctx, tx, ids, trustCause{reason: "superseded by " + e.ID, initiator: "admin", crlCode: crlSuperseded}, at); err != nil {
+		return err
+	}
 	return revokeEnrollmentCerts(ctx, tx, ids, "superseded by "+e.ID, at)
 }
 
@@ -357,6 +367,10 @@ func (s *Store) Retire(ctx context.Context, id, by, note string, at time.Time, e
 			return err
 		}
 		if err := revokeEnrollmentCerts(ctx, tx, []string{id}, "retired: "+note, at); err != nil {
+			return err
+		}
+		if err := syncTrust(ctx, tx, []string{id}, trustCause{reason: "retired by " + by + ": " + note, initiator: "admin",
+			crlCode: crlAffiliationChanged}, at); err != nil {
 			return err
 		}
 		if err := appendAudit(ctx, tx, ev); err != nil {
@@ -388,6 +402,10 @@ func (s *Store) MarkUnenrolled(ctx context.Context, id string, at time.Time, ev 
 			return fmt.Errorf("unenroll: %w", err)
 		}
 		if err := revokeEnrollmentCerts(ctx, tx, []string{id}, "checked out", at); err != nil {
+			return err
+		}
+		if err := syncTrust(ctx, tx, []string{id}, trustCause{reason: "the device removed its enrollment", initiator: "user",
+			crlCode: crlCessationOfOperation}, at); err != nil {
 			return err
 		}
 		return appendAudit(ctx, tx, ev)
@@ -434,6 +452,10 @@ func (s *Store) MarkSuspicious(ctx context.Context, id string, at time.Time, ev 
 			if err := revokeEnrollmentCerts(ctx, tx, []string{id}, "owner reported it", at); err != nil {
 				return err
 			}
+		}
+		if err := syncTrust(ctx, tx, []string{id}, trustCause{reason: "reported by " + ev.Actor, initiator: "user",
+			crlCode: crlKeyCompromise}, at); err != nil {
+			return err
 		}
 		if err := appendAudit(ctx, tx, ev); err != nil {
 			return err
@@ -531,6 +553,9 @@ func (s *Store) RecordAttestation(ctx context.Context, id, nonceHex string, a en
 		// Judged once: a second answer, even a concurrent one, changes nothing.
 		if n, _ := res.RowsAffected(); n == 0 {
 			return fmt.Errorf("record attestation: %w: enrollment %s is not waiting for this answer", enrollment.ErrConflict, id)
+		}
+		if err := syncTrust(ctx, tx, []string{id}, trustCause{initiator: "policy", crlCode: crlPrivilegeWithdrawn}, ev.At); err != nil {
+			return err
 		}
 		return appendAudit(ctx, tx, ev)
 	})

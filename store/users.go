@@ -174,6 +174,16 @@ func (s *Store) SetUserDisabled(ctx context.Context, userID string, disabled boo
 			}
 			ev.Detail += fmt.Sprintf(" denied_pending=%d", len(pending))
 		}
+		// Approved devices stay enrolled, but their trust follows the owner.
+		var approved []string
+		if err := tx.SelectContext(ctx, &approved, tx.Rebind(`SELECT id FROM enrollments WHERE user_id = ? AND state = 'approved'`), userID); err != nil {
+			return fmt.Errorf("approved enrollments of a user: %w", err)
+		}
+		cause := trustCause{reason: map[bool]string{true: "owner disabled", false: "owner enabled"}[disabled] + " by " + ev.Actor,
+			initiator: "admin", crlCode: crlPrivilegeWithdrawn}
+		if err := syncTrust(ctx, tx, approved, cause, at); err != nil {
+			return err
+		}
 		return appendAudit(ctx, tx, ev)
 	})
 }

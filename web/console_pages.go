@@ -412,7 +412,7 @@ func (c *Console) renderTokens(w http.ResponseWriter, r *http.Request, secret st
 }
 
 func (c *Console) createToken(w http.ResponseWriter, r *http.Request) {
-	role, err := enrollment.ParseRole(r.PostFormValue("role"))
+	role, err := enrollment.ParseTokenRole(r.PostFormValue("role"))
 	if err != nil {
 		back(w, r, "/console/tokens", "error", userMessage(err))
 		return

@@ -74,6 +74,9 @@ With --dev it runs on the embedded defaults: SQLite and generated keys in
 				go app.DEP.Run(ctx)
 			}
 			go app.Refusals.Run(ctx)
+			if app.Trust != nil {
+				app.Trust.Run(ctx)
+			}
 			var password string
 			if cfg.Dev {
 				if password, err = server.EnsureDevAdmin(ctx, app.Store); err != nil {

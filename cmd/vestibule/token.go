@@ -19,11 +19,11 @@ func (a *app) tokenCmd() *cobra.Command {
 	}
 	var name, role string
 	create := &cobra.Command{
-		Use:   "create --name NAME [--role admin|approver|viewer]",
+		Use:   "create --name NAME [--role admin|approver|viewer|receiver]",
 		Short: "Create an API token and print it once (only its hash is stored)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			r, err := enrollment.ParseRole(role)
+			r, err := enrollment.ParseTokenRole(role)
 			if err != nil {
 				return err
 			}

@@ -39,6 +39,18 @@ type Profile struct {
 
 // ParseProfile reads a signed (or unsigned) enrollment profile.
 func ParseProfile(b []byte) (Profile, error) {
+	p, err := parseSCEPProfile(b)
+	if err != nil {
+		return Profile{}, err
+	}
+	if p.SCEPURL == "" || p.CheckInURL == "" || p.ServerURL == "" || p.CN == "" {
+		return Profile{}, errors.New("profile lacks a SCEP or MDM payload")
+	}
+	return p, nil
+}
+
+// parseSCEPProfile reads the SCEP and MDM payloads a profile has.
+func parseSCEPProfile(b []byte) (Profile, error) {
 	content := b
 	if p7, err := pkcs7.Parse(b); err == nil {
 		if err := p7.Verify(); err != nil {
@@ -75,9 +87,6 @@ func ParseProfile(b []byte) (Profile, error) {
 			p.Topic, _ = pl["Topic"].(string)
 		}
 	}
-	if p.SCEPURL == "" || p.CheckInURL == "" || p.ServerURL == "" || p.CN == "" {
-		return Profile{}, errors.New("profile lacks a SCEP or MDM payload")
-	}
 	return p, nil
 }
 
@@ -101,6 +110,35 @@ type Device struct {
 	// honest or not. Nil: the device answers without attestation, as an
 	// OS too old to support it does.
 	Attest func(nonce []byte) ([][]byte, error)
+	// TrustCert and TrustKey are the device-trust identity a trust profile
+	// installed, as the keychain would hold it.
+	TrustCert *x509.Certificate
+	TrustKey  *rsa.PrivateKey
+}
+
+// InstallTrustProfile installs an InstallProfile command's profile that
+// carries only a SCEP payload (the device-trust profile): it enrolls over
+// SCEP with its own new key, keeping the MDM identity as it is.
+func (d *Device) InstallTrustProfile(ctx context.Context, cmd *Command) error {
+	var c struct {
+		Command struct{ Payload []byte }
+	}
+	if err := plist.Unmarshal(cmd.Raw, &c); err != nil {
+		return fmt.Errorf("InstallProfile: %w", err)
+	}
+	p, err := parseSCEPProfile(c.Command.Payload)
+	if err != nil {
+		return err
+	}
+	if p.SCEPURL == "" || p.Challenge == "" || p.ServerURL != "" {
+		return errors.New("not a trust profile: it must hold one SCEP payload and no MDM payload")
+	}
+	trust := &Device{Client: d.Client, Profile: p}
+	if err := trust.enroll(ctx, p.Challenge, p.CN); err != nil {
+		return fmt.Errorf("trust SCEP: %w", err)
+	}
+	d.TrustCert, d.TrustKey = trust.Cert, trust.Key
+	return nil
 }
 
 // sign returns the Mdm-Signature header value for body.

@@ -34,6 +34,8 @@ func Start(t testing.TB, dsn, dataDir string, mutate func(*config.Config), opts 
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Background work (push, device trust) is not started: tests drive it
+	// step by step, as serve's loops would.
 	t.Cleanup(func() { app.Close() })
 	srv, err := server.New(app)
 	if err != nil {

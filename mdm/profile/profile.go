@@ -94,6 +94,10 @@ type scepContent struct {
 	Keysize   int
 	KeyType   string `plist:"Key Type"`
 	KeyUsage  int    `plist:"Key Usage"`
+	// Set only in trust profiles: apps (browsers, Okta Verify) may present
+	// the certificate, and its key never leaves the keychain.
+	AllowAllAppsAccess *bool `plist:",omitempty"`
+	KeyIsExtractable   *bool `plist:",omitempty"`
 }
 
 type scepPayload struct {
@@ -192,6 +196,53 @@ func Sign(profile []byte, cert *x509.Certificate, key crypto.Signer, chain []*x5
 	b, err := sd.Finish()
 	if err != nil {
 		return nil, fmt.Errorf("sign profile: %w", err)
+	}
+	return b, nil
+}
+
+// TrustOptions describe the profile that gets an approved device its
+// device-trust certificate.
+type TrustOptions struct {
+	DeviceID         string
+	OrgName          string
+	IdentifierPrefix string
+	SCEPURL          string
+	Challenge        string
+	CAName           string
+}
+
+// BuildTrust returns the unsigned trust profile: one SCEP payload for the
+// trust CA. Its identifiers are stable per device, so a renewal replaces
+// the certificate installed before.
+func BuildTrust(o TrustOptions) ([]byte, error) {
+	for _, f := range []struct{ name, v string }{{"DeviceID", o.DeviceID}, {"OrgName", o.OrgName},
+		{"IdentifierPrefix", o.IdentifierPrefix}, {"Challenge", o.Challenge}} {
+		if strings.TrimSpace(f.v) == "" {
+			return nil, fmt.Errorf("trust profile: %s is required", f.name)
+		}
+	}
+	if u, err := url.Parse(o.SCEPURL); err != nil || !u.IsAbs() || u.Host == "" {
+		return nil, fmt.Errorf("trust profile: SCEPURL %q is not an absolute URL", o.SCEPURL)
+	}
+	yes, no := true, false
+	id := o.IdentifierPrefix + "." + o.DeviceID + ".trust"
+	cfg := configuration{
+		payloadHeader: payloadHeader{PayloadType: "Configuration", PayloadVersion: 1, PayloadIdentifier: id,
+			PayloadUUID: payloadUUID(o.DeviceID, "trust-configuration"), PayloadDisplayName: o.OrgName + " device trust",
+			PayloadOrganization: o.OrgName,
+			PayloadDescription:  "Proves to " + o.OrgName + "'s sign-in and network services that this is an approved company device."},
+		PayloadScope: "System",
+		PayloadContent: []any{scepPayload{
+			payloadHeader: payloadHeader{PayloadType: "com.apple.security.scep", PayloadVersion: 1, PayloadIdentifier: id + ".scep",
+				PayloadUUID: payloadUUID(o.DeviceID, "trust-scep"), PayloadDisplayName: o.OrgName + " device trust certificate"},
+			PayloadContent: scepContent{URL: o.SCEPURL, Challenge: o.Challenge, Name: o.CAName,
+				Subject: [][][]string{{{"CN", o.DeviceID}}}, Keysize: 2048, KeyType: "RSA", KeyUsage: 5,
+				AllowAllAppsAccess: &yes, KeyIsExtractable: &no},
+		}},
+	}
+	b, err := plist.MarshalIndent(cfg, "\t")
+	if err != nil {
+		return nil, fmt.Errorf("trust profile: %w", err)
 	}
 	return b, nil
 }

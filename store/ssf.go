@@ -1,0 +1,368 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/vestibule-mdm/vestibule/enrollment"
+	"github.com/vestibule-mdm/vestibule/trust/ssf"
+)
+
+type streamRow struct {
+	ID                  string        `db:"id"`
+	TokenID             string        `db:"token_id"`
+	Audience            string        `db:"audience"`
+	Description         string        `db:"description"`
+	EventsRequested     string        `db:"events_requested"`
+	Method              string        `db:"delivery_method"`
+	EndpointURL         string        `db:"endpoint_url"`
+	AuthorizationHeader string        `db:"authorization_header"`
+	DefaultSubjects     string        `db:"default_subjects"`
+	Status              string        `db:"status"`
+	StatusReason        string        `db:"status_reason"`
+	CreatedAt           int64         `db:"created_at"`
+	UpdatedAt           int64         `db:"updated_at"`
+	LastDeliveredAt     sql.NullInt64 `db:"last_delivered_at"`
+	LastError           string        `db:"last_error"`
+	LastErrorAt         sql.NullInt64 `db:"last_error_at"`
+	Undelivered         int           `db:"undelivered"`
+}
+
+func (r streamRow) stream() ssf.Stream {
+	var events []string
+	_ = json.Unmarshal([]byte(r.EventsRequested), &events)
+	return ssf.Stream{ID: r.ID, TokenID: r.TokenID, Audience: r.Audience, Description: r.Description, EventsRequested: events,
+		Method: r.Method, EndpointURL: r.EndpointURL, AuthorizationHeader: r.AuthorizationHeader, DefaultSubjects: r.DefaultSubjects,
+		Status: r.Status, StatusReason: r.StatusReason, CreatedAt: fromMS(r.CreatedAt), UpdatedAt: fromMS(r.UpdatedAt),
+		LastDeliveredAt: fromNullMS(r.LastDeliveredAt), LastError: r.LastError, LastErrorAt: fromNullMS(r.LastErrorAt), Undelivered: r.Undelivered}
+}
+
+const selectStream = `SELECT s.*, (SELECT COUNT(*) FROM ssf_outbox o WHERE o.stream_id = s.id AND o.delivered_at IS NULL) AS undelivered
+	FROM ssf_streams s`
+
+// CreateStream stores a new stream.
+func (s *Store) CreateStream(ctx context.Context, st ssf.Stream, ev enrollment.AuditEvent) error {
+	events, _ := json.Marshal(st.EventsRequested)
+	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+		if _, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO ssf_streams (id, token_id, audience, description, events_requested,
+			delivery_method, endpoint_url, authorization_header, default_subjects, status, status_reason, created_at, updated_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`), st.ID, st.TokenID, st.Audience, st.Description, string(events), st.Method,
+			st.EndpointURL, st.AuthorizationHeader, st.DefaultSubjects, st.Status, st.StatusReason, ms(st.CreatedAt), ms(st.UpdatedAt)); err != nil {
+			return fmt.Errorf("create stream: %w", err)
+		}
+		return appendAudit(ctx, tx, ev)
+	})
+}
+
+// Stream reads one stream.
+func (s *Store) Stream(ctx context.Context, id string) (ssf.Stream, error) {
+	var r streamRow
+	if err := s.db.GetContext(ctx, &r, s.db.Rebind(selectStream+` WHERE s.id = ?`), id); err != nil {
+		return ssf.Stream{}, fmt.Errorf("stream %s: %w", id, notFound(err))
+	}
+	return r.stream(), nil
+}
+
+// Streams lists a receiver token's streams, or every stream when tokenID
+// is empty.
+func (s *Store) Streams(ctx context.Context, tokenID string) ([]ssf.Stream, error) {
+	var rows []streamRow
+	q, args := selectStream+` ORDER BY s.created_at`, []any{}
+	if tokenID != "" {
+		q, args = selectStream+` WHERE s.token_id = ? ORDER BY s.created_at`, []any{tokenID}
+	}
+	if err := s.db.SelectContext(ctx, &rows, s.db.Rebind(q), args...); err != nil {
+		return nil, fmt.Errorf("streams: %w", err)
+	}
+	out := make([]ssf.Stream, len(rows))
+	for i, r := range rows {
+		out[i] = r.stream()
+	}
+	return out, nil
+}
+
+// UpdateStream stores a stream's receiver-set fields and status.
+func (s *Store) UpdateStream(ctx context.Context, st ssf.Stream, ev enrollment.AuditEvent) error {
+	events, _ := json.Marshal(st.EventsRequested)
+	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+		res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE ssf_streams SET description = ?, events_requested = ?, delivery_method = ?,
+			endpoint_url = ?, authorization_header = ?, status = ?, status_reason = ?, updated_at = ? WHERE id = ?`),
+			st.Description, string(events), st.Method, st.EndpointURL, st.AuthorizationHeader, st.Status, st.StatusReason, ms(st.UpdatedAt), st.ID)
+		if err != nil {
+			return fmt.Errorf("update stream: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("update stream %s: %w", st.ID, enrollment.ErrNotFound)
+		}
+		return appendAudit(ctx, tx, ev)
+	})
+}
+
+// DeleteStream removes a stream with its subjects and undelivered SETs.
+func (s *Store) DeleteStream(ctx context.Context, id string, ev enrollment.AuditEvent) error {
+	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+		for _, q := range []string{`DELETE FROM ssf_outbox WHERE stream_id = ?`, `DELETE FROM ssf_subjects WHERE stream_id = ?`,
+			`DELETE FROM ssf_streams WHERE id = ?`} {
+			if _, err := tx.ExecContext(ctx, tx.Rebind(q), id); err != nil {
+				return fmt.Errorf("delete stream: %w", err)
+			}
+		}
+		return appendAudit(ctx, tx, ev)
+	})
+}
+
+// AddSubject adds a subject to a stream (idempotent).
+func (s *Store) AddSubject(ctx context.Context, streamID, key, subject string) error {
+	_, err := s.db.ExecContext(ctx, s.db.Rebind(`INSERT INTO ssf_subjects (stream_id, subject_key, subject) VALUES (?, ?, ?)
+		ON CONFLICT (stream_id, subject_key) DO NOTHING`), streamID, key, subject)
+	if err != nil {
+		return fmt.Errorf("add subject: %w", err)
+	}
+	return nil
+}
+
+// RemoveSubject removes a subject from a stream.
+func (s *Store) RemoveSubject(ctx context.Context, streamID, key string) error {
+	if _, err := s.db.ExecContext(ctx, s.db.Rebind(`DELETE FROM ssf_subjects WHERE stream_id = ? AND subject_key = ?`), streamID, key); err != nil {
+		return fmt.Errorf("remove subject: %w", err)
+	}
+	return nil
+}
+
+type trustEventRow struct {
+	ID           string `db:"id"`
+	EnrollmentID string `db:"enrollment_id"`
+	UserEmail    string `db:"user_email"`
+	Compliant    bool   `db:"compliant"`
+	Reason       string `db:"reason"`
+	Initiator    string `db:"initiator"`
+	OccurredAt   int64  `db:"occurred_at"`
+}
+
+// FanOut queues trust changes for the streams, each change once: on
+// PostgreSQL, FOR UPDATE SKIP LOCKED gives replicas disjoint changes; on
+// SQLite the transaction's write lock serializes them.
+func (s *Store) FanOut(ctx context.Context, limit int,
+	build func(c enrollment.TrustChange, at time.Time, streams []ssf.Stream) ([]ssf.Outgoing, error)) (int, error) {
+	n := 0
+	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+		lock := ""
+		if s.dialect == Postgres {
+			lock = " FOR UPDATE SKIP LOCKED"
+		}
+		var rows []trustEventRow
+		if err := tx.SelectContext(ctx, &rows, tx.Rebind(`SELECT id, enrollment_id, user_email, compliant <> 0 AS compliant, reason, initiator, occurred_at
+			FROM trust_events WHERE fanned_out_at IS NULL ORDER BY occurred_at, id LIMIT `+fmt.Sprint(limit)+lock)); err != nil {
+			return fmt.Errorf("fan out: %w", err)
+		}
+		if len(rows) == 0 {
+			return nil
+		}
+		var streams []streamRow
+		if err := tx.SelectContext(ctx, &streams, `SELECT s.*, 0 AS undelivered FROM ssf_streams s WHERE s.status <> 'disabled'`); err != nil {
+			return fmt.Errorf("fan out: %w", err)
+		}
+		targets := make([]ssf.Stream, len(streams))
+		for i, r := range streams {
+			targets[i] = r.stream()
+			if targets[i].DefaultSubjects == "NONE" {
+				var keys []string
+				if err := tx.SelectContext(ctx, &keys, tx.Rebind(`SELECT subject_key FROM ssf_subjects WHERE stream_id = ?`), r.ID); err != nil {
+					return err
+				}
+				targets[i].Subjects = map[string]bool{}
+				for _, k := range keys {
+					targets[i].Subjects[k] = true
+				}
+			}
+		}
+		now := time.Now()
+		for _, r := range rows {
+			out, err := build(enrollment.TrustChange{ID: r.ID, EnrollmentID: r.EnrollmentID, UserEmail: r.UserEmail, Compliant: r.Compliant,
+				Reason: r.Reason, Initiator: r.Initiator}, fromMS(r.OccurredAt), targets)
+			if err != nil {
+				return err
+			}
+			for _, o := range out {
+				if err := insertOutgoing(ctx, tx, o); err != nil {
+					return err
+				}
+			}
+			if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE trust_events SET fanned_out_at = ? WHERE id = ?`), ms(now), r.ID); err != nil {
+				return fmt.Errorf("fan out: %w", err)
+			}
+			n++
+		}
+		return nil
+	})
+	return n, err
+}
+
+func insertOutgoing(ctx context.Context, ext sqlx.ExtContext, o ssf.Outgoing) error {
+	_, err := ext.ExecContext(ctx, ext.Rebind(`INSERT INTO ssf_outbox (jti, stream_id, event_id, enrollment_id, event_type, set_jwt, created_at, next_attempt_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (stream_id, event_id) DO NOTHING`),
+		o.JTI, o.StreamID, o.EventID, o.EnrollmentID, o.EventType, o.SET, ms(o.CreatedAt), ms(o.CreatedAt))
+	if err != nil {
+		return fmt.Errorf("queue SET: %w", err)
+	}
+	return nil
+}
+
+// Enqueue queues one SET (a verification).
+func (s *Store) Enqueue(ctx context.Context, o ssf.Outgoing) error {
+	return insertOutgoing(ctx, s.db, o)
+}
+
+type deliveryRow struct {
+	JTI                 string `db:"jti"`
+	StreamID            string `db:"stream_id"`
+	EventID             string `db:"event_id"`
+	EnrollmentID        string `db:"enrollment_id"`
+	EventType           string `db:"event_type"`
+	SET                 string `db:"set_jwt"`
+	CreatedAt           int64  `db:"created_at"`
+	Attempts            int    `db:"attempts"`
+	EndpointURL         string `db:"endpoint_url"`
+	AuthorizationHeader string `db:"authorization_header"`
+}
+
+func (r deliveryRow) delivery() ssf.Delivery {
+	return ssf.Delivery{Outgoing: ssf.Outgoing{JTI: r.JTI, StreamID: r.StreamID, EventID: r.EventID, EnrollmentID: r.EnrollmentID,
+		EventType: r.EventType, SET: r.SET, CreatedAt: fromMS(r.CreatedAt)}, Attempts: r.Attempts, EndpointURL: r.EndpointURL,
+		AuthorizationHeader: r.AuthorizationHeader}
+}
+
+// ClaimPush leases due SETs of enabled push streams, oldest first.
+func (s *Store) ClaimPush(ctx context.Context, limit int, now, leaseUntil time.Time) ([]ssf.Delivery, error) {
+	var rows []deliveryRow
+	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+		lock := ""
+		if s.dialect == Postgres {
+			lock = " FOR UPDATE OF o SKIP LOCKED"
+		}
+		err := tx.SelectContext(ctx, &rows, tx.Rebind(`SELECT o.jti, o.stream_id, o.event_id, o.enrollment_id, o.event_type, o.set_jwt,
+			o.created_at, o.attempts, s.endpoint_url, s.authorization_header
+			FROM ssf_outbox o JOIN ssf_streams s ON s.id = o.stream_id
+			WHERE o.delivered_at IS NULL AND o.next_attempt_at <= ? AND (o.lease_until IS NULL OR o.lease_until < ?)
+			AND s.delivery_method = ? AND s.status = 'enabled'
+			ORDER BY o.created_at LIMIT `+fmt.Sprint(limit)+lock), ms(now), ms(now), ssf.DeliveryPush)
+		if err != nil || len(rows) == 0 {
+			return err
+		}
+		jtis := make([]string, len(rows))
+		for i, r := range rows {
+			jtis[i] = r.JTI
+		}
+		q, args, err := sqlx.In(`UPDATE ssf_outbox SET lease_until = ? WHERE jti IN (?)`, ms(leaseUntil), jtis)
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, tx.Rebind(q), args...)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("claim SETs: %w", err)
+	}
+	out := make([]ssf.Delivery, len(rows))
+	for i, r := range rows {
+		out[i] = r.delivery()
+	}
+	return out, nil
+}
+
+// Delivered marks SETs of a stream done. Unknown JTIs, or another
+// stream's, change nothing.
+func (s *Store) Delivered(ctx context.Context, streamID string, jtis []string, refusal string, at time.Time) error {
+	if len(jtis) == 0 {
+		return nil
+	}
+	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+		q, args, err := sqlx.In(`UPDATE ssf_outbox SET delivered_at = ?, lease_until = NULL, last_error = ?
+			WHERE stream_id = ? AND delivered_at IS NULL AND jti IN (?)`, ms(at), refusal, streamID, jtis)
+		if err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, tx.Rebind(q), args...)
+		if err != nil {
+			return fmt.Errorf("SET delivered: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return nil
+		}
+		if refusal != "" {
+			_, err = tx.ExecContext(ctx, tx.Rebind(`UPDATE ssf_streams SET last_error = ?, last_error_at = ? WHERE id = ?`), refusal, ms(at), streamID)
+		} else {
+			_, err = tx.ExecContext(ctx, tx.Rebind(`UPDATE ssf_streams SET last_delivered_at = ? WHERE id = ?`), ms(at), streamID)
+		}
+		return err
+	})
+}
+
+// RetryPush schedules a SET again after a failed push.
+func (s *Store) RetryPush(ctx context.Context, jti string, next time.Time, lastErr string, at time.Time) error {
+	lastErr = enrollment.TrustReason(lastErr)
+	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+		var streamID string
+		if err := tx.GetContext(ctx, &streamID, tx.Rebind(`SELECT stream_id FROM ssf_outbox WHERE jti = ?`), jti); err != nil {
+			return notFound(err)
+		}
+		if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE ssf_outbox SET attempts = attempts + 1, next_attempt_at = ?, lease_until = NULL,
+			last_error = ? WHERE jti = ?`), ms(next), lastErr, jti); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE ssf_streams SET last_error = ?, last_error_at = ? WHERE id = ?`), lastErr, ms(at), streamID)
+		return err
+	})
+}
+
+// Pending returns a stream's undelivered SETs, oldest first.
+func (s *Store) Pending(ctx context.Context, streamID string, max int) ([]ssf.Outgoing, bool, error) {
+	var rows []deliveryRow
+	if err := s.db.SelectContext(ctx, &rows, s.db.Rebind(`SELECT jti, stream_id, event_id, enrollment_id, event_type, set_jwt, created_at, attempts,
+		'' AS endpoint_url, '' AS authorization_header FROM ssf_outbox WHERE stream_id = ? AND delivered_at IS NULL
+		ORDER BY created_at, jti LIMIT `+fmt.Sprint(max+1)), streamID); err != nil {
+		return nil, false, fmt.Errorf("pending SETs: %w", err)
+	}
+	more := len(rows) > max
+	if more {
+		rows = rows[:max]
+	}
+	out := make([]ssf.Outgoing, len(rows))
+	for i, r := range rows {
+		out[i] = r.delivery().Outgoing
+	}
+	return out, more, nil
+}
+
+// LastEvents returns, per stream, the latest compliance SET about a device.
+func (s *Store) LastEvents(ctx context.Context, enrollmentID string) ([]ssf.LastEvent, error) {
+	var rows []struct {
+		StreamID    string        `db:"stream_id"`
+		Description string        `db:"description"`
+		EventType   string        `db:"event_type"`
+		Compliant   bool          `db:"compliant"`
+		CreatedAt   int64         `db:"created_at"`
+		DeliveredAt sql.NullInt64 `db:"delivered_at"`
+		LastError   string        `db:"last_error"`
+	}
+	err := s.db.SelectContext(ctx, &rows, s.db.Rebind(`SELECT o.stream_id, s.description, o.event_type, e.compliant <> 0 AS compliant,
+		o.created_at, o.delivered_at, o.last_error
+		FROM ssf_outbox o JOIN ssf_streams s ON s.id = o.stream_id JOIN trust_events e ON e.id = o.event_id
+		WHERE o.enrollment_id = ? AND o.created_at = (SELECT MAX(o2.created_at) FROM ssf_outbox o2
+			WHERE o2.stream_id = o.stream_id AND o2.enrollment_id = o.enrollment_id)
+		ORDER BY s.created_at`), enrollmentID)
+	if err != nil {
+		return nil, fmt.Errorf("last events: %w", err)
+	}
+	out := make([]ssf.LastEvent, len(rows))
+	for i, r := range rows {
+		out[i] = ssf.LastEvent{StreamID: r.StreamID, Description: r.Description, EventType: r.EventType, Compliant: r.Compliant,
+			CreatedAt: fromMS(r.CreatedAt), DeliveredAt: fromNullMS(r.DeliveredAt), LastError: r.LastError}
+	}
+	return out, nil
+}

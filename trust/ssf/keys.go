@@ -1,0 +1,191 @@
+package ssf
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+)
+
+// Keyring holds the ES256 keys that sign SETs, one PEM file each in a
+// folder every replica shares. The newest signs; the newest two are
+// published, so a receiver that cached the JWKS before a rotation still
+// verifies what was signed just before it.
+type Keyring struct {
+	dir      string
+	rotation time.Duration
+	now      func() time.Time
+
+	mu     sync.Mutex
+	keys   []signingKey // newest first
+	loaded time.Time
+}
+
+type signingKey struct {
+	kid     string
+	created time.Time
+	key     *ecdsa.PrivateKey
+}
+
+// published is how many keys the JWKS carries.
+const published = 2
+
+// reloadEvery makes a replica see a key another one (or the CLI) added.
+const reloadEvery = 30 * time.Second
+
+// OpenKeyring reads the keys in dir, creating the folder and a first key
+// when there is none, and a new key when the newest is older than
+// rotation.
+func OpenKeyring(dir string, rotation time.Duration, now func() time.Time) (*Keyring, error) {
+	if now == nil {
+		now = time.Now
+	}
+	k := &Keyring{dir: dir, rotation: rotation, now: now}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("SSF keys: %w", err)
+	}
+	if _, err := k.current(); err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+// Rotate adds a new signing key now, whatever the age of the newest.
+func (k *Keyring) Rotate() (string, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	key, err := k.create()
+	if err != nil {
+		return "", err
+	}
+	return key.kid, k.load()
+}
+
+// current returns the signing key, rotating when it is due.
+func (k *Keyring) current() (signingKey, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	now := k.now()
+	if k.keys == nil || now.Sub(k.loaded) > reloadEvery {
+		if err := k.load(); err != nil {
+			return signingKey{}, err
+		}
+	}
+	if len(k.keys) == 0 || now.Sub(k.keys[0].created) > k.rotation {
+		if _, err := k.create(); err != nil {
+			return signingKey{}, err
+		}
+		if err := k.load(); err != nil {
+			return signingKey{}, err
+		}
+	}
+	return k.keys[0], nil
+}
+
+func (k *Keyring) create() (signingKey, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return signingKey{}, err
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return signingKey{}, err
+	}
+	// The name orders keys by creation, whatever the file times say.
+	name := filepath.Join(k.dir, fmt.Sprintf("es256-%d.pem", k.now().UnixNano()))
+	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return signingKey{}, fmt.Errorf("SSF keys: %w", err)
+	}
+	if err := errors.Join(pem.Encode(f, &pem.Block{Type: "PRIVATE KEY", Bytes: der}), f.Close()); err != nil {
+		return signingKey{}, fmt.Errorf("SSF keys: %w", err)
+	}
+	return signingKey{key: key}, nil
+}
+
+func (k *Keyring) load() error {
+	files, err := filepath.Glob(filepath.Join(k.dir, "es256-*.pem"))
+	if err != nil {
+		return err
+	}
+	var keys []signingKey
+	for _, f := range files {
+		var nanos int64
+		if _, err := fmt.Sscanf(strings.TrimSuffix(filepath.Base(f), ".pem"), "es256-%d", &nanos); err != nil {
+			continue
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return fmt.Errorf("SSF keys: %w", err)
+		}
+		block, _ := pem.Decode(b)
+		if block == nil {
+			return fmt.Errorf("SSF keys: %s is not PEM", f)
+		}
+		parsed, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+		if err != nil {
+			return fmt.Errorf("SSF keys: %s: %w", f, err)
+		}
+		ec, ok := parsed.(*ecdsa.PrivateKey)
+		if !ok || ec.Curve != elliptic.P256() {
+			return fmt.Errorf("SSF keys: %s is not a P-256 key", f)
+		}
+		jwk := jose.JSONWebKey{Key: ec.Public()}
+		tp, err := jwk.Thumbprint(crypto.SHA256)
+		if err != nil {
+			return err
+		}
+		keys = append(keys, signingKey{kid: base64.RawURLEncoding.EncodeToString(tp), created: time.Unix(0, nanos), key: ec})
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i].created.After(keys[j].created) })
+	k.keys, k.loaded = keys, k.now()
+	return nil
+}
+
+// JWKS is the published key set.
+func (k *Keyring) JWKS() (jose.JSONWebKeySet, error) {
+	if _, err := k.current(); err != nil {
+		return jose.JSONWebKeySet{}, err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	var set jose.JSONWebKeySet
+	for i, sk := range k.keys {
+		if i == published {
+			break
+		}
+		set.Keys = append(set.Keys, jose.JSONWebKey{Key: sk.key.Public(), KeyID: sk.kid, Algorithm: string(jose.ES256), Use: "sig"})
+	}
+	return set, nil
+}
+
+// Sign makes a compact JWS of payload with typ secevent+jwt.
+func (k *Keyring) Sign(payload []byte) (string, error) {
+	sk, err := k.current()
+	if err != nil {
+		return "", err
+	}
+	opts := (&jose.SignerOptions{}).WithType("secevent+jwt").WithHeader(jose.HeaderKey("kid"), sk.kid)
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: sk.key}, opts)
+	if err != nil {
+		return "", fmt.Errorf("SET signer: %w", err)
+	}
+	obj, err := signer.Sign(payload)
+	if err != nil {
+		return "", fmt.Errorf("sign SET: %w", err)
+	}
+	return obj.CompactSerialize()
+}

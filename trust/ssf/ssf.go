@@ -1,0 +1,362 @@
+// Package ssf is Vestibule's OpenID Shared Signals Framework transmitter:
+// receivers (identity providers) manage streams with a receiver API token,
+// and learn every change of a device's trust as a CAEP
+// device-compliance-change Security Event Token (RFC 8417), signed ES256,
+// delivered by push (RFC 8935) or poll (RFC 8936) from a durable outbox.
+package ssf
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/vestibule-mdm/vestibule/enrollment"
+)
+
+// Event types and delivery methods.
+const (
+	EventCompliance   = "https://schemas.openid.net/secevent/caep/event-type/device-compliance-change"
+	EventVerification = "https://schemas.openid.net/secevent/ssf/event-type/verification"
+	DeliveryPush      = "urn:ietf:rfc:8935"
+	DeliveryPoll      = "urn:ietf:rfc:8936"
+)
+
+// Stream statuses (SSF §8.1.2).
+const (
+	StatusEnabled  = "enabled"
+	StatusPaused   = "paused"
+	StatusDisabled = "disabled"
+)
+
+// Stream is one receiver's stream.
+type Stream struct {
+	ID                  string
+	TokenID             string
+	Audience            string
+	Description         string
+	EventsRequested     []string
+	Method              string
+	EndpointURL         string // push: the receiver's; poll: ours
+	AuthorizationHeader string
+	DefaultSubjects     string // ALL or NONE
+	Status              string
+	StatusReason        string
+	CreatedAt           time.Time
+	UpdatedAt           time.Time
+	LastDeliveredAt     *time.Time
+	LastError           string
+	LastErrorAt         *time.Time
+	// Undelivered counts SETs waiting (read-only).
+	Undelivered int
+	// Subjects are the keys of subjects added (read by fan-out only).
+	Subjects map[string]bool
+}
+
+// wants reports whether the stream receives event type t.
+func (s Stream) wants(t string) bool {
+	if t == EventVerification {
+		return true
+	}
+	for _, e := range s.EventsRequested {
+		if e == t {
+			return true
+		}
+	}
+	return false
+}
+
+// about reports whether the stream receives events about these subjects.
+func (s Stream) about(keys ...string) bool {
+	if s.DefaultSubjects != "NONE" {
+		return true
+	}
+	for _, k := range keys {
+		if s.Subjects[k] {
+			return true
+		}
+	}
+	return false
+}
+
+// Outgoing is one signed SET owed to a stream.
+type Outgoing struct {
+	JTI          string
+	StreamID     string
+	EventID      string
+	EnrollmentID string
+	EventType    string
+	SET          string
+	CreatedAt    time.Time
+}
+
+// Delivery is a SET taken from the outbox.
+type Delivery struct {
+	Outgoing
+	Attempts            int
+	EndpointURL         string
+	AuthorizationHeader string
+}
+
+// LastEvent is the latest SET about a device queued for a stream.
+type LastEvent struct {
+	StreamID    string
+	Description string
+	EventType   string
+	Compliant   bool
+	CreatedAt   time.Time
+	DeliveredAt *time.Time
+	LastError   string
+}
+
+// Store is what the transmitter needs from storage.
+type Store interface {
+	CreateStream(ctx context.Context, s Stream, ev enrollment.AuditEvent) error
+	Stream(ctx context.Context, id string) (Stream, error)
+	Streams(ctx context.Context, tokenID string) ([]Stream, error) // tokenID "" lists all
+	UpdateStream(ctx context.Context, s Stream, ev enrollment.AuditEvent) error
+	DeleteStream(ctx context.Context, id string, ev enrollment.AuditEvent) error
+	AddSubject(ctx context.Context, streamID, key, subject string) error
+	RemoveSubject(ctx context.Context, streamID, key string) error
+	// FanOut takes up to limit trust changes not yet queued and, in one
+	// transaction, queues what build returns for each and marks them
+	// queued. Replicas take disjoint changes.
+	FanOut(ctx context.Context, limit int, build func(c enrollment.TrustChange, at time.Time, streams []Stream) ([]Outgoing, error)) (int, error)
+	Enqueue(ctx context.Context, o Outgoing) error
+	// ClaimPush leases due SETs of enabled push streams.
+	ClaimPush(ctx context.Context, limit int, now, leaseUntil time.Time) ([]Delivery, error)
+	// Delivered marks SETs of a stream delivered (acknowledged);
+	// refusal, when set, records that the receiver refused them.
+	Delivered(ctx context.Context, streamID string, jtis []string, refusal string, at time.Time) error
+	RetryPush(ctx context.Context, jti string, next time.Time, lastErr string, at time.Time) error
+	// Pending returns up to max undelivered SETs of a stream, oldest
+	// first, and whether more wait.
+	Pending(ctx context.Context, streamID string, max int) ([]Outgoing, bool, error)
+	LastEvents(ctx context.Context, enrollmentID string) ([]LastEvent, error)
+}
+
+// Keys signs SETs and publishes their keys.
+type Keys interface {
+	Sign(payload []byte) (string, error)
+}
+
+// Options configure the Transmitter.
+type Options struct {
+	Store Store
+	Keys  *Keyring
+	// Issuer is the server's public URL: the iss of every SET, and where
+	// discovery lives.
+	Issuer string
+	// Receivers authenticates receiver API tokens.
+	Receivers Receivers
+	// Client delivers pushes; its timeout bounds each attempt.
+	Client *http.Client
+	// AllowHTTPPush admits http:// push endpoints (development only).
+	AllowHTTPPush bool
+	Logger        *slog.Logger
+	Now           func() time.Time
+}
+
+// Transmitter is the SSF transmitter.
+type Transmitter struct {
+	o    Options
+	kick chan struct{}
+}
+
+// New returns the transmitter.
+func New(o Options) (*Transmitter, error) {
+	if o.Store == nil || o.Keys == nil || o.Receivers == nil || o.Issuer == "" {
+		return nil, errors.New("ssf: Store, Keys, Receivers and Issuer are required")
+	}
+	if o.Client == nil {
+		o.Client = &http.Client{Timeout: 10 * time.Second}
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &Transmitter{o: o, kick: make(chan struct{}, 1)}, nil
+}
+
+// Kick asks the worker to look for work now. It never blocks.
+func (t *Transmitter) Kick() {
+	select {
+	case t.kick <- struct{}{}:
+	default:
+	}
+}
+
+func newJTI() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// subjectKeys name a device and its owner for stream subject matching.
+func subjectKeys(deviceID, email string) []string {
+	return []string{"device:" + deviceID, "email:" + lowerASCII(email)}
+}
+
+// setClaims are the claims of a SET (SSF §4: sub_id at the top level, no
+// sub, no exp).
+type setClaims struct {
+	Iss    string         `json:"iss"`
+	JTI    string         `json:"jti"`
+	IAT    int64          `json:"iat"`
+	Aud    string         `json:"aud"`
+	Txn    string         `json:"txn,omitempty"`
+	SubID  any            `json:"sub_id"`
+	Events map[string]any `json:"events"`
+}
+
+func (t *Transmitter) sign(c setClaims) (string, error) {
+	b, err := json.Marshal(c)
+	if err != nil {
+		return "", err
+	}
+	return t.o.Keys.Sign(b)
+}
+
+// complianceSET is the CAEP event about one trust change for one stream.
+func (t *Transmitter) complianceSET(c enrollment.TrustChange, at time.Time, s Stream, jti string) (string, error) {
+	status := map[bool]string{true: "compliant", false: "not-compliant"}
+	return t.sign(setClaims{Iss: t.o.Issuer, JTI: jti, IAT: t.o.Now().Unix(), Aud: s.Audience, Txn: c.ID,
+		SubID: map[string]any{
+			"format": "complex",
+			"device": map[string]string{"format": "iss_sub", "iss": t.o.Issuer, "sub": c.EnrollmentID},
+			"user":   map[string]string{"format": "email", "email": c.UserEmail},
+		},
+		Events: map[string]any{EventCompliance: map[string]any{
+			"previous_status":   status[!c.Compliant],
+			"current_status":    status[c.Compliant],
+			"event_timestamp":   at.Unix(),
+			"initiating_entity": c.Initiator,
+			"reason_admin":      map[string]string{"en": c.Reason},
+		}}})
+}
+
+// fanOut queues each new trust change for every stream that wants it.
+func (t *Transmitter) fanOut(ctx context.Context) (int, error) {
+	return t.o.Store.FanOut(ctx, 100, func(c enrollment.TrustChange, at time.Time, streams []Stream) ([]Outgoing, error) {
+		var out []Outgoing
+		for _, s := range streams {
+			if s.Status == StatusDisabled || !s.wants(EventCompliance) || !s.about(subjectKeys(c.EnrollmentID, c.UserEmail)...) {
+				continue
+			}
+			jti := newJTI()
+			set, err := t.complianceSET(c, at, s, jti)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, Outgoing{JTI: jti, StreamID: s.ID, EventID: c.ID, EnrollmentID: c.EnrollmentID,
+				EventType: EventCompliance, SET: set, CreatedAt: t.o.Now()})
+		}
+		return out, nil
+	})
+}
+
+// Run fans out and pushes until ctx ends; every replica may run it.
+func (t *Transmitter) Run(ctx context.Context, interval time.Duration) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		if err := t.Work(ctx); err != nil && ctx.Err() == nil {
+			t.o.Logger.ErrorContext(ctx, "SSF delivery round failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-t.kick:
+		}
+	}
+}
+
+// Work runs one round: queue new changes, then push what is due.
+func (t *Transmitter) Work(ctx context.Context) error {
+	if _, err := t.fanOut(ctx); err != nil {
+		return fmt.Errorf("fan out: %w", err)
+	}
+	return t.push(ctx)
+}
+
+// pushLease is how long a claimed SET is another replica's to leave alone.
+const pushLease = time.Minute
+
+func (t *Transmitter) push(ctx context.Context) error {
+	now := t.o.Now()
+	batch, err := t.o.Store.ClaimPush(ctx, 50, now, now.Add(pushLease))
+	if err != nil {
+		return fmt.Errorf("claim: %w", err)
+	}
+	for _, d := range batch {
+		refusal, err := t.deliver(ctx, d)
+		switch {
+		case err != nil:
+			next := t.o.Now().Add(backoff(d.Attempts))
+			t.o.Logger.WarnContext(ctx, "SET push failed; will retry", "stream", d.StreamID, "jti", d.JTI, "attempt", d.Attempts+1,
+				"retry_at", next.Format(time.RFC3339), "err", err)
+			if err := t.o.Store.RetryPush(ctx, d.JTI, next, err.Error(), t.o.Now()); err != nil {
+				return err
+			}
+		default:
+			if refusal != "" {
+				t.o.Logger.WarnContext(ctx, "receiver refused a SET", "stream", d.StreamID, "jti", d.JTI, "err", refusal)
+			}
+			if err := t.o.Store.Delivered(ctx, d.StreamID, []string{d.JTI}, refusal, t.o.Now()); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// backoff after n failed attempts: 2s doubling, at most 10 minutes.
+func backoff(n int) time.Duration {
+	d := 2 * time.Second << min(n, 9)
+	return min(d, 10*time.Minute)
+}
+
+// maxReceiverReply bounds what is read of a receiver's answer.
+const maxReceiverReply = 8 << 10
+
+// deliver pushes one SET (RFC 8935). A 202 delivers it; a 400 is the
+// receiver refusing this SET for good (retrying cannot help), returned as
+// refusal; anything else is an error to retry.
+func (t *Transmitter) deliver(ctx context.Context, d Delivery) (refusal string, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.EndpointURL, stringsReader(d.SET))
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Content-Type", "application/secevent+jwt")
+	req.Header.Set("Accept", "application/json")
+	if d.AuthorizationHeader != "" {
+		req.Header.Set("Authorization", d.AuthorizationHeader)
+	}
+	resp, err := t.o.Client.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body := readLimited(resp.Body, maxReceiverReply)
+	switch {
+	case resp.StatusCode == http.StatusAccepted || resp.StatusCode == http.StatusOK:
+		return "", nil
+	case resp.StatusCode == http.StatusBadRequest:
+		var e struct {
+			Err         string `json:"err"`
+			Description string `json:"description"`
+		}
+		_ = json.Unmarshal(body, &e)
+		return fmt.Sprintf("HTTP 400 %s: %s", cutString(e.Err, 64), cutString(e.Description, 256)), nil
+	default:
+		return "", fmt.Errorf("receiver answered HTTP %d", resp.StatusCode)
+	}
+}
