@@ -112,9 +112,27 @@ type Device struct {
 	Attest func(nonce []byte) ([][]byte, error)
 	// TrustCert and TrustKey are the device-trust identity a trust profile
 	// installed, as the keychain would hold it.
-	TrustCert *x509.Certificate
-	TrustKey  *rsa.PrivateKey
+	TrustCert    *x509.Certificate
+	TrustKey     *rsa.PrivateKey
+	TrustSCEPURL string
 }
+
+// RenewTrust renews the device-trust certificate over SCEP, signing the
+// request with the current one, as a client renewing before expiry does.
+func (d *Device) RenewTrust(ctx context.Context) error {
+	if d.TrustCert == nil {
+		return errors.New("no trust certificate to renew")
+	}
+	trust := &Device{Client: d.Client, Profile: Profile{SCEPURL: d.TrustSCEPURL}, Cert: d.TrustCert, Key: d.TrustKey}
+	if err := trust.Renew(ctx); err != nil {
+		return err
+	}
+	d.TrustCert, d.TrustKey = trust.Cert, trust.Key
+	return nil
+}
+
+// ErrNotTrustProfile: the InstallProfile command carries another profile.
+var ErrNotTrustProfile = errors.New("not a trust profile")
 
 // InstallTrustProfile installs an InstallProfile command's profile that
 // carries only a SCEP payload (the device-trust profile): it enrolls over
@@ -128,16 +146,16 @@ func (d *Device) InstallTrustProfile(ctx context.Context, cmd *Command) error {
 	}
 	p, err := parseSCEPProfile(c.Command.Payload)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: %w", ErrNotTrustProfile, err)
 	}
 	if p.SCEPURL == "" || p.Challenge == "" || p.ServerURL != "" {
-		return errors.New("not a trust profile: it must hold one SCEP payload and no MDM payload")
+		return fmt.Errorf("%w: it must hold one SCEP payload and no MDM payload", ErrNotTrustProfile)
 	}
 	trust := &Device{Client: d.Client, Profile: p}
 	if err := trust.enroll(ctx, p.Challenge, p.CN); err != nil {
 		return fmt.Errorf("trust SCEP: %w", err)
 	}
-	d.TrustCert, d.TrustKey = trust.Cert, trust.Key
+	d.TrustCert, d.TrustKey, d.TrustSCEPURL = trust.Cert, trust.Key, p.SCEPURL
 	return nil
 }
 

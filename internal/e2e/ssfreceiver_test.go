@@ -194,3 +194,17 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 	}
 	t.Fatalf("timed out waiting for %s", what)
 }
+
+// drain polls a stream until it is empty, acknowledging everything, and
+// returns the SETs in the order they were made (oldest first: one poll of
+// a map has no order, so a test that needs order drains after each change).
+func (r *ssfReceiver) drain(url, token string) []receivedSET {
+	r.t.Helper()
+	var all []receivedSET
+	got, ack := r.poll(url, token, nil)
+	for len(got) > 0 {
+		all = append(all, got...)
+		got, ack = r.poll(url, token, ack)
+	}
+	return all
+}

@@ -3,9 +3,11 @@ package e2e
 import (
 	"bytes"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"io"
 	"net/http"
 	"os"
@@ -13,10 +15,15 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"golang.org/x/crypto/ocsp"
+
+	"github.com/vestibule-mdm/vestibule/attest/attesttest"
 	"github.com/vestibule-mdm/vestibule/enrollment"
 	"github.com/vestibule-mdm/vestibule/internal/devicesim"
 	"github.com/vestibule-mdm/vestibule/internal/testenv"
+	"github.com/vestibule-mdm/vestibule/server"
 	"github.com/vestibule-mdm/vestibule/store/storetest"
 	"github.com/vestibule-mdm/vestibule/trust/ssf"
 )
@@ -30,13 +37,19 @@ func (e *env) trustedDevice(email, serial string) (*devicesim.Device, enrollment
 	e.expect("Authenticate", code, err, 200)
 	code, err = d.TokenUpdate(e.ctx)
 	e.expect("TokenUpdate", code, err, 200)
+	e.approveForTrust(d, r.ID, false)
+	return d, r
+}
+
+// approveForTrust approves a pending device, lets the issuer queue its
+// trust profile, and has the device answer everything; deferQuestion
+// answers the attestation question NotNow, leaving it for a later session.
+func (e *env) approveForTrust(d *devicesim.Device, id string, deferQuestion bool) {
+	e.t.Helper()
 	if n, err := e.app.Trust.Issuer.Scan(e.ctx, false); err != nil || n != 0 {
 		e.t.Fatalf("a pending device was owed a trust profile: %d, %v", n, err)
 	}
-	if _, err := e.app.Enrollments.Approve(e.ctx, admin, r.ID, "known laptop"); err != nil {
-		e.t.Fatal(err)
-	}
-	if _, err := d.DrainCommands(e.ctx, 10); err != nil {
+	if _, err := e.app.Enrollments.Approve(e.ctx, admin, id, "known laptop"); err != nil {
 		e.t.Fatal(err)
 	}
 	if n, err := e.app.Trust.Issuer.Scan(e.ctx, true); err != nil || n != 1 {
@@ -45,23 +58,44 @@ func (e *env) trustedDevice(email, serial string) (*devicesim.Device, enrollment
 	if n, _ := e.app.Trust.Issuer.Scan(e.ctx, false); n != 0 {
 		e.t.Fatalf("a second scan queued %d more", n)
 	}
+	d.TrustCert = nil
+	e.serveDevice(d, deferQuestion)
+	if d.TrustCert == nil {
+		e.t.Fatal("the approved device got no trust certificate")
+	}
+}
+
+// serveDevice answers commands as a device until none is left, installing
+// trust profiles.
+func (e *env) serveDevice(d *devicesim.Device, deferQuestion bool) {
+	e.t.Helper()
 	code, cmd, err := d.Connect(e.ctx, "Idle", "")
-	e.expect("Connect", code, err, 200)
-	if cmd == nil || cmd.RequestType != "InstallProfile" {
-		e.t.Fatalf("approved device got %+v, want the trust profile", cmd)
+	for range 20 {
+		e.expect("Connect", code, err, 200)
+		if cmd == nil {
+			return
+		}
+		if deferQuestion && cmd.RequestType == "DeviceInformation" && bytes.Contains(cmd.Raw, []byte("DeviceAttestationNonce")) {
+			code, cmd, err = d.Connect(e.ctx, "NotNow", cmd.UUID)
+			continue
+		}
+		if cmd.RequestType == "InstallProfile" {
+			err := d.InstallTrustProfile(e.ctx, cmd)
+			switch {
+			case errors.Is(err, devicesim.ErrNotTrustProfile):
+			case err != nil:
+				e.t.Fatal(err)
+			default:
+				// The trust profile's challenge is one-time.
+				again := *d
+				if err := again.InstallTrustProfile(e.ctx, cmd); err == nil {
+					e.t.Fatal("a trust challenge was used twice")
+				}
+			}
+		}
+		code, cmd, err = d.Answer(e.ctx, cmd)
 	}
-	if err := d.InstallTrustProfile(e.ctx, cmd); err != nil {
-		e.t.Fatal(err)
-	}
-	// The trust profile's challenge is one-time: installing it again fails.
-	again := *d
-	if err := again.InstallTrustProfile(e.ctx, cmd); err == nil {
-		e.t.Fatal("a trust challenge was used twice")
-	}
-	if code, next, err := d.Answer(e.ctx, cmd); err != nil || code != 200 || next != nil {
-		e.t.Fatalf("acknowledging the trust profile: %d %v %+v", code, err, next)
-	}
-	return d, r
+	e.t.Fatal("the device keeps getting commands")
 }
 
 func (e *env) receiverToken(name string) string {
@@ -305,4 +339,246 @@ func crlLists(t testing.TB, openssl, base, caFile, serial string) bool {
 		}
 	}
 	return false
+}
+
+// TestTrustEndsWithTheApproval takes a trusted device through each way an
+// approval ends, or is put in doubt, and checks that its trust certificate
+// is revoked at once (CRL and OCSP) and receivers hear not-compliant.
+func TestTrustEndsWithTheApproval(t *testing.T) {
+	storetest.ForEachDialect(t, func(t *testing.T, dialect string) {
+		now := time.Now()
+		roots, err := attesttest.NewCA("Test", now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := newEnvWith(t, dialect, []server.Option{server.WithAttestationRoots(roots.Pool())})
+		tok := e.receiverToken("idp")
+		_, pollURL := e.stream(tok, `{"events_requested":["`+ssf.EventCompliance+`"]}`)
+		poller := newSSFReceiver(t, e.url, "idp")
+		alice, err := e.app.Store.UserByEmail(e.ctx, "alice@example.com")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range []struct {
+			name    string
+			serial  string
+			end     func(e *env, d *devicesim.Device, id string)
+			code    int // CRL reason
+			reason  string
+			restore func(e *env, id string) // gives trust back, when it can come back
+		}{
+			{"revoked by an admin", "C02END00001", func(e *env, _ *devicesim.Device, id string) {
+				if _, err := e.app.Enrollments.Deny(e.ctx, admin, id, "left the company"); err != nil {
+					e.t.Fatal(err)
+				}
+			}, 9, "left the company", nil},
+			{"retired", "C02END00002", func(e *env, _ *devicesim.Device, id string) {
+				if _, err := e.app.Enrollments.Retire(e.ctx, admin, id, "sold"); err != nil {
+					e.t.Fatal(err)
+				}
+			}, 3, "retired", nil},
+			{"superseded by a re-enrollment", "C02END00003", func(e *env, d *devicesim.Device, id string) {
+				again, r := e.enrolledDevice("alice@example.com", d.Serial)
+				again.UDID = d.UDID
+				code, err := again.Authenticate(e.ctx)
+				e.expect("re-enrollment", code, err, 200)
+				if _, err := e.app.Enrollments.Approve(e.ctx, admin, r.ID, "same laptop, reinstalled"); err != nil {
+					e.t.Fatal(err)
+				}
+				// The new enrollment gets its own trust certificate.
+				if n, _ := e.app.Trust.Issuer.Scan(e.ctx, true); n != 1 {
+					e.t.Fatalf("the re-enrollment was sent %d trust profiles", n)
+				}
+				e.serveDevice(again, false)
+			}, 4, "superseded", nil},
+			{"the owner says it was not them", "C02END00004", func(e *env, _ *devicesim.Device, id string) {
+				owner := enrollment.Actor{Name: "user:alice@example.com", Email: "alice@example.com"}
+				if _, err := e.app.Enrollments.NotMe(e.ctx, owner, alice.ID, id); err != nil {
+					e.t.Fatal(err)
+				}
+			}, 1, "not them", nil},
+			{"the device checked out", "C02END00005", func(e *env, d *devicesim.Device, _ string) {
+				code, err := d.CheckOut(e.ctx)
+				e.expect("CheckOut", code, err, 200)
+			}, 5, "removed its enrollment", nil},
+			{"the owner disabled", "C02END00006", func(e *env, _ *devicesim.Device, _ string) {
+				if _, err := e.app.Users.SetDisabled(e.ctx, admin, alice.ID, true); err != nil {
+					e.t.Fatal(err)
+				}
+			}, 9, "owner disabled", func(e *env, id string) {
+				if _, err := e.app.Users.SetDisabled(e.ctx, admin, alice.ID, false); err != nil {
+					e.t.Fatal(err)
+				}
+			}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				e := e.on(t)
+				d, r := e.trustedDevice("alice@example.com", tc.serial)
+				e.work()
+				poller.drain(pollURL, tok)
+				tc.end(e, d, r.ID)
+				e.expectDistrusted(t, d, r.ID, tc.code, tc.reason, pollURL, tok, poller)
+				if tc.restore == nil {
+					return
+				}
+				tc.restore(e, r.ID)
+				e.work()
+				if got := about(poller.drain(pollURL, tok), r.ID); len(got) != 1 || got[0].Current != "compliant" {
+					t.Fatalf("after trust came back: %+v", got)
+				}
+				// (Every device of the owner gets one; this one at least.)
+				if n, _ := e.app.Trust.Issuer.Scan(e.ctx, true); n < 1 {
+					t.Fatalf("trust came back but %d trust profiles were queued", n)
+				}
+				e.serveDevice(d, false)
+				if d.TrustCert.RawSubject == nil || d.TrustCert.NotAfter.Before(time.Now()) {
+					t.Fatal("no new trust certificate")
+				}
+			})
+		}
+
+		t.Run("attestation contradicts the device after approval", func(t *testing.T) {
+			e := e.on(t)
+			d, r := e.enrolledDevice("alice@example.com", "C02END00007")
+			d.Attest = func(nonce []byte) ([][]byte, error) {
+				return roots.Chain(attesttest.Leaf{Serial: "C02SOMEONEELSE", UDID: d.UDID, Nonce: nonce}, now)
+			}
+			code, err := d.Authenticate(e.ctx)
+			e.expect("Authenticate", code, err, 200)
+			// Approved before the device answered the question.
+			e.approveForTrust(d, r.ID, true)
+			e.work()
+			poller.drain(pollURL, tok)
+			e.serveDevice(d, false) // a new session: the question again, answered
+			if a := e.enrollment(r.ID).Attestation; a.Status != enrollment.AttestMismatch {
+				t.Fatalf("attestation %s", a.Status)
+			}
+			e.expectDistrusted(t, d, r.ID, 9, "attestation mismatch", pollURL, tok, poller)
+		})
+	})
+}
+
+// expectDistrusted checks that a device's trust certificate is revoked in
+// the CRL and over OCSP, and that receivers heard not-compliant.
+func (e *env) expectDistrusted(t *testing.T, d *devicesim.Device, id string, code int, reason, pollURL, tok string, poller *ssfReceiver) {
+	t.Helper()
+	der, err := e.app.Trust.Revocation.CurrentCRL(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crl, err := x509.ParseRevocationList(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := crl.CheckSignatureFrom(e.app.Trust.CA.Cert); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, rc := range crl.RevokedCertificateEntries {
+		if rc.SerialNumber.Cmp(d.TrustCert.SerialNumber) == 0 {
+			found = true
+			if rc.ReasonCode != code {
+				t.Errorf("CRL reason %d, want %d", rc.ReasonCode, code)
+			}
+		}
+	}
+	if !found {
+		t.Fatal("the CRL does not list the trust certificate")
+	}
+	req, err := ocsp.CreateRequest(d.TrustCert, e.app.Trust.CA.Cert, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := e.app.Trust.Revocation.Respond(e.ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := ocsp.ParseResponseForCert(raw, d.TrustCert, e.app.Trust.CA.Cert)
+	if err != nil || resp.Status != ocsp.Revoked {
+		t.Fatalf("OCSP: %+v %v", resp, err)
+	}
+	e.work()
+	got := about(poller.drain(pollURL, tok), id)
+	if len(got) != 1 || got[0].Current != "not-compliant" || !strings.Contains(got[0].Reason, reason) {
+		t.Fatalf("receivers heard %+v, want one not-compliant about %s (%s)", got, id, reason)
+	}
+	if n, _ := e.app.Trust.Issuer.Scan(e.ctx, false); n != 0 {
+		t.Fatalf("a distrusted device was sent %d trust profiles", n)
+	}
+	// It cannot renew its way back either.
+	if err := d.RenewTrust(e.ctx); err == nil {
+		t.Fatal("a revoked trust certificate renewed")
+	}
+}
+
+// on is the environment reporting to t (a subtest).
+func (e *env) on(t testing.TB) *env {
+	c := *e
+	c.t = t
+	return &c
+}
+
+// about keeps the events about one device.
+func about(events []receivedSET, id string) []receivedSET {
+	var out []receivedSET
+	for _, ev := range events {
+		if ev.Device == id {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+// TestTrustRenewal renews a trusted device's certificate over SCEP, and
+// checks the issuer owes a new profile only near expiry.
+func TestTrustRenewal(t *testing.T) {
+	storetest.ForEachDialect(t, func(t *testing.T, dialect string) {
+		e := newEnv(t, dialect)
+		d, r := e.trustedDevice("alice@example.com", "C02RENEW0001")
+		cfg := e.app.Config.Trust
+		due := func(at time.Time) bool {
+			list, err := e.app.Store.TrustProfilesDue(e.ctx, at, cfg.RenewBefore.D(), cfg.ChallengeTTL.D(), false, 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return len(list) == 1 && list[0].ID == r.ID
+		}
+		if due(time.Now()) {
+			t.Fatal("a fresh trust certificate is due for renewal")
+		}
+		if !due(time.Now().Add(cfg.CertValidity.D() - cfg.RenewBefore.D() + time.Hour)) {
+			t.Fatal("a trust certificate near expiry is not due for renewal")
+		}
+		old := d.TrustCert
+		if err := d.RenewTrust(e.ctx); err != nil {
+			t.Fatal(err)
+		}
+		if d.TrustCert.SerialNumber.Cmp(old.SerialNumber) == 0 || d.TrustCert.Subject.CommonName != r.ID {
+			t.Fatal("renewal did not issue a new certificate for the device")
+		}
+		for _, tc := range []struct {
+			c    *x509.Certificate
+			want int
+		}{{old, ocsp.Revoked}, {d.TrustCert, ocsp.Good}} {
+			req, _ := ocsp.CreateRequest(tc.c, e.app.Trust.CA.Cert, nil)
+			raw, err := e.app.Trust.Revocation.Respond(e.ctx, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := ocsp.ParseResponseForCert(raw, tc.c, e.app.Trust.CA.Cert)
+			if err != nil || resp.Status != tc.want {
+				t.Fatalf("OCSP for %s: %+v %v, want %d", tc.c.SerialNumber, resp, err, tc.want)
+			}
+			if tc.want == ocsp.Revoked && resp.RevocationReason != ocsp.Superseded {
+				t.Fatalf("the replaced certificate's reason is %d, not superseded", resp.RevocationReason)
+			}
+		}
+		// The device's MDM identity cannot renew at the trust CA, nor the
+		// trust certificate at the identity CA.
+		cross := *d
+		cross.TrustCert, cross.TrustKey = d.Cert, d.Key
+		if err := cross.RenewTrust(e.ctx); err == nil {
+			t.Fatal("the MDM identity renewed at the trust CA")
+		}
+	})
 }
