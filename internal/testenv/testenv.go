@@ -1,5 +1,5 @@
 // Package testenv decides what a test does when a service it needs
-// (PostgreSQL, Vault, a browser, a SCEP client, openssl) is missing: skip
+// (PostgreSQL, Vault, a browser, a SCEP client, openssl, nginx) is missing: skip
 // with a message on a laptop, fail where VESTIBULE_TEST_REQUIRE names the
 // service, as CI does.
 package testenv
@@ -17,7 +17,7 @@ import (
 const RequireEnv = "VESTIBULE_TEST_REQUIRE"
 
 // Known lists the services RequireEnv may name ("all" names every one).
-var Known = []string{"postgres", "vault", "browser", "scepclient", "openssl"}
+var Known = []string{"postgres", "vault", "browser", "scepclient", "openssl", "nginx"}
 
 // Unknown returns the names in RequireEnv that are not services the suite
 // knows: a typo there would otherwise turn a required service into a
