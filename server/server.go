@@ -78,7 +78,7 @@ func New(app *App) (*Server, error) {
 	console, err := web.NewConsole(web.ConsoleOptions{Sessions: app.Sessions, Passwords: passwords, Users: app.Users,
 		Reservations: app.Reservations, Enrollments: app.Enrollments, Commands: app.Commands, Builder: commandBuilder{},
 		PostApproval: app.PostApproval, Profiles: app.Profiles, Tokens: app.APITokens, Audit: app.Store, Certificates: app.Store, Queue: app.Store,
-		DEP: depFacts(app), CompanySignIn: app.OIDC != nil, OrgName: app.Config.Org.Name, PushEnabled: app.Pusher != nil,
+		DEP: depFacts(app), Trust: newConsoleTrust(app.Trust, app.Store, app.Config.PublicURL), CompanySignIn: app.OIDC != nil, OrgName: app.Config.Org.Name, PushEnabled: app.Pusher != nil,
 		SecureCookies: secure, Logger: app.Log})
 	if err != nil {
 		return nil, err

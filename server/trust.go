@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -19,6 +20,7 @@ import (
 	"github.com/vestibule-mdm/vestibule/store"
 	"github.com/vestibule-mdm/vestibule/trust"
 	"github.com/vestibule-mdm/vestibule/trust/ssf"
+	"github.com/vestibule-mdm/vestibule/web"
 )
 
 // Trust is device trust: the trust CA's SCEP service, its CRL and OCSP,
@@ -183,3 +185,33 @@ func (d trustDevices) DeviceOfTrustCertificate(ctx context.Context, sum string) 
 func trustCert(c scep.Certificate) ssf.TrustCert {
 	return ssf.TrustCert{Serial: c.Serial, SHA256: c.SHA256, NotAfter: c.NotAfter, RevokedAt: c.RevokedAt, RevokeReason: c.RevokeReason}
 }
+
+// consoleTrust is device trust as the console shows it.
+type consoleTrust struct {
+	st      *store.Store
+	summary web.TrustSummary
+}
+
+func newConsoleTrust(t *Trust, st *store.Store, publicURL string) web.TrustFacts {
+	if t == nil {
+		return nil
+	}
+	sum := sha256.Sum256(t.CA.Cert.Raw)
+	return consoleTrust{st: st, summary: web.TrustSummary{CASubject: t.CA.Cert.Subject.String(), CASHA256: fmt.Sprintf("%X", sum),
+		CAExpires: t.CA.Cert.NotAfter, CAURL: publicURL + trust.CACertPath, CRLURL: publicURL + trust.CRLPath, OCSPURL: publicURL + trust.OCSPPath,
+		SSFMetadata: publicURL + ssf.ConfigurationPath}}
+}
+
+func (c consoleTrust) TrustCertificates(ctx context.Context, id string) ([]scep.Certificate, error) {
+	return c.st.TrustCertificates(ctx, id)
+}
+
+func (c consoleTrust) LastEvents(ctx context.Context, id string) ([]ssf.LastEvent, error) {
+	return c.st.LastEvents(ctx, id)
+}
+
+func (c consoleTrust) Streams(ctx context.Context, tokenID string) ([]ssf.Stream, error) {
+	return c.st.Streams(ctx, tokenID)
+}
+
+func (c consoleTrust) TrustSummary() web.TrustSummary { return c.summary }

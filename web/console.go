@@ -17,6 +17,7 @@ import (
 	"github.com/vestibule-mdm/vestibule/depsync"
 	"github.com/vestibule-mdm/vestibule/enrollment"
 	"github.com/vestibule-mdm/vestibule/scep"
+	"github.com/vestibule-mdm/vestibule/trust/ssf"
 )
 
 //go:embed templates/*.html
@@ -58,6 +59,26 @@ type TokenService interface {
 // CertificateLister lists a device's certificates.
 type CertificateLister interface {
 	ListCertificates(ctx context.Context, reservationID string) ([]scep.Certificate, error)
+}
+
+// TrustFacts is device trust as the console shows it.
+type TrustFacts interface {
+	TrustCertificates(ctx context.Context, enrollmentID string) ([]scep.Certificate, error)
+	LastEvents(ctx context.Context, enrollmentID string) ([]ssf.LastEvent, error)
+	Streams(ctx context.Context, tokenID string) ([]ssf.Stream, error)
+	// TrustSummary names the trust CA and where relying parties find it.
+	TrustSummary() TrustSummary
+}
+
+// TrustSummary is what an admin needs to set up a relying party.
+type TrustSummary struct {
+	CASubject   string
+	CASHA256    string
+	CAExpires   time.Time
+	CAURL       string
+	CRLURL      string
+	OCSPURL     string
+	SSFMetadata string
 }
 
 // DEPFacts looks a serial up in the Apple Business Manager inventory and
@@ -107,6 +128,8 @@ type ConsoleOptions struct {
 	OrgName      string
 	// DEP is nil when the ABM sync is off.
 	DEP DEPFacts
+	// Trust is nil when device trust is off (no trust CA).
+	Trust TrustFacts
 	// CompanySignIn offers the IdP sign-in on the login page.
 	CompanySignIn bool
 	// PushEnabled says whether devices can be woken, for the device page.
@@ -138,6 +161,7 @@ func NewConsole(o ConsoleOptions) (*Console, error) {
 	if err != nil {
 		return nil, err
 	}
+	pg.trustOn = o.Trust != nil
 	return &Console{pages: pg, o: o}, nil
 }
 
@@ -177,6 +201,7 @@ func (c *Console) Routes(mux *http.ServeMux) {
 	cm.HandleFunc("POST /console/users/{id}/enable", c.need(admin, c.setDisabled(false)))
 	cm.HandleFunc("GET /console/audit", c.need(viewer, c.audit))
 	cm.HandleFunc("GET /console/dep", c.need(viewer, c.depStatus))
+	cm.HandleFunc("GET /console/trust", c.need(viewer, c.trustStatus))
 	cm.HandleFunc("GET /console/audit.csv", c.need(viewer, c.auditCSV))
 	cm.HandleFunc("GET /console/tokens", c.need(admin, c.tokens))
 	cm.HandleFunc("POST /console/tokens", c.need(admin, c.createToken))

@@ -200,8 +200,31 @@ func (c *Console) device(w http.ResponseWriter, r *http.Request) {
 			conflict = &ce
 		}
 	}
-	c.render(w, r, http.StatusOK, "device", deviceLabel(e), "devices", map[string]any{"E": e, "History": history,
-		"Certs": certs, "Commands": cmds, "PushOn": c.o.PushEnabled, "Conflict": conflict})
+	data := map[string]any{"E": e, "History": history, "Certs": certs, "Commands": cmds, "PushOn": c.o.PushEnabled, "Conflict": conflict}
+	if c.o.Trust != nil {
+		trusted, why := e.Trusted()
+		data["TrustOn"], data["Trusted"], data["TrustReason"] = true, trusted, why
+		if tc, _ := c.o.Trust.TrustCertificates(ctx, e.ID); len(tc) > 0 {
+			data["TrustCert"] = tc[0]
+		}
+		data["TrustEvents"], _ = c.o.Trust.LastEvents(ctx, e.ID)
+	}
+	c.render(w, r, http.StatusOK, "device", deviceLabel(e), "devices", data)
+}
+
+// trustStatus shows the trust CA, where relying parties find it, and the
+// delivery health of every SSF stream.
+func (c *Console) trustStatus(w http.ResponseWriter, r *http.Request) {
+	if c.o.Trust == nil {
+		c.fail(w, r, me(r), http.StatusNotFound, "Device trust", "Device trust is off on this server: create its CA with `vestibule ca init --trust`.")
+		return
+	}
+	streams, err := c.o.Trust.Streams(r.Context(), "")
+	if err != nil {
+		c.fail(w, r, me(r), http.StatusInternalServerError, "Error", userMessage(err))
+		return
+	}
+	c.render(w, r, http.StatusOK, "trust", "Device trust", "trust", map[string]any{"Summary": c.o.Trust.TrustSummary(), "Streams": streams})
 }
 
 func (c *Console) enqueue(w http.ResponseWriter, r *http.Request) {

@@ -26,6 +26,7 @@ type pages struct {
 	// where no page shows it.
 	pending func(ctx context.Context) (int, error)
 	depOn   bool
+	trustOn bool
 	now     func() time.Time
 	log     *slog.Logger
 }
@@ -120,6 +121,7 @@ type pageData struct {
 	Me           enrollment.User
 	InPortal     bool
 	DEPOn        bool
+	TrustOn      bool
 	IsAdmin      bool
 	CanDecide    bool
 	Flash        string
@@ -132,7 +134,7 @@ type pageData struct {
 func (c *pages) render(w http.ResponseWriter, r *http.Request, status int, page, title, nav string, data any) {
 	u := me(r)
 	inPortal, _ := r.Context().Value(portalKey{}).(bool)
-	d := pageData{Title: title, Nav: nav, Org: c.org, Me: u, InPortal: inPortal || rank(u.Role) == 0, DEPOn: c.depOn, IsAdmin: u.Role == enrollment.RoleAdmin,
+	d := pageData{Title: title, Nav: nav, Org: c.org, Me: u, InPortal: inPortal || rank(u.Role) == 0, DEPOn: c.depOn, TrustOn: c.trustOn, IsAdmin: u.Role == enrollment.RoleAdmin,
 		CanDecide: rank(u.Role) >= rank(enrollment.RoleApprover), Now: c.now(), Data: data}
 	d.Flash, d.Error = takeFlash(w, r)
 	if u.ID != "" && !d.InPortal {
