@@ -24,9 +24,10 @@ import (
 )
 
 // TestNginxRequiresDeviceTrust puts a real nginx in front of a resource,
-// configured as README.md tells (ssl_verify_client with the trust CA and
-// its CRL), and checks with curl that the device's trust certificate gets
-// in while the device is approved and is refused once it is revoked.
+// configured as README.md tells (ssl_verify_client with the trust CA, and
+// either its CRL or live OCSP), and checks with curl that the device's
+// trust certificate gets in while the device is approved and is refused
+// once it is revoked: at once over OCSP, after the CRL refresh otherwise.
 func TestNginxRequiresDeviceTrust(t *testing.T) {
 	nginx := testenv.LookPath(t, "nginx", "nginx", "apt-get install nginx-light")
 	curl := testenv.LookPath(t, "nginx", "curl", "apt-get install curl")
@@ -52,7 +53,7 @@ func TestNginxRequiresDeviceTrust(t *testing.T) {
 			writeFile(t, filepath.Join(dir, "trust-crl.pem"), pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}))
 		}
 		fetchCRL()
-		port := freePort(t)
+		port, ocspPort := freePort(t), freePort(t)
 		conf := filepath.Join(dir, "nginx.conf")
 		writeFile(t, conf, []byte(fmt.Sprintf(`error_log %[1]s/logs/error.log info;
 pid %[1]s/nginx.pid;
@@ -71,8 +72,19 @@ http {
         ssl_crl %[1]s/trust-crl.pem;
         location / { return 200 "hello $ssl_client_s_dn\n"; }
     }
+    server {
+        listen 127.0.0.1:%[4]d ssl;
+        ssl_certificate     %[1]s/server.pem;
+        ssl_certificate_key %[1]s/server.key;
+        # Device trust checked live over OCSP (the certificate names the
+        # responder), as README.md configures it.
+        ssl_client_certificate %[3]s;
+        ssl_verify_client on;
+        ssl_ocsp on;
+        location / { return 200 "hello $ssl_client_s_dn\n"; }
+    }
 }
-`, dir, port, e.app.Config.Trust.CACertFile)))
+`, dir, port, e.app.Config.Trust.CACertFile, ocspPort)))
 		// Its output goes to a file: workers outliving a killed master
 		// would hold the test's output open.
 		out, err := os.Create(filepath.Join(dir, "logs", "stderr.log"))
@@ -92,7 +104,7 @@ http {
 			}
 			_ = cmd.Wait()
 		})
-		get := func(withCert bool) string {
+		knock := func(port int, withCert bool) string {
 			args := []string{"-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", filepath.Join(dir, "server.pem")}
 			if withCert {
 				args = append(args, "--cert", filepath.Join(dir, "device.pem"), "--key", filepath.Join(dir, "device.key"))
@@ -100,6 +112,7 @@ http {
 			out, _ := exec.Command(curl, append(args, fmt.Sprintf("https://127.0.0.1:%d/", port))...).Output()
 			return string(out)
 		}
+		get := func(withCert bool) string { return knock(port, withCert) }
 		waitFor(t, "nginx to listen", func() bool { return get(true) != "000" })
 		if code := get(true); code != "200" {
 			t.Fatalf("approved device: HTTP %s, want 200", code)
@@ -107,8 +120,16 @@ http {
 		if code := get(false); code != "400" {
 			t.Fatalf("no certificate: HTTP %s, want 400", code)
 		}
+		if code := knock(ocspPort, true); code != "200" {
+			t.Fatalf("approved device, OCSP checked: HTTP %s, want 200", code)
+		}
 		if _, err := e.app.Enrollments.Deny(e.ctx, admin, r.ID, "lost"); err != nil {
 			t.Fatal(err)
+		}
+		// Checked over OCSP, the revocation holds at the next connection,
+		// with no reload.
+		if code := knock(ocspPort, true); code != "400" {
+			t.Fatalf("revoked device, OCSP checked: HTTP %s, want 400", code)
 		}
 		// As the cron job in README.md does: fetch the CRL, reload nginx.
 		fetchCRL()
