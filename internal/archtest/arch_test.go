@@ -22,6 +22,9 @@ var rules = map[string][]string{
 	"scep":       {"store", "server", "web", "vaultkey", "cmd", "auth"},
 	"depsync":    {"store", "server", "web", "vaultkey", "cmd", "auth"},
 	"push":       {"store", "server", "web", "vaultkey", "cmd", "auth"},
+	// Device trust (and its SSF transmitter under it) decides nothing the
+	// enrollment does not: it publishes what the store recorded.
+	"trust": {"store", "server", "web", "vaultkey", "cmd", "auth", "config", "checkin", "scep"},
 	// Transports and auth reach storage only through the interfaces
 	// they declare; the composition root hands them the store.
 	"web":  {"store", "server", "cmd", "vaultkey"},
