@@ -21,9 +21,10 @@ import (
 )
 
 // Keyring holds the ES256 keys that sign SETs, one PEM file each in a
-// folder every replica shares. The newest signs; the newest two are
-// published, so a receiver that cached the JWKS before a rotation still
-// verifies what was signed just before it.
+// folder every replica shares. The newest signs. A key stays published for
+// one rotation period after a newer one replaced it, so a receiver still
+// verifies SETs signed just before a rotation, and a replica that has not
+// yet seen the new key signs with one receivers know.
 type Keyring struct {
 	dir      string
 	rotation time.Duration
@@ -32,6 +33,7 @@ type Keyring struct {
 	mu     sync.Mutex
 	keys   []signingKey // newest first
 	loaded time.Time
+	forced bool // Rotate: add a key even if the newest is young
 }
 
 type signingKey struct {
@@ -40,8 +42,13 @@ type signingKey struct {
 	key     *ecdsa.PrivateKey
 }
 
-// published is how many keys the JWKS carries.
-const published = 2
+// maxPublished bounds the JWKS, whatever the folder holds.
+const maxPublished = 5
+
+// lockStale: a rotation lock older than this was left by a crashed process.
+const lockStale = time.Minute
+
+var errRotating = errors.New("another process is rotating the SSF keys")
 
 // reloadEvery makes a replica see a key another one (or the CLI) added.
 const reloadEvery = 30 * time.Second
@@ -67,11 +74,15 @@ func OpenKeyring(dir string, rotation time.Duration, now func() time.Time) (*Key
 func (k *Keyring) Rotate() (string, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	key, err := k.create()
-	if err != nil {
+	k.forced = true
+	defer func() { k.forced = false }()
+	if _, err := k.create(); err != nil {
 		return "", err
 	}
-	return key.kid, k.load()
+	if err := k.load(); err != nil {
+		return "", err
+	}
+	return k.keys[0].kid, nil
 }
 
 // current returns the signing key, rotating when it is due.
@@ -85,17 +96,54 @@ func (k *Keyring) current() (signingKey, error) {
 		}
 	}
 	if len(k.keys) == 0 || now.Sub(k.keys[0].created) > k.rotation {
-		if _, err := k.create(); err != nil {
-			return signingKey{}, err
+		// With no key yet, wait for the process writing the first one.
+		for range 100 {
+			_, err := k.create()
+			if err != nil && !errors.Is(err, errRotating) {
+				return signingKey{}, err
+			}
+			if err := k.load(); err != nil {
+				return signingKey{}, err
+			}
+			if len(k.keys) > 0 {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
-		if err := k.load(); err != nil {
-			return signingKey{}, err
+		if len(k.keys) == 0 {
+			return signingKey{}, errRotating
 		}
 	}
 	return k.keys[0], nil
 }
 
+// create adds a key, holding a lock file so that replicas due at the same
+// moment add one key, not one each.
 func (k *Keyring) create() (signingKey, error) {
+	lock := filepath.Join(k.dir, "rotate.lock")
+	f, err := os.OpenFile(lock, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, os.ErrExist) {
+		if fi, serr := os.Stat(lock); serr == nil && time.Since(fi.ModTime()) > lockStale {
+			_ = os.Remove(lock)
+		}
+		return signingKey{}, errRotating
+	}
+	if err != nil {
+		return signingKey{}, fmt.Errorf("SSF keys: %w", err)
+	}
+	f.Close()
+	defer os.Remove(lock)
+	// Another process may have rotated between our load and the lock.
+	if err := k.load(); err != nil {
+		return signingKey{}, err
+	}
+	if len(k.keys) > 0 && k.now().Sub(k.keys[0].created) <= k.rotation && k.rotation > 0 && !k.forced {
+		return k.keys[0], nil
+	}
+	return k.write()
+}
+
+func (k *Keyring) write() (signingKey, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return signingKey{}, err
@@ -105,12 +153,20 @@ func (k *Keyring) create() (signingKey, error) {
 		return signingKey{}, err
 	}
 	// The name orders keys by creation, whatever the file times say.
-	name := filepath.Join(k.dir, fmt.Sprintf("es256-%d.pem", k.now().UnixNano()))
-	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	suffix := make([]byte, 4)
+	_, _ = rand.Read(suffix)
+	name := filepath.Join(k.dir, fmt.Sprintf("es256-%d-%x.pem", k.now().UnixNano(), suffix))
+	// Written aside and renamed, so a replica never reads half a key.
+	tmp := name + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return signingKey{}, fmt.Errorf("SSF keys: %w", err)
 	}
-	if err := errors.Join(pem.Encode(f, &pem.Block{Type: "PRIVATE KEY", Bytes: der}), f.Close()); err != nil {
+	if err := errors.Join(pem.Encode(f, &pem.Block{Type: "PRIVATE KEY", Bytes: der}), f.Sync(), f.Close()); err != nil {
+		_ = os.Remove(tmp)
+		return signingKey{}, fmt.Errorf("SSF keys: %w", err)
+	}
+	if err := os.Rename(tmp, name); err != nil {
 		return signingKey{}, fmt.Errorf("SSF keys: %w", err)
 	}
 	return signingKey{key: key}, nil
@@ -150,7 +206,7 @@ func (k *Keyring) load() error {
 		}
 		keys = append(keys, signingKey{kid: base64.RawURLEncoding.EncodeToString(tp), created: time.Unix(0, nanos), key: ec})
 	}
-	sort.Slice(keys, func(i, j int) bool { return keys[i].created.After(keys[j].created) })
+	sort.SliceStable(keys, func(i, j int) bool { return keys[i].created.After(keys[j].created) })
 	k.keys, k.loaded = keys, k.now()
 	return nil
 }
@@ -163,8 +219,10 @@ func (k *Keyring) JWKS() (jose.JSONWebKeySet, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	var set jose.JSONWebKeySet
+	now := k.now()
 	for i, sk := range k.keys {
-		if i == published {
+		// keys[i] signed until keys[i-1] replaced it.
+		if i == maxPublished || (i > 0 && now.Sub(k.keys[i-1].created) > k.rotation) {
 			break
 		}
 		set.Keys = append(set.Keys, jose.JSONWebKey{Key: sk.key.Public(), KeyID: sk.kid, Algorithm: string(jose.ES256), Use: "sig"})
