@@ -582,3 +582,52 @@ func TestTrustRenewal(t *testing.T) {
 		}
 	})
 }
+
+// TestPausedStreamHoldsEvents: a paused stream gets nothing and keeps its
+// events; enabled again, it gets them. A disabled one gets no new events.
+func TestPausedStreamHoldsEvents(t *testing.T) {
+	e := newEnv(t, "sqlite")
+	rcv := newSSFReceiver(t, e.url, "idp")
+	tok := e.receiverToken("idp")
+	id, _ := e.stream(tok, `{"delivery":{"method":"`+ssf.DeliveryPush+`","endpoint_url":"`+rcv.srv.URL+`","authorization_header":"`+rcv.secret+`"},
+		"events_requested":["`+ssf.EventCompliance+`"]}`)
+	status := func(s string) {
+		t.Helper()
+		if code, out := e.api(tok, "POST", ssf.StatusPath, `{"stream_id":"`+id+`","status":"`+s+`","reason":"maintenance"}`); code != 200 {
+			t.Fatalf("status %s: %d %s", s, code, out)
+		}
+	}
+	status("paused")
+	_, r := e.trustedDevice("alice@example.com", "C02PAUSE0001")
+	e.work()
+	if got := rcv.received(); len(got) != 0 {
+		t.Fatalf("a paused stream got %+v", got)
+	}
+	status("enabled")
+	e.work()
+	if got := about(rcv.received(), r.ID); len(got) != 1 || got[0].Current != "compliant" {
+		t.Fatalf("after enabling: %+v", got)
+	}
+	status("disabled")
+	if _, err := e.app.Enrollments.Deny(e.ctx, admin, r.ID, "gone"); err != nil {
+		t.Fatal(err)
+	}
+	e.work()
+	status("enabled")
+	e.work()
+	if got := about(rcv.received(), r.ID); len(got) != 1 {
+		t.Fatalf("a disabled stream got events made while it was disabled: %+v", got)
+	}
+	if code, out := e.api(tok, "GET", ssf.StatusPath+"?stream_id="+id, ""); code != 200 || !strings.Contains(out, `"enabled"`) {
+		t.Fatalf("status: %d %s", code, out)
+	}
+	if code, _ := e.api(tok, "POST", ssf.StatusPath, `{"stream_id":"`+id+`","status":"sleeping"}`); code != 400 {
+		t.Fatal("an unknown status was accepted")
+	}
+	if code, _ := e.api(tok, "DELETE", ssf.StreamsPath+"?stream_id="+id, ""); code != 204 {
+		t.Fatal("delete")
+	}
+	if code, _ := e.api(tok, "GET", ssf.StreamsPath+"?stream_id="+id, ""); code != 404 {
+		t.Fatal("a deleted stream is still there")
+	}
+}
