@@ -33,6 +33,8 @@ type ssfReceiver struct {
 	seen   map[string]bool
 	// fail, when set, makes pushes fail with this status (a receiver down).
 	fail int
+	// posts counts accepted pushes, duplicates included.
+	posts int
 }
 
 // receivedSET is what a receiver learned from one verified SET.
@@ -73,6 +75,9 @@ func (r *ssfReceiver) push(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	b, _ := io.ReadAll(io.LimitReader(req.Body, 64<<10))
+	r.mu.Lock()
+	r.posts++
+	r.mu.Unlock()
 	if _, err := r.accept(string(b)); err != nil {
 		w.WriteHeader(http.StatusBadRequest)
 		_ = json.NewEncoder(w).Encode(map[string]string{"err": "invalid_key", "description": err.Error()})
@@ -207,4 +212,10 @@ func (r *ssfReceiver) drain(url, token string) []receivedSET {
 		got, ack = r.poll(url, token, ack)
 	}
 	return all
+}
+
+func (r *ssfReceiver) pushes() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.posts
 }

@@ -8,21 +8,26 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/ocsp"
 
 	"github.com/vestibule-mdm/vestibule/attest/attesttest"
+	"github.com/vestibule-mdm/vestibule/config"
 	"github.com/vestibule-mdm/vestibule/enrollment"
 	"github.com/vestibule-mdm/vestibule/internal/devicesim"
 	"github.com/vestibule-mdm/vestibule/internal/testenv"
+	"github.com/vestibule-mdm/vestibule/internal/testserver"
 	"github.com/vestibule-mdm/vestibule/server"
 	"github.com/vestibule-mdm/vestibule/store/storetest"
 	"github.com/vestibule-mdm/vestibule/trust/ssf"
@@ -629,5 +634,84 @@ func TestPausedStreamHoldsEvents(t *testing.T) {
 	}
 	if code, _ := e.api(tok, "GET", ssf.StreamsPath+"?stream_id="+id, ""); code != 404 {
 		t.Fatal("a deleted stream is still there")
+	}
+}
+
+// TestTrustOnTwoReplicas runs device trust on two servers sharing one
+// PostgreSQL database and data dir, working at the same moments: one
+// trust profile per device, one push per event and stream, one CRL.
+func TestTrustOnTwoReplicas(t *testing.T) {
+	dsn, dataDir := storetest.DSN(t, "postgres"), t.TempDir()
+	e := newEnvOn(t, dsn, dataDir)
+	_, other := testserver.Start(t, dsn, dataDir, func(c *config.Config) { c.PublicURL = e.url })
+	replicas := []*server.App{e.app, other}
+	rcv := newSSFReceiver(t, e.url, "idp")
+	tok := e.receiverToken("idp")
+	e.stream(tok, `{"delivery":{"method":"`+ssf.DeliveryPush+`","endpoint_url":"`+rcv.srv.URL+`","authorization_header":"`+rcv.secret+`"},
+		"events_requested":["`+ssf.EventCompliance+`"]}`)
+	together := func(f func(app *server.App)) {
+		var wg sync.WaitGroup
+		for _, app := range replicas {
+			for range 3 {
+				wg.Add(1)
+				go func() { defer wg.Done(); f(app) }()
+			}
+		}
+		wg.Wait()
+	}
+
+	var ids []string
+	for i := range 5 {
+		d, r := e.enrolledDevice("alice@example.com", fmt.Sprintf("C02REPLICA%02d", i))
+		code, err := d.Authenticate(e.ctx)
+		e.expect("Authenticate", code, err, 200)
+		if _, err := e.app.Enrollments.Approve(e.ctx, admin, r.ID, "ok"); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, r.ID)
+	}
+	var queued atomic.Int64
+	together(func(app *server.App) {
+		n, err := app.Trust.Issuer.Scan(e.ctx, true)
+		if err != nil {
+			t.Error(err)
+		}
+		queued.Add(int64(n))
+	})
+	if queued.Load() != 5 {
+		t.Fatalf("%d trust profiles queued for 5 devices", queued.Load())
+	}
+	together(func(app *server.App) {
+		if err := app.Trust.Transmitter.Work(e.ctx); err != nil {
+			t.Error(err)
+		}
+	})
+	if n := rcv.pushes(); n != 5 || len(rcv.received()) != 5 {
+		t.Fatalf("%d pushes, %d distinct SETs for 5 events", n, len(rcv.received()))
+	}
+	for _, id := range ids[:2] {
+		if _, err := e.app.Enrollments.Deny(e.ctx, admin, id, "gone"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	numbers := map[string]bool{}
+	together(func(app *server.App) {
+		der, err := app.Trust.Revocation.CurrentCRL(e.ctx)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		crl, err := x509.ParseRevocationList(der)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		mu.Lock()
+		numbers[crl.Number.String()] = true
+		mu.Unlock()
+	})
+	if len(numbers) != 1 {
+		t.Fatalf("the replicas served CRLs numbered %v", numbers)
 	}
 }
