@@ -198,7 +198,7 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger, migrate boo
 			return nil, err
 		}
 	}
-	if a.Trust, err = newTrust(cfg, st, a.APITokens, a.Profiles, a.Refusals, log); err != nil {
+	if a.Trust, err = newTrust(cfg, st, a.APITokens, a.Profiles, a.Refusals, a.Registry, log); err != nil {
 		return nil, err
 	}
 	a.SCEP, err = scep.New(scep.Options{Authority: a.CA, Store: scepStore{st, a.Refusals}, Validity: cfg.SCEP.CertValidity.D(),

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/vestibule-mdm/vestibule/auth"
 	"github.com/vestibule-mdm/vestibule/config"
 	"github.com/vestibule-mdm/vestibule/enrollment"
@@ -47,7 +49,7 @@ const (
 // newTrust builds device trust, or returns nil when there is no trust CA
 // (outside --dev, `vestibule ca init --trust` makes one).
 func newTrust(cfg config.Config, st *store.Store, tokens *auth.APITokens, profiles *Profiles, refusals *enrollment.RefusalAggregator,
-	log *slog.Logger) (*Trust, error) {
+	reg prometheus.Registerer, log *slog.Logger) (*Trust, error) {
 	var ca keyPair
 	var err error
 	if cfg.Dev {
@@ -84,7 +86,7 @@ func newTrust(cfg config.Config, st *store.Store, tokens *auth.APITokens, profil
 		return nil, err
 	}
 	t.Transmitter, err = ssf.New(ssf.Options{Store: st, Keys: t.Keys, Issuer: cfg.PublicURL, Receivers: receivers{tokens},
-		AllowHTTPPush: cfg.Dev, Logger: log})
+		AllowHTTPPush: cfg.Dev, Registerer: reg, Logger: log})
 	if err != nil {
 		return nil, err
 	}

@@ -258,6 +258,18 @@ func deviceTrust(t *testing.T, e *env) {
 		t.Fatalf("a denied device was sent %d trust profiles", n)
 	}
 
+	resp, err = http.Get(e.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`vestibule_ssf_pushes_total{outcome="delivered"} 3`, `vestibule_ssf_poll_acks_total 2`, `vestibule_ssf_sets_queued_total 5`} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+
 	// Each stream is its receiver's own.
 	other := e.receiverToken("other-idp")
 	for _, tc := range []struct {

@@ -510,6 +510,7 @@ func (t *Transmitter) verify(w http.ResponseWriter, r *http.Request) {
 		t.serverError(w, r, err)
 		return
 	}
+	t.metrics.queued.Inc()
 	t.Kick()
 	w.WriteHeader(http.StatusNoContent)
 }
@@ -545,6 +546,7 @@ func (t *Transmitter) poll(w http.ResponseWriter, r *http.Request) {
 			t.serverError(w, r, err)
 			return
 		}
+		t.metrics.acked.Add(float64(len(in.Ack)))
 	}
 	for jti, e := range in.SetErrs {
 		if err := t.o.Store.Delivered(r.Context(), s.ID, []string{jti}, "receiver error: "+cutString(string(e), 256), now); err != nil {

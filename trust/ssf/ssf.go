@@ -16,6 +16,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/vestibule-mdm/vestibule/enrollment"
 )
 
@@ -158,14 +160,41 @@ type Options struct {
 	Client *http.Client
 	// AllowHTTPPush admits http:// push endpoints (development only).
 	AllowHTTPPush bool
-	Logger        *slog.Logger
-	Now           func() time.Time
+	// Registerer, when set, gets the transmitter's metrics.
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
+	Now        func() time.Time
 }
 
 // Transmitter is the SSF transmitter.
 type Transmitter struct {
-	o    Options
-	kick chan struct{}
+	o       Options
+	kick    chan struct{}
+	metrics *metrics
+}
+
+type metrics struct {
+	queued  prometheus.Counter
+	pushed  *prometheus.CounterVec
+	acked   prometheus.Counter
+	latency prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		queued: prometheus.NewCounter(prometheus.CounterOpts{Name: "vestibule_ssf_sets_queued_total",
+			Help: "Security Event Tokens queued for a stream (one per event and stream)."}),
+		pushed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vestibule_ssf_pushes_total",
+			Help: "SET pushes by outcome: delivered, refused (HTTP 400, not retried), retry."}, []string{"outcome"}),
+		acked: prometheus.NewCounter(prometheus.CounterOpts{Name: "vestibule_ssf_poll_acks_total",
+			Help: "SETs acknowledged by polling receivers."}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "vestibule_ssf_push_duration_seconds",
+			Help: "Receiver push latency.", Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.queued, m.pushed, m.acked, m.latency)
+	}
+	return m
 }
 
 // New returns the transmitter.
@@ -182,7 +211,7 @@ func New(o Options) (*Transmitter, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Transmitter{o: o, kick: make(chan struct{}, 1)}, nil
+	return &Transmitter{o: o, kick: make(chan struct{}, 1), metrics: newMetrics(o.Registerer)}, nil
 }
 
 // Kick asks the worker to look for work now. It never blocks.
@@ -244,7 +273,8 @@ func (t *Transmitter) complianceSET(c enrollment.TrustChange, at time.Time, s St
 
 // fanOut queues each new trust change for every stream that wants it.
 func (t *Transmitter) fanOut(ctx context.Context) (int, error) {
-	return t.o.Store.FanOut(ctx, 100, func(c enrollment.TrustChange, at time.Time, streams []Stream) ([]Outgoing, error) {
+	queued := 0
+	n, err := t.o.Store.FanOut(ctx, 100, func(c enrollment.TrustChange, at time.Time, streams []Stream) ([]Outgoing, error) {
 		var out []Outgoing
 		for _, s := range streams {
 			if s.Status == StatusDisabled || !s.wants(EventCompliance) || !s.about(subjectKeys(c.EnrollmentID, c.UserEmail)...) {
@@ -258,8 +288,13 @@ func (t *Transmitter) fanOut(ctx context.Context) (int, error) {
 			out = append(out, Outgoing{JTI: jti, StreamID: s.ID, EventID: c.ID, EnrollmentID: c.EnrollmentID,
 				EventType: EventCompliance, SET: set, CreatedAt: t.o.Now()})
 		}
+		queued += len(out)
 		return out, nil
 	})
+	if err == nil {
+		t.metrics.queued.Add(float64(queued))
+	}
+	return n, err
 }
 
 // Run fans out and pushes until ctx ends; every replica may run it.
@@ -297,9 +332,12 @@ func (t *Transmitter) push(ctx context.Context) error {
 		return fmt.Errorf("claim: %w", err)
 	}
 	for _, d := range batch {
+		start := time.Now()
 		refusal, err := t.deliver(ctx, d)
+		t.metrics.latency.Observe(time.Since(start).Seconds())
 		switch {
 		case err != nil:
+			t.metrics.pushed.WithLabelValues("retry").Inc()
 			next := t.o.Now().Add(backoff(d.Attempts))
 			t.o.Logger.WarnContext(ctx, "SET push failed; will retry", "stream", d.StreamID, "jti", d.JTI, "attempt", d.Attempts+1,
 				"retry_at", next.Format(time.RFC3339), "err", err)
@@ -307,9 +345,12 @@ func (t *Transmitter) push(ctx context.Context) error {
 				return err
 			}
 		default:
+			outcome := "delivered"
 			if refusal != "" {
+				outcome = "refused"
 				t.o.Logger.WarnContext(ctx, "receiver refused a SET", "stream", d.StreamID, "jti", d.JTI, "err", refusal)
 			}
+			t.metrics.pushed.WithLabelValues(outcome).Inc()
 			if err := t.o.Store.Delivered(ctx, d.StreamID, []string{d.JTI}, refusal, t.o.Now()); err != nil {
 				return err
 			}
