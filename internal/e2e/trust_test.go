@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -725,5 +726,26 @@ func TestTrustOnTwoReplicas(t *testing.T) {
 	})
 	if len(numbers) != 1 {
 		t.Fatalf("the replicas served CRLs numbered %v", numbers)
+	}
+}
+
+// TestPushIsNotRedirected: a push endpoint that redirects does not send
+// the SET, or its Authorization header, anywhere else; the push is retried.
+func TestPushIsNotRedirected(t *testing.T) {
+	e := newEnv(t, "sqlite")
+	elsewhere := newSSFReceiver(t, e.url, "idp")
+	redirect := httptest.NewServer(http.RedirectHandler(elsewhere.srv.URL, http.StatusTemporaryRedirect))
+	t.Cleanup(redirect.Close)
+	tok := e.receiverToken("idp")
+	e.stream(tok, `{"delivery":{"method":"`+ssf.DeliveryPush+`","endpoint_url":"`+redirect.URL+`","authorization_header":"`+elsewhere.secret+`"},
+		"events_requested":["`+ssf.EventCompliance+`"]}`)
+	e.trustedDevice("alice@example.com", "C02REDIRECT1")
+	e.work()
+	if n := elsewhere.pushes(); n != 0 {
+		t.Fatalf("the redirect target got %d pushes", n)
+	}
+	st, _ := e.app.Store.Streams(e.ctx, "")
+	if len(st) != 1 || st[0].Undelivered != 1 || !strings.Contains(st[0].LastError, "307") {
+		t.Fatalf("stream after a redirect: %+v", st)
 	}
 }

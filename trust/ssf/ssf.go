@@ -203,7 +203,10 @@ func New(o Options) (*Transmitter, error) {
 		return nil, errors.New("ssf: Store, Keys, Receivers and Issuer are required")
 	}
 	if o.Client == nil {
-		o.Client = &http.Client{Timeout: 10 * time.Second}
+		// A receiver's redirect is not followed: a push goes to the URL the
+		// receiver registered and nowhere else.
+		o.Client = &http.Client{Timeout: 10 * time.Second,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
