@@ -100,19 +100,7 @@ func (s *Store) CertificateBySHA256(ctx context.Context, fingerprint string) (sc
 
 // ListCertificates returns a reservation's certificates, newest first.
 func (s *Store) ListCertificates(ctx context.Context, reservationID string) ([]scep.Certificate, error) {
-	var rows []certRow
-	if err := s.db.SelectContext(ctx, &rows, s.db.Rebind(`SELECT * FROM certificates WHERE reservation_id = ? ORDER BY issued_at DESC`), reservationID); err != nil {
-		return nil, fmt.Errorf("list certificates: %w", err)
-	}
-	out := make([]scep.Certificate, 0, len(rows))
-	for _, r := range rows {
-		c, err := r.cert()
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
-	return out, nil
+	return s.certsOf(ctx, "certificates", reservationID, 1000)
 }
 
 // EnrollmentApproved reports whether a reservation's enrollment is approved.

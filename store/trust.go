@@ -252,10 +252,16 @@ func (s *Store) TrustCertificateBySHA256(ctx context.Context, fingerprint string
 
 // TrustCertificates lists an enrollment's trust certificates, newest first.
 func (s *Store) TrustCertificates(ctx context.Context, enrollmentID string) ([]scep.Certificate, error) {
+	return s.certsOf(ctx, "trust_certificates", enrollmentID, 20)
+}
+
+// certsOf lists a reservation's certificates of table, newest first, at
+// most limit.
+func (s *Store) certsOf(ctx context.Context, table, reservationID string, limit int) ([]scep.Certificate, error) {
 	var rows []certRow
-	if err := s.db.SelectContext(ctx, &rows, s.db.Rebind(`SELECT * FROM trust_certificates WHERE reservation_id = ? ORDER BY issued_at DESC LIMIT 20`),
-		enrollmentID); err != nil {
-		return nil, fmt.Errorf("trust certificates: %w", err)
+	if err := s.db.SelectContext(ctx, &rows, s.db.Rebind(`SELECT * FROM `+table+` WHERE reservation_id = ? ORDER BY issued_at DESC LIMIT `+
+		fmt.Sprint(limit)), reservationID); err != nil {
+		return nil, fmt.Errorf("list certificates: %w", err)
 	}
 	out := make([]scep.Certificate, 0, len(rows))
 	for _, r := range rows {

@@ -193,15 +193,7 @@ func (r *Revocation) Routes(mux *http.ServeMux) {
 	})
 	mux.HandleFunc("GET "+CRLPath, func(w http.ResponseWriter, req *http.Request) {
 		der, err := r.CurrentCRL(req.Context())
-		if err != nil {
-			r.log.ErrorContext(req.Context(), "serving the trust CRL failed", "err", err)
-			w.Header().Set("Retry-After", "5")
-			http.Error(w, "CRL temporarily unavailable", http.StatusServiceUnavailable)
-			return
-		}
-		w.Header().Set("Content-Type", "application/pkix-crl")
-		w.Header().Set("Cache-Control", "max-age=30")
-		_, _ = w.Write(der)
+		r.answer(w, req, "CRL", "application/pkix-crl", der, err)
 	})
 	mux.HandleFunc("POST "+OCSPPath, func(w http.ResponseWriter, req *http.Request) {
 		if ct := req.Header.Get("Content-Type"); ct != "" && !strings.EqualFold(ct, "application/ocsp-request") {
@@ -232,15 +224,22 @@ func (r *Revocation) Routes(mux *http.ServeMux) {
 
 func (r *Revocation) ocsp(w http.ResponseWriter, req *http.Request, body []byte) {
 	resp, err := r.Respond(req.Context(), body)
+	r.answer(w, req, "OCSP", "application/ocsp-response", resp, err)
+}
+
+// answer writes a signed revocation answer, or tells the relying party to
+// come back when the server failed to make one. Relying parties may cache
+// either answer for 30 s.
+func (r *Revocation) answer(w http.ResponseWriter, req *http.Request, what, contentType string, der []byte, err error) {
 	if err != nil {
-		r.log.ErrorContext(req.Context(), "OCSP request failed", "err", err)
+		r.log.ErrorContext(req.Context(), "revocation answer failed", "what", what, "err", err)
 		w.Header().Set("Retry-After", "5")
-		http.Error(w, "OCSP temporarily unavailable", http.StatusServiceUnavailable)
+		http.Error(w, what+" temporarily unavailable", http.StatusServiceUnavailable)
 		return
 	}
-	w.Header().Set("Content-Type", "application/ocsp-response")
+	w.Header().Set("Content-Type", contentType)
 	w.Header().Set("Cache-Control", "max-age=30")
-	_, _ = w.Write(resp)
+	_, _ = w.Write(der)
 }
 
 // ocspValidity is how long a relying party may cache an OCSP answer.
