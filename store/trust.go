@@ -128,11 +128,17 @@ func (t TrustIssuance) AppendAudit(ctx context.Context, ev enrollment.AuditEvent
 // trust certificate: the ones it replaces are revoked as superseded.
 func (t TrustIssuance) RecordIssued(ctx context.Context, c scep.Certificate, challengeHash string, now time.Time, ev enrollment.AuditEvent) error {
 	return t.s.inTx(ctx, func(tx *sqlx.Tx) error {
-		var trusted bool
-		if err := tx.GetContext(ctx, &trusted, tx.Rebind(`SELECT trust_compliant <> 0 FROM enrollments WHERE id = ?`), c.ReservationID); err != nil {
-			return fmt.Errorf("record trust certificate: %w", notFound(err))
+		// The enrollment's row is locked first: a concurrent loss of trust
+		// (which updates that row, then revokes) either commits before this
+		// check, or waits and then revokes this certificate too. A plain
+		// read would let a PostgreSQL denial miss a certificate inserted
+		// while it ran.
+		res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE enrollments SET trust_compliant = trust_compliant WHERE id = ? AND trust_compliant <> 0`),
+			c.ReservationID)
+		if err != nil {
+			return fmt.Errorf("record trust certificate: %w", err)
 		}
-		if !trusted {
+		if n, _ := res.RowsAffected(); n == 0 {
 			return fmt.Errorf("record trust certificate: %w: enrollment %s is not trusted", enrollment.ErrConflict, c.ReservationID)
 		}
 		if challengeHash != "" {

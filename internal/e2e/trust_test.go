@@ -749,3 +749,53 @@ func TestPushIsNotRedirected(t *testing.T) {
 		t.Fatalf("stream after a redirect: %+v", st)
 	}
 }
+
+// TestDenialDuringTrustIssuance denies a device while its trust
+// certificate is being recorded (PostgreSQL, with the insert slowed down
+// by a trigger): the certificate must end up revoked, or never issued.
+func TestDenialDuringTrustIssuance(t *testing.T) {
+	e := newEnv(t, "postgres")
+	if _, err := e.app.Store.DB().ExecContext(e.ctx, `CREATE FUNCTION slow_insert() RETURNS trigger AS $$
+		BEGIN PERFORM pg_sleep(1.5); RETURN NEW; END $$ LANGUAGE plpgsql;
+		CREATE TRIGGER slow_trust_insert AFTER INSERT ON trust_certificates FOR EACH ROW EXECUTE FUNCTION slow_insert();`); err != nil {
+		t.Fatal(err)
+	}
+	d, r := e.enrolledDevice("alice@example.com", "C02RACE00001")
+	code, err := d.Authenticate(e.ctx)
+	e.expect("Authenticate", code, err, 200)
+	if _, err := e.app.Enrollments.Approve(e.ctx, admin, r.ID, "ok"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.DrainCommands(e.ctx, 10); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := e.app.Trust.Issuer.Scan(e.ctx, true); n != 1 {
+		t.Fatal("no trust profile")
+	}
+	_, cmd, err := d.Connect(e.ctx, "Idle", "")
+	if err != nil || cmd == nil {
+		t.Fatal("no command", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- d.InstallTrustProfile(e.ctx, cmd) }()
+	time.Sleep(700 * time.Millisecond)
+	if _, err := e.app.Enrollments.Deny(e.ctx, admin, r.ID, "stolen"); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Logf("issuance refused: %v", err)
+		return
+	}
+	req, _ := ocsp.CreateRequest(d.TrustCert, e.app.Trust.CA.Cert, nil)
+	raw, err := e.app.Trust.Revocation.Respond(e.ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := ocsp.ParseResponseForCert(raw, d.TrustCert, e.app.Trust.CA.Cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Status != ocsp.Revoked {
+		t.Fatalf("a certificate issued while the device was denied has OCSP status %d, not revoked", resp.Status)
+	}
+}
