@@ -73,8 +73,7 @@ type Revocation struct {
 	log   *slog.Logger
 	now   func() time.Time
 
-	mu     sync.Mutex // one signer per replica at a time
-	cached CRL
+	mu sync.Mutex // one signer per replica at a time
 }
 
 // NewRevocation returns the CRL publisher and OCSP responder of ca.
@@ -97,25 +96,24 @@ const (
 
 // CurrentCRL returns a CRL that lists every revocation committed before the
 // call, signing a new one when revocations changed or the last one aged.
+// It always serves the store's latest, never one held in memory: a
+// replica must not hand out a CRL numbered lower than one another replica
+// served already. The generation is read before the revocations, so a CRL
+// lists at least what its generation counts.
 func (r *Revocation) CurrentCRL(ctx context.Context) ([]byte, error) {
-	gen, err := r.store.RevocationGeneration(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("CRL: %w", err)
-	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	now := r.now()
-	fresh := func(c CRL) bool { return c.DER != nil && c.Generation == gen && now.Sub(c.ThisUpdate) < crlRefresh }
-	if fresh(r.cached) {
-		return r.cached.DER, nil
-	}
-	for range 3 {
+	for range 5 {
+		gen, err := r.store.RevocationGeneration(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("CRL: %w", err)
+		}
 		latest, err := r.store.LatestCRL(ctx)
 		if err != nil && !errors.Is(err, enrollment.ErrNotFound) {
 			return nil, fmt.Errorf("CRL: %w", err)
 		}
-		if fresh(latest) {
-			r.cached = latest
+		now := r.now()
+		if latest.DER != nil && latest.Generation == gen && now.Sub(latest.ThisUpdate) < crlRefresh {
 			return latest.DER, nil
 		}
 		next, err := r.sign(ctx, latest.Number+1, gen, now)
@@ -130,7 +128,6 @@ func (r *Revocation) CurrentCRL(ctx context.Context) ([]byte, error) {
 			return nil, fmt.Errorf("CRL: %w", err)
 		}
 		r.log.InfoContext(ctx, "trust CRL signed", "number", next.Number)
-		r.cached = next
 		return next.DER, nil
 	}
 	return nil, errors.New("CRL: other replicas keep signing; try again")

@@ -727,6 +727,31 @@ func TestTrustOnTwoReplicas(t *testing.T) {
 	if len(numbers) != 1 {
 		t.Fatalf("the replicas served CRLs numbered %v", numbers)
 	}
+	// Revoking while both replicas serve: a CRL number never goes back.
+	var last int64
+	for i, id := range ids[2:] {
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := e.app.Enrollments.Deny(e.ctx, admin, id, "gone"); err != nil {
+				t.Error(err)
+			}
+		}()
+		for j := range 6 {
+			der, err := replicas[(i+j)%2].Trust.Revocation.CurrentCRL(e.ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			crl, _ := x509.ParseRevocationList(der)
+			if n := crl.Number.Int64(); n < last {
+				t.Fatalf("CRL number went back from %d to %d", last, n)
+			} else {
+				last = n
+			}
+		}
+		wg.Wait()
+	}
 }
 
 // TestPushIsNotRedirected: a push endpoint that redirects does not send
