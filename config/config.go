@@ -192,6 +192,9 @@ type Trust struct {
 	// SSFKeyRotation: a signing key older than this is replaced by a new
 	// one at start and while running.
 	SSFKeyRotation Duration `yaml:"ssf_key_rotation"`
+	// SSFAllowPrivateEndpoints lets SSF pushes reach loopback and private
+	// addresses (a receiver inside the company network). --dev allows them.
+	SSFAllowPrivateEndpoints bool `yaml:"ssf_allow_private_endpoints"`
 }
 
 // SCEP configures the CA that issues device identities.

@@ -82,7 +82,11 @@ CREATE TABLE ssf_streams (
     updated_at           BIGINT NOT NULL,
     last_delivered_at    BIGINT,
     last_error           TEXT NOT NULL DEFAULT '',
-    last_error_at        BIGINT
+    last_error_at        BIGINT,
+    -- A push worker leases a whole stream, so its SETs leave in order.
+    lease_until          BIGINT,
+    -- Verification requests are rate-limited (min_verification_interval).
+    last_verification_at BIGINT
 );
 CREATE INDEX ssf_streams_token ON ssf_streams (token_id);
 
@@ -93,24 +97,26 @@ CREATE TABLE ssf_subjects (
     PRIMARY KEY (stream_id, subject_key)
 );
 
--- Signed SETs owed to a stream: pushed by a worker holding a lease, or
--- waiting for the receiver's poll. One row per event and stream.
+-- SETs owed to a stream, as claims: signed when sent, so they verify with
+-- the keys published then. Pushed in order by a worker holding the
+-- stream's lease, or waiting for the receiver's poll. One row per event
+-- and stream.
 CREATE TABLE ssf_outbox (
     jti             TEXT PRIMARY KEY,
     stream_id       TEXT NOT NULL REFERENCES ssf_streams (id) ON DELETE CASCADE,
     event_id        TEXT NOT NULL,
     enrollment_id   TEXT NOT NULL DEFAULT '',
     event_type      TEXT NOT NULL,
-    set_jwt         TEXT NOT NULL,
+    claims          TEXT NOT NULL,
     created_at      BIGINT NOT NULL,
     next_attempt_at BIGINT NOT NULL,
     attempts        INTEGER NOT NULL DEFAULT 0,
-    lease_until     BIGINT,
     delivered_at    BIGINT,
     last_error      TEXT NOT NULL DEFAULT '',
     UNIQUE (stream_id, event_id)
 );
-CREATE INDEX ssf_outbox_due ON ssf_outbox (delivered_at, next_attempt_at);
+CREATE INDEX ssf_outbox_stream ON ssf_outbox (stream_id, delivered_at, created_at);
+CREATE INDEX ssf_outbox_delivered ON ssf_outbox (delivered_at);
 CREATE INDEX ssf_outbox_enrollment ON ssf_outbox (enrollment_id);
 
 -- +goose Down

@@ -86,7 +86,7 @@ func newTrust(cfg config.Config, st *store.Store, tokens *auth.APITokens, profil
 		return nil, err
 	}
 	t.Transmitter, err = ssf.New(ssf.Options{Store: st, Keys: t.Keys, Issuer: cfg.PublicURL, Receivers: receivers{tokens},
-		AllowHTTPPush: cfg.Dev, Registerer: reg, Logger: log})
+		AllowHTTPPush: cfg.Dev, AllowPrivateEndpoints: cfg.Dev || cfg.Trust.SSFAllowPrivateEndpoints, Registerer: reg, Logger: log})
 	if err != nil {
 		return nil, err
 	}
@@ -214,6 +214,13 @@ func (c consoleTrust) LastEvents(ctx context.Context, id string) ([]ssf.LastEven
 
 func (c consoleTrust) Streams(ctx context.Context, tokenID string) ([]ssf.Stream, error) {
 	return c.st.Streams(ctx, tokenID)
+}
+
+func (c consoleTrust) DeleteStream(ctx context.Context, id string, ev enrollment.AuditEvent) error {
+	if _, err := c.st.Stream(ctx, id); err != nil {
+		return err
+	}
+	return c.st.DeleteStream(ctx, id, ev)
 }
 
 func (c consoleTrust) TrustSummary() web.TrustSummary { return c.summary }

@@ -30,6 +30,8 @@ type streamRow struct {
 	LastDeliveredAt     sql.NullInt64 `db:"last_delivered_at"`
 	LastError           string        `db:"last_error"`
 	LastErrorAt         sql.NullInt64 `db:"last_error_at"`
+	LeaseUntil          sql.NullInt64 `db:"lease_until"`
+	LastVerificationAt  sql.NullInt64 `db:"last_verification_at"`
 	Undelivered         int           `db:"undelivered"`
 }
 
@@ -45,10 +47,24 @@ func (r streamRow) stream() ssf.Stream {
 const selectStream = `SELECT s.*, (SELECT COUNT(*) FROM ssf_outbox o WHERE o.stream_id = s.id AND o.delivered_at IS NULL) AS undelivered
 	FROM ssf_streams s`
 
-// CreateStream stores a new stream.
-func (s *Store) CreateStream(ctx context.Context, st ssf.Stream, ev enrollment.AuditEvent) error {
+// CreateStream stores a new stream unless its token has max streams
+// already (ErrConflict). The count and the insert are one transaction,
+// serialized per token, so concurrent creations cannot pass the limit.
+func (s *Store) CreateStream(ctx context.Context, st ssf.Stream, max int, ev enrollment.AuditEvent) error {
 	events, _ := json.Marshal(st.EventsRequested)
 	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+		if s.dialect == Postgres {
+			if _, err := tx.ExecContext(ctx, `SELECT id FROM api_tokens WHERE id = $1 FOR UPDATE`, st.TokenID); err != nil {
+				return fmt.Errorf("create stream: %w", err)
+			}
+		}
+		var n int
+		if err := tx.GetContext(ctx, &n, tx.Rebind(`SELECT COUNT(*) FROM ssf_streams WHERE token_id = ?`), st.TokenID); err != nil {
+			return fmt.Errorf("create stream: %w", err)
+		}
+		if n >= max {
+			return fmt.Errorf("create stream: %w: this receiver has %d streams already", enrollment.ErrConflict, n)
+		}
 		if _, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO ssf_streams (id, token_id, audience, description, events_requested,
 			delivery_method, endpoint_url, authorization_header, default_subjects, status, status_reason, created_at, updated_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`), st.ID, st.TokenID, st.Audience, st.Description, string(events), st.Method,
@@ -116,14 +132,24 @@ func (s *Store) DeleteStream(ctx context.Context, id string, ev enrollment.Audit
 	})
 }
 
-// AddSubject adds a subject to a stream (idempotent).
-func (s *Store) AddSubject(ctx context.Context, streamID, key, subject string) error {
-	_, err := s.db.ExecContext(ctx, s.db.Rebind(`INSERT INTO ssf_subjects (stream_id, subject_key, subject) VALUES (?, ?, ?)
-		ON CONFLICT (stream_id, subject_key) DO NOTHING`), streamID, key, subject)
-	if err != nil {
-		return fmt.Errorf("add subject: %w", err)
-	}
-	return nil
+// AddSubject adds a subject to a stream (idempotent), unless the stream
+// has max subjects already (ErrConflict).
+func (s *Store) AddSubject(ctx context.Context, streamID, key, subject string, max int) error {
+	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+		var n int
+		if err := tx.GetContext(ctx, &n, tx.Rebind(`SELECT COUNT(*) FROM ssf_subjects WHERE stream_id = ?`), streamID); err != nil {
+			return fmt.Errorf("add subject: %w", err)
+		}
+		if n >= max {
+			return fmt.Errorf("add subject: %w: the stream has %d subjects", enrollment.ErrConflict, n)
+		}
+		_, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO ssf_subjects (stream_id, subject_key, subject) VALUES (?, ?, ?)
+			ON CONFLICT (stream_id, subject_key) DO NOTHING`), streamID, key, subject)
+		if err != nil {
+			return fmt.Errorf("add subject: %w", err)
+		}
+		return nil
+	})
 }
 
 // RemoveSubject removes a subject from a stream.
@@ -164,7 +190,9 @@ func (s *Store) FanOut(ctx context.Context, limit int,
 			return nil
 		}
 		var streams []streamRow
-		if err := tx.SelectContext(ctx, &streams, `SELECT s.*, 0 AS undelivered FROM ssf_streams s WHERE s.status <> 'disabled'`); err != nil {
+		// A revoked receiver token's streams hear nothing more.
+		if err := tx.SelectContext(ctx, &streams, `SELECT s.*, 0 AS undelivered FROM ssf_streams s
+			JOIN api_tokens t ON t.id = s.token_id AND t.revoked_at IS NULL WHERE s.status <> 'disabled'`); err != nil {
 			return fmt.Errorf("fan out: %w", err)
 		}
 		targets := make([]ssf.Stream, len(streams))
@@ -204,9 +232,9 @@ func (s *Store) FanOut(ctx context.Context, limit int,
 }
 
 func insertOutgoing(ctx context.Context, ext sqlx.ExtContext, o ssf.Outgoing) error {
-	_, err := ext.ExecContext(ctx, ext.Rebind(`INSERT INTO ssf_outbox (jti, stream_id, event_id, enrollment_id, event_type, set_jwt, created_at, next_attempt_at)
+	_, err := ext.ExecContext(ctx, ext.Rebind(`INSERT INTO ssf_outbox (jti, stream_id, event_id, enrollment_id, event_type, claims, created_at, next_attempt_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (stream_id, event_id) DO NOTHING`),
-		o.JTI, o.StreamID, o.EventID, o.EnrollmentID, o.EventType, o.SET, ms(o.CreatedAt), ms(o.CreatedAt))
+		o.JTI, o.StreamID, o.EventID, o.EnrollmentID, o.EventType, o.Claims, ms(o.CreatedAt), ms(o.CreatedAt))
 	if err != nil {
 		return fmt.Errorf("queue SET: %w", err)
 	}
@@ -218,61 +246,94 @@ func (s *Store) Enqueue(ctx context.Context, o ssf.Outgoing) error {
 	return insertOutgoing(ctx, s.db, o)
 }
 
-type deliveryRow struct {
-	JTI                 string `db:"jti"`
-	StreamID            string `db:"stream_id"`
-	EventID             string `db:"event_id"`
-	EnrollmentID        string `db:"enrollment_id"`
-	EventType           string `db:"event_type"`
-	SET                 string `db:"set_jwt"`
-	CreatedAt           int64  `db:"created_at"`
-	Attempts            int    `db:"attempts"`
-	EndpointURL         string `db:"endpoint_url"`
-	AuthorizationHeader string `db:"authorization_header"`
+// AllowVerification records a verification request for a stream, unless
+// one was made since (ErrConflict): atomic, so replicas share the limit.
+func (s *Store) AllowVerification(ctx context.Context, streamID string, since, at time.Time) error {
+	res, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE ssf_streams SET last_verification_at = ? WHERE id = ?
+		AND (last_verification_at IS NULL OR last_verification_at < ?)`), ms(at), streamID, ms(since))
+	if err != nil {
+		return fmt.Errorf("verification: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("verification: %w: asked too recently", enrollment.ErrConflict)
+	}
+	return nil
 }
 
-func (r deliveryRow) delivery() ssf.Delivery {
-	return ssf.Delivery{Outgoing: ssf.Outgoing{JTI: r.JTI, StreamID: r.StreamID, EventID: r.EventID, EnrollmentID: r.EnrollmentID,
-		EventType: r.EventType, SET: r.SET, CreatedAt: fromMS(r.CreatedAt)}, Attempts: r.Attempts, EndpointURL: r.EndpointURL,
-		AuthorizationHeader: r.AuthorizationHeader}
+type outgoingRow struct {
+	JTI          string `db:"jti"`
+	StreamID     string `db:"stream_id"`
+	EventID      string `db:"event_id"`
+	EnrollmentID string `db:"enrollment_id"`
+	EventType    string `db:"event_type"`
+	Claims       string `db:"claims"`
+	CreatedAt    int64  `db:"created_at"`
+	Attempts     int    `db:"attempts"`
 }
 
-// ClaimPush leases due SETs of enabled push streams, oldest first.
-func (s *Store) ClaimPush(ctx context.Context, limit int, now, leaseUntil time.Time) ([]ssf.Delivery, error) {
-	var rows []deliveryRow
+func (r outgoingRow) outgoing() ssf.Outgoing {
+	return ssf.Outgoing{JTI: r.JTI, StreamID: r.StreamID, EventID: r.EventID, EnrollmentID: r.EnrollmentID, EventType: r.EventType,
+		Claims: r.Claims, CreatedAt: fromMS(r.CreatedAt), Attempts: r.Attempts}
+}
+
+// undelivered reads a stream's undelivered SETs in the order they were
+// made, at most max.
+func undelivered(ctx context.Context, q sqlx.QueryerContext, streamID string, max int) ([]ssf.Outgoing, error) {
+	var rows []outgoingRow
+	if err := sqlx.SelectContext(ctx, q, &rows, rebind(q, `SELECT jti, stream_id, event_id, enrollment_id, event_type, claims, created_at, attempts
+		FROM ssf_outbox WHERE stream_id = ? AND delivered_at IS NULL ORDER BY created_at, jti LIMIT `+fmt.Sprint(max)), streamID); err != nil {
+		return nil, fmt.Errorf("undelivered SETs: %w", err)
+	}
+	out := make([]ssf.Outgoing, len(rows))
+	for i, r := range rows {
+		out[i] = r.outgoing()
+	}
+	return out, nil
+}
+
+// ClaimStreams leases push streams with SETs due, up to limit streams, and
+// returns each with its undelivered SETs in order (at most perStream). A
+// stream is one replica's at a time, so its SETs leave in order. On
+// PostgreSQL, SKIP LOCKED gives replicas disjoint streams; on SQLite the
+// transaction's write lock serializes them.
+func (s *Store) ClaimStreams(ctx context.Context, limit, perStream int, now, leaseUntil time.Time) ([]ssf.Batch, error) {
+	var out []ssf.Batch
 	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
 		lock := ""
 		if s.dialect == Postgres {
-			lock = " FOR UPDATE OF o SKIP LOCKED"
+			lock = " FOR UPDATE OF s SKIP LOCKED"
 		}
-		err := tx.SelectContext(ctx, &rows, tx.Rebind(`SELECT o.jti, o.stream_id, o.event_id, o.enrollment_id, o.event_type, o.set_jwt,
-			o.created_at, o.attempts, s.endpoint_url, s.authorization_header
-			FROM ssf_outbox o JOIN ssf_streams s ON s.id = o.stream_id
-			WHERE o.delivered_at IS NULL AND o.next_attempt_at <= ? AND (o.lease_until IS NULL OR o.lease_until < ?)
-			AND s.delivery_method = ? AND s.status = 'enabled'
-			ORDER BY o.created_at LIMIT `+fmt.Sprint(limit)+lock), ms(now), ms(now), ssf.DeliveryPush)
-		if err != nil || len(rows) == 0 {
+		var streams []streamRow
+		err := tx.SelectContext(ctx, &streams, tx.Rebind(`SELECT s.*, 0 AS undelivered FROM ssf_streams s
+			JOIN api_tokens t ON t.id = s.token_id AND t.revoked_at IS NULL
+			WHERE s.delivery_method = ? AND s.status = 'enabled' AND (s.lease_until IS NULL OR s.lease_until < ?)
+			AND EXISTS (SELECT 1 FROM ssf_outbox o WHERE o.stream_id = s.id AND o.delivered_at IS NULL AND o.next_attempt_at <= ?)
+			ORDER BY s.id LIMIT `+fmt.Sprint(limit)+lock), ssf.DeliveryPush, ms(now), ms(now))
+		if err != nil || len(streams) == 0 {
 			return err
 		}
-		jtis := make([]string, len(rows))
-		for i, r := range rows {
-			jtis[i] = r.JTI
+		for _, r := range streams {
+			if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE ssf_streams SET lease_until = ? WHERE id = ?`), ms(leaseUntil), r.ID); err != nil {
+				return err
+			}
+			sets, err := undelivered(ctx, tx, r.ID, perStream)
+			if err != nil {
+				return err
+			}
+			out = append(out, ssf.Batch{Stream: r.stream(), SETs: sets})
 		}
-		q, args, err := sqlx.In(`UPDATE ssf_outbox SET lease_until = ? WHERE jti IN (?)`, ms(leaseUntil), jtis)
-		if err != nil {
-			return err
-		}
-		_, err = tx.ExecContext(ctx, tx.Rebind(q), args...)
-		return err
+		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("claim SETs: %w", err)
-	}
-	out := make([]ssf.Delivery, len(rows))
-	for i, r := range rows {
-		out[i] = r.delivery()
+		return nil, fmt.Errorf("claim streams: %w", err)
 	}
 	return out, nil
+}
+
+// ReleaseStream ends a push worker's lease of a stream.
+func (s *Store) ReleaseStream(ctx context.Context, streamID string) error {
+	_, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE ssf_streams SET lease_until = NULL WHERE id = ?`), streamID)
+	return err
 }
 
 // Delivered marks SETs of a stream done. Unknown JTIs, or another
@@ -282,7 +343,7 @@ func (s *Store) Delivered(ctx context.Context, streamID string, jtis []string, r
 		return nil
 	}
 	return s.inTx(ctx, func(tx *sqlx.Tx) error {
-		q, args, err := sqlx.In(`UPDATE ssf_outbox SET delivered_at = ?, lease_until = NULL, last_error = ?
+		q, args, err := sqlx.In(`UPDATE ssf_outbox SET delivered_at = ?, last_error = ?
 			WHERE stream_id = ? AND delivered_at IS NULL AND jti IN (?)`, ms(at), refusal, streamID, jtis)
 		if err != nil {
 			return err
@@ -303,16 +364,17 @@ func (s *Store) Delivered(ctx context.Context, streamID string, jtis []string, r
 	})
 }
 
-// RetryPush schedules a SET again after a failed push.
-func (s *Store) RetryPush(ctx context.Context, jti string, next time.Time, lastErr string, at time.Time) error {
+// RetryStream records a failed push of jti and holds the whole stream
+// until next, so its SETs still leave in order.
+func (s *Store) RetryStream(ctx context.Context, streamID, jti string, next time.Time, lastErr string, at time.Time) error {
 	lastErr = enrollment.TrustReason(lastErr)
 	return s.inTx(ctx, func(tx *sqlx.Tx) error {
-		var streamID string
-		if err := tx.GetContext(ctx, &streamID, tx.Rebind(`SELECT stream_id FROM ssf_outbox WHERE jti = ?`), jti); err != nil {
-			return notFound(err)
+		if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE ssf_outbox SET attempts = attempts + 1, last_error = ? WHERE jti = ? AND stream_id = ?`),
+			lastErr, jti, streamID); err != nil {
+			return err
 		}
-		if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE ssf_outbox SET attempts = attempts + 1, next_attempt_at = ?, lease_until = NULL,
-			last_error = ? WHERE jti = ?`), ms(next), lastErr, jti); err != nil {
+		if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE ssf_outbox SET next_attempt_at = ? WHERE stream_id = ? AND delivered_at IS NULL`),
+			ms(next), streamID); err != nil {
 			return err
 		}
 		_, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE ssf_streams SET last_error = ?, last_error_at = ? WHERE id = ?`), lastErr, ms(at), streamID)
@@ -320,23 +382,32 @@ func (s *Store) RetryPush(ctx context.Context, jti string, next time.Time, lastE
 	})
 }
 
-// Pending returns a stream's undelivered SETs, oldest first.
+// Pending returns a stream's undelivered SETs, oldest first, and whether
+// more wait.
 func (s *Store) Pending(ctx context.Context, streamID string, max int) ([]ssf.Outgoing, bool, error) {
-	var rows []deliveryRow
-	if err := s.db.SelectContext(ctx, &rows, s.db.Rebind(`SELECT jti, stream_id, event_id, enrollment_id, event_type, set_jwt, created_at, attempts,
-		'' AS endpoint_url, '' AS authorization_header FROM ssf_outbox WHERE stream_id = ? AND delivered_at IS NULL
-		ORDER BY created_at, jti LIMIT `+fmt.Sprint(max+1)), streamID); err != nil {
-		return nil, false, fmt.Errorf("pending SETs: %w", err)
+	out, err := undelivered(ctx, s.db, streamID, max+1)
+	if err != nil {
+		return nil, false, err
 	}
-	more := len(rows) > max
-	if more {
-		rows = rows[:max]
+	if len(out) > max {
+		return out[:max], true, nil
 	}
-	out := make([]ssf.Outgoing, len(rows))
-	for i, r := range rows {
-		out[i] = r.delivery().Outgoing
+	return out, false, nil
+}
+
+// PruneTrust deletes SETs delivered before, and trust changes queued
+// before: what relying parties have had is history the audit log keeps.
+func (s *Store) PruneTrust(ctx context.Context, before time.Time) (int64, error) {
+	var total int64
+	for _, q := range []string{`DELETE FROM ssf_outbox WHERE delivered_at < ?`, `DELETE FROM trust_events WHERE fanned_out_at < ?`} {
+		res, err := s.db.ExecContext(ctx, s.db.Rebind(q), ms(before))
+		if err != nil {
+			return total, fmt.Errorf("prune: %w", err)
+		}
+		n, _ := res.RowsAffected()
+		total += n
 	}
-	return out, more, nil
+	return total, nil
 }
 
 // LastEvents returns, per stream, the latest compliance SET about a device.

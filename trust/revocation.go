@@ -239,8 +239,9 @@ func (r *Revocation) answer(w http.ResponseWriter, req *http.Request, what, cont
 	_, _ = w.Write(der)
 }
 
-// ocspValidity is how long a relying party may cache an OCSP answer.
-const ocspValidity = time.Hour
+// ocspValidity is how long a relying party may cache an OCSP answer:
+// short, so that a cached "good" outlives a revocation by minutes at most.
+const ocspValidity = 5 * time.Minute
 
 // Respond answers one DER OCSP request: good, revoked or unknown, signed
 // by the trust CA; requests about another CA's certificates, or that do

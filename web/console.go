@@ -66,6 +66,8 @@ type TrustFacts interface {
 	TrustCertificates(ctx context.Context, enrollmentID string) ([]scep.Certificate, error)
 	LastEvents(ctx context.Context, enrollmentID string) ([]ssf.LastEvent, error)
 	Streams(ctx context.Context, tokenID string) ([]ssf.Stream, error)
+	// DeleteStream removes a stream with its undelivered events.
+	DeleteStream(ctx context.Context, id string, ev enrollment.AuditEvent) error
 	// TrustSummary names the trust CA and where relying parties find it.
 	TrustSummary() TrustSummary
 }
@@ -202,6 +204,7 @@ func (c *Console) Routes(mux *http.ServeMux) {
 	cm.HandleFunc("GET /console/audit", c.need(viewer, c.audit))
 	cm.HandleFunc("GET /console/dep", c.need(viewer, c.depStatus))
 	cm.HandleFunc("GET /console/trust", c.need(viewer, c.trustStatus))
+	cm.HandleFunc("POST /console/trust/streams/{id}/delete", c.need(admin, c.deleteStream))
 	cm.HandleFunc("GET /console/audit.csv", c.need(viewer, c.auditCSV))
 	cm.HandleFunc("GET /console/tokens", c.need(admin, c.tokens))
 	cm.HandleFunc("POST /console/tokens", c.need(admin, c.createToken))

@@ -458,6 +458,28 @@ func (c *Console) revokeToken(w http.ResponseWriter, r *http.Request) {
 	back(w, r, "/console/tokens", "flash", "Revoked "+name+".")
 }
 
+// deleteStream removes a receiver's stream: a receiver that is gone, or
+// whose endpoint fails for good.
+func (c *Console) deleteStream(w http.ResponseWriter, r *http.Request) {
+	if c.o.Trust == nil {
+		c.fail(w, r, me(r), http.StatusNotFound, "Device trust", "Device trust is off on this server.")
+		return
+	}
+	id := r.PathValue("id")
+	if !enrollment.ValidID(id) {
+		back(w, r, "/console/trust", "error", "No such stream.")
+		return
+	}
+	a := actor(r)
+	ev := enrollment.AuditEvent{At: time.Now(), Actor: a.Name, Action: "ssf.stream.delete", TargetType: "ssf_stream", TargetID: id,
+		RemoteIP: a.RemoteIP, Outcome: enrollment.OutcomeOK, Detail: "deleted in the console"}
+	if err := c.o.Trust.DeleteStream(r.Context(), id, ev); err != nil {
+		back(w, r, "/console/trust", "error", userMessage(err))
+		return
+	}
+	back(w, r, "/console/trust", "flash", "Deleted the stream and its undelivered events.")
+}
+
 func (c *Console) depStatus(w http.ResponseWriter, r *http.Request) {
 	if c.o.DEP == nil {
 		c.fail(w, r, me(r), http.StatusNotFound, "Apple Business Manager", "The ABM sync is off on this server (dep.enabled).")

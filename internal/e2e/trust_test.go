@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -822,5 +823,129 @@ func TestDenialDuringTrustIssuance(t *testing.T) {
 	}
 	if resp.Status != ocsp.Revoked {
 		t.Fatalf("a certificate issued while the device was denied has OCSP status %d, not revoked", resp.Status)
+	}
+}
+
+// TestStreamsStayFairAndOrdered: a receiver that hangs delays no other
+// receiver; a receiver that failed gets its SETs again in the order they
+// were made; a revoked receiver token's streams hear nothing more;
+// verification is rate-limited; concurrent creations respect the limit.
+func TestStreamsStayFairAndOrdered(t *testing.T) {
+	storetest.ForEachDialect(t, streamsStayFairAndOrdered)
+}
+
+func streamsStayFairAndOrdered(t *testing.T, dialect string) {
+	e := newEnv(t, dialect)
+	release := make(chan struct{})
+	hanging := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	t.Cleanup(hanging.Close)
+	var once sync.Once
+	unhang := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(unhang)
+	good, flaky, gone := newSSFReceiver(t, e.url, "good"), newSSFReceiver(t, e.url, "flaky"), newSSFReceiver(t, e.url, "gone")
+	push := func(r *ssfReceiver) string {
+		return `{"delivery":{"method":"` + ssf.DeliveryPush + `","endpoint_url":"` + r.srv.URL + `","authorization_header":"` + r.secret + `"},
+			"events_requested":["` + ssf.EventCompliance + `"]}`
+	}
+	e.stream(e.receiverToken("good"), push(good))
+	e.stream(e.receiverToken("flaky"), push(flaky))
+	e.stream(e.receiverToken("gone"), push(gone))
+	slowTok := e.receiverToken("slow")
+	e.stream(slowTok, `{"delivery":{"method":"`+ssf.DeliveryPush+`","endpoint_url":"`+hanging.URL+`"},"events_requested":["`+ssf.EventCompliance+`"]}`)
+
+	flaky.setFail(http.StatusServiceUnavailable)
+	_, r := e.trustedDevice("alice@example.com", "C02FAIR00001")
+	done := make(chan error, 1)
+	go func() { done <- e.app.Trust.Transmitter.Work(e.ctx) }()
+	waitFor(t, "the good receiver, while another hangs", func() bool { return len(good.received()) == 1 })
+	unhang()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	// The flaky receiver comes back after the device was revoked: it gets
+	// compliant, then not-compliant, in that order.
+	if err := e.app.APITokens.Revoke(e.ctx, admin, "gone"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.app.Enrollments.Deny(e.ctx, admin, r.ID, "stolen"); err != nil {
+		t.Fatal(err)
+	}
+	flaky.setFail(0)
+	waitFor(t, "the flaky receiver to catch up", func() bool {
+		_ = e.app.Trust.Transmitter.Work(e.ctx)
+		return len(flaky.received()) == 2
+	})
+	if got := flaky.received(); got[0].Current != "compliant" || got[1].Current != "not-compliant" {
+		t.Fatalf("the flaky receiver got %s then %s", got[0].Current, got[1].Current)
+	}
+	if got := good.received(); len(got) != 2 || got[1].Current != "not-compliant" {
+		t.Fatalf("the good receiver got %+v", got)
+	}
+	if got := gone.received(); len(got) != 1 {
+		t.Fatalf("a revoked receiver token's stream got %d events, want only the one before revocation", len(got))
+	}
+
+	// Verification: once a minute per stream.
+	tok := e.receiverToken("verifier")
+	id, _ := e.stream(tok, `{}`)
+	for i, want := range []int{204, 429} {
+		if code, out := e.api(tok, "POST", ssf.VerifyPath, `{"stream_id":"`+id+`"}`); code != want {
+			t.Fatalf("verification %d: %d %s", i, code, out)
+		}
+	}
+	// Ten streams per receiver, however many ask at once.
+	var created atomic.Int64
+	var wg sync.WaitGroup
+	for range 30 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if code, _ := e.api(tok, "POST", ssf.StreamsPath, `{}`); code == 201 {
+				created.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := created.Load(); n != 9 {
+		t.Fatalf("%d more streams created beside the first, want 9", n)
+	}
+}
+
+// TestConsoleDeletesAStream: only an admin deletes a receiver's stream
+// from the console, and it is gone with its undelivered events.
+func TestConsoleDeletesAStream(t *testing.T) {
+	e := newEnv(t, "sqlite")
+	id, _ := e.stream(e.receiverToken("idp"), `{}`)
+	viewer, adm := e.browser(enrollment.RoleViewer), e.browser(enrollment.RoleAdmin)
+	if code, _ := do(t, viewer, "POST", e.url+"/console/trust/streams/"+id+"/delete", url.Values{}, nil); code != http.StatusForbidden {
+		t.Fatalf("a viewer deleting a stream: %d", code)
+	}
+	if code, page := do(t, viewer, "GET", e.url+"/console/trust", nil, nil); code != 200 || strings.Contains(page, "/delete") {
+		t.Fatalf("a viewer's trust page: %d, delete offered: %v", code, strings.Contains(page, "/delete"))
+	}
+	for _, bad := range []string{"not-an-id", enrollment.NewID()} {
+		if code, _ := do(t, adm, "POST", e.url+"/console/trust/streams/"+bad+"/delete", url.Values{}, nil); code != http.StatusSeeOther {
+			t.Fatalf("deleting %s: %d", bad, code)
+		}
+	}
+	if st, _ := e.app.Store.Streams(e.ctx, ""); len(st) != 1 {
+		t.Fatal("a bad delete removed a stream")
+	}
+	if code, _ := do(t, adm, "POST", e.url+"/console/trust/streams/"+id+"/delete", url.Values{}, nil); code != http.StatusSeeOther {
+		t.Fatalf("an admin deleting a stream: %d", code)
+	}
+	if st, _ := e.app.Store.Streams(e.ctx, ""); len(st) != 0 {
+		t.Fatal("the stream is still there")
+	}
+	events, _ := e.app.Store.ListAudit(e.ctx, enrollment.AuditFilter{Action: "ssf.stream.delete", TargetID: id})
+	if len(events) != 1 {
+		t.Fatalf("audit: %+v", events)
 	}
 }

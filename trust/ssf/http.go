@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -49,6 +50,10 @@ const (
 	maxEventsInStream = 20
 	maxPollEvents     = 100
 	pollWait          = 10 * time.Second
+	maxSubjects       = 10_000
+	maxSubjectBytes   = 2048
+	// minVerificationInterval limits verification requests per stream.
+	minVerificationInterval = time.Minute
 )
 
 // Routes mounts discovery, the JWKS and the stream management and poll
@@ -176,7 +181,8 @@ func (t *Transmitter) config(s Stream) streamConfig {
 	// The authorization header is the receiver's secret: never echoed.
 	return streamConfig{StreamID: s.ID, Iss: t.o.Issuer, Aud: s.Audience, EventsSupported: supported,
 		EventsRequested: nonNil(s.EventsRequested), EventsDelivered: nonNil(delivered),
-		Delivery: deliveryConfig{Method: s.Method, EndpointURL: s.EndpointURL}, Description: s.Description, MinVerification: 1}
+		Delivery: deliveryConfig{Method: s.Method, EndpointURL: s.EndpointURL}, Description: s.Description,
+		MinVerification: int(minVerificationInterval.Seconds())}
 }
 
 func nonNil(s []string) []string {
@@ -244,12 +250,17 @@ func (t *Transmitter) pushURLProblem(raw string) string {
 	switch {
 	case raw == "" || len(raw) > maxURL || err != nil || u.Host == "" || u.User != nil:
 		return "delivery.endpoint_url must be an absolute URL without credentials, at most 2048 bytes"
-	case u.Scheme == "https":
-		return ""
-	case u.Scheme == "http" && t.o.AllowHTTPPush:
-		return ""
+	case u.Scheme != "https" && !(u.Scheme == "http" && t.o.AllowHTTPPush):
+		return "delivery.endpoint_url must be https"
 	}
-	return "delivery.endpoint_url must be https"
+	host := u.Hostname()
+	if ip, err := netip.ParseAddr(host); err == nil && !t.o.AllowPrivateEndpoints && !publicAddr(ip) {
+		return "delivery.endpoint_url: " + errPrivateAddress.Error() + " (trust.ssf_allow_private_endpoints allows them)"
+	}
+	if strings.EqualFold(host, "localhost") && !t.o.AllowPrivateEndpoints {
+		return "delivery.endpoint_url: " + errPrivateAddress.Error() + " (trust.ssf_allow_private_endpoints allows them)"
+	}
+	return ""
 }
 
 func (t *Transmitter) createStream(w http.ResponseWriter, r *http.Request) {
@@ -258,15 +269,6 @@ func (t *Transmitter) createStream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rc := receiverOf(r.Context())
-	existing, err := t.o.Store.Streams(r.Context(), rc.TokenID)
-	if err != nil {
-		t.serverError(w, r, err)
-		return
-	}
-	if len(existing) >= maxStreamsPerTok {
-		apiError(w, http.StatusConflict, "conflict", fmt.Sprintf("this receiver has %d streams already", len(existing)))
-		return
-	}
 	now := t.o.Now()
 	s := Stream{ID: enrollment.NewID(), TokenID: rc.TokenID, Audience: rc.Name, DefaultSubjects: "ALL", Status: StatusEnabled,
 		CreatedAt: now, UpdatedAt: now}
@@ -274,7 +276,12 @@ func (t *Transmitter) createStream(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusBadRequest, "invalid_request", msg)
 		return
 	}
-	if err := t.o.Store.CreateStream(r.Context(), s, t.event(r, "ssf.stream.create", s.ID, s.Method)); err != nil {
+	err := t.o.Store.CreateStream(r.Context(), s, maxStreamsPerTok, t.event(r, "ssf.stream.create", s.ID, s.Method))
+	if errors.Is(err, enrollment.ErrConflict) {
+		apiError(w, http.StatusConflict, "conflict", fmt.Sprintf("a receiver has at most %d streams", maxStreamsPerTok))
+		return
+	}
+	if err != nil {
 		t.serverError(w, r, err)
 		return
 	}
@@ -391,22 +398,46 @@ type subjectRequest struct {
 	Verified *bool           `json:"verified,omitempty"`
 }
 
-// subjectKey reads a subject identifier (RFC 9493) naming a device (its
-// iss_sub or opaque ID) or a user (email); complex subjects name one of
-// those. Other formats are refused.
+// subjectID is a subject identifier (RFC 9493) as far as a stream's
+// subjects go.
+type subjectID struct {
+	Format string          `json:"format"`
+	Email  string          `json:"email"`
+	Iss    string          `json:"iss"`
+	Sub    string          `json:"sub"`
+	ID     string          `json:"id"`
+	Device json.RawMessage `json:"device"`
+	User   json.RawMessage `json:"user"`
+}
+
+// subjectKey reads a subject identifier naming a device (its iss_sub or
+// opaque ID) or a user (email); a complex subject names one of those, one
+// level deep. Other formats are refused.
 func (t *Transmitter) subjectKey(raw json.RawMessage) (string, error) {
-	var sub struct {
-		Format string          `json:"format"`
-		Email  string          `json:"email"`
-		Iss    string          `json:"iss"`
-		Sub    string          `json:"sub"`
-		ID     string          `json:"id"`
-		Device json.RawMessage `json:"device"`
-		User   json.RawMessage `json:"user"`
+	if len(raw) > maxSubjectBytes {
+		return "", fmt.Errorf("subject is over %d bytes", maxSubjectBytes)
 	}
+	var sub subjectID
 	if len(raw) == 0 || json.Unmarshal(raw, &sub) != nil {
 		return "", errors.New("subject must be a subject identifier object")
 	}
+	if sub.Format != "complex" {
+		return t.simpleSubjectKey(sub)
+	}
+	for _, m := range []json.RawMessage{sub.Device, sub.User} {
+		if len(m) == 0 || string(m) == "null" {
+			continue
+		}
+		var member subjectID
+		if json.Unmarshal(m, &member) != nil || member.Format == "complex" {
+			return "", errors.New("a complex subject's members must be simple subject identifiers")
+		}
+		return t.simpleSubjectKey(member)
+	}
+	return "", errors.New("complex subject needs a device or user member")
+}
+
+func (t *Transmitter) simpleSubjectKey(sub subjectID) (string, error) {
 	switch sub.Format {
 	case "email":
 		if sub.Email == "" || len(sub.Email) > 320 || !strings.Contains(sub.Email, "@") {
@@ -423,14 +454,6 @@ func (t *Transmitter) subjectKey(raw json.RawMessage) (string, error) {
 			return "", errors.New("opaque subject needs an id of at most 128 bytes")
 		}
 		return "device:" + sub.ID, nil
-	case "complex":
-		// One member only: the nesting stays one level deep.
-		for _, m := range []json.RawMessage{sub.Device, sub.User} {
-			if len(m) > 0 && !strings.Contains(string(m), `"complex"`) {
-				return t.subjectKey(m)
-			}
-		}
-		return "", errors.New("complex subject needs a device or user member")
 	}
 	return "", errors.New("subject format must be email, iss_sub, opaque or complex")
 }
@@ -457,7 +480,12 @@ func (t *Transmitter) addSubject(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if err := t.o.Store.AddSubject(r.Context(), s.ID, key, raw); err != nil {
+	err := t.o.Store.AddSubject(r.Context(), s.ID, key, raw, maxSubjects)
+	if errors.Is(err, enrollment.ErrConflict) {
+		apiError(w, http.StatusConflict, "conflict", fmt.Sprintf("a stream has at most %d subjects", maxSubjects))
+		return
+	}
+	if err != nil {
 		t.serverError(w, r, err)
 		return
 	}
@@ -494,19 +522,31 @@ func (t *Transmitter) verify(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusBadRequest, "invalid_request", "state is at most 256 bytes of UTF-8")
 		return
 	}
+	now := t.o.Now()
+	err := t.o.Store.AllowVerification(r.Context(), s.ID, now.Add(-minVerificationInterval), now)
+	if errors.Is(err, enrollment.ErrConflict) {
+		w.Header().Set("Retry-After", fmt.Sprint(int(minVerificationInterval.Seconds())))
+		apiError(w, http.StatusTooManyRequests, "too_many_requests",
+			fmt.Sprintf("at most one verification per stream every %s (min_verification_interval)", minVerificationInterval))
+		return
+	}
+	if err != nil {
+		t.serverError(w, r, err)
+		return
+	}
 	jti := newJTI()
 	ev := map[string]any{}
 	if in.State != "" {
 		ev["state"] = in.State
 	}
-	set, err := t.sign(setClaims{Iss: t.o.Issuer, JTI: jti, IAT: t.o.Now().Unix(), Aud: s.Audience,
+	claims, err := marshalClaims(setClaims{Iss: t.o.Issuer, JTI: jti, IAT: now.Unix(), Aud: s.Audience,
 		SubID: map[string]string{"format": "opaque", "id": s.ID}, Events: map[string]any{EventVerification: ev}})
 	if err != nil {
 		t.serverError(w, r, err)
 		return
 	}
 	if err := t.o.Store.Enqueue(r.Context(), Outgoing{JTI: jti, StreamID: s.ID, EventID: "verify:" + jti, EventType: EventVerification,
-		SET: set, CreatedAt: t.o.Now()}); err != nil {
+		Claims: claims, CreatedAt: now}); err != nil {
 		t.serverError(w, r, err)
 		return
 	}
@@ -569,7 +609,12 @@ func (t *Transmitter) poll(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			for _, p := range pending {
-				sets[p.JTI] = p.SET
+				set, err := t.o.Keys.Sign([]byte(p.Claims))
+				if err != nil {
+					t.serverError(w, r, err)
+					return
+				}
+				sets[p.JTI] = set
 			}
 			more = m
 			if len(sets) > 0 || in.ReturnImmediately || time.Now().After(deadline) {

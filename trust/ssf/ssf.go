@@ -86,23 +86,24 @@ func (s Stream) about(keys ...string) bool {
 	return false
 }
 
-// Outgoing is one signed SET owed to a stream.
+// Outgoing is one SET owed to a stream, as its claims: it is signed when
+// sent, so it verifies with the keys published then.
 type Outgoing struct {
 	JTI          string
 	StreamID     string
 	EventID      string
 	EnrollmentID string
 	EventType    string
-	SET          string
+	Claims       string
 	CreatedAt    time.Time
+	Attempts     int
 }
 
-// Delivery is a SET taken from the outbox.
-type Delivery struct {
-	Outgoing
-	Attempts            int
-	EndpointURL         string
-	AuthorizationHeader string
+// Batch is a push stream leased by one worker, with its undelivered SETs
+// in the order they were made.
+type Batch struct {
+	Stream Stream
+	SETs   []Outgoing
 }
 
 // LastEvent is the latest SET about a device queued for a stream.
@@ -118,28 +119,38 @@ type LastEvent struct {
 
 // Store is what the transmitter needs from storage.
 type Store interface {
-	CreateStream(ctx context.Context, s Stream, ev enrollment.AuditEvent) error
+	// CreateStream stores s unless its token has max streams (ErrConflict).
+	CreateStream(ctx context.Context, s Stream, max int, ev enrollment.AuditEvent) error
 	Stream(ctx context.Context, id string) (Stream, error)
 	Streams(ctx context.Context, tokenID string) ([]Stream, error) // tokenID "" lists all
 	UpdateStream(ctx context.Context, s Stream, ev enrollment.AuditEvent) error
 	DeleteStream(ctx context.Context, id string, ev enrollment.AuditEvent) error
-	AddSubject(ctx context.Context, streamID, key, subject string) error
+	// AddSubject adds a subject unless the stream has max (ErrConflict).
+	AddSubject(ctx context.Context, streamID, key, subject string, max int) error
 	RemoveSubject(ctx context.Context, streamID, key string) error
 	// FanOut takes up to limit trust changes not yet queued and, in one
 	// transaction, queues what build returns for each and marks them
 	// queued. Replicas take disjoint changes.
 	FanOut(ctx context.Context, limit int, build func(c enrollment.TrustChange, at time.Time, streams []Stream) ([]Outgoing, error)) (int, error)
 	Enqueue(ctx context.Context, o Outgoing) error
-	// ClaimPush leases due SETs of enabled push streams.
-	ClaimPush(ctx context.Context, limit int, now, leaseUntil time.Time) ([]Delivery, error)
+	// AllowVerification records a verification request unless one was
+	// made since (ErrConflict).
+	AllowVerification(ctx context.Context, streamID string, since, at time.Time) error
+	// ClaimStreams leases push streams with SETs due, each with its
+	// undelivered SETs in order.
+	ClaimStreams(ctx context.Context, limit, perStream int, now, leaseUntil time.Time) ([]Batch, error)
+	ReleaseStream(ctx context.Context, streamID string) error
 	// Delivered marks SETs of a stream delivered (acknowledged);
 	// refusal, when set, records that the receiver refused them.
 	Delivered(ctx context.Context, streamID string, jtis []string, refusal string, at time.Time) error
-	RetryPush(ctx context.Context, jti string, next time.Time, lastErr string, at time.Time) error
+	// RetryStream records a failed push and holds the stream until next.
+	RetryStream(ctx context.Context, streamID, jti string, next time.Time, lastErr string, at time.Time) error
 	// Pending returns up to max undelivered SETs of a stream, oldest
 	// first, and whether more wait.
 	Pending(ctx context.Context, streamID string, max int) ([]Outgoing, bool, error)
 	LastEvents(ctx context.Context, enrollmentID string) ([]LastEvent, error)
+	// PruneTrust deletes SETs delivered, and changes queued, before.
+	PruneTrust(ctx context.Context, before time.Time) (int64, error)
 }
 
 // Keys signs SETs and publishes their keys.
@@ -160,6 +171,10 @@ type Options struct {
 	Client *http.Client
 	// AllowHTTPPush admits http:// push endpoints (development only).
 	AllowHTTPPush bool
+	// AllowPrivateEndpoints lets pushes reach loopback and private
+	// addresses: a receiver inside the company's network. Off, a receiver
+	// token cannot make the server POST to its own neighbours.
+	AllowPrivateEndpoints bool
 	// Registerer, when set, gets the transmitter's metrics.
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
@@ -203,10 +218,7 @@ func New(o Options) (*Transmitter, error) {
 		return nil, errors.New("ssf: Store, Keys, Receivers and Issuer are required")
 	}
 	if o.Client == nil {
-		// A receiver's redirect is not followed: a push goes to the URL the
-		// receiver registered and nowhere else.
-		o.Client = &http.Client{Timeout: 10 * time.Second,
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		o.Client = pushClient(o.AllowPrivateEndpoints)
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -248,18 +260,16 @@ type setClaims struct {
 	Events map[string]any `json:"events"`
 }
 
-func (t *Transmitter) sign(c setClaims) (string, error) {
+func marshalClaims(c setClaims) (string, error) {
 	b, err := json.Marshal(c)
-	if err != nil {
-		return "", err
-	}
-	return t.o.Keys.Sign(b)
+	return string(b), err
 }
 
-// complianceSET is the CAEP event about one trust change for one stream.
-func (t *Transmitter) complianceSET(c enrollment.TrustChange, at time.Time, s Stream, jti string) (string, error) {
+// complianceClaims are the CAEP event about one trust change for one
+// stream.
+func (t *Transmitter) complianceClaims(c enrollment.TrustChange, at time.Time, s Stream, jti string) (string, error) {
 	status := map[bool]string{true: "compliant", false: "not-compliant"}
-	return t.sign(setClaims{Iss: t.o.Issuer, JTI: jti, IAT: t.o.Now().Unix(), Aud: s.Audience, Txn: c.ID,
+	return marshalClaims(setClaims{Iss: t.o.Issuer, JTI: jti, IAT: t.o.Now().Unix(), Aud: s.Audience, Txn: c.ID,
 		SubID: map[string]any{
 			"format": "complex",
 			"device": map[string]string{"format": "iss_sub", "iss": t.o.Issuer, "sub": c.EnrollmentID},
@@ -284,12 +294,12 @@ func (t *Transmitter) fanOut(ctx context.Context) (int, error) {
 				continue
 			}
 			jti := newJTI()
-			set, err := t.complianceSET(c, at, s, jti)
+			claims, err := t.complianceClaims(c, at, s, jti)
 			if err != nil {
 				return nil, err
 			}
 			out = append(out, Outgoing{JTI: jti, StreamID: s.ID, EventID: c.ID, EnrollmentID: c.EnrollmentID,
-				EventType: EventCompliance, SET: set, CreatedAt: t.o.Now()})
+				EventType: EventCompliance, Claims: claims, CreatedAt: t.o.Now()})
 		}
 		queued += len(out)
 		return out, nil
@@ -300,13 +310,26 @@ func (t *Transmitter) fanOut(ctx context.Context) (int, error) {
 	return n, err
 }
 
-// Run fans out and pushes until ctx ends; every replica may run it.
+// retention is how long delivered SETs and queued changes are kept.
+const retention = 30 * 24 * time.Hour
+
+// Run fans out and pushes until ctx ends, and prunes what was delivered
+// long ago once an hour; every replica may run it.
 func (t *Transmitter) Run(ctx context.Context, interval time.Duration) {
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
+	var pruned time.Time
 	for {
 		if err := t.Work(ctx); err != nil && ctx.Err() == nil {
 			t.o.Logger.ErrorContext(ctx, "SSF delivery round failed", "err", err)
+		}
+		if time.Since(pruned) > time.Hour {
+			pruned = time.Now()
+			if n, err := t.o.Store.PruneTrust(ctx, t.o.Now().Add(-retention)); err != nil && ctx.Err() == nil {
+				t.o.Logger.ErrorContext(ctx, "pruning delivered SETs failed", "err", err)
+			} else if n > 0 {
+				t.o.Logger.InfoContext(ctx, "pruned delivered SETs and queued trust changes", "rows", n, "older_than", retention.String())
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -325,38 +348,71 @@ func (t *Transmitter) Work(ctx context.Context) error {
 	return t.push(ctx)
 }
 
-// pushLease is how long a claimed SET is another replica's to leave alone.
-const pushLease = time.Minute
+// Push rounds: streams are pushed in parallel, so one slow receiver
+// delays no other; each stream's SETs go one at a time, in order.
+const (
+	streamsPerRound   = 32
+	parallelStreams   = 8
+	setsPerStreamLoop = 50
+	// streamLease outlasts a round of setsPerStreamLoop pushes at the
+	// client's timeout, so no other replica takes the stream meanwhile.
+	streamLease = 10 * time.Minute
+)
 
 func (t *Transmitter) push(ctx context.Context) error {
 	now := t.o.Now()
-	batch, err := t.o.Store.ClaimPush(ctx, 50, now, now.Add(pushLease))
+	batches, err := t.o.Store.ClaimStreams(ctx, streamsPerRound, setsPerStreamLoop, now, now.Add(streamLease))
 	if err != nil {
 		return fmt.Errorf("claim: %w", err)
 	}
-	for _, d := range batch {
+	sem := make(chan struct{}, parallelStreams)
+	errs := make(chan error, len(batches))
+	for _, b := range batches {
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem }()
+			err := t.pushStream(ctx, b)
+			if rerr := t.o.Store.ReleaseStream(context.WithoutCancel(ctx), b.Stream.ID); rerr != nil && err == nil {
+				err = rerr
+			}
+			errs <- err
+		}()
+	}
+	var first error
+	for range batches {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// pushStream delivers a stream's SETs in order, stopping at the first
+// that fails: the stream waits, as a whole, for its retry.
+func (t *Transmitter) pushStream(ctx context.Context, b Batch) error {
+	for _, o := range b.SETs {
+		set, err := t.o.Keys.Sign([]byte(o.Claims))
+		if err != nil {
+			return err
+		}
 		start := time.Now()
-		refusal, err := t.deliver(ctx, d)
+		refusal, err := t.deliver(ctx, b.Stream, set)
 		t.metrics.latency.Observe(time.Since(start).Seconds())
-		switch {
-		case err != nil:
+		if err != nil {
 			t.metrics.pushed.WithLabelValues("retry").Inc()
-			next := t.o.Now().Add(backoff(d.Attempts))
-			t.o.Logger.WarnContext(ctx, "SET push failed; will retry", "stream", d.StreamID, "jti", d.JTI, "attempt", d.Attempts+1,
-				"retry_at", next.Format(time.RFC3339), "err", err)
-			if err := t.o.Store.RetryPush(ctx, d.JTI, next, err.Error(), t.o.Now()); err != nil {
-				return err
-			}
-		default:
-			outcome := "delivered"
-			if refusal != "" {
-				outcome = "refused"
-				t.o.Logger.WarnContext(ctx, "receiver refused a SET", "stream", d.StreamID, "jti", d.JTI, "err", refusal)
-			}
-			t.metrics.pushed.WithLabelValues(outcome).Inc()
-			if err := t.o.Store.Delivered(ctx, d.StreamID, []string{d.JTI}, refusal, t.o.Now()); err != nil {
-				return err
-			}
+			next := t.o.Now().Add(backoff(o.Attempts))
+			t.o.Logger.WarnContext(ctx, "SET push failed; the stream waits for a retry", "stream", b.Stream.ID, "jti", o.JTI,
+				"attempt", o.Attempts+1, "retry_at", next.Format(time.RFC3339), "err", err)
+			return t.o.Store.RetryStream(ctx, b.Stream.ID, o.JTI, next, err.Error(), t.o.Now())
+		}
+		outcome := "delivered"
+		if refusal != "" {
+			outcome = "refused"
+			t.o.Logger.WarnContext(ctx, "receiver refused a SET", "stream", b.Stream.ID, "jti", o.JTI, "err", refusal)
+		}
+		t.metrics.pushed.WithLabelValues(outcome).Inc()
+		if err := t.o.Store.Delivered(ctx, b.Stream.ID, []string{o.JTI}, refusal, t.o.Now()); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -374,15 +430,15 @@ const maxReceiverReply = 8 << 10
 // deliver pushes one SET (RFC 8935). A 202 delivers it; a 400 is the
 // receiver refusing this SET for good (retrying cannot help), returned as
 // refusal; anything else is an error to retry.
-func (t *Transmitter) deliver(ctx context.Context, d Delivery) (refusal string, err error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.EndpointURL, stringsReader(d.SET))
+func (t *Transmitter) deliver(ctx context.Context, s Stream, set string) (refusal string, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.EndpointURL, stringsReader(set))
 	if err != nil {
 		return "", err
 	}
 	req.Header.Set("Content-Type", "application/secevent+jwt")
 	req.Header.Set("Accept", "application/json")
-	if d.AuthorizationHeader != "" {
-		req.Header.Set("Authorization", d.AuthorizationHeader)
+	if s.AuthorizationHeader != "" {
+		req.Header.Set("Authorization", s.AuthorizationHeader)
 	}
 	resp, err := t.o.Client.Do(req)
 	if err != nil {

@@ -4,6 +4,10 @@ import (
 	"crypto"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,6 +30,8 @@ func TestSubjectKey(t *testing.T) {
 		{"complex with a user", `{"format":"complex","user":{"format":"email","email":"bob@example.com"}}`, "email:bob@example.com"},
 		{"another issuer's device", `{"format":"iss_sub","iss":"https://evil.example","sub":"dev-1"}`, ""},
 		{"complex in complex", `{"format":"complex","device":{"format":"complex","device":{"format":"opaque","id":"x"}}}`, ""},
+		{"complex in complex, escaped", `{"format":"complex","device":{"format":"compl\u0065x","device":{"format":"opaque","id":"x"}}}`, ""},
+		{"oversized", `{"format":"email","email":"` + strings.Repeat("a", 3000) + `@b"}`, ""},
 		{"phone number", `{"format":"phone_number","phone_number":"+1"}`, ""},
 		{"no format", `{"email":"a@b"}`, ""},
 		{"not an object", `"alice@example.com"`, ""},
@@ -188,4 +194,34 @@ func TestKeyringRotation(t *testing.T) {
 			t.Errorf("%s has mode %v", f, fi.Mode().Perm())
 		}
 	}
+}
+
+func TestPushEndpointsArePublic(t *testing.T) {
+	for addr, public := range map[string]bool{"8.8.8.8": true, "2001:4860:4860::8888": true, "127.0.0.1": false, "10.1.2.3": false,
+		"192.168.1.1": false, "172.16.0.1": false, "169.254.169.254": false, "100.64.0.1": false, "::1": false, "fe80::1": false,
+		"0.0.0.0": false, "::ffff:127.0.0.1": false, "fd00::1": false, "224.0.0.1": false} {
+		if got := publicAddr(netip.MustParseAddr(addr)); got != public {
+			t.Errorf("%s: public %v, want %v", addr, got, public)
+		}
+	}
+	tr := &Transmitter{o: Options{Issuer: "https://mdm.example.com"}}
+	for _, u := range []string{"https://127.0.0.1/push", "https://[::1]/push", "https://169.254.169.254/latest", "https://localhost/push",
+		"https://10.0.0.5:8443/"} {
+		s := Stream{ID: "s"}
+		if msg := tr.apply(&s, streamConfig{Delivery: deliveryConfig{Method: DeliveryPush, EndpointURL: u}}); msg == "" {
+			t.Errorf("%s accepted as a push endpoint", u)
+		}
+	}
+	// A name is checked on the address it resolves to, when dialling.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusAccepted) }))
+	defer srv.Close()
+	local := strings.Replace(srv.URL, "127.0.0.1", "localhost", 1)
+	if _, err := pushClient(false).Post(local, "application/secevent+jwt", nil); !errors.Is(err, errPrivateAddress) {
+		t.Fatalf("a push to %s: %v", local, err)
+	}
+	resp, err := pushClient(true).Post(local, "application/secevent+jwt", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
 }
