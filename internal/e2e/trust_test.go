@@ -643,6 +643,18 @@ func TestPausedStreamHoldsEvents(t *testing.T) {
 	if code, _ := e.api(tok, "POST", ssf.StatusPath, `{"stream_id":"`+id+`","status":"sleeping"}`); code != 400 {
 		t.Fatal("an unknown status was accepted")
 	}
+	// PATCH sets what it names, even to empty, and keeps the rest.
+	if code, out := e.api(tok, "PATCH", ssf.StreamsPath, `{"stream_id":"`+id+`","description":"IdP push"}`); code != 200 ||
+		!strings.Contains(out, `"IdP push"`) || !strings.Contains(out, rcv.srv.URL) {
+		t.Fatalf("PATCH description: %d %s", code, out)
+	}
+	if code, out := e.api(tok, "PATCH", ssf.StreamsPath, `{"stream_id":"`+id+`","description":""}`); code != 200 ||
+		strings.Contains(out, "IdP push") || !strings.Contains(out, ssf.EventCompliance) {
+		t.Fatalf("PATCH clearing the description: %d %s", code, out)
+	}
+	if code, out := e.api(tok, "PUT", ssf.StreamsPath, `{"stream_id":"`+id+`"}`); code != 200 || strings.Contains(out, ssf.DeliveryPush) {
+		t.Fatalf("PUT with nothing is a poll stream for nothing: %d %s", code, out)
+	}
 	if code, _ := e.api(tok, "DELETE", ssf.StreamsPath+"?stream_id="+id, ""); code != 204 {
 		t.Fatal("delete")
 	}

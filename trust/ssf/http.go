@@ -50,6 +50,7 @@ const (
 	maxEventsInStream = 20
 	maxPollEvents     = 100
 	pollWait          = 10 * time.Second
+	maxLongPolls      = 64
 	maxSubjects       = 10_000
 	maxSubjectBytes   = 2048
 	// minVerificationInterval limits verification requests per stream.
@@ -307,26 +308,37 @@ func (t *Transmitter) readStream(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
+// streamPatch is an update: a field left out is kept by PATCH, reset by
+// PUT; a field sent, even empty, is set.
+type streamPatch struct {
+	StreamID        string          `json:"stream_id"`
+	EventsRequested *[]string       `json:"events_requested"`
+	Delivery        *deliveryConfig `json:"delivery"`
+	Description     *string         `json:"description"`
+}
+
 func (t *Transmitter) updateStream(w http.ResponseWriter, r *http.Request) {
-	var c streamConfig
-	if !decode(w, r, &c) {
+	var p streamPatch
+	if !decode(w, r, &p) {
 		return
 	}
-	s, ok := t.ownStream(w, r, c.StreamID)
+	s, ok := t.ownStream(w, r, p.StreamID)
 	if !ok {
 		return
 	}
+	var c streamConfig
 	if r.Method == http.MethodPatch {
-		// PATCH keeps what the request leaves out.
-		if c.EventsRequested == nil {
-			c.EventsRequested = s.EventsRequested
-		}
-		if c.Description == "" {
-			c.Description = s.Description
-		}
-		if c.Delivery.Method == "" {
-			c.Delivery = deliveryConfig{Method: s.Method, EndpointURL: s.EndpointURL, AuthorizationHeader: s.AuthorizationHeader}
-		}
+		c = streamConfig{EventsRequested: s.EventsRequested, Description: s.Description,
+			Delivery: deliveryConfig{Method: s.Method, EndpointURL: s.EndpointURL, AuthorizationHeader: s.AuthorizationHeader}}
+	}
+	if p.EventsRequested != nil {
+		c.EventsRequested = *p.EventsRequested
+	}
+	if p.Description != nil {
+		c.Description = *p.Description
+	}
+	if p.Delivery != nil {
+		c.Delivery = *p.Delivery
 	}
 	if msg := t.apply(&s, c); msg != "" {
 		apiError(w, http.StatusBadRequest, "invalid_request", msg)
@@ -597,6 +609,16 @@ func (t *Transmitter) poll(w http.ResponseWriter, r *http.Request) {
 	max := 25
 	if in.MaxEvents != nil {
 		max = min(max0(*in.MaxEvents), maxPollEvents)
+	}
+	// Long polls are bounded per process: beyond the limit a poll
+	// answers at once, as with returnImmediately.
+	if !in.ReturnImmediately {
+		select {
+		case t.longPolls <- struct{}{}:
+			defer func() { <-t.longPolls }()
+		default:
+			in.ReturnImmediately = true
+		}
 	}
 	sets := map[string]string{}
 	more := false

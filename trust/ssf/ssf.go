@@ -183,9 +183,10 @@ type Options struct {
 
 // Transmitter is the SSF transmitter.
 type Transmitter struct {
-	o       Options
-	kick    chan struct{}
-	metrics *metrics
+	o         Options
+	kick      chan struct{}
+	metrics   *metrics
+	longPolls chan struct{} // polls waiting for events now
 }
 
 type metrics struct {
@@ -226,7 +227,7 @@ func New(o Options) (*Transmitter, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Transmitter{o: o, kick: make(chan struct{}, 1), metrics: newMetrics(o.Registerer)}, nil
+	return &Transmitter{o: o, kick: make(chan struct{}, 1), metrics: newMetrics(o.Registerer), longPolls: make(chan struct{}, maxLongPolls)}, nil
 }
 
 // Kick asks the worker to look for work now. It never blocks.
