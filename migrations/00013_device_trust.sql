@@ -83,8 +83,11 @@ CREATE TABLE ssf_streams (
     last_delivered_at    BIGINT,
     last_error           TEXT NOT NULL DEFAULT '',
     last_error_at        BIGINT,
-    -- A push worker leases a whole stream, so its SETs leave in order.
+    -- A push worker leases a whole stream, so its SETs leave in order;
+    -- after a failure the whole stream is held until hold_until.
     lease_until          BIGINT,
+    hold_until           BIGINT,
+    push_attempts        INTEGER NOT NULL DEFAULT 0,
     -- Verification requests are rate-limited (min_verification_interval).
     last_verification_at BIGINT
 );
@@ -109,7 +112,6 @@ CREATE TABLE ssf_outbox (
     event_type      TEXT NOT NULL,
     claims          TEXT NOT NULL,
     created_at      BIGINT NOT NULL,
-    next_attempt_at BIGINT NOT NULL,
     attempts        INTEGER NOT NULL DEFAULT 0,
     delivered_at    BIGINT,
     last_error      TEXT NOT NULL DEFAULT '',
@@ -118,6 +120,7 @@ CREATE TABLE ssf_outbox (
 CREATE INDEX ssf_outbox_stream ON ssf_outbox (stream_id, delivered_at, created_at);
 CREATE INDEX ssf_outbox_delivered ON ssf_outbox (delivered_at);
 CREATE INDEX ssf_outbox_enrollment ON ssf_outbox (enrollment_id);
+CREATE INDEX ssf_outbox_event ON ssf_outbox (event_id);
 
 -- +goose Down
 DROP TABLE ssf_outbox;

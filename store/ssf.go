@@ -31,6 +31,8 @@ type streamRow struct {
 	LastError           string        `db:"last_error"`
 	LastErrorAt         sql.NullInt64 `db:"last_error_at"`
 	LeaseUntil          sql.NullInt64 `db:"lease_until"`
+	HoldUntil           sql.NullInt64 `db:"hold_until"`
+	PushAttempts        int           `db:"push_attempts"`
 	LastVerificationAt  sql.NullInt64 `db:"last_verification_at"`
 	Undelivered         int           `db:"undelivered"`
 }
@@ -136,6 +138,19 @@ func (s *Store) DeleteStream(ctx context.Context, id string, ev enrollment.Audit
 // has max subjects already (ErrConflict).
 func (s *Store) AddSubject(ctx context.Context, streamID, key, subject string, max int) error {
 	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+		if s.dialect == Postgres {
+			// Serializes additions to one stream, so the count holds.
+			if _, err := tx.ExecContext(ctx, `SELECT id FROM ssf_streams WHERE id = $1 FOR UPDATE`, streamID); err != nil {
+				return fmt.Errorf("add subject: %w", err)
+			}
+		}
+		var have int
+		if err := tx.GetContext(ctx, &have, tx.Rebind(`SELECT COUNT(*) FROM ssf_subjects WHERE stream_id = ? AND subject_key = ?`), streamID, key); err != nil {
+			return fmt.Errorf("add subject: %w", err)
+		}
+		if have > 0 {
+			return nil // adding is idempotent, even at the limit
+		}
 		var n int
 		if err := tx.GetContext(ctx, &n, tx.Rebind(`SELECT COUNT(*) FROM ssf_subjects WHERE stream_id = ?`), streamID); err != nil {
 			return fmt.Errorf("add subject: %w", err)
@@ -232,9 +247,9 @@ func (s *Store) FanOut(ctx context.Context, limit int,
 }
 
 func insertOutgoing(ctx context.Context, ext sqlx.ExtContext, o ssf.Outgoing) error {
-	_, err := ext.ExecContext(ctx, ext.Rebind(`INSERT INTO ssf_outbox (jti, stream_id, event_id, enrollment_id, event_type, claims, created_at, next_attempt_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (stream_id, event_id) DO NOTHING`),
-		o.JTI, o.StreamID, o.EventID, o.EnrollmentID, o.EventType, o.Claims, ms(o.CreatedAt), ms(o.CreatedAt))
+	_, err := ext.ExecContext(ctx, ext.Rebind(`INSERT INTO ssf_outbox (jti, stream_id, event_id, enrollment_id, event_type, claims, created_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (stream_id, event_id) DO NOTHING`),
+		o.JTI, o.StreamID, o.EventID, o.EnrollmentID, o.EventType, o.Claims, ms(o.CreatedAt))
 	if err != nil {
 		return fmt.Errorf("queue SET: %w", err)
 	}
@@ -291,11 +306,13 @@ func undelivered(ctx context.Context, q sqlx.QueryerContext, streamID string, ma
 	return out, nil
 }
 
-// ClaimStreams leases push streams with SETs due, up to limit streams, and
-// returns each with its undelivered SETs in order (at most perStream). A
-// stream is one replica's at a time, so its SETs leave in order. On
-// PostgreSQL, SKIP LOCKED gives replicas disjoint streams; on SQLite the
-// transaction's write lock serializes them.
+// ClaimStreams leases up to limit push streams with SETs waiting and no
+// hold, the stream waiting longest first, and returns each with its
+// undelivered SETs in order (at most perStream). A stream is one worker's
+// at a time, so its SETs leave in order. The lease is the time it ends,
+// which ReleaseStream must name: a worker whose lease lapsed cannot end
+// another's. On PostgreSQL, SKIP LOCKED gives replicas disjoint streams;
+// on SQLite the transaction's write lock serializes them.
 func (s *Store) ClaimStreams(ctx context.Context, limit, perStream int, now, leaseUntil time.Time) ([]ssf.Batch, error) {
 	var out []ssf.Batch
 	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
@@ -307,8 +324,10 @@ func (s *Store) ClaimStreams(ctx context.Context, limit, perStream int, now, lea
 		err := tx.SelectContext(ctx, &streams, tx.Rebind(`SELECT s.*, 0 AS undelivered FROM ssf_streams s
 			JOIN api_tokens t ON t.id = s.token_id AND t.revoked_at IS NULL
 			WHERE s.delivery_method = ? AND s.status = 'enabled' AND (s.lease_until IS NULL OR s.lease_until < ?)
-			AND EXISTS (SELECT 1 FROM ssf_outbox o WHERE o.stream_id = s.id AND o.delivered_at IS NULL AND o.next_attempt_at <= ?)
-			ORDER BY s.id LIMIT `+fmt.Sprint(limit)+lock), ssf.DeliveryPush, ms(now), ms(now))
+			AND (s.hold_until IS NULL OR s.hold_until <= ?)
+			AND EXISTS (SELECT 1 FROM ssf_outbox o WHERE o.stream_id = s.id AND o.delivered_at IS NULL)
+			ORDER BY (SELECT MIN(o.created_at) FROM ssf_outbox o WHERE o.stream_id = s.id AND o.delivered_at IS NULL), s.id
+			LIMIT `+fmt.Sprint(limit)+lock), ssf.DeliveryPush, ms(now), ms(now))
 		if err != nil || len(streams) == 0 {
 			return err
 		}
@@ -320,7 +339,9 @@ func (s *Store) ClaimStreams(ctx context.Context, limit, perStream int, now, lea
 			if err != nil {
 				return err
 			}
-			out = append(out, ssf.Batch{Stream: r.stream(), SETs: sets})
+			st := r.stream()
+			st.PushAttempts = r.PushAttempts
+			out = append(out, ssf.Batch{Stream: st, SETs: sets, LeaseUntil: leaseUntil})
 		}
 		return nil
 	})
@@ -330,9 +351,11 @@ func (s *Store) ClaimStreams(ctx context.Context, limit, perStream int, now, lea
 	return out, nil
 }
 
-// ReleaseStream ends a push worker's lease of a stream.
-func (s *Store) ReleaseStream(ctx context.Context, streamID string) error {
-	_, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE ssf_streams SET lease_until = NULL WHERE id = ?`), streamID)
+// ReleaseStream ends a push worker's lease of a stream, if it is still
+// that worker's.
+func (s *Store) ReleaseStream(ctx context.Context, streamID string, leaseUntil time.Time) error {
+	_, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE ssf_streams SET lease_until = NULL WHERE id = ? AND lease_until = ?`),
+		streamID, ms(leaseUntil))
 	return err
 }
 
@@ -356,16 +379,19 @@ func (s *Store) Delivered(ctx context.Context, streamID string, jtis []string, r
 			return nil
 		}
 		if refusal != "" {
-			_, err = tx.ExecContext(ctx, tx.Rebind(`UPDATE ssf_streams SET last_error = ?, last_error_at = ? WHERE id = ?`), refusal, ms(at), streamID)
+			_, err = tx.ExecContext(ctx, tx.Rebind(`UPDATE ssf_streams SET last_error = ?, last_error_at = ?, hold_until = NULL, push_attempts = 0
+				WHERE id = ?`), refusal, ms(at), streamID)
 		} else {
-			_, err = tx.ExecContext(ctx, tx.Rebind(`UPDATE ssf_streams SET last_delivered_at = ? WHERE id = ?`), ms(at), streamID)
+			_, err = tx.ExecContext(ctx, tx.Rebind(`UPDATE ssf_streams SET last_delivered_at = ?, hold_until = NULL, push_attempts = 0 WHERE id = ?`),
+				ms(at), streamID)
 		}
 		return err
 	})
 }
 
 // RetryStream records a failed push of jti and holds the whole stream
-// until next, so its SETs still leave in order.
+// until next: new SETs wait behind the failed one, in order, and do not
+// cut the backoff short.
 func (s *Store) RetryStream(ctx context.Context, streamID, jti string, next time.Time, lastErr string, at time.Time) error {
 	lastErr = enrollment.TrustReason(lastErr)
 	return s.inTx(ctx, func(tx *sqlx.Tx) error {
@@ -373,11 +399,8 @@ func (s *Store) RetryStream(ctx context.Context, streamID, jti string, next time
 			lastErr, jti, streamID); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE ssf_outbox SET next_attempt_at = ? WHERE stream_id = ? AND delivered_at IS NULL`),
-			ms(next), streamID); err != nil {
-			return err
-		}
-		_, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE ssf_streams SET last_error = ?, last_error_at = ? WHERE id = ?`), lastErr, ms(at), streamID)
+		_, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE ssf_streams SET hold_until = ?, push_attempts = push_attempts + 1, last_error = ?,
+			last_error_at = ? WHERE id = ?`), ms(next), lastErr, ms(at), streamID)
 		return err
 	})
 }
@@ -399,7 +422,10 @@ func (s *Store) Pending(ctx context.Context, streamID string, max int) ([]ssf.Ou
 // before: what relying parties have had is history the audit log keeps.
 func (s *Store) PruneTrust(ctx context.Context, before time.Time) (int64, error) {
 	var total int64
-	for _, q := range []string{`DELETE FROM ssf_outbox WHERE delivered_at < ?`, `DELETE FROM trust_events WHERE fanned_out_at < ?`} {
+	for _, q := range []string{`DELETE FROM ssf_outbox WHERE delivered_at < ?`,
+		// A change stays while any stream still owes its SET.
+		`DELETE FROM trust_events WHERE fanned_out_at < ? AND NOT EXISTS
+			(SELECT 1 FROM ssf_outbox o WHERE o.event_id = trust_events.id AND o.delivered_at IS NULL)`} {
 		res, err := s.db.ExecContext(ctx, s.db.Rebind(q), ms(before))
 		if err != nil {
 			return total, fmt.Errorf("prune: %w", err)

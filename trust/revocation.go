@@ -101,6 +101,10 @@ const (
 // served already. The generation is read before the revocations, so a CRL
 // lists at least what its generation counts.
 func (r *Revocation) CurrentCRL(ctx context.Context) ([]byte, error) {
+	// The common case, a current CRL, needs no lock: only signing does.
+	if der, ok, err := r.fresh(ctx); err != nil || ok {
+		return der, err
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for range 5 {
@@ -131,6 +135,22 @@ func (r *Revocation) CurrentCRL(ctx context.Context) ([]byte, error) {
 		return next.DER, nil
 	}
 	return nil, errors.New("CRL: other replicas keep signing; try again")
+}
+
+// fresh returns the stored CRL when it is current.
+func (r *Revocation) fresh(ctx context.Context) ([]byte, bool, error) {
+	gen, err := r.store.RevocationGeneration(ctx)
+	if err != nil {
+		return nil, false, fmt.Errorf("CRL: %w", err)
+	}
+	latest, err := r.store.LatestCRL(ctx)
+	if errors.Is(err, enrollment.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("CRL: %w", err)
+	}
+	return latest.DER, latest.Generation == gen && r.now().Sub(latest.ThisUpdate) < crlRefresh, nil
 }
 
 func (r *Revocation) sign(ctx context.Context, number int64, gen string, now time.Time) (CRL, error) {

@@ -961,3 +961,52 @@ func TestConsoleDeletesAStream(t *testing.T) {
 		t.Fatalf("audit: %+v", events)
 	}
 }
+
+// TestStreamLeaseIsOwned: a worker whose lease lapsed cannot end the
+// lease another worker took since, and a failed push holds the stream
+// even when new events arrive.
+func TestStreamLeaseIsOwned(t *testing.T) {
+	storetest.ForEachDialect(t, func(t *testing.T, dialect string) {
+		e := newEnv(t, dialect)
+		down := newSSFReceiver(t, e.url, "idp")
+		down.setFail(http.StatusServiceUnavailable)
+		tok := e.receiverToken("idp")
+		id, _ := e.stream(tok, `{"delivery":{"method":"`+ssf.DeliveryPush+`","endpoint_url":"`+down.srv.URL+`"},"events_requested":["`+ssf.EventCompliance+`"]}`)
+		if code, _ := e.api(tok, "POST", ssf.VerifyPath, `{"stream_id":"`+id+`"}`); code != 204 {
+			t.Fatal("verify")
+		}
+		st := e.app.Store
+		t0 := time.Now()
+		a, err := st.ClaimStreams(e.ctx, 1, 10, t0, t0.Add(time.Minute))
+		if err != nil || len(a) != 1 {
+			t.Fatalf("A: %v %v", a, err)
+		}
+		b, _ := st.ClaimStreams(e.ctx, 1, 10, t0.Add(2*time.Minute), t0.Add(3*time.Minute))
+		if len(b) != 1 {
+			t.Fatal("B could not take a lapsed lease")
+		}
+		if err := st.ReleaseStream(e.ctx, id, a[0].LeaseUntil); err != nil {
+			t.Fatal(err)
+		}
+		if c, _ := st.ClaimStreams(e.ctx, 1, 10, t0.Add(2*time.Minute+time.Second), t0.Add(4*time.Minute)); len(c) != 0 {
+			t.Fatal("A's late release ended B's lease")
+		}
+		if err := st.ReleaseStream(e.ctx, id, b[0].LeaseUntil); err != nil {
+			t.Fatal(err)
+		}
+		// The receiver is down: the push fails and holds the stream.
+		e.work()
+		if n := down.pushes(); n != 0 {
+			t.Fatalf("%d pushes accepted by a receiver that is down", n)
+		}
+		_, r := e.trustedDevice("alice@example.com", "C02HOLD00001")
+		e.work() // a new event does not cut the hold short
+		if c, _ := st.ClaimStreams(e.ctx, 1, 10, time.Now(), time.Now().Add(time.Minute)); len(c) != 0 {
+			t.Fatal("a new event made a held stream due")
+		}
+		if c, _ := st.ClaimStreams(e.ctx, 1, 10, time.Now().Add(time.Minute), time.Now().Add(2*time.Minute)); len(c) != 1 || len(c[0].SETs) != 2 ||
+			c[0].SETs[1].EnrollmentID != r.ID {
+			t.Fatalf("after the hold, the stream's SETs in order: %+v", c)
+		}
+	})
+}

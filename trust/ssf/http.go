@@ -51,8 +51,10 @@ const (
 	maxPollEvents     = 100
 	pollWait          = 10 * time.Second
 	maxLongPolls      = 64
-	maxSubjects       = 10_000
-	maxSubjectBytes   = 2048
+	// maxLongPollsPerStream keeps one receiver from taking every slot.
+	maxLongPollsPerStream = 2
+	maxSubjects           = 10_000
+	maxSubjectBytes       = 2048
 	// minVerificationInterval limits verification requests per stream.
 	minVerificationInterval = time.Minute
 )
@@ -610,13 +612,12 @@ func (t *Transmitter) poll(w http.ResponseWriter, r *http.Request) {
 	if in.MaxEvents != nil {
 		max = min(max0(*in.MaxEvents), maxPollEvents)
 	}
-	// Long polls are bounded per process: beyond the limit a poll
-	// answers at once, as with returnImmediately.
+	// Long polls are bounded per process and per stream: beyond either
+	// limit a poll answers at once, as with returnImmediately.
 	if !in.ReturnImmediately {
-		select {
-		case t.longPolls <- struct{}{}:
-			defer func() { <-t.longPolls }()
-		default:
+		if release, ok := t.waitSlot(s.ID); ok {
+			defer release()
+		} else {
 			in.ReturnImmediately = true
 		}
 	}
@@ -650,6 +651,29 @@ func (t *Transmitter) poll(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"sets": sets, "moreAvailable": more})
+}
+
+// waitSlot reserves a long-poll slot for a stream.
+func (t *Transmitter) waitSlot(streamID string) (func(), bool) {
+	t.pollMu.Lock()
+	defer t.pollMu.Unlock()
+	if t.polling[streamID] >= maxLongPollsPerStream {
+		return nil, false
+	}
+	select {
+	case t.longPolls <- struct{}{}:
+	default:
+		return nil, false
+	}
+	t.polling[streamID]++
+	return func() {
+		<-t.longPolls
+		t.pollMu.Lock()
+		defer t.pollMu.Unlock()
+		if t.polling[streamID]--; t.polling[streamID] == 0 {
+			delete(t.polling, streamID)
+		}
+	}, true
 }
 
 func max0(n int) int {

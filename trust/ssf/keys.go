@@ -34,6 +34,8 @@ type Keyring struct {
 	keys   []signingKey // newest first
 	loaded time.Time
 	forced bool // Rotate: add a key even if the newest is young
+	// Skipped counts files in the folder that are not keys (last load).
+	Skipped int
 }
 
 type signingKey struct {
@@ -44,6 +46,11 @@ type signingKey struct {
 
 // maxPublished bounds the JWKS, whatever the folder holds.
 const maxPublished = 5
+
+// activation: a new key is published this long before it signs, so every
+// replica (reloading every 30 s) and every receiver (caching the JWKS for
+// 5 minutes) knows it by then.
+const activation = 10 * time.Minute
 
 // lockStale: a rotation lock older than this was left by a crashed process.
 const lockStale = time.Minute
@@ -85,8 +92,31 @@ func (k *Keyring) Rotate() (string, error) {
 	return k.keys[0].kid, nil
 }
 
-// current returns the signing key, rotating when it is due.
+// current returns the signing key, rotating when it is due: the newest
+// key published for at least the activation delay, or, on a new folder,
+// its first key.
 func (k *Keyring) current() (signingKey, error) {
+	latest, err := k.latest()
+	if err != nil {
+		return signingKey{}, err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	now := k.now()
+	for _, sk := range k.keys {
+		if now.Sub(sk.created) >= activation {
+			return sk, nil
+		}
+	}
+	if len(k.keys) > 0 {
+		return k.keys[len(k.keys)-1], nil
+	}
+	return latest, nil
+}
+
+// latest returns the newest key, adding one when the newest is older than
+// the rotation period.
+func (k *Keyring) latest() (signingKey, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	now := k.now()
@@ -178,26 +208,18 @@ func (k *Keyring) load() error {
 		return err
 	}
 	var keys []signingKey
+	skipped := 0
 	for _, f := range files {
 		var nanos int64
 		if _, err := fmt.Sscanf(strings.TrimSuffix(filepath.Base(f), ".pem"), "es256-%d", &nanos); err != nil {
 			continue
 		}
-		b, err := os.ReadFile(f)
+		// A file that is not a P-256 key is passed over, and counted: one
+		// bad file must not stop every replica from signing.
+		ec, err := readKey(f)
 		if err != nil {
-			return fmt.Errorf("SSF keys: %w", err)
-		}
-		block, _ := pem.Decode(b)
-		if block == nil {
-			return fmt.Errorf("SSF keys: %s is not PEM", f)
-		}
-		parsed, err := x509.ParsePKCS8PrivateKey(block.Bytes)
-		if err != nil {
-			return fmt.Errorf("SSF keys: %s: %w", f, err)
-		}
-		ec, ok := parsed.(*ecdsa.PrivateKey)
-		if !ok || ec.Curve != elliptic.P256() {
-			return fmt.Errorf("SSF keys: %s is not a P-256 key", f)
+			skipped++
+			continue
 		}
 		jwk := jose.JSONWebKey{Key: ec.Public()}
 		tp, err := jwk.Thumbprint(crypto.SHA256)
@@ -207,13 +229,33 @@ func (k *Keyring) load() error {
 		keys = append(keys, signingKey{kid: base64.RawURLEncoding.EncodeToString(tp), created: time.Unix(0, nanos), key: ec})
 	}
 	sort.SliceStable(keys, func(i, j int) bool { return keys[i].created.After(keys[j].created) })
-	k.keys, k.loaded = keys, k.now()
+	k.keys, k.loaded, k.Skipped = keys, k.now(), skipped
 	return nil
+}
+
+func readKey(name string) (*ecdsa.PrivateKey, error) {
+	b, err := os.ReadFile(name)
+	if err != nil {
+		return nil, err
+	}
+	block, _ := pem.Decode(b)
+	if block == nil {
+		return nil, fmt.Errorf("%s is not PEM", name)
+	}
+	parsed, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	ec, ok := parsed.(*ecdsa.PrivateKey)
+	if !ok || ec.Curve != elliptic.P256() {
+		return nil, fmt.Errorf("%s is not a P-256 key", name)
+	}
+	return ec, nil
 }
 
 // JWKS is the published key set.
 func (k *Keyring) JWKS() (jose.JSONWebKeySet, error) {
-	if _, err := k.current(); err != nil {
+	if _, err := k.latest(); err != nil {
 		return jose.JSONWebKeySet{}, err
 	}
 	k.mu.Lock()

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -56,6 +57,8 @@ type Stream struct {
 	LastErrorAt         *time.Time
 	// Undelivered counts SETs waiting (read-only).
 	Undelivered int
+	// PushAttempts counts failed pushes since the last success.
+	PushAttempts int
 	// Subjects are the keys of subjects added (read by fan-out only).
 	Subjects map[string]bool
 }
@@ -99,11 +102,12 @@ type Outgoing struct {
 	Attempts     int
 }
 
-// Batch is a push stream leased by one worker, with its undelivered SETs
-// in the order they were made.
+// Batch is a push stream leased by one worker until LeaseUntil, with its
+// undelivered SETs in the order they were made.
 type Batch struct {
-	Stream Stream
-	SETs   []Outgoing
+	Stream     Stream
+	SETs       []Outgoing
+	LeaseUntil time.Time
 }
 
 // LastEvent is the latest SET about a device queued for a stream.
@@ -139,7 +143,9 @@ type Store interface {
 	// ClaimStreams leases push streams with SETs due, each with its
 	// undelivered SETs in order.
 	ClaimStreams(ctx context.Context, limit, perStream int, now, leaseUntil time.Time) ([]Batch, error)
-	ReleaseStream(ctx context.Context, streamID string) error
+	// ReleaseStream ends the lease that ends at leaseUntil, if it is
+	// still the stream's.
+	ReleaseStream(ctx context.Context, streamID string, leaseUntil time.Time) error
 	// Delivered marks SETs of a stream delivered (acknowledged);
 	// refusal, when set, records that the receiver refused them.
 	Delivered(ctx context.Context, streamID string, jtis []string, refusal string, at time.Time) error
@@ -187,6 +193,8 @@ type Transmitter struct {
 	kick      chan struct{}
 	metrics   *metrics
 	longPolls chan struct{} // polls waiting for events now
+	pollMu    sync.Mutex
+	polling   map[string]int // long polls waiting, by stream
 }
 
 type metrics struct {
@@ -227,7 +235,7 @@ func New(o Options) (*Transmitter, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Transmitter{o: o, kick: make(chan struct{}, 1), metrics: newMetrics(o.Registerer), longPolls: make(chan struct{}, maxLongPolls)}, nil
+	return &Transmitter{o: o, kick: make(chan struct{}, 1), metrics: newMetrics(o.Registerer), longPolls: make(chan struct{}, maxLongPolls), polling: map[string]int{}}, nil
 }
 
 // Kick asks the worker to look for work now. It never blocks.
@@ -315,14 +323,32 @@ func (t *Transmitter) fanOut(ctx context.Context) (int, error) {
 const retention = 30 * 24 * time.Hour
 
 // Run fans out and pushes until ctx ends, and prunes what was delivered
-// long ago once an hour; every replica may run it.
+// long ago once an hour; every replica may run it. Fan-out and each push
+// worker run on their own, so a slow receiver delays neither the queuing
+// of new events nor any other stream.
 func (t *Transmitter) Run(ctx context.Context, interval time.Duration) {
+	for range pushWorkers {
+		go func() {
+			for ctx.Err() == nil {
+				more, err := t.pushOne(ctx)
+				if err != nil && ctx.Err() == nil {
+					t.o.Logger.ErrorContext(ctx, "SET push round failed", "err", err)
+				}
+				if !more || err != nil {
+					select {
+					case <-ctx.Done():
+					case <-time.After(interval):
+					}
+				}
+			}
+		}()
+	}
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	var pruned time.Time
 	for {
-		if err := t.Work(ctx); err != nil && ctx.Err() == nil {
-			t.o.Logger.ErrorContext(ctx, "SSF delivery round failed", "err", err)
+		if _, err := t.fanOut(ctx); err != nil && ctx.Err() == nil {
+			t.o.Logger.ErrorContext(ctx, "queuing trust events failed", "err", err)
 		}
 		if time.Since(pruned) > time.Hour {
 			pruned = time.Now()
@@ -341,7 +367,8 @@ func (t *Transmitter) Run(ctx context.Context, interval time.Duration) {
 	}
 }
 
-// Work runs one round: queue new changes, then push what is due.
+// Work runs one round: queue new changes, then push every stream that is
+// due until none is.
 func (t *Transmitter) Work(ctx context.Context) error {
 	if _, err := t.fanOut(ctx); err != nil {
 		return fmt.Errorf("fan out: %w", err)
@@ -349,61 +376,78 @@ func (t *Transmitter) Work(ctx context.Context) error {
 	return t.push(ctx)
 }
 
-// Push rounds: streams are pushed in parallel, so one slow receiver
-// delays no other; each stream's SETs go one at a time, in order.
+// Push scheduling: pushWorkers workers each lease one stream at a time and
+// give it at most streamBudget before handing it back, so a slow receiver
+// holds one worker for seconds, never the others for minutes.
 const (
-	streamsPerRound   = 32
-	parallelStreams   = 8
-	setsPerStreamLoop = 50
-	// streamLease outlasts a round of setsPerStreamLoop pushes at the
-	// client's timeout, so no other replica takes the stream meanwhile.
-	streamLease = 10 * time.Minute
+	pushWorkers  = 16
+	streamBudget = 5 * time.Second
+	// pushLease outlasts a budget plus one push at the client's timeout.
+	pushLease   = time.Minute
+	setsPerTurn = 50
 )
 
 func (t *Transmitter) push(ctx context.Context) error {
-	now := t.o.Now()
-	batches, err := t.o.Store.ClaimStreams(ctx, streamsPerRound, setsPerStreamLoop, now, now.Add(streamLease))
-	if err != nil {
-		return fmt.Errorf("claim: %w", err)
-	}
-	sem := make(chan struct{}, parallelStreams)
-	errs := make(chan error, len(batches))
-	for _, b := range batches {
-		sem <- struct{}{}
+	var wg sync.WaitGroup
+	errs := make(chan error, pushWorkers)
+	for range pushWorkers {
+		wg.Add(1)
 		go func() {
-			defer func() { <-sem }()
-			err := t.pushStream(ctx, b)
-			if rerr := t.o.Store.ReleaseStream(context.WithoutCancel(ctx), b.Stream.ID); rerr != nil && err == nil {
-				err = rerr
+			defer wg.Done()
+			for ctx.Err() == nil {
+				more, err := t.pushOne(ctx)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if !more {
+					return
+				}
 			}
-			errs <- err
 		}()
 	}
-	var first error
-	for range batches {
-		if err := <-errs; err != nil && first == nil {
-			first = err
-		}
-	}
-	return first
+	wg.Wait()
+	close(errs)
+	return <-errs
 }
 
-// pushStream delivers a stream's SETs in order, stopping at the first
-// that fails: the stream waits, as a whole, for its retry.
+// pushOne leases the stream waiting longest and pushes its SETs in order
+// for at most streamBudget; more is false when no stream was due.
+func (t *Transmitter) pushOne(ctx context.Context) (more bool, err error) {
+	now := t.o.Now()
+	batches, err := t.o.Store.ClaimStreams(ctx, 1, setsPerTurn, now, now.Add(pushLease))
+	if err != nil || len(batches) == 0 {
+		return false, err
+	}
+	b := batches[0]
+	err = t.pushStream(ctx, b)
+	if rerr := t.o.Store.ReleaseStream(context.WithoutCancel(ctx), b.Stream.ID, b.LeaseUntil); rerr != nil && err == nil {
+		err = rerr
+	}
+	return true, err
+}
+
+// pushStream delivers a stream's SETs in order within the budget,
+// stopping at the first that fails: the stream is held, as a whole, until
+// its retry.
 func (t *Transmitter) pushStream(ctx context.Context, b Batch) error {
+	start := time.Now()
 	for _, o := range b.SETs {
+		if time.Since(start) > streamBudget {
+			return nil // the rest at the stream's next turn
+		}
 		set, err := t.o.Keys.Sign([]byte(o.Claims))
 		if err != nil {
 			return err
 		}
-		start := time.Now()
+		began := time.Now()
 		refusal, err := t.deliver(ctx, b.Stream, set)
-		t.metrics.latency.Observe(time.Since(start).Seconds())
+		t.metrics.latency.Observe(time.Since(began).Seconds())
 		if err != nil {
 			t.metrics.pushed.WithLabelValues("retry").Inc()
-			next := t.o.Now().Add(backoff(o.Attempts))
+			next := t.o.Now().Add(backoff(b.Stream.PushAttempts))
 			t.o.Logger.WarnContext(ctx, "SET push failed; the stream waits for a retry", "stream", b.Stream.ID, "jti", o.JTI,
-				"attempt", o.Attempts+1, "retry_at", next.Format(time.RFC3339), "err", err)
+				"attempt", b.Stream.PushAttempts+1, "retry_at", next.Format(time.RFC3339), "err", err)
 			return t.o.Store.RetryStream(ctx, b.Stream.ID, o.JTI, next, err.Error(), t.o.Now())
 		}
 		outcome := "delivered"
@@ -456,7 +500,13 @@ func (t *Transmitter) deliver(ctx context.Context, s Stream, set string) (refusa
 			Description string `json:"description"`
 		}
 		_ = json.Unmarshal(body, &e)
-		return fmt.Sprintf("HTTP 400 %s: %s", cutString(e.Err, 64), cutString(e.Description, 256)), nil
+		msg := fmt.Sprintf("HTTP 400 %s: %s", cutString(e.Err, 64), cutString(e.Description, 256))
+		if e.Err == "invalid_key" {
+			// Most likely a JWKS the receiver cached before a rotation:
+			// worth another try once it refreshes.
+			return "", errors.New(msg)
+		}
+		return msg, nil
 	default:
 		return "", fmt.Errorf("receiver answered HTTP %d", resp.StatusCode)
 	}

@@ -163,9 +163,11 @@ func TestKeyringRotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A day later the key rotates; what was signed before still verifies.
+	// A day later the key rotates: the new key is published at once but
+	// signs only after the activation delay; what was signed before still
+	// verifies.
 	now = now.Add(25 * time.Hour)
-	after, err := rings[2].Sign([]byte(`{"jti":"2"}`))
+	during, err := rings[2].Sign([]byte(`{"jti":"2"}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,12 +175,26 @@ func TestKeyringRotation(t *testing.T) {
 	if len(set.Keys) != 2 {
 		t.Fatalf("%d keys published after a rotation, want 2", len(set.Keys))
 	}
+	if verify(before, set) != verify(during, set) {
+		t.Fatal("a key signed before every replica and receiver could know it")
+	}
+	now = now.Add(activation + time.Minute)
+	after, err := rings[2].Sign([]byte(`{"jti":"3"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
 	if verify(before, set) == verify(after, set) {
 		t.Fatal("the rotation did not change the signing key")
 	}
-	now = now.Add(time.Minute)
-	if _, err := rings[0].Rotate(); err != nil {
+	// A file that is not a key is passed over.
+	if err := os.WriteFile(filepath.Join(dir, "es256-1-bad.pem"), []byte("not a key"), 0o600); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := rings[1].Rotate(); err != nil {
+		t.Fatalf("a bad file stopped the keyring: %v", err)
+	}
+	if rings[1].Skipped != 1 {
+		t.Fatalf("skipped %d files", rings[1].Skipped)
 	}
 	if set, _ = rings[0].JWKS(); len(set.Keys) != 3 || len(set.Key(first)) != 1 {
 		t.Fatalf("right after two rotations %d keys are published, want all 3", len(set.Keys))
@@ -199,7 +215,8 @@ func TestKeyringRotation(t *testing.T) {
 func TestPushEndpointsArePublic(t *testing.T) {
 	for addr, public := range map[string]bool{"8.8.8.8": true, "2001:4860:4860::8888": true, "127.0.0.1": false, "10.1.2.3": false,
 		"192.168.1.1": false, "172.16.0.1": false, "169.254.169.254": false, "100.64.0.1": false, "::1": false, "fe80::1": false,
-		"0.0.0.0": false, "::ffff:127.0.0.1": false, "fd00::1": false, "224.0.0.1": false} {
+		"0.0.0.0": false, "::ffff:127.0.0.1": false, "fd00::1": false, "224.0.0.1": false, "64:ff9b::a00:1": false, "2002:a00:1::": false,
+		"198.18.0.1": false, "240.0.0.1": false, "0.1.2.3": false, "192.0.0.8": false} {
 		if got := publicAddr(netip.MustParseAddr(addr)); got != public {
 			t.Errorf("%s: public %v, want %v", addr, got, public)
 		}
