@@ -83,6 +83,9 @@ type Result struct {
 	IssuedAt   time.Time
 	ExpiresAt  time.Time
 	LeafSHA256 string
+	// LeafKey is the attested key (DER SubjectPublicKeyInfo): for ACME, the
+	// key the certificate may be issued for.
+	LeafKey []byte
 }
 
 // Verifier checks attestation chains against its roots at the time of the
@@ -163,7 +166,7 @@ func (v *Verifier) Verify(chain [][]byte, nonce []byte) (Result, error) {
 		return Result{}, fmt.Errorf("%w: %v", ErrInvalidChain, err)
 	}
 	sum := sha256.Sum256(leaf.Raw)
-	r := Result{IssuedAt: leaf.NotBefore, ExpiresAt: leaf.NotAfter, LeafSHA256: hex.EncodeToString(sum[:])}
+	r := Result{IssuedAt: leaf.NotBefore, ExpiresAt: leaf.NotAfter, LeafSHA256: hex.EncodeToString(sum[:]), LeafKey: leaf.RawSubjectPublicKeyInfo}
 	var freshness []byte
 	for _, ext := range leaf.Extensions {
 		switch {

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vestibule-mdm/vestibule/enrollment"
 	"github.com/vestibule-mdm/vestibule/mdm"
 )
 
@@ -27,6 +28,9 @@ type CertRecord struct {
 	ReservationID string
 	NotAfter      time.Time
 	RevokedAt     *time.Time
+	// Attested is what Apple vouched for the key, when it was issued over
+	// ACME with device-attest-01.
+	Attested enrollment.IdentityAttestation
 }
 
 // CertificateStore finds issued certificates by their SHA-256 fingerprint.

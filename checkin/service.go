@@ -98,7 +98,7 @@ func (s *Service) authenticate(ctx context.Context, id Identity, m *mdm.Authenti
 	if !m.DeviceChannel() || m.UDID == "" {
 		return fail(http.StatusBadRequest, "Authenticate without a device UDID (user enrollment is not supported)")
 	}
-	claim := enrollment.Claim{Token: token, CertReservationID: id.Record.ReservationID, RemoteIP: remoteIP,
+	claim := enrollment.Claim{Token: token, CertReservationID: id.Record.ReservationID, Identity: id.Record.Attested, RemoteIP: remoteIP,
 		Facts: enrollment.DeviceFacts{UDID: m.UDID, Serial: m.SerialNumber, Model: m.Model, ModelName: m.ModelName,
 			ProductName: m.ProductName, OSVersion: m.OSVersion, BuildVersion: m.BuildVersion, IMEI: m.IMEI, MEID: m.MEID, DeviceName: m.DeviceName}}
 	e, err := s.gate.Authenticate(ctx, claim)

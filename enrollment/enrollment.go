@@ -100,6 +100,8 @@ type Enrollment struct {
 	LastSeenAt     *time.Time `json:"last_seen_at,omitempty"`
 	// Attestation is what Apple's hardware attestation vouched for.
 	Attestation Attestation `json:"attestation"`
+	// Identity is what Apple attested for the identity key (ACME).
+	Identity IdentityAttestation `json:"identity"`
 	// AttestNonce is the hex nonce of the attestation question, and
 	// AttestCommand its command's UUID: only the answer to it counts.
 	AttestNonce   string `json:"-"`
@@ -133,9 +135,25 @@ func (e Enrollment) Flags() []string {
 type Claim struct {
 	Token             string
 	CertReservationID string
-	Facts             DeviceFacts
-	RemoteIP          string
+	// Identity is what Apple attested for the certificate's key, when it
+	// was issued over ACME.
+	Identity IdentityAttestation
+	Facts    DeviceFacts
+	RemoteIP string
 }
+
+// IdentityAttestation is what Apple vouched for a device's identity key:
+// made in the Secure Enclave (HardwareBound), of the device with this
+// serial number and UDID.
+type IdentityAttestation struct {
+	HardwareBound bool   `json:"hardware_bound"`
+	Serial        string `json:"serial,omitempty"`
+	UDID          string `json:"udid,omitempty"`
+}
+
+// ErrIdentityMismatch: the device claims another serial number than the
+// one Apple attested for its identity key.
+var ErrIdentityMismatch = errors.New("the device claims another serial number than Apple attested for its identity key")
 
 // ClaimResult tells the store what to record.
 type ClaimResult struct {
@@ -276,8 +294,14 @@ func (s *Enrollments) Authenticate(ctx context.Context, c Claim) (Enrollment, er
 	if tok.ReservationID != c.CertReservationID {
 		return Enrollment{}, s.refuse(ctx, c, tok.ReservationID, now, ErrCertNotForReservation)
 	}
+	// The serial is compared, not the UDID: on a Mac the attested UDID is
+	// the provisioning UDID, which the MDM UDID need not equal.
+	if c.Identity.HardwareBound && !strings.EqualFold(strings.TrimSpace(c.Identity.Serial), facts.Serial) {
+		return Enrollment{}, s.refuse(ctx, c, tok.ReservationID, now,
+			fmt.Errorf("%w (attested %q, claimed %q)", ErrIdentityMismatch, c.Identity.Serial, facts.Serial))
+	}
 	e := Enrollment{ID: tok.ReservationID, UserID: tok.UserID, State: StatePending, Facts: facts, CheckinIP: c.RemoteIP,
-		CreatedAt: now, UpdatedAt: now}
+		Identity: c.Identity, CreatedAt: now, UpdatedAt: now}
 	ev := AuditEvent{At: now, Actor: "device:" + facts.UDID, Action: "enrollment.authenticate", TargetType: "enrollment",
 		TargetID: e.ID, RemoteIP: c.RemoteIP, Outcome: OutcomeOK, Detail: fmt.Sprintf("serial=%s model=%s", facts.Serial, facts.Model)}
 	res, err := s.store.ClaimReservation(ctx, tok.ReservationID, tok.NonceHex(), e, now, ev)

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -48,13 +49,17 @@ type Reservation struct {
 	ExpiresAt       time.Time        `json:"expires_at"`
 	CreatedBy       string           `json:"created_by"`
 	CreatedIP       string           `json:"created_ip"`
-	DownloadedAt    *time.Time       `json:"downloaded_at,omitempty"`
-	DownloadedIP    string           `json:"downloaded_ip,omitempty"`
-	ClaimedAt       *time.Time       `json:"claimed_at,omitempty"`
-	ClaimedUDID     string           `json:"claimed_udid,omitempty"`
-	ClaimAttempts   int              `json:"claim_attempts"`
-	RevokedAt       *time.Time       `json:"revoked_at,omitempty"`
-	RevokedBy       string           `json:"revoked_by,omitempty"`
+	// Identity is how the profile's device gets its identity: IdentitySCEP
+	// or IdentityACME. The profile's one-time secret works for that
+	// protocol only.
+	Identity      string     `json:"identity"`
+	DownloadedAt  *time.Time `json:"downloaded_at,omitempty"`
+	DownloadedIP  string     `json:"downloaded_ip,omitempty"`
+	ClaimedAt     *time.Time `json:"claimed_at,omitempty"`
+	ClaimedUDID   string     `json:"claimed_udid,omitempty"`
+	ClaimAttempts int        `json:"claim_attempts"`
+	RevokedAt     *time.Time `json:"revoked_at,omitempty"`
+	RevokedBy     string     `json:"revoked_by,omitempty"`
 	// DEPSerial and DEPUDID are what Setup Assistant claimed when the
 	// profile was made through the DEP path: claims, not credentials.
 	DEPSerial string `json:"dep_serial,omitempty"`
@@ -100,8 +105,29 @@ type ReservationFilter struct {
 	Limit  int
 }
 
+// How a device gets its identity certificate.
+const (
+	// IdentitySCEP: over SCEP, an RSA key the device makes (any device).
+	IdentitySCEP = "scep"
+	// IdentityACME: over ACME with device-attest-01, a key made in the
+	// Secure Enclave and attested by Apple (iOS 16, macOS 14 and later).
+	IdentityACME = "acme"
+)
+
+// ParseIdentity accepts "scep" or "acme"; empty is SCEP, the default.
+func ParseIdentity(s string) (string, error) {
+	switch s = strings.ToLower(strings.TrimSpace(s)); s {
+	case "", IdentitySCEP:
+		return IdentitySCEP, nil
+	case IdentityACME:
+		return IdentityACME, nil
+	}
+	return "", fmt.Errorf("%w: identity must be scep or acme", ErrInvalid)
+}
+
 // Refresh is a new set of secrets for an open reservation.
 type Refresh struct {
+	Identity        string
 	ChallengeHash   string
 	TokenNonce      string
 	TokenKeyVersion uint32
@@ -131,12 +157,21 @@ var ErrRateLimited = errors.New("too many enrollment profiles in the last hour")
 // ReserveForSelf is a person's own reservation from the portal: at most
 // perHour an hour, so a stolen session cannot mint profiles in bulk.
 func (s *Reservations) ReserveForSelf(ctx context.Context, actor Actor, u User, perHour int) (Reservation, Secrets, error) {
-	return s.ReserveForDEP(ctx, actor, u, perHour, "", "")
+	return s.ReserveForSelfAs(ctx, actor, u, perHour, IdentitySCEP)
+}
+
+// ReserveForSelfAs is ReserveForSelf for a profile of the given identity.
+func (s *Reservations) ReserveForSelfAs(ctx context.Context, actor Actor, u User, perHour int, identity string) (Reservation, Secrets, error) {
+	return s.reserveLimited(ctx, actor, u, perHour, "", "", identity)
 }
 
 // ReserveForDEP is ReserveForSelf for a device in Setup Assistant, keeping
 // the serial and UDID it claimed for the approver.
 func (s *Reservations) ReserveForDEP(ctx context.Context, actor Actor, u User, perHour int, serial, udid string) (Reservation, Secrets, error) {
+	return s.reserveLimited(ctx, actor, u, perHour, serial, udid, IdentitySCEP)
+}
+
+func (s *Reservations) reserveLimited(ctx context.Context, actor Actor, u User, perHour int, serial, udid, identity string) (Reservation, Secrets, error) {
 	if len(serial) > 64 || len(udid) > 64 {
 		return Reservation{}, Secrets{}, fmt.Errorf("reserve: %w: device claims too long", ErrInvalid)
 	}
@@ -147,7 +182,7 @@ func (s *Reservations) ReserveForDEP(ctx context.Context, actor Actor, u User, p
 	if n >= perHour {
 		return Reservation{}, Secrets{}, fmt.Errorf("reserve: %w: %d of %d allowed; try again later or ask your administrator", ErrRateLimited, n, perHour)
 	}
-	return s.reserve(ctx, actor, u.Email, serial, udid)
+	return s.reserve(ctx, actor, u.Email, serial, udid, identity)
 }
 
 // RevokeOwn revokes a reservation of the given user only.
@@ -185,10 +220,19 @@ func NewReservations(store ReservationStore, tokens *Tokens, orgID string, ttl t
 // the reservation with its first secrets. Unknown and disabled users are
 // refused: only people known to Vestibule may enroll.
 func (s *Reservations) Reserve(ctx context.Context, actor Actor, email string) (Reservation, Secrets, error) {
-	return s.reserve(ctx, actor, email, "", "")
+	return s.reserve(ctx, actor, email, "", "", IdentitySCEP)
 }
 
-func (s *Reservations) reserve(ctx context.Context, actor Actor, email, depSerial, depUDID string) (Reservation, Secrets, error) {
+// ReserveAs is Reserve for a profile of the given identity (scep or acme).
+func (s *Reservations) ReserveAs(ctx context.Context, actor Actor, email, identity string) (Reservation, Secrets, error) {
+	return s.reserve(ctx, actor, email, "", "", identity)
+}
+
+func (s *Reservations) reserve(ctx context.Context, actor Actor, email, depSerial, depUDID, identity string) (Reservation, Secrets, error) {
+	identity, err := ParseIdentity(identity)
+	if err != nil {
+		return Reservation{}, Secrets{}, fmt.Errorf("reserve: %w", err)
+	}
 	norm, err := NormalizeEmail(email)
 	if err != nil {
 		return Reservation{}, Secrets{}, fmt.Errorf("reserve: %w", err)
@@ -204,13 +248,13 @@ func (s *Reservations) reserve(ctx context.Context, actor Actor, email, depSeria
 		return Reservation{}, Secrets{}, fmt.Errorf("reserve: %w: %s is disabled", ErrForbidden, norm)
 	}
 	now := s.now()
-	r := Reservation{ID: NewID(), OrgID: s.orgID, UserID: u.ID, UserEmail: u.Email, State: ReservationOpen,
+	r := Reservation{ID: NewID(), OrgID: s.orgID, UserID: u.ID, UserEmail: u.Email, State: ReservationOpen, Identity: identity,
 		CreatedAt: now, ExpiresAt: now.Add(s.ttl), CreatedBy: actor.Name, CreatedIP: actor.RemoteIP, DEPSerial: depSerial, DEPUDID: depUDID}
 	sec, err := s.secrets(ctx, &r)
 	if err != nil {
 		return Reservation{}, Secrets{}, fmt.Errorf("reserve: %w", err)
 	}
-	detail := "user=" + u.Email
+	detail := "user=" + u.Email + " identity=" + identity
 	if depSerial != "" {
 		detail += " dep_serial=" + depSerial
 	}
@@ -243,6 +287,12 @@ func (s *Reservations) secrets(ctx context.Context, r *Reservation) (Secrets, er
 // the validity window starts again. A reservation whose challenge a device
 // already used cannot be downloaded again.
 func (s *Reservations) Download(ctx context.Context, actor Actor, id string) (Reservation, Secrets, error) {
+	return s.DownloadAs(ctx, actor, id, "")
+}
+
+// DownloadAs is Download for a profile of the given identity; empty keeps
+// the reservation's.
+func (s *Reservations) DownloadAs(ctx context.Context, actor Actor, id, identity string) (Reservation, Secrets, error) {
 	if !ValidID(id) {
 		return Reservation{}, Secrets{}, fmt.Errorf("download: %w: reservation %q", ErrNotFound, id)
 	}
@@ -254,13 +304,18 @@ func (s *Reservations) Download(ctx context.Context, actor Actor, id string) (Re
 	if st := r.EffectiveState(now); st != ReservationOpen || r.ChallengeUsedAt != nil {
 		return Reservation{}, Secrets{}, fmt.Errorf("download: %w: reservation %s is %s", ErrConflict, id, describeUse(r, st))
 	}
+	if identity != "" {
+		if r.Identity, err = ParseIdentity(identity); err != nil {
+			return Reservation{}, Secrets{}, fmt.Errorf("download: %w", err)
+		}
+	}
 	r.ExpiresAt = now.Add(s.ttl)
 	sec, err := s.secrets(ctx, &r)
 	if err != nil {
 		return Reservation{}, Secrets{}, fmt.Errorf("download: %w", err)
 	}
-	ev := actor.event(now, "reservation.download", "reservation", id, "user="+r.UserEmail)
-	if err := s.store.RefreshReservation(ctx, id, Refresh{ChallengeHash: r.ChallengeHash, TokenNonce: r.TokenNonce,
+	ev := actor.event(now, "reservation.download", "reservation", id, "user="+r.UserEmail+" identity="+r.Identity)
+	if err := s.store.RefreshReservation(ctx, id, Refresh{Identity: r.Identity, ChallengeHash: r.ChallengeHash, TokenNonce: r.TokenNonce,
 		TokenKeyVersion: r.TokenKeyVersion, At: now, ExpiresAt: r.ExpiresAt, IP: actor.RemoteIP}, ev); err != nil {
 		return Reservation{}, Secrets{}, fmt.Errorf("download: %w", err)
 	}

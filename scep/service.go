@@ -37,6 +37,11 @@ type Certificate struct {
 	IssuedAt      time.Time
 	RevokedAt     *time.Time
 	RevokeReason  string
+	// HardwareBound: the key was made in the Secure Enclave and attested by
+	// Apple (ACME device-attest-01), with these identifiers.
+	HardwareBound  bool
+	AttestedSerial string
+	AttestedUDID   string
 }
 
 // Store is what issuance needs from storage.

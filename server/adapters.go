@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/vestibule-mdm/vestibule/checkin"
+	"github.com/vestibule-mdm/vestibule/enrollment"
 	"github.com/vestibule-mdm/vestibule/store"
 )
 
@@ -17,5 +18,6 @@ func (c checkinCertificates) CertificateBySHA256(ctx context.Context, fingerprin
 	if err != nil {
 		return checkin.CertRecord{}, err
 	}
-	return checkin.CertRecord{ReservationID: cert.ReservationID, NotAfter: cert.NotAfter, RevokedAt: cert.RevokedAt}, nil
+	return checkin.CertRecord{ReservationID: cert.ReservationID, NotAfter: cert.NotAfter, RevokedAt: cert.RevokedAt,
+		Attested: enrollment.IdentityAttestation{HardwareBound: cert.HardwareBound, Serial: cert.AttestedSerial, UDID: cert.AttestedUDID}}, nil
 }

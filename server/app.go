@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/vestibule-mdm/vestibule/acme"
 	"github.com/vestibule-mdm/vestibule/attest"
 	"github.com/vestibule-mdm/vestibule/auth"
 	"github.com/vestibule-mdm/vestibule/checkin"
@@ -52,6 +53,7 @@ type App struct {
 	CA           keyPair
 	Profiles     *Profiles
 	SCEP         *scep.Service
+	ACME         *acme.Server // the Secure Enclave identity: ACME with device-attest-01
 	Checkin      *checkin.Handler
 	Refusals     *enrollment.RefusalAggregator // refused device requests, aggregated before the audit log
 	Pusher       *push.Pusher                  // nil when push is not configured
@@ -203,6 +205,11 @@ func Build(ctx context.Context, cfg config.Config, log *slog.Logger, migrate boo
 	}
 	a.SCEP, err = scep.New(scep.Options{Authority: a.CA, Store: scepStore{st, a.Refusals}, Validity: cfg.SCEP.CertValidity.D(),
 		MinRSABits: cfg.SCEP.MinRSABits, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	a.ACME, err = acme.New(acme.Options{Store: st.ACME(), Authority: a.CA, Verifier: verifier, Audit: a.Refusals, BaseURL: cfg.PublicURL,
+		Validity: cfg.SCEP.CertValidity.D(), Logger: log})
 	if err != nil {
 		return nil, err
 	}

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 
+	"github.com/vestibule-mdm/vestibule/acme"
 	"github.com/vestibule-mdm/vestibule/config"
 	"github.com/vestibule-mdm/vestibule/enrollment"
 	"github.com/vestibule-mdm/vestibule/mdm/profile"
@@ -15,16 +16,17 @@ import (
 
 // Profiles builds and signs the enrollment profile of a reservation.
 type Profiles struct {
-	base    profile.Options
-	checkin string
-	signer  keyPair
-	chain   []*x509.Certificate
+	base          profile.Options
+	acmeDirectory string
+	checkin       string
+	signer        keyPair
+	chain         []*x509.Certificate
 }
 
 // NewProfiles loads the profile-signing key pair (--dev: made by the dev
 // CA) and fixes what every profile shares.
 func NewProfiles(cfg config.Config, ca keyPair) (*Profiles, error) {
-	p := &Profiles{checkin: cfg.PublicURL + "/mdm/checkin"}
+	p := &Profiles{checkin: cfg.PublicURL + "/mdm/checkin", acmeDirectory: cfg.PublicURL + acme.Prefix + "/directory"}
 	var err error
 	if cfg.Profile.SigningCertFile != "" {
 		p.signer, err = loadKeyPair(cfg.Profile.SigningCertFile, cfg.Profile.SigningKeyFile)
@@ -60,6 +62,9 @@ func (p *Profiles) MakeProfile(_ context.Context, r enrollment.Reservation, s en
 	o := p.base
 	o.ReservationID = r.ID
 	o.Challenge = s.Challenge
+	if r.Identity == enrollment.IdentityACME {
+		o.ACMEDirectoryURL = p.acmeDirectory
+	}
 	o.CheckInURL = p.checkin + "?t=" + url.QueryEscape(s.Token)
 	body, err := profile.Build(o)
 	if err != nil {

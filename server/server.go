@@ -103,6 +103,7 @@ func New(app *App) (*Server, error) {
 		scim.Routes(mux)
 	}
 	app.SCEP.Routes(mux)
+	app.ACME.Routes(mux)
 	app.Checkin.Routes(mux)
 	if app.Trust != nil {
 		app.Trust.Routes(mux)

@@ -28,6 +28,10 @@ type certRow struct {
 	RevokeReason  string        `db:"revoke_reason"`
 	// RevokeCode exists only in trust_certificates.
 	RevokeCode int `db:"revoke_code"`
+	// Only in certificates: what Apple attested for an ACME identity key.
+	HardwareBound  bool   `db:"hardware_bound"`
+	AttestedSerial string `db:"attested_serial"`
+	AttestedUDID   string `db:"attested_udid"`
 }
 
 func (r certRow) cert() (scep.Certificate, error) {
@@ -37,7 +41,8 @@ func (r certRow) cert() (scep.Certificate, error) {
 	}
 	return scep.Certificate{Serial: r.Serial, SHA256: r.SHA256, Subject: r.Subject, NotBefore: fromMS(r.NotBefore), NotAfter: fromMS(r.NotAfter),
 		ReservationID: r.ReservationID, KeySHA256: r.KeySHA256, TransactionID: r.TransactionID, DER: der, IssuedAt: fromMS(r.IssuedAt),
-		RevokedAt: fromNullMS(r.RevokedAt), RevokeReason: r.RevokeReason}, nil
+		RevokedAt: fromNullMS(r.RevokedAt), RevokeReason: r.RevokeReason, HardwareBound: r.HardwareBound, AttestedSerial: r.AttestedSerial,
+		AttestedUDID: r.AttestedUDID}, nil
 }
 
 // OpenReservationForChallenge finds the reservation a challenge belongs to,
@@ -45,7 +50,7 @@ func (r certRow) cert() (scep.Certificate, error) {
 func (s *Store) OpenReservationForChallenge(ctx context.Context, challengeHash string, now time.Time) (string, error) {
 	var id string
 	err := s.getPrepared(ctx, &id, `SELECT id FROM reservations WHERE challenge_hash = ? AND challenge_used_at IS NULL
-		AND state = 'open' AND expires_at > ?`, challengeHash, ms(now))
+		AND state = 'open' AND expires_at > ? AND identity = 'scep'`, challengeHash, ms(now))
 	if err != nil {
 		return "", fmt.Errorf("reservation for challenge: %w", notFound(err))
 	}
@@ -70,7 +75,7 @@ func (s *Store) RecordIssued(ctx context.Context, c scep.Certificate, challengeH
 	return s.inTx(ctx, func(tx *sqlx.Tx) error {
 		if challengeHash != "" {
 			res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE reservations SET challenge_used_at = ? WHERE id = ? AND challenge_hash = ?
-				AND challenge_used_at IS NULL AND state = 'open' AND expires_at > ?`), ms(now), c.ReservationID, challengeHash, ms(now))
+				AND challenge_used_at IS NULL AND state = 'open' AND expires_at > ? AND identity = 'scep'`), ms(now), c.ReservationID, challengeHash, ms(now))
 			if err != nil {
 				return fmt.Errorf("consume challenge: %w", err)
 			}

@@ -13,47 +13,51 @@ import (
 )
 
 type enrollmentRow struct {
-	ID             string         `db:"id"`
-	UserID         string         `db:"user_id"`
-	UserEmail      string         `db:"user_email"`
-	State          string         `db:"state"`
-	ReEnrollment   bool           `db:"re_enrollment"`
-	PreviousID     sql.NullString `db:"previous_id"`
-	ConflictID     sql.NullString `db:"conflict_id"`
-	UDID           string         `db:"udid"`
-	Serial         string         `db:"serial"`
-	Model          string         `db:"model"`
-	ModelName      string         `db:"model_name"`
-	ProductName    string         `db:"product_name"`
-	OSVersion      string         `db:"os_version"`
-	BuildVersion   string         `db:"build_version"`
-	IMEI           string         `db:"imei"`
-	MEID           string         `db:"meid"`
-	DeviceName     string         `db:"device_name"`
-	CheckinIP      string         `db:"checkin_ip"`
-	CreatedAt      int64          `db:"created_at"`
-	UpdatedAt      int64          `db:"updated_at"`
-	DecidedAt      sql.NullInt64  `db:"decided_at"`
-	DecidedBy      sql.NullString `db:"decided_by"`
-	DecisionNote   string         `db:"decision_note"`
-	Suspicious     bool           `db:"suspicious"`
-	OwnerDisabled  bool           `db:"owner_disabled"`
-	AttestNonce    string         `db:"attest_nonce"`
-	AttestCommand  string         `db:"attest_command"`
-	AttestStatus   string         `db:"attest_status"`
-	AttestReason   string         `db:"attest_reason"`
-	AttestSerial   string         `db:"attest_serial"`
-	AttestUDID     string         `db:"attest_udid"`
-	AttestOS       string         `db:"attest_os"`
-	AttestSEPOS    string         `db:"attest_sepos"`
-	AttestIssued   sql.NullInt64  `db:"attest_issued_at"`
-	AttestChecked  sql.NullInt64  `db:"attest_checked_at"`
-	PushToken      string         `db:"push_token"`
-	PushMagic      string         `db:"push_magic"`
-	PushTopic      string         `db:"push_topic"`
-	TokenUpdatedAt sql.NullInt64  `db:"token_updated_at"`
-	PushInvalidAt  sql.NullInt64  `db:"push_invalid_at"`
-	LastSeenAt     sql.NullInt64  `db:"last_seen_at"`
+	ID            string         `db:"id"`
+	UserID        string         `db:"user_id"`
+	UserEmail     string         `db:"user_email"`
+	State         string         `db:"state"`
+	ReEnrollment  bool           `db:"re_enrollment"`
+	PreviousID    sql.NullString `db:"previous_id"`
+	ConflictID    sql.NullString `db:"conflict_id"`
+	UDID          string         `db:"udid"`
+	Serial        string         `db:"serial"`
+	Model         string         `db:"model"`
+	ModelName     string         `db:"model_name"`
+	ProductName   string         `db:"product_name"`
+	OSVersion     string         `db:"os_version"`
+	BuildVersion  string         `db:"build_version"`
+	IMEI          string         `db:"imei"`
+	MEID          string         `db:"meid"`
+	DeviceName    string         `db:"device_name"`
+	CheckinIP     string         `db:"checkin_ip"`
+	CreatedAt     int64          `db:"created_at"`
+	UpdatedAt     int64          `db:"updated_at"`
+	DecidedAt     sql.NullInt64  `db:"decided_at"`
+	DecidedBy     sql.NullString `db:"decided_by"`
+	DecisionNote  string         `db:"decision_note"`
+	Suspicious    bool           `db:"suspicious"`
+	OwnerDisabled bool           `db:"owner_disabled"`
+	AttestNonce   string         `db:"attest_nonce"`
+	AttestCommand string         `db:"attest_command"`
+	AttestStatus  string         `db:"attest_status"`
+	AttestReason  string         `db:"attest_reason"`
+	AttestSerial  string         `db:"attest_serial"`
+	AttestUDID    string         `db:"attest_udid"`
+	AttestOS      string         `db:"attest_os"`
+	AttestSEPOS   string         `db:"attest_sepos"`
+	AttestIssued  sql.NullInt64  `db:"attest_issued_at"`
+	AttestChecked sql.NullInt64  `db:"attest_checked_at"`
+	// The identity key, as Apple attested it (ACME).
+	IdentityHardware bool          `db:"identity_hardware"`
+	IdentitySerial   string        `db:"identity_serial"`
+	IdentityUDID     string        `db:"identity_udid"`
+	PushToken        string        `db:"push_token"`
+	PushMagic        string        `db:"push_magic"`
+	PushTopic        string        `db:"push_topic"`
+	TokenUpdatedAt   sql.NullInt64 `db:"token_updated_at"`
+	PushInvalidAt    sql.NullInt64 `db:"push_invalid_at"`
+	LastSeenAt       sql.NullInt64 `db:"last_seen_at"`
 }
 
 func (r enrollmentRow) enrollment() enrollment.Enrollment {
@@ -66,7 +70,8 @@ func (r enrollmentRow) enrollment() enrollment.Enrollment {
 		PushMagic: r.PushMagic, PushTopic: r.PushTopic, TokenUpdatedAt: fromNullMS(r.TokenUpdatedAt), PushInvalidAt: fromNullMS(r.PushInvalidAt), LastSeenAt: fromNullMS(r.LastSeenAt),
 		AttestNonce: r.AttestNonce, AttestCommand: r.AttestCommand, Attestation: enrollment.Attestation{Status: enrollment.AttestationStatus(r.AttestStatus), Reason: r.AttestReason,
 			Serial: r.AttestSerial, UDID: r.AttestUDID, OSVersion: r.AttestOS, SEPOSVersion: r.AttestSEPOS,
-			IssuedAt: fromNullMS(r.AttestIssued), CheckedAt: fromNullMS(r.AttestChecked)}}
+			IssuedAt: fromNullMS(r.AttestIssued), CheckedAt: fromNullMS(r.AttestChecked)},
+		Identity: enrollment.IdentityAttestation{HardwareBound: r.IdentityHardware, Serial: r.IdentitySerial, UDID: r.IdentityUDID}}
 }
 
 const selectEnrollment = `SELECT e.id, e.user_id, u.email AS user_email, e.state, e.re_enrollment <> 0 AS re_enrollment, e.previous_id, e.conflict_id,
@@ -74,7 +79,8 @@ const selectEnrollment = `SELECT e.id, e.user_id, u.email AS user_email, e.state
 	e.checkin_ip, e.created_at, e.updated_at, e.decided_at, e.decided_by, e.decision_note, e.suspicious <> 0 AS suspicious,
 	e.push_token, e.push_magic, e.push_topic, e.token_updated_at, e.push_invalid_at, e.last_seen_at,
 	u.disabled_at IS NOT NULL AS owner_disabled, e.attest_nonce, e.attest_command, e.attest_status, e.attest_reason, e.attest_serial, e.attest_udid,
-	e.attest_os, e.attest_sepos, e.attest_issued_at, e.attest_checked_at
+	e.attest_os, e.attest_sepos, e.attest_issued_at, e.attest_checked_at,
+	e.identity_hardware <> 0 AS identity_hardware, e.identity_serial, e.identity_udid
 	FROM enrollments e JOIN users u ON u.id = e.user_id`
 
 func getEnrollment(ctx context.Context, q sqlx.QueryerContext, id string) (enrollment.Enrollment, error) {
@@ -149,10 +155,12 @@ func (s *Store) ClaimReservation(ctx context.Context, resID, nonce string, e enr
 		lin := enrollment.ClassifyClaim(userID, earlier)
 		f := e.Facts
 		_, err = tx.ExecContext(ctx, tx.Rebind(`INSERT INTO enrollments (id, user_id, state, re_enrollment, previous_id, conflict_id, udid, serial,
-			model, model_name, product_name, os_version, build_version, imei, meid, device_name, checkin_ip, created_at, updated_at, last_seen_at)
-			VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+			model, model_name, product_name, os_version, build_version, imei, meid, device_name, checkin_ip, created_at, updated_at, last_seen_at,
+			identity_hardware, identity_serial, identity_udid)
+			VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
 			resID, userID, boolInt(lin.ReEnrollment()), nullString(lin.PreviousID), nullString(lin.ConflictID), f.UDID, f.Serial, f.Model,
-			f.ModelName, f.ProductName, f.OSVersion, f.BuildVersion, f.IMEI, f.MEID, f.DeviceName, e.CheckinIP, ms(now), ms(now), ms(now))
+			f.ModelName, f.ProductName, f.OSVersion, f.BuildVersion, f.IMEI, f.MEID, f.DeviceName, e.CheckinIP, ms(now), ms(now), ms(now),
+			boolInt(e.Identity.HardwareBound), e.Identity.Serial, e.Identity.UDID)
 		if err != nil {
 			return fmt.Errorf("claim reservation: create enrollment: %w", err)
 		}

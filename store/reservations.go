@@ -34,6 +34,7 @@ type reservationRow struct {
 	RevokedBy       sql.NullString `db:"revoked_by"`
 	DEPSerial       string         `db:"dep_serial"`
 	DEPUDID         string         `db:"dep_udid"`
+	Identity        string         `db:"identity"`
 }
 
 func (r reservationRow) reservation() enrollment.Reservation {
@@ -42,22 +43,23 @@ func (r reservationRow) reservation() enrollment.Reservation {
 		TokenNonce: r.TokenNonce, TokenKeyVersion: uint32(r.TokenKeyVersion), CreatedAt: fromMS(r.CreatedAt), ExpiresAt: fromMS(r.ExpiresAt),
 		CreatedBy: r.CreatedBy, CreatedIP: r.CreatedIP, DownloadedAt: fromNullMS(r.DownloadedAt), DownloadedIP: r.DownloadedIP,
 		ClaimedAt: fromNullMS(r.ClaimedAt), ClaimedUDID: r.ClaimedUDID.String, ClaimAttempts: r.ClaimAttempts,
-		RevokedAt: fromNullMS(r.RevokedAt), RevokedBy: r.RevokedBy.String, DEPSerial: r.DEPSerial, DEPUDID: r.DEPUDID}
+		RevokedAt: fromNullMS(r.RevokedAt), RevokedBy: r.RevokedBy.String, DEPSerial: r.DEPSerial, DEPUDID: r.DEPUDID, Identity: r.Identity}
 }
 
 const selectReservation = `SELECT r.id, r.org_id, r.user_id, u.email AS user_email, r.state, r.challenge_hash,
 	r.challenge_used_at, r.token_nonce, r.token_key_version, r.created_at, r.expires_at, r.created_by, r.created_ip,
-	r.downloaded_at, r.downloaded_ip, r.claimed_at, r.claimed_udid, r.claim_attempts, r.revoked_at, r.revoked_by, r.dep_serial, r.dep_udid
+	r.downloaded_at, r.downloaded_ip, r.claimed_at, r.claimed_udid, r.claim_attempts, r.revoked_at, r.revoked_by, r.dep_serial, r.dep_udid, r.identity
 	FROM reservations r JOIN users u ON u.id = r.user_id`
 
 // CreateReservation stores a new open reservation.
 func (s *Store) CreateReservation(ctx context.Context, r enrollment.Reservation, ev enrollment.AuditEvent) error {
 	return s.inTx(ctx, func(tx *sqlx.Tx) error {
 		_, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO reservations
-			(id, org_id, user_id, state, challenge_hash, token_nonce, token_key_version, created_at, expires_at, created_by, created_ip, dep_serial, dep_udid)
-			VALUES (?, ?, ?, 'open', ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+			(id, org_id, user_id, state, challenge_hash, token_nonce, token_key_version, created_at, expires_at, created_by, created_ip, dep_serial, dep_udid,
+			identity)
+			VALUES (?, ?, ?, 'open', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
 			r.ID, r.OrgID, r.UserID, r.ChallengeHash, r.TokenNonce, int64(r.TokenKeyVersion), ms(r.CreatedAt), ms(r.ExpiresAt), r.CreatedBy, r.CreatedIP,
-			r.DEPSerial, r.DEPUDID)
+			r.DEPSerial, r.DEPUDID, identityOr(r.Identity))
 		if err != nil {
 			return fmt.Errorf("create reservation: %w", err)
 		}
@@ -115,9 +117,9 @@ func (s *Store) ListReservations(ctx context.Context, f enrollment.ReservationFi
 func (s *Store) RefreshReservation(ctx context.Context, id string, f enrollment.Refresh, ev enrollment.AuditEvent) error {
 	return s.inTx(ctx, func(tx *sqlx.Tx) error {
 		res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE reservations
-			SET challenge_hash = ?, token_nonce = ?, token_key_version = ?, expires_at = ?, downloaded_at = ?, downloaded_ip = ?
+			SET challenge_hash = ?, token_nonce = ?, token_key_version = ?, expires_at = ?, downloaded_at = ?, downloaded_ip = ?, identity = ?
 			WHERE id = ? AND state = 'open' AND expires_at > ? AND challenge_used_at IS NULL`),
-			f.ChallengeHash, f.TokenNonce, int64(f.TokenKeyVersion), ms(f.ExpiresAt), ms(f.At), f.IP, id, ms(f.At))
+			f.ChallengeHash, f.TokenNonce, int64(f.TokenKeyVersion), ms(f.ExpiresAt), ms(f.At), f.IP, identityOr(f.Identity), id, ms(f.At))
 		if err != nil {
 			return fmt.Errorf("refresh reservation: %w", err)
 		}
@@ -180,4 +182,12 @@ func (s *Store) ReservationsByID(ctx context.Context, ids []string) (map[string]
 		out[r.ID] = r.reservation()
 	}
 	return out, nil
+}
+
+// identityOr defaults a reservation's identity to SCEP.
+func identityOr(identity string) string {
+	if identity == "" {
+		return enrollment.IdentitySCEP
+	}
+	return identity
 }

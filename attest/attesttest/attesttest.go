@@ -65,8 +65,9 @@ type Leaf struct {
 	FreshnessCode []byte
 	// NotBefore and NotAfter default to around now.
 	NotBefore, NotAfter time.Time
-	// Omit leaves out the serial, UDID and freshness extensions.
-	Omit bool
+	// Omit leaves out the serial, UDID and freshness extensions;
+	// OmitFreshness the freshness code only.
+	Omit, OmitFreshness bool
 	// Key is the attested public key (a new P-256 key when nil).
 	Key any
 }
@@ -94,8 +95,10 @@ func (ca *CA) Chain(l Leaf, now time.Time) ([][]byte, error) {
 	var exts []pkix.Extension
 	if !l.Omit {
 		exts = append(exts, pkix.Extension{Id: attest.OIDs.Serial, Value: []byte(l.Serial)},
-			pkix.Extension{Id: attest.OIDs.UDID, Value: []byte(l.UDID)},
-			pkix.Extension{Id: attest.OIDs.Freshness, Value: code})
+			pkix.Extension{Id: attest.OIDs.UDID, Value: []byte(l.UDID)})
+		if !l.OmitFreshness {
+			exts = append(exts, pkix.Extension{Id: attest.OIDs.Freshness, Value: code})
+		}
 	}
 	if l.OSVersion != "" {
 		exts = append(exts, pkix.Extension{Id: attest.OIDs.OSVersion, Value: []byte(l.OSVersion)})

@@ -7,6 +7,7 @@ package devicesim
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
@@ -28,13 +29,17 @@ import (
 
 // Profile is what a device reads from an enrollment profile.
 type Profile struct {
-	SCEPURL    string
-	Challenge  string
-	CN         string
-	KeySize    int
-	ServerURL  string
-	CheckInURL string
-	Topic      string
+	// ACMEDirectory and ClientIdentifier are set by an ACME payload
+	// (com.apple.security.acme), SCEPURL and Challenge by a SCEP one.
+	ACMEDirectory    string
+	ClientIdentifier string
+	SCEPURL          string
+	Challenge        string
+	CN               string
+	KeySize          int
+	ServerURL        string
+	CheckInURL       string
+	Topic            string
 }
 
 // ParseProfile reads a signed (or unsigned) enrollment profile.
@@ -43,8 +48,8 @@ func ParseProfile(b []byte) (Profile, error) {
 	if err != nil {
 		return Profile{}, err
 	}
-	if p.SCEPURL == "" || p.CheckInURL == "" || p.ServerURL == "" || p.CN == "" {
-		return Profile{}, errors.New("profile lacks a SCEP or MDM payload")
+	if (p.SCEPURL == "" && p.ACMEDirectory == "") || p.CheckInURL == "" || p.ServerURL == "" || p.CN == "" {
+		return Profile{}, errors.New("profile lacks an identity (SCEP or ACME) or MDM payload")
 	}
 	return p, nil
 }
@@ -74,13 +79,11 @@ func parseSCEPProfile(b []byte) (Profile, error) {
 			if ks, ok := c["Keysize"].(uint64); ok {
 				p.KeySize = int(ks)
 			}
-			if subj, ok := c["Subject"].([]any); ok && len(subj) > 0 {
-				if rdn, ok := subj[0].([]any); ok && len(rdn) > 0 {
-					if kv, ok := rdn[0].([]any); ok && len(kv) == 2 {
-						p.CN, _ = kv[1].(string)
-					}
-				}
-			}
+			p.CN = subjectCN(c["Subject"])
+		case "com.apple.security.acme":
+			p.ACMEDirectory, _ = pl["DirectoryURL"].(string)
+			p.ClientIdentifier, _ = pl["ClientIdentifier"].(string)
+			p.CN = subjectCN(pl["Subject"])
 		case "com.apple.mdm":
 			p.ServerURL, _ = pl["ServerURL"].(string)
 			p.CheckInURL, _ = pl["CheckInURL"].(string)
@@ -88,6 +91,19 @@ func parseSCEPProfile(b []byte) (Profile, error) {
 		}
 	}
 	return p, nil
+}
+
+// subjectCN reads the CN of a payload's Subject ([[["CN", value]]]).
+func subjectCN(v any) string {
+	if subj, ok := v.([]any); ok && len(subj) > 0 {
+		if rdn, ok := subj[0].([]any); ok && len(rdn) > 0 {
+			if kv, ok := rdn[0].([]any); ok && len(kv) == 2 {
+				cn, _ := kv[1].(string)
+				return cn
+			}
+		}
+	}
+	return ""
 }
 
 // Device is one simulated device.
@@ -98,6 +114,8 @@ type Device struct {
 	Profile Profile
 	Key     *rsa.PrivateKey
 	Cert    *x509.Certificate
+	// IdentityKey, when set (ACME), is the identity's key in place of Key.
+	IdentityKey *ecdsa.PrivateKey
 	// PushToken is what TokenUpdate sends.
 	PushToken []byte
 	// CacheSignatures reuses the Mdm-Signature of a body sent before. A real
@@ -166,7 +184,11 @@ func (d *Device) sign(body []byte) (string, error) {
 			return sig, nil
 		}
 	}
-	sig, err := mdm.Sign(body, d.Cert, d.Key)
+	var key any = d.Key
+	if d.IdentityKey != nil {
+		key = d.IdentityKey
+	}
+	sig, err := mdm.Sign(body, d.Cert, key)
 	if err != nil {
 		return "", err
 	}

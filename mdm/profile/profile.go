@@ -42,6 +42,11 @@ type Options struct {
 	// TLSRoot, when set, is added as a certificate payload so the device
 	// trusts a private TLS CA.
 	TLSRoot *x509.Certificate
+	// ACMEDirectoryURL, when set, makes the identity an ACME payload
+	// instead of SCEP: a key made in the Secure Enclave (HardwareBound),
+	// attested by Apple (Attest), with Challenge as the one-time
+	// ClientIdentifier. SCEPURL is then not used.
+	ACMEDirectoryURL string
 }
 
 // Validate names the first field that is wrong.
@@ -54,7 +59,11 @@ func (o Options) Validate() error {
 			return fmt.Errorf("profile: %s is required", f.name)
 		}
 	}
-	for _, f := range []struct{ name, v string }{{"SCEPURL", o.SCEPURL}, {"ServerURL", o.ServerURL}, {"CheckInURL", o.CheckInURL}} {
+	identityURL := struct{ name, v string }{"SCEPURL", o.SCEPURL}
+	if o.ACMEDirectoryURL != "" {
+		identityURL = struct{ name, v string }{"ACMEDirectoryURL", o.ACMEDirectoryURL}
+	}
+	for _, f := range []struct{ name, v string }{identityURL, {"ServerURL", o.ServerURL}, {"CheckInURL", o.CheckInURL}} {
 		u, err := url.Parse(f.v)
 		if err != nil || !u.IsAbs() || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
 			return fmt.Errorf("profile: %s %q is not an absolute http(s) URL", f.name, f.v)
@@ -105,6 +114,20 @@ type scepPayload struct {
 	PayloadContent scepContent
 }
 
+// acmePayload is com.apple.security.acme: the identity key is made in the
+// Secure Enclave and its certificate fetched over ACME, proving with
+// device-attest-01 what the hardware is.
+type acmePayload struct {
+	payloadHeader
+	DirectoryURL     string
+	ClientIdentifier string
+	KeySize          int
+	KeyType          string
+	HardwareBound    bool
+	Attest           bool
+	Subject          [][][]string
+}
+
 type mdmPayload struct {
 	payloadHeader
 	ServerURL               string
@@ -142,18 +165,31 @@ func Build(o Options) ([]byte, error) {
 		keySize = 2048
 	}
 	id := func(name string) string { return o.IdentifierPrefix + "." + o.ReservationID + "." + name }
-	scepUUID := payloadUUID(o.ReservationID, "scep")
-	content := []any{
-		scepPayload{
+	subject := [][][]string{{{"CN", o.ReservationID}}}
+	var identity any
+	identityUUID := payloadUUID(o.ReservationID, "scep")
+	if o.ACMEDirectoryURL != "" {
+		identityUUID = payloadUUID(o.ReservationID, "acme")
+		identity = acmePayload{
+			payloadHeader: payloadHeader{PayloadType: "com.apple.security.acme", PayloadVersion: 1, PayloadIdentifier: id("acme"),
+				PayloadUUID: identityUUID, PayloadDisplayName: o.OrgName + " device identity (Secure Enclave)"},
+			DirectoryURL: o.ACMEDirectoryURL, ClientIdentifier: o.Challenge, KeySize: 384, KeyType: "ECSECPrimeRandom",
+			HardwareBound: true, Attest: true, Subject: subject,
+		}
+	} else {
+		identity = scepPayload{
 			payloadHeader: payloadHeader{PayloadType: "com.apple.security.scep", PayloadVersion: 1, PayloadIdentifier: id("scep"),
-				PayloadUUID: scepUUID, PayloadDisplayName: o.OrgName + " device identity"},
+				PayloadUUID: identityUUID, PayloadDisplayName: o.OrgName + " device identity"},
 			PayloadContent: scepContent{URL: o.SCEPURL, Challenge: o.Challenge, Name: o.CAName,
-				Subject: [][][]string{{{"CN", o.ReservationID}}}, Keysize: keySize, KeyType: "RSA", KeyUsage: 5},
-		},
+				Subject: subject, Keysize: keySize, KeyType: "RSA", KeyUsage: 5},
+		}
+	}
+	content := []any{
+		identity,
 		mdmPayload{
 			payloadHeader: payloadHeader{PayloadType: "com.apple.mdm", PayloadVersion: 1, PayloadIdentifier: id("mdm"),
 				PayloadUUID: payloadUUID(o.ReservationID, "mdm"), PayloadDisplayName: o.OrgName + " device management"},
-			ServerURL: o.ServerURL, CheckInURL: o.CheckInURL, Topic: o.Topic, IdentityCertificateUUID: scepUUID,
+			ServerURL: o.ServerURL, CheckInURL: o.CheckInURL, Topic: o.Topic, IdentityCertificateUUID: identityUUID,
 			SignMessage: true, AccessRights: AllRights, CheckOutWhenRemoved: true,
 			ServerCapabilities: []string{"com.apple.mdm.per-user-connections"},
 		},
