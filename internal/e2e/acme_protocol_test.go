@@ -155,7 +155,9 @@ func TestACMEProtocolAttacks(t *testing.T) {
 			return alice.post("/acme/new-order", e.url+"/acme/new-order", "",
 				[]byte(`{"identifiers":[{"type":"permanent-identifier","value":"guessed"}]}`), false)
 		}, 403, "rejectedIdentifier"},
-		{"the wrong content type", func() (int, string, http.Header) { return alice.send("/acme/new-order", []byte(`{}`), "application/json") },
+		{"the wrong content type", func() (int, string, http.Header) {
+			return alice.send("/acme/new-order", []byte(`{}`), "application/json")
+		},
 			415, "malformed"},
 		{"not a JWS", func() (int, string, http.Header) {
 			return alice.send("/acme/new-order", []byte(`{"protected":1}`), "application/jose+json")
