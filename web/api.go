@@ -16,8 +16,8 @@ import (
 
 // ReservationService is what the API needs from reservations.
 type ReservationService interface {
-	Reserve(ctx context.Context, actor enrollment.Actor, email string) (enrollment.Reservation, enrollment.Secrets, error)
-	Download(ctx context.Context, actor enrollment.Actor, id string) (enrollment.Reservation, enrollment.Secrets, error)
+	ReserveAs(ctx context.Context, actor enrollment.Actor, email, identity string) (enrollment.Reservation, enrollment.Secrets, error)
+	DownloadAs(ctx context.Context, actor enrollment.Actor, id, identity string) (enrollment.Reservation, enrollment.Secrets, error)
 	Revoke(ctx context.Context, actor enrollment.Actor, id string) error
 	Get(ctx context.Context, id string) (enrollment.Reservation, error)
 	List(ctx context.Context, f enrollment.ReservationFilter) ([]enrollment.Reservation, error)
@@ -117,6 +117,7 @@ func decodeJSON(r *http.Request, v any) error {
 type reservationCreated struct {
 	ID         string    `json:"id"`
 	User       string    `json:"user"`
+	Identity   string    `json:"identity"`
 	ExpiresAt  time.Time `json:"expires_at"`
 	ProfileURL string    `json:"profile_url"`
 }
@@ -124,6 +125,9 @@ type reservationCreated struct {
 func (a *API) createReservation(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		User string `json:"user"`
+		// Identity is "scep" (default) or "acme" (Secure Enclave key,
+		// iOS 16 and macOS 14 or later).
+		Identity string `json:"identity"`
 	}
 	if err := decodeJSON(r, &req); err != nil {
 		writeError(w, r, a.log, err)
@@ -133,14 +137,14 @@ func (a *API) createReservation(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, a.log, fmt.Errorf("%w: \"user\" (an e-mail address) is required", enrollment.ErrInvalid))
 		return
 	}
-	res, _, err := a.reservations.Reserve(r.Context(), actorFrom(r.Context()), req.User)
+	res, _, err := a.reservations.ReserveAs(r.Context(), actorFrom(r.Context()), req.User, req.Identity)
 	if err != nil {
 		writeError(w, r, a.log, err)
 		return
 	}
 	url := a.publicURL + "/api/v1/reservations/" + res.ID + "/profile"
 	w.Header().Set("Location", a.publicURL+"/api/v1/reservations/"+res.ID)
-	writeJSON(w, http.StatusCreated, reservationCreated{ID: res.ID, User: res.UserEmail, ExpiresAt: res.ExpiresAt, ProfileURL: url})
+	writeJSON(w, http.StatusCreated, reservationCreated{ID: res.ID, User: res.UserEmail, Identity: res.Identity, ExpiresAt: res.ExpiresAt, ProfileURL: url})
 }
 
 func (a *API) listReservations(w http.ResponseWriter, r *http.Request) {
@@ -184,7 +188,7 @@ func (a *API) getReservation(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) reservationProfile(w http.ResponseWriter, r *http.Request) {
-	res, sec, err := a.reservations.Download(r.Context(), actorFrom(r.Context()), r.PathValue("id"))
+	res, sec, err := a.reservations.DownloadAs(r.Context(), actorFrom(r.Context()), r.PathValue("id"), r.URL.Query().Get("identity"))
 	if err != nil {
 		writeError(w, r, a.log, err)
 		return

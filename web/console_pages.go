@@ -284,7 +284,7 @@ func (c *Console) reservations(w http.ResponseWriter, r *http.Request) {
 // reserve creates a reservation and answers with its signed profile: the
 // plain download page for an admin enrolling a device on a user's behalf.
 func (c *Console) reserve(w http.ResponseWriter, r *http.Request) {
-	res, sec, err := c.o.Reservations.Reserve(r.Context(), actor(r), r.PostFormValue("user"))
+	res, sec, err := c.o.Reservations.ReserveAs(r.Context(), actor(r), r.PostFormValue("user"), r.PostFormValue("identity"))
 	if err != nil {
 		back(w, r, "/console/reservations", "error", userMessage(err))
 		return

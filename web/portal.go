@@ -19,7 +19,7 @@ type IdP interface {
 
 // PortalService is what the portal needs beyond the console's services.
 type PortalService interface {
-	ReserveForSelf(ctx context.Context, actor enrollment.Actor, u enrollment.User, perHour int) (enrollment.Reservation, enrollment.Secrets, error)
+	ReserveForSelfAs(ctx context.Context, actor enrollment.Actor, u enrollment.User, perHour int, identity string) (enrollment.Reservation, enrollment.Secrets, error)
 	ReserveForDEP(ctx context.Context, actor enrollment.Actor, u enrollment.User, perHour int, serial, udid string) (enrollment.Reservation, enrollment.Secrets, error)
 	RevokeOwn(ctx context.Context, actor enrollment.Actor, userID, id string) error
 }
@@ -197,7 +197,7 @@ func portalBack(w http.ResponseWriter, r *http.Request, key, msg string) {
 
 func (c *Portal) portalEnroll(w http.ResponseWriter, r *http.Request) {
 	u := me(r)
-	res, sec, err := c.o.Portal.ReserveForSelf(r.Context(), actor(r), u, c.o.ReservationsPerHour)
+	res, sec, err := c.o.Portal.ReserveForSelfAs(r.Context(), actor(r), u, c.o.ReservationsPerHour, r.PostFormValue("identity"))
 	if err != nil {
 		if errors.Is(err, enrollment.ErrRateLimited) {
 			w.Header().Set("Retry-After", "3600")

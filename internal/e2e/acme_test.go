@@ -77,6 +77,16 @@ func TestACMEEnrollment(t *testing.T) {
 			t.Fatalf("enrollment: %s %+v", en.State, en.Identity)
 		}
 		onlyTheQuestion(t, e, d)
+		// What the approver sees, on the queue and in the API.
+		viewer := e.browser(enrollment.RoleViewer)
+		if code, page := do(t, viewer, "GET", e.url+"/console/pending", nil, nil); code != 200 ||
+			!strings.Contains(page, "identity key in Secure Enclave, attested by Apple") || !strings.Contains(page, "C02ACME00001") {
+			t.Fatalf("the queue does not show the attested identity key: %d", code)
+		}
+		if code, body := e.api(e.token(enrollment.RoleViewer), "GET", "/api/v1/enrollments/"+r.ID, ""); code != 200 ||
+			!strings.Contains(body, `"identity":{"hardware_bound":true,"serial":"C02ACME00001"`) {
+			t.Fatalf("API: %d %s", code, body)
+		}
 		if _, err := e.app.Enrollments.Approve(e.ctx, admin, r.ID, "attested laptop"); err != nil {
 			t.Fatal(err)
 		}

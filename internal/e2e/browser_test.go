@@ -189,14 +189,15 @@ func TestPortalInABrowser(t *testing.T) {
 		t.Fatalf("sign in at the IdP: %v", err)
 	}
 	shot(t, ctx, dir, "portal-signed-in.png")
-	if err := chromedp.Do(ctx, chromedp.Click(`form[action="/portal/enroll"] button`)); err != nil {
+	// A recent device: the Secure Enclave (ACME) profile.
+	if err := chromedp.Do(ctx, chromedp.Click(`form[action="/portal/enroll"] input[value="acme"] ~ button`)); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		alice, _ := e.app.Store.UserByEmail(e.ctx, "alice@example.com")
 		list, _ := e.app.Reservations.List(e.ctx, enrollment.ReservationFilter{UserID: alice.ID})
-		if len(list) == 1 && list[0].CreatedBy == "user:alice@example.com" {
+		if len(list) == 1 && list[0].CreatedBy == "user:alice@example.com" && list[0].Identity == enrollment.IdentityACME {
 			break
 		}
 		if time.Now().After(deadline) {

@@ -82,7 +82,7 @@ func TestPortalThroughARealIdP(t *testing.T) {
 	start := time.Now()
 	alice, code, body := idpLogin(t, e, "alice", "alice-pass")
 	t.Logf("IdP sign-in round trip: %v", time.Since(start))
-	if code != 200 || !strings.Contains(body, "Download enrollment profile") {
+	if code != 200 || !strings.Contains(body, "Which device are you enrolling?") {
 		t.Fatalf("alice's sign-in: %d %s", code, body)
 	}
 	resp, err := alice.PostForm(e.url+"/portal/enroll", url.Values{})
