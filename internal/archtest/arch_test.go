@@ -25,6 +25,8 @@ var rules = map[string][]string{
 	// Device trust (and its SSF transmitter under it) decides nothing the
 	// enrollment does not: it publishes what the store recorded.
 	"trust": {"store", "server", "web", "vaultkey", "cmd", "auth", "config", "checkin", "scep"},
+	// ACME issues; the enrollment decides.
+	"acme": {"store", "server", "web", "vaultkey", "cmd", "auth", "config", "checkin", "scep", "trust"},
 	// Transports and auth reach storage only through the interfaces
 	// they declare; the composition root hands them the store.
 	"web":  {"store", "server", "cmd", "vaultkey"},
