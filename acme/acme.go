@@ -50,10 +50,13 @@ type Account struct {
 // Order is an order for one permanent-identifier; its authorization and
 // challenge share its ID.
 type Order struct {
-	ID              string
-	AccountID       string
-	ReservationID   string
-	ClientHash      string
+	ID            string
+	AccountID     string
+	ReservationID string
+	ClientHash    string
+	// Renewal: an approved device renewing its identity with the
+	// ClientIdentifier it enrolled with.
+	Renewal         bool
 	Status          string
 	ExpiresAt       time.Time
 	Token           string
@@ -93,9 +96,11 @@ type Store interface {
 	CreateAccount(ctx context.Context, a Account) (acct Account, created bool, err error)
 	AccountByThumbprint(ctx context.Context, thumbprint string) (Account, error)
 	Account(ctx context.Context, id string) (Account, error)
-	// OpenACMEReservation returns the open, unexpired reservation of an ACME
-	// profile whose unused ClientIdentifier has this hash, or ErrNotFound.
-	OpenACMEReservation(ctx context.Context, clientHash string, now time.Time) (string, error)
+	// ACMEReservation returns the reservation of an ACME profile whose
+	// ClientIdentifier has this hash: open, unexpired and unused (a first
+	// enrollment), or used by an enrollment that is approved and whose
+	// owner is enabled (renewal true). Otherwise ErrNotFound.
+	ACMEReservation(ctx context.Context, clientHash string, now time.Time) (resID string, renewal bool, err error)
 	CreateOrder(ctx context.Context, o Order, ev enrollment.AuditEvent) error
 	Order(ctx context.Context, id string) (Order, error)
 	// ValidateChallenge records the challenge's outcome if it is still
@@ -105,6 +110,11 @@ type Store interface {
 	// ClientIdentifier and makes the order valid, in one transaction; a
 	// ClientIdentifier used meanwhile is ErrConflict and changes nothing.
 	RecordACMEIssued(ctx context.Context, orderID string, c Certificate, clientHash string, now time.Time, ev enrollment.AuditEvent) error
+	// RecordACMERenewal stores a renewed certificate and makes the order
+	// valid, while the enrollment is approved, its owner enabled, and the
+	// attested serial the one its identity was attested with; otherwise
+	// ErrConflict and nothing changes.
+	RecordACMERenewal(ctx context.Context, orderID string, c Certificate, now time.Time, ev enrollment.AuditEvent) error
 	// FailOrder makes a pending or ready order invalid.
 	FailOrder(ctx context.Context, id, reason string, ev enrollment.AuditEvent) error
 	CertificateDER(ctx context.Context, serial string) ([]byte, error)
@@ -424,9 +434,9 @@ func (s *Server) newOrder(ctx context.Context, req request) (int, any, http.Head
 	}
 	now := s.o.Now()
 	hash := enrollment.HashChallenge(client)
-	resID, err := s.o.Store.OpenACMEReservation(ctx, hash, now)
+	resID, renewal, err := s.o.Store.ACMEReservation(ctx, hash, now)
 	if errors.Is(err, enrollment.ErrNotFound) {
-		s.refuse(ctx, req, "acme.order", "", "ClientIdentifier unknown, used, or of a reservation no longer open or not for ACME")
+		s.refuse(ctx, req, "acme.order", "", "ClientIdentifier unknown, of a reservation no longer open or not for ACME, or used by an enrollment that is not approved")
 		return 0, nil, nil, acmeErr(http.StatusForbidden, "rejectedIdentifier", "the identifier is not a valid enrollment ClientIdentifier")
 	}
 	if err != nil {
@@ -436,10 +446,10 @@ func (s *Server) newOrder(ctx context.Context, req request) (int, any, http.Head
 	if _, err := rand.Read(b); err != nil {
 		return 0, nil, nil, err
 	}
-	o := Order{ID: enrollment.NewID(), AccountID: req.Account.ID, ReservationID: resID, ClientHash: hash, Status: StatusPending,
+	o := Order{ID: enrollment.NewID(), AccountID: req.Account.ID, ReservationID: resID, ClientHash: hash, Renewal: renewal, Status: StatusPending,
 		ExpiresAt: now.Add(orderTTL), Token: base64.RawURLEncoding.EncodeToString(b), ChallengeStatus: StatusPending, CreatedAt: now}
 	ev := enrollment.AuditEvent{At: now, Actor: "acme:" + req.Account.ID, Action: "acme.order", TargetType: "reservation", TargetID: resID,
-		RemoteIP: clientIP(req.r), Outcome: enrollment.OutcomeOK, Detail: "order " + o.ID}
+		RemoteIP: clientIP(req.r), Outcome: enrollment.OutcomeOK, Detail: map[bool]string{true: "renewal order ", false: "order "}[renewal] + o.ID}
 	if err := s.o.Store.CreateOrder(ctx, o, ev); err != nil {
 		return 0, nil, nil, err
 	}
@@ -632,9 +642,15 @@ func (s *Server) finalize(ctx context.Context, req request) (int, any, http.Head
 	}
 	ev.Outcome = enrollment.OutcomeOK
 	ev.Detail = fmt.Sprintf("serial=%s via=acme order=%s hardware_bound attested_serial=%s", cert.Serial, o.ID, o.AttestedSerial)
-	err = s.o.Store.RecordACMEIssued(ctx, o.ID, cert, o.ClientHash, now, ev)
+	why := "the ClientIdentifier was used meanwhile, or its reservation is no longer open"
+	if o.Renewal {
+		ev.Action, ev.Detail = "acme.renew", ev.Detail+" renewal"
+		why = "renewal refused: the enrollment is not approved, its owner is disabled, or Apple attested another device"
+		err = s.o.Store.RecordACMERenewal(ctx, o.ID, cert, now, ev)
+	} else {
+		err = s.o.Store.RecordACMEIssued(ctx, o.ID, cert, o.ClientHash, now, ev)
+	}
 	if errors.Is(err, enrollment.ErrConflict) {
-		why := "the ClientIdentifier was used meanwhile, or its reservation is no longer open"
 		ev.Outcome, ev.Detail = enrollment.OutcomeRefused, "order "+o.ID+": "+why
 		if err := s.o.Store.FailOrder(ctx, o.ID, why, ev); err != nil {
 			return 0, nil, nil, err

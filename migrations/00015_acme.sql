@@ -36,6 +36,9 @@ CREATE TABLE acme_orders (
     account_id       TEXT NOT NULL REFERENCES acme_accounts (id),
     reservation_id   TEXT NOT NULL REFERENCES reservations (id),
     client_hash      TEXT NOT NULL,
+    -- A renewal: the ClientIdentifier was used, and its enrollment is
+    -- approved; the new attestation must be of the same device.
+    renewal          INTEGER NOT NULL DEFAULT 0,
     status           TEXT NOT NULL,
     expires_at       BIGINT NOT NULL,
     token            TEXT NOT NULL,

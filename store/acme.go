@@ -85,16 +85,31 @@ func (a ACME) Account(ctx context.Context, id string) (acme.Account, error) {
 	return r.account(), nil
 }
 
-// OpenACMEReservation finds the open reservation of an ACME profile whose
-// unused ClientIdentifier has this hash.
-func (a ACME) OpenACMEReservation(ctx context.Context, clientHash string, now time.Time) (string, error) {
-	var id string
-	err := a.s.db.GetContext(ctx, &id, a.s.db.Rebind(`SELECT id FROM reservations WHERE challenge_hash = ? AND challenge_used_at IS NULL
-		AND state = 'open' AND expires_at > ? AND identity = 'acme'`), clientHash, ms(now))
-	if err != nil {
-		return "", fmt.Errorf("reservation for ClientIdentifier: %w", notFound(err))
+// ACMEReservation finds the reservation of an ACME profile by the hash of
+// its ClientIdentifier: unused and open (a first enrollment), or used by an
+// enrollment that is approved with its owner enabled (a renewal).
+func (a ACME) ACMEReservation(ctx context.Context, clientHash string, now time.Time) (string, bool, error) {
+	var row struct {
+		ID       string        `db:"id"`
+		State    string        `db:"state"`
+		Used     sql.NullInt64 `db:"challenge_used_at"`
+		Expires  int64         `db:"expires_at"`
+		Approved bool          `db:"approved"`
 	}
-	return id, nil
+	err := a.s.db.GetContext(ctx, &row, a.s.db.Rebind(`SELECT r.id, r.state, r.challenge_used_at, r.expires_at,
+		COALESCE((SELECT e.state = 'approved' AND u.disabled_at IS NULL FROM enrollments e JOIN users u ON u.id = e.user_id WHERE e.id = r.id), false)
+			AS approved
+		FROM reservations r WHERE r.challenge_hash = ? AND r.identity = 'acme'`), clientHash)
+	if err != nil {
+		return "", false, fmt.Errorf("reservation for ClientIdentifier: %w", notFound(err))
+	}
+	switch {
+	case !row.Used.Valid && row.State == "open" && row.Expires > ms(now):
+		return row.ID, false, nil
+	case row.Used.Valid && row.Approved:
+		return row.ID, true, nil
+	}
+	return "", false, fmt.Errorf("reservation for ClientIdentifier: %w", enrollment.ErrNotFound)
 }
 
 type acmeOrderRow struct {
@@ -102,6 +117,7 @@ type acmeOrderRow struct {
 	AccountID       string        `db:"account_id"`
 	ReservationID   string        `db:"reservation_id"`
 	ClientHash      string        `db:"client_hash"`
+	Renewal         bool          `db:"renewal"`
 	Status          string        `db:"status"`
 	ExpiresAt       int64         `db:"expires_at"`
 	Token           string        `db:"token"`
@@ -118,9 +134,9 @@ type acmeOrderRow struct {
 // CreateOrder stores a new order.
 func (a ACME) CreateOrder(ctx context.Context, o acme.Order, ev enrollment.AuditEvent) error {
 	return a.s.inTx(ctx, func(tx *sqlx.Tx) error {
-		if _, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO acme_orders (id, account_id, reservation_id, client_hash, status, expires_at, token,
-			challenge_status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`), o.ID, o.AccountID, o.ReservationID, o.ClientHash, o.Status,
-			ms(o.ExpiresAt), o.Token, o.ChallengeStatus, ms(o.CreatedAt)); err != nil {
+		if _, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO acme_orders (id, account_id, reservation_id, client_hash, renewal, status, expires_at,
+			token, challenge_status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`), o.ID, o.AccountID, o.ReservationID, o.ClientHash,
+			boolInt(o.Renewal), o.Status, ms(o.ExpiresAt), o.Token, o.ChallengeStatus, ms(o.CreatedAt)); err != nil {
 			return fmt.Errorf("ACME order: %w", err)
 		}
 		return appendAudit(ctx, tx, ev)
@@ -137,7 +153,7 @@ func (a ACME) Order(ctx context.Context, id string) (acme.Order, error) {
 	if err != nil {
 		return acme.Order{}, fmt.Errorf("ACME order %s: attested key: %w", id, err)
 	}
-	return acme.Order{ID: r.ID, AccountID: r.AccountID, ReservationID: r.ReservationID, ClientHash: r.ClientHash, Status: r.Status,
+	return acme.Order{ID: r.ID, AccountID: r.AccountID, ReservationID: r.ReservationID, ClientHash: r.ClientHash, Renewal: r.Renewal, Status: r.Status,
 		ExpiresAt: fromMS(r.ExpiresAt), Token: r.Token, ChallengeStatus: r.ChallengeStatus, Error: r.Error, AttestedSerial: r.AttestedSerial,
 		AttestedUDID: r.AttestedUDID, AttestedKey: key, ValidatedAt: fromNullMS(r.ValidatedAt), CertSerial: r.CertSerial,
 		CreatedAt: fromMS(r.CreatedAt)}, nil
@@ -184,22 +200,46 @@ func (a ACME) RecordACMEIssued(ctx context.Context, orderID string, c acme.Certi
 		if n, _ := res.RowsAffected(); n == 0 {
 			return fmt.Errorf("consume ClientIdentifier of %s: %w: already used or no longer open", c.ReservationID, enrollment.ErrConflict)
 		}
-		res, err = tx.ExecContext(ctx, tx.Rebind(`UPDATE acme_orders SET status = 'valid', cert_serial = ? WHERE id = ? AND status = 'ready'`),
-			c.Serial, orderID)
+		return recordACMECert(ctx, tx, orderID, c, ev)
+	})
+}
+
+// RecordACMERenewal stores a renewed identity certificate of an approved
+// enrollment, attested for the serial its identity was first attested
+// with. The enrollment's row is locked first, so a revocation committing
+// meanwhile either comes before (and refuses) or after (and revokes this
+// certificate too).
+func (a ACME) RecordACMERenewal(ctx context.Context, orderID string, c acme.Certificate, now time.Time, ev enrollment.AuditEvent) error {
+	return a.s.inTx(ctx, func(tx *sqlx.Tx) error {
+		res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE enrollments SET updated_at = updated_at WHERE id = ? AND state = 'approved'
+			AND identity_hardware <> 0 AND identity_serial = ?
+			AND user_id IN (SELECT id FROM users WHERE disabled_at IS NULL)`), c.ReservationID, c.AttestedSerial)
 		if err != nil {
-			return fmt.Errorf("ACME order: %w", err)
+			return fmt.Errorf("ACME renewal: %w", err)
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
-			return fmt.Errorf("ACME order %s: %w: not ready", orderID, enrollment.ErrConflict)
+			return fmt.Errorf("ACME renewal of %s: %w: not approved, owner disabled, or another device attested", c.ReservationID, enrollment.ErrConflict)
 		}
-		if _, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO certificates (serial, sha256, subject, not_before, not_after, reservation_id,
-			key_sha256, transaction_id, der, issued_at, hardware_bound, attested_serial, attested_udid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)`),
-			c.Serial, c.SHA256, c.Subject, ms(c.NotBefore), ms(c.NotAfter), c.ReservationID, c.KeySHA256, "acme:"+orderID,
-			base64.StdEncoding.EncodeToString(c.DER), ms(c.IssuedAt), c.AttestedSerial, c.AttestedUDID); err != nil {
-			return fmt.Errorf("record certificate: %w", err)
-		}
-		return appendAudit(ctx, tx, ev)
+		return recordACMECert(ctx, tx, orderID, c, ev)
 	})
+}
+
+func recordACMECert(ctx context.Context, tx *sqlx.Tx, orderID string, c acme.Certificate, ev enrollment.AuditEvent) error {
+	res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE acme_orders SET status = 'valid', cert_serial = ? WHERE id = ? AND status = 'ready'`),
+		c.Serial, orderID)
+	if err != nil {
+		return fmt.Errorf("ACME order: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("ACME order %s: %w: not ready", orderID, enrollment.ErrConflict)
+	}
+	if _, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO certificates (serial, sha256, subject, not_before, not_after, reservation_id,
+		key_sha256, transaction_id, der, issued_at, hardware_bound, attested_serial, attested_udid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)`),
+		c.Serial, c.SHA256, c.Subject, ms(c.NotBefore), ms(c.NotAfter), c.ReservationID, c.KeySHA256, "acme:"+orderID,
+		base64.StdEncoding.EncodeToString(c.DER), ms(c.IssuedAt), c.AttestedSerial, c.AttestedUDID); err != nil {
+		return fmt.Errorf("record certificate: %w", err)
+	}
+	return appendAudit(ctx, tx, ev)
 }
 
 // CertificateDER returns an issued certificate.

@@ -76,6 +76,13 @@ func TestACMEEnrollment(t *testing.T) {
 		if en.State != enrollment.StatePending || !en.Identity.HardwareBound || en.Identity.Serial != "C02ACME00001" {
 			t.Fatalf("enrollment: %s %+v", en.State, en.Identity)
 		}
+		// While pending, the used ClientIdentifier orders nothing more.
+		early := devicesim.New(http.DefaultClient, "C02EARLY0001")
+		early.Profile = d.Profile
+		var pe *devicesim.ACMEError
+		if err := early.EnrollACME(e.ctx, devicesim.ACMEOptions{Attest: honest(ca, early, now)}); !errors.As(err, &pe) || pe.Step != "order" {
+			t.Fatalf("a used ClientIdentifier while pending: %v", err)
+		}
 		onlyTheQuestion(t, e, d)
 		// What the approver sees, on the queue and in the API.
 		viewer := e.browser(enrollment.RoleViewer)
@@ -94,16 +101,34 @@ func TestACMEEnrollment(t *testing.T) {
 		if err != nil || !strings.Contains(strings.Join(types, ","), "InstallProfile") {
 			t.Fatalf("served after approval: %v %v", types, err)
 		}
-		// The ClientIdentifier was used: a second device with the same
-		// profile gets no order.
+		// Renewal: the approved device is attested again and gets a new
+		// certificate for a new Secure Enclave key, and keeps working.
+		old := d.Cert
+		if err := d.EnrollACME(e.ctx, devicesim.ACMEOptions{Attest: honest(ca, d, now)}); err != nil {
+			t.Fatalf("renewal: %v", err)
+		}
+		if d.Cert.SerialNumber.Cmp(old.SerialNumber) == 0 {
+			t.Fatal("renewal gave the same certificate")
+		}
+		code, _, err = d.Connect(e.ctx, "Idle", "")
+		e.expect("Connect with the renewed identity", code, err, 200)
+		// The ClientIdentifier was used: another device with the same
+		// profile is no renewal, Apple attests another serial.
 		thief := devicesim.New(http.DefaultClient, "C02THIEF0001")
 		thief.Profile = d.Profile
 		var ae *devicesim.ACMEError
-		if err := thief.EnrollACME(e.ctx, devicesim.ACMEOptions{Attest: honest(ca, thief, now)}); !errors.As(err, &ae) || ae.Step != "order" {
-			t.Fatalf("replayed ClientIdentifier: %v", err)
+		if err := thief.EnrollACME(e.ctx, devicesim.ACMEOptions{Attest: honest(ca, thief, now)}); !errors.As(err, &ae) || ae.Step != "finalize" {
+			t.Fatalf("replayed ClientIdentifier on another device: %v", err)
 		}
-		if certs, _ := e.app.Store.ListCertificates(e.ctx, r.ID); len(certs) != 1 {
-			t.Fatalf("%d certificates after the replay", len(certs))
+		if certs, _ := e.app.Store.ListCertificates(e.ctx, r.ID); len(certs) != 2 {
+			t.Fatalf("%d certificates after the renewal and the replay, want 2", len(certs))
+		}
+		// Revoked: no renewal, not even for the device itself.
+		if _, err := e.app.Enrollments.Deny(e.ctx, admin, r.ID, "lost"); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.EnrollACME(e.ctx, devicesim.ACMEOptions{Attest: honest(ca, d, now)}); !errors.As(err, &ae) || ae.Step != "order" {
+			t.Fatalf("renewal of a revoked device: %v", err)
 		}
 	})
 }
