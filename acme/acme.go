@@ -534,18 +534,18 @@ func (s *Server) challenge(ctx context.Context, req request) (int, any, http.Hea
 	if err != nil {
 		return 0, nil, nil, err
 	}
-	if o.ChallengeStatus != StatusPending || o.Status != StatusPending {
-		// Answered once already: its outcome stands.
-		return http.StatusOK, s.challengeJSON(o), http.Header{"Link": {"<" + s.url("/authz/"+o.ID) + `>;rel="up"`}}, nil
+	up := http.Header{"Link": {"<" + s.url("/authz/"+o.ID) + `>;rel="up"`}}
+	if len(req.Payload) == 0 || o.ChallengeStatus != StatusPending || o.Status != StatusPending {
+		// POST-as-GET reads the challenge (RFC 8555 §7.5.1: only a payload
+		// answers it); one answered already keeps its outcome.
+		return http.StatusOK, s.challengeJSON(o), up, nil
 	}
 	var in struct {
 		AttObj string `json:"attObj"`
 		Error  string `json:"error"`
 	}
-	if len(req.Payload) > 0 {
-		if err := json.Unmarshal(req.Payload, &in); err != nil {
-			return 0, nil, nil, acmeErr(http.StatusBadRequest, "malformed", "payload: %v", err)
-		}
+	if err := json.Unmarshal(req.Payload, &in); err != nil {
+		return 0, nil, nil, acmeErr(http.StatusBadRequest, "malformed", "payload: %v", err)
 	}
 	now := s.o.Now()
 	res, why := s.attestation(in.AttObj, in.Error, o.Token)
@@ -570,7 +570,7 @@ func (s *Server) challenge(ctx context.Context, req request) (int, any, http.Hea
 	} else if err != nil {
 		return 0, nil, nil, err
 	}
-	return http.StatusOK, s.challengeJSON(o), http.Header{"Link": {"<" + s.url("/authz/"+o.ID) + `>;rel="up"`}}, nil
+	return http.StatusOK, s.challengeJSON(o), up, nil
 }
 
 // attestation verifies an answer and says why it is refused, if it is.
