@@ -211,6 +211,19 @@ func (s *Service) handle(ctx context.Context, msg *smallscep.PKIMessage, data []
 	default:
 		return nil, refuse(smallscep.BadRequest, "message type %s is not supported", msg.MessageType)
 	}
+	// The reply is encrypted to the signer's certificate: check now that it
+	// can be, so that no certificate is recorded that cannot be delivered.
+	p7, err := pkcs7.Parse(data)
+	if err != nil {
+		return nil, refuse(smallscep.BadMessageCheck, "parse signer: %v", err)
+	}
+	signer := p7.GetOnlySigner()
+	if signer == nil {
+		return nil, refuse(smallscep.BadMessageCheck, "no signer certificate")
+	}
+	if _, ok := signer.PublicKey.(*rsa.PublicKey); !ok {
+		return nil, refuse(smallscep.BadAlg, "signer key is %T; SCEP replies are encrypted to an RSA key", signer.PublicKey)
+	}
 	if err := msg.DecryptPKIEnvelope(s.ca.Certificate(), s.ca.Decrypter()); err != nil {
 		return nil, refuse(smallscep.BadMessageCheck, "decrypt envelope: %v", err)
 	}
@@ -314,6 +327,12 @@ func (s *Service) renewalSigner(ctx context.Context, data []byte) (*Certificate,
 	now := s.now()
 	if rec.RevokedAt != nil || !now.Before(rec.NotAfter) {
 		return nil, refuse(smallscep.BadCertID, "renewal signer %s is revoked or expired", rec.Serial)
+	}
+	// An identity whose key Apple attested in the Secure Enclave renews by
+	// re-attestation over ACME only: SCEP would trade it for a key the
+	// device can export.
+	if rec.HardwareBound {
+		return nil, refuse(smallscep.BadRequest, "renewal signer %s is a Secure Enclave identity; it renews over ACME, not SCEP", rec.Serial)
 	}
 	ok, err := s.store.EnrollmentApproved(ctx, rec.ReservationID)
 	if err != nil && !errors.Is(err, enrollment.ErrNotFound) {

@@ -1,15 +1,21 @@
 package e2e
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	smallscep "github.com/smallstep/scep"
 
 	"github.com/vestibule-mdm/vestibule/attest/attesttest"
 	"github.com/vestibule-mdm/vestibule/enrollment"
@@ -221,6 +227,34 @@ func TestACMELies(t *testing.T) {
 			code, err := a.Authenticate(e.ctx)
 			e.expect("Authenticate across reservations", code, err, 401)
 			assertUnclaimed(t, e, rb.ID)
+		})
+		t.Run("a Secure Enclave identity renewed over SCEP into a software key", func(t *testing.T) {
+			e := e.on(t)
+			d, r := e.acmeDevice("alice@example.com", "C02SWAP00001")
+			if err := d.EnrollACME(e.ctx, devicesim.ACMEOptions{Attest: honest(ca, d, now)}); err != nil {
+				t.Fatal(err)
+			}
+			code, err := d.Authenticate(e.ctx)
+			e.expect("Authenticate", code, err, 200)
+			if _, err := e.app.Enrollments.Approve(e.ctx, admin, r.ID, "ok"); err != nil {
+				t.Fatal(err)
+			}
+			soft, _ := rsa.GenerateKey(rand.Reader, 2048)
+			csrDER, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: r.ID}}, soft)
+			csr, _ := x509.ParseCertificateRequest(csrDER)
+			msg, err := smallscep.NewCSRRequest(csr, &smallscep.PKIMessage{MessageType: smallscep.RenewalReq,
+				Recipients: []*x509.Certificate{e.app.CA.Cert}, SignerKey: d.IdentityKey, SignerCert: d.Cert})
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.Post(e.url+"/scep?operation=PKIOperation", "application/x-pki-message", bytes.NewReader(msg.Raw))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if certs, _ := e.app.Store.ListCertificates(e.ctx, r.ID); len(certs) != 1 || !certs[0].HardwareBound {
+				t.Fatalf("SCEP renewal of a Secure Enclave identity recorded %d certificates: %+v", len(certs), certs)
+			}
 		})
 		t.Run("protocols do not share secrets", func(t *testing.T) {
 			e := e.on(t)
