@@ -203,6 +203,8 @@ type problem struct {
 	Type   string `json:"type"`
 	Detail string `json:"detail"`
 	Status int    `json:"status"`
+	// audited: the handler recorded the refusal already.
+	audited bool
 }
 
 func (p *problem) Error() string { return p.Type + ": " + p.Detail }
@@ -212,7 +214,6 @@ func acmeErr(status int, typ, format string, args ...any) *problem {
 }
 
 func (s *Server) directory(w http.ResponseWriter, r *http.Request) {
-	s.nonceHeader(w, r)
 	writeJSON(w, http.StatusOK, map[string]any{
 		"newNonce":   s.url("/new-nonce"),
 		"newAccount": s.url("/new-account"),
@@ -267,21 +268,21 @@ func (s *Server) post(h handler, newAccount bool) http.HandlerFunc {
 		ctx := r.Context()
 		s.nonceHeader(w, r)
 		if ct := r.Header.Get("Content-Type"); !strings.EqualFold(ct, "application/jose+json") {
-			writeProblem(w, acmeErr(http.StatusUnsupportedMediaType, "malformed", "Content-Type must be application/jose+json"))
+			s.reject(w, r, "", acmeErr(http.StatusUnsupportedMediaType, "malformed", "Content-Type must be application/jose+json"))
 			return
 		}
 		body, err := io.ReadAll(io.LimitReader(r.Body, maxRequest+1))
 		if err != nil || len(body) > maxRequest {
-			writeProblem(w, acmeErr(http.StatusRequestEntityTooLarge, "malformed", "request over %d bytes", maxRequest))
+			s.reject(w, r, "", acmeErr(http.StatusRequestEntityTooLarge, "malformed", "request over %d bytes", maxRequest))
 			return
 		}
 		jws, sg, err := parseJWS(body)
 		if err != nil {
-			writeProblem(w, acmeErr(http.StatusBadRequest, "malformed", "%v", err))
+			s.reject(w, r, "", acmeErr(http.StatusBadRequest, "malformed", "%v", err))
 			return
 		}
 		if sg.URL != s.o.BaseURL+r.URL.Path {
-			writeProblem(w, acmeErr(http.StatusUnauthorized, "unauthorized", "the signed url is not this request's"))
+			s.reject(w, r, "", acmeErr(http.StatusUnauthorized, "unauthorized", "the signed url is not this request's"))
 			return
 		}
 		ok, err := s.o.Store.UseNonce(ctx, sg.Nonce, s.o.Now())
@@ -290,17 +291,17 @@ func (s *Server) post(h handler, newAccount bool) http.HandlerFunc {
 			return
 		}
 		if !ok {
-			writeProblem(w, acmeErr(http.StatusBadRequest, "badNonce", "the nonce is unknown, used or expired"))
+			s.reject(w, r, "", acmeErr(http.StatusBadRequest, "badNonce", "the nonce is unknown, used or expired"))
 			return
 		}
 		req := request{signed: sg, r: r}
 		key := sg.JWK
 		switch {
 		case newAccount && sg.JWK == nil:
-			writeProblem(w, acmeErr(http.StatusBadRequest, "malformed", "newAccount is signed with its jwk"))
+			s.reject(w, r, "", acmeErr(http.StatusBadRequest, "malformed", "newAccount is signed with its jwk"))
 			return
 		case !newAccount && sg.JWK != nil:
-			writeProblem(w, acmeErr(http.StatusBadRequest, "malformed", "sign with the account URL (kid), not a jwk"))
+			s.reject(w, r, "", acmeErr(http.StatusBadRequest, "malformed", "sign with the account URL (kid), not a jwk"))
 			return
 		case !newAccount:
 			id, found := strings.CutPrefix(sg.KeyID, s.url("/account/"))
@@ -311,7 +312,7 @@ func (s *Server) post(h handler, newAccount bool) http.HandlerFunc {
 				err = enrollment.ErrNotFound
 			}
 			if errors.Is(err, enrollment.ErrNotFound) {
-				writeProblem(w, acmeErr(http.StatusBadRequest, "accountDoesNotExist", "no such account"))
+				s.reject(w, r, "", acmeErr(http.StatusBadRequest, "accountDoesNotExist", "no such account"))
 				return
 			}
 			if err != nil {
@@ -319,7 +320,7 @@ func (s *Server) post(h handler, newAccount bool) http.HandlerFunc {
 				return
 			}
 			if acct.Status != StatusValid {
-				writeProblem(w, acmeErr(http.StatusUnauthorized, "unauthorized", "the account is %s", acct.Status))
+				s.reject(w, r, "", acmeErr(http.StatusUnauthorized, "unauthorized", "the account is %s", acct.Status))
 				return
 			}
 			key = new(jose.JSONWebKey)
@@ -330,14 +331,14 @@ func (s *Server) post(h handler, newAccount bool) http.HandlerFunc {
 			req.Account = acct
 		}
 		if req.Payload, err = verify(jws, key); err != nil {
-			writeProblem(w, acmeErr(http.StatusUnauthorized, "unauthorized", "%v", err))
+			s.reject(w, r, req.Account.ID, acmeErr(http.StatusUnauthorized, "unauthorized", "%v", err))
 			return
 		}
 		status, out, header, err := h(ctx, req)
 		if err != nil {
 			var p *problem
 			if errors.As(err, &p) {
-				writeProblem(w, p)
+				s.reject(w, r, req.Account.ID, p)
 				return
 			}
 			s.fail(w, r, err)
@@ -353,6 +354,24 @@ func (s *Server) post(h handler, newAccount bool) http.HandlerFunc {
 		}
 		writeJSON(w, status, out)
 	}
+}
+
+// reject answers a refused request with its problem, and logs and audits
+// it (through the caller's aggregator, so a flood stays bounded) unless
+// the handler did already.
+func (s *Server) reject(w http.ResponseWriter, r *http.Request, account string, p *problem) {
+	if !p.audited {
+		ip := clientIP(r)
+		s.o.Logger.WarnContext(r.Context(), "ACME request refused", "path", r.URL.Path, "type", p.Type, "reason", p.Detail,
+			"account", account, "remote_ip", ip)
+		ev := enrollment.AuditEvent{At: s.o.Now(), Actor: "acme:" + account, Action: "acme.refuse", TargetType: "acme_request",
+			TargetID: r.URL.Path, RemoteIP: ip, Outcome: enrollment.OutcomeRefused,
+			Detail: strings.TrimPrefix(p.Type, "urn:ietf:params:acme:error:") + ": " + p.Detail}
+		if err := s.o.Audit.AppendAudit(r.Context(), ev); err != nil {
+			s.o.Logger.ErrorContext(r.Context(), "audit of a refused ACME request failed", "err", err)
+		}
+	}
+	writeProblem(w, p)
 }
 
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
@@ -436,8 +455,8 @@ func (s *Server) newOrder(ctx context.Context, req request) (int, any, http.Head
 	hash := enrollment.HashChallenge(client)
 	resID, renewal, err := s.o.Store.ACMEReservation(ctx, hash, now)
 	if errors.Is(err, enrollment.ErrNotFound) {
-		s.refuse(ctx, req, "acme.order", "", "ClientIdentifier unknown, of a reservation no longer open or not for ACME, or used by an enrollment that is not approved")
-		return 0, nil, nil, acmeErr(http.StatusForbidden, "rejectedIdentifier", "the identifier is not a valid enrollment ClientIdentifier")
+		return 0, nil, nil, acmeErr(http.StatusForbidden, "rejectedIdentifier",
+			"the identifier is not the ClientIdentifier of an open ACME reservation, nor of an approved enrollment renewing")
 	}
 	if err != nil {
 		return 0, nil, nil, err
@@ -471,8 +490,10 @@ func (s *Server) ownOrder(ctx context.Context, req request) (Order, error) {
 		return Order{}, err
 	}
 	if o.Status != StatusValid && o.Status != StatusInvalid && !s.o.Now().Before(o.ExpiresAt) {
-		o.Status = StatusInvalid
-		o.Error = "expired"
+		o.Status, o.Error = StatusInvalid, "expired"
+		if o.ChallengeStatus == StatusPending {
+			o.ChallengeStatus = StatusInvalid
+		}
 	}
 	return o, nil
 }
@@ -576,7 +597,7 @@ func (s *Server) challenge(ctx context.Context, req request) (int, any, http.Hea
 // attestation verifies an answer and says why it is refused, if it is.
 func (s *Server) attestation(attObj, deviceError, token string) (attest.Result, string) {
 	if deviceError != "" {
-		return attest.Result{}, "the device reported an error instead of an attestation: " + cut(deviceError, 200)
+		return attest.Result{}, "the device reported an error instead of an attestation: " + printable(cut(deviceError, 200))
 	}
 	chain, err := decodeAttestation(attObj)
 	if err != nil {
@@ -634,7 +655,9 @@ func (s *Server) finalize(ctx context.Context, req request) (int, any, http.Head
 		if err := s.o.Store.FailOrder(ctx, o.ID, why, ev); err != nil {
 			return 0, nil, nil, err
 		}
-		return 0, nil, nil, acmeErr(http.StatusBadRequest, "badCSR", "%s", why)
+		p := acmeErr(http.StatusBadRequest, "badCSR", "%s", why)
+		p.audited = true
+		return 0, nil, nil, p
 	}
 	cert, err := s.issue(csr, o, now)
 	if err != nil {
@@ -652,10 +675,13 @@ func (s *Server) finalize(ctx context.Context, req request) (int, any, http.Head
 	}
 	if errors.Is(err, enrollment.ErrConflict) {
 		ev.Outcome, ev.Detail = enrollment.OutcomeRefused, "order "+o.ID+": "+why
+		s.o.Logger.WarnContext(ctx, "ACME finalize refused", "order", o.ID, "reservation", o.ReservationID, "reason", why)
 		if err := s.o.Store.FailOrder(ctx, o.ID, why, ev); err != nil {
 			return 0, nil, nil, err
 		}
-		return 0, nil, nil, acmeErr(http.StatusForbidden, "unauthorized", "%s", why)
+		p := acmeErr(http.StatusForbidden, "unauthorized", "%s", why)
+		p.audited = true
+		return 0, nil, nil, p
 	}
 	if err != nil {
 		return 0, nil, nil, err
@@ -706,14 +732,15 @@ func (s *Server) certificate(ctx context.Context, req request) (int, any, http.H
 	return http.StatusOK, b.Bytes(), http.Header{"Content-Type": {"application/pem-certificate-chain"}}, nil
 }
 
-// refuse audits a refused request.
-func (s *Server) refuse(ctx context.Context, req request, action, resID, why string) {
-	ev := enrollment.AuditEvent{At: s.o.Now(), Actor: "acme:" + req.Account.ID, Action: action, TargetType: "reservation", TargetID: resID,
-		RemoteIP: clientIP(req.r), Outcome: enrollment.OutcomeRefused, Detail: why}
-	s.o.Logger.WarnContext(ctx, "ACME request refused", "action", action, "reason", why, "remote_ip", ev.RemoteIP)
-	if err := s.o.Audit.AppendAudit(ctx, ev); err != nil {
-		s.o.Logger.ErrorContext(ctx, "audit of a refused ACME request failed", "err", err)
-	}
+// printable keeps what a device wrote readable and inert: no control
+// characters, valid UTF-8.
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, strings.ToValidUTF8(s, "\ufffd"))
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -220,6 +220,12 @@ func (a ACME) RecordACMERenewal(ctx context.Context, orderID string, c acme.Cert
 		if n, _ := res.RowsAffected(); n == 0 {
 			return fmt.Errorf("ACME renewal of %s: %w: not approved, owner disabled, or another device attested", c.ReservationID, enrollment.ErrConflict)
 		}
+		// One identity per device: the certificates it renews are revoked
+		// (a device that lost the reply renews again).
+		if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE certificates SET revoked_at = ?, revoke_reason = ? WHERE reservation_id = ?
+			AND revoked_at IS NULL`), ms(now), "superseded by renewal "+c.Serial, c.ReservationID); err != nil {
+			return fmt.Errorf("ACME renewal: %w", err)
+		}
 		return recordACMECert(ctx, tx, orderID, c, ev)
 	})
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -179,5 +180,24 @@ func TestACMEProtocolAttacks(t *testing.T) {
 	res, _ := e.app.Reservations.Get(e.ctx, r.ID)
 	if res.ChallengeUsedAt != nil {
 		t.Fatal("the attacks used the ClientIdentifier")
+	}
+	// Every refusal is on record (aggregated, so flush first).
+	if err := e.app.Refusals.Flush(e.ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	// The aggregator writes the first refusals from one source one by one,
+	// then a row counting the rest.
+	events, _ := e.app.Store.ListAudit(e.ctx, enrollment.AuditFilter{Action: "acme.refuse"})
+	counted := 0
+	for _, ev := range events {
+		var more int
+		if _, err := fmt.Sscanf(ev.Detail, "aggregated: %d more", &more); err == nil {
+			counted += more
+		} else {
+			counted++
+		}
+	}
+	if counted < 15 {
+		t.Errorf("%d refusals on record for 15 refused requests: %+v", counted, events)
 	}
 }

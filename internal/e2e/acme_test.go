@@ -118,6 +118,12 @@ func TestACMEEnrollment(t *testing.T) {
 		}
 		code, _, err = d.Connect(e.ctx, "Idle", "")
 		e.expect("Connect with the renewed identity", code, err, 200)
+		stale := *d
+		stale.Cert = old
+		code, _, _ = stale.Connect(e.ctx, "Idle", "")
+		if code != 401 {
+			t.Fatalf("the certificate a renewal replaced still connects: %d", code)
+		}
 		// The ClientIdentifier was used: another device with the same
 		// profile is no renewal, Apple attests another serial.
 		thief := devicesim.New(http.DefaultClient, "C02THIEF0001")
