@@ -10,6 +10,8 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
+	"regexp"
 	"strings"
 	"time"
 
@@ -410,9 +412,35 @@ func decodeYAML(b []byte, cfg *Config) error {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(cfg); err != nil {
-		return err
+		return errors.New(readableYAMLError(err.Error()))
 	}
 	return nil
+}
+
+// yamlFieldError is how the YAML decoder names an unknown key: by the Go
+// type it was decoding into, which means nothing to a person.
+var yamlFieldError = regexp.MustCompile(`field (\S+) not found in type config\.(\w+)`)
+
+// readableYAMLError names the section of the file instead of the Go type.
+func readableYAMLError(msg string) string {
+	sections := map[string]string{"Config": "the top level"}
+	t := reflect.TypeOf(Config{})
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if tag, _, _ := strings.Cut(f.Tag.Get("yaml"), ","); tag != "" && f.Type.Kind() == reflect.Struct {
+			sections[f.Type.Name()] = fmt.Sprintf("%q", tag)
+		}
+	}
+	msg = yamlFieldError.ReplaceAllStringFunc(msg, func(m string) string {
+		parts := yamlFieldError.FindStringSubmatch(m)
+		where, ok := sections[parts[2]]
+		if !ok {
+			where = "its section"
+		}
+		return fmt.Sprintf("unknown key %q in %s (see configs/vestibule.example.yaml)", parts[1], where)
+	})
+	msg = strings.ReplaceAll(msg, "yaml: unmarshal errors:\n  ", "")
+	return strings.ReplaceAll(msg, "\n  ", "; ")
 }
 
 // fillDev supplies the embedded defaults of a laptop run. The public URL is

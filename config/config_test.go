@@ -79,7 +79,7 @@ func TestInvalid(t *testing.T) {
 		{name: "error/nothing outside dev", want: []string{"listen: is required", "public_url: is required", "data_dir: is required", "database.dsn: is required", "org.id: is required"}},
 		{name: "error/http public url outside dev", file: strings.Replace(validProd, "https://", "http://", 1), want: []string{"public_url: must be https"}},
 		{name: "error/relative public url", file: strings.Replace(validProd, "https://mdm.example.com", "mdm.example.com", 1), want: []string{"public_url: \"mdm.example.com\" is not an absolute"}},
-		{name: "error/unknown key", file: validProd + "listne: x\n", want: []string{"field listne not found"}},
+		{name: "error/unknown key", file: validProd + "listne: x\n", want: []string{`unknown key "listne" in the top level`}},
 		{name: "error/bad duration", file: validProd + "enrollment: {token_ttl: soon}\n", want: []string{"\"soon\" is not a duration"}},
 		{name: "error/bad listen", o: Overrides{Listen: "8080"}, file: validProd, want: []string{"listen: \"8080\" is not host:port"}},
 		{name: "error/bad dsn", o: Overrides{DB: "mysql://x"}, file: validProd, want: []string{"database.dsn: \"mysql://x\": use postgres://"}},
@@ -117,5 +117,20 @@ func TestInvalid(t *testing.T) {
 func TestExampleConfigIsValid(t *testing.T) {
 	if _, err := Load(Overrides{ConfigFile: "../configs/vestibule.example.yaml"}, nil); err != nil {
 		t.Fatalf("the shipped example config does not load: %v", err)
+	}
+}
+
+// TestUnknownKeyNamesTheSection: a mistyped key is reported by its
+// section in the file, not by a Go type.
+func TestUnknownKeyNamesTheSection(t *testing.T) {
+	dir := t.TempDir()
+	name := filepath.Join(dir, "c.yaml")
+	if err := os.WriteFile(name, []byte("org:\n  nmae: Example\nlisten_on: x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(Overrides{ConfigFile: name}, nil)
+	if err == nil || strings.Contains(err.Error(), "config.Org") || !strings.Contains(err.Error(), `unknown key "nmae" in "org"`) ||
+		!strings.Contains(err.Error(), `unknown key "listen_on" in the top level`) {
+		t.Fatalf("error: %v", err)
 	}
 }

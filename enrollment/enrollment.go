@@ -173,6 +173,9 @@ type EnrollmentFilter struct {
 
 // EnrollmentStore is what the approval gate needs from storage.
 type EnrollmentStore interface {
+	// EnrollmentIDsWithPrefix returns up to limit enrollment IDs starting
+	// with prefix.
+	EnrollmentIDsWithPrefix(ctx context.Context, prefix string, limit int) ([]string, error)
 	// ClaimReservation atomically claims reservation resID for facts.UDID if
 	// its current token nonce is nonce and it is open and unexpired at now,
 	// or returns the existing enrollment when that UDID already claimed it.
@@ -455,7 +458,35 @@ func (s *Enrollments) Resolve(ctx context.Context, device string) (Enrollment, e
 			return e, err
 		}
 	}
-	return s.store.EnrollmentByUDID(ctx, device)
+	// The console shows the first 8 characters of an ID: any unique
+	// prefix that long names the enrollment.
+	if len(device) >= 8 && len(device) < 36 && isIDPrefix(device) {
+		ids, err := s.store.EnrollmentIDsWithPrefix(ctx, strings.ToLower(device), 2)
+		if err != nil {
+			return Enrollment{}, err
+		}
+		switch len(ids) {
+		case 1:
+			return s.store.Enrollment(ctx, ids[0])
+		case 2:
+			return Enrollment{}, fmt.Errorf("%w: %q is the start of more than one enrollment ID; give more of it", ErrConflict, device)
+		}
+	}
+	e, err := s.store.EnrollmentByUDID(ctx, device)
+	if errors.Is(err, ErrNotFound) {
+		return Enrollment{}, fmt.Errorf("%w: no enrollment has the ID or UDID %q (see `enrollments list`)", ErrNotFound, device)
+	}
+	return e, err
+}
+
+// isIDPrefix reports whether s could start a UUID.
+func isIDPrefix(s string) bool {
+	for _, c := range s {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // List returns enrollments newest first.

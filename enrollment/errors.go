@@ -1,6 +1,9 @@
 package enrollment
 
-import "errors"
+import (
+	"errors"
+	"strings"
+)
 
 // Outcomes callers branch on. Stores wrap them with context.
 var (
@@ -14,3 +17,21 @@ var (
 	// ErrForbidden means the actor may not do this.
 	ErrForbidden = errors.New("forbidden")
 )
+
+// Explain is an error as a person reads it: the words after the last
+// domain error's name ("reserve: forbidden: x is not a known user" reads
+// "x is not a known user"). Errors without one read as they are.
+func Explain(err error) string {
+	msg := err.Error()
+	cut := -1
+	for _, sentinel := range []error{ErrNotFound, ErrConflict, ErrInvalid, ErrForbidden} {
+		marker := sentinel.Error() + ": "
+		if i := strings.LastIndex(msg, marker); i >= 0 && errors.Is(err, sentinel) && i+len(marker) > cut {
+			cut = i + len(marker)
+		}
+	}
+	if cut < 0 || cut >= len(msg) {
+		return msg
+	}
+	return msg[cut:]
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -253,4 +254,16 @@ func (m *memStore) snapshot(id string) Enrollment {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return *m.enrollments[id]
+}
+
+func (m *memStore) EnrollmentIDsWithPrefix(_ context.Context, prefix string, limit int) ([]string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var ids []string
+	for id := range m.enrollments {
+		if strings.HasPrefix(id, prefix) && len(ids) < limit {
+			ids = append(ids, id)
+		}
+	}
+	return ids, nil
 }

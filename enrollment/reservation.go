@@ -239,7 +239,8 @@ func (s *Reservations) reserve(ctx context.Context, actor Actor, email, depSeria
 	}
 	u, err := s.store.UserByEmail(ctx, norm)
 	if errors.Is(err, ErrNotFound) {
-		return Reservation{}, Secrets{}, fmt.Errorf("reserve: %w: %s is not a known user", ErrForbidden, norm)
+		return Reservation{}, Secrets{}, fmt.Errorf("reserve: %w: %s is not a known user: add them with `vestibule user add %s` or on the console's Users page",
+			ErrForbidden, norm, norm)
 	}
 	if err != nil {
 		return Reservation{}, Secrets{}, fmt.Errorf("reserve: %w", err)

@@ -24,6 +24,10 @@ import (
 	"github.com/vestibule-mdm/vestibule/store"
 )
 
+// SettingPublicURL is the public URL the running server serves, recorded
+// for the admin commands beside it.
+const SettingPublicURL = "public_url"
+
 // App is everything a configuration builds: the store, the keys and the
 // domain services. serve and every admin command use the same App, so a
 // command acts on exactly what a server with that configuration would.

@@ -568,3 +568,20 @@ func (s *Store) RecordAttestation(ctx context.Context, id, nonceHex string, a en
 		return appendAudit(ctx, tx, ev)
 	})
 }
+
+// EnrollmentIDsWithPrefix returns up to limit enrollment IDs that start
+// with prefix (lower-case hex and dashes).
+func (s *Store) EnrollmentIDsWithPrefix(ctx context.Context, prefix string, limit int) ([]string, error) {
+	var ids []string
+	for _, c := range prefix {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c == '-') {
+			return nil, fmt.Errorf("enrollments by ID prefix: %w: %q", enrollment.ErrInvalid, prefix)
+		}
+	}
+	// Hex digits and dashes hold no LIKE wildcard.
+	err := s.db.SelectContext(ctx, &ids, s.db.Rebind(`SELECT id FROM enrollments WHERE id LIKE ? ORDER BY id LIMIT `+fmt.Sprint(limit)), prefix+"%")
+	if err != nil {
+		return nil, fmt.Errorf("enrollments by ID prefix: %w", err)
+	}
+	return ids, nil
+}

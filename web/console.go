@@ -289,7 +289,7 @@ func userMessage(err error) string {
 	switch {
 	case errors.Is(err, enrollment.ErrNotFound), errors.Is(err, enrollment.ErrInvalid), errors.Is(err, enrollment.ErrConflict),
 		errors.Is(err, enrollment.ErrForbidden):
-		return err.Error()
+		return enrollment.Explain(err)
 	case errors.Is(err, enrollment.ErrSignerUnavailable):
 		return "the token signer is unavailable; try again shortly"
 	}

@@ -184,11 +184,12 @@ func (c *Console) device(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	e, err := c.o.Enrollments.Get(ctx, r.PathValue("id"))
 	if err != nil {
-		status := http.StatusInternalServerError
 		if errors.Is(err, enrollment.ErrNotFound) {
-			status = http.StatusNotFound
+			c.fail(w, r, me(r), http.StatusNotFound, "No such device",
+				"No device has this ID. It may be mistyped, or the device never checked in. The Devices page lists every enrollment.")
+			return
 		}
-		c.fail(w, r, me(r), status, "No such device", userMessage(err))
+		c.fail(w, r, me(r), http.StatusInternalServerError, "Error", userMessage(err))
 		return
 	}
 	history, _ := c.o.Enrollments.List(ctx, enrollment.EnrollmentFilter{UDID: e.Facts.UDID})

@@ -86,7 +86,7 @@ func (a *app) enrollmentsCmd() *cobra.Command {
 
 	show := &cobra.Command{
 		Use:   "show ID",
-		Short: "Show one enrollment (ID is the device ID or the device's UDID)",
+		Short: "Show one enrollment (ID: the device ID, a unique prefix of 8 or more characters, or the UDID)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.withCore(cmd.Context(), func(app *server.App) error {
@@ -125,7 +125,11 @@ approval is audited as enrollment.self_approve.`,
 				return fmt.Errorf("--self-approval needs --as EMAIL: the person approving their own enrollment")
 			}
 			return a.withCore(cmd.Context(), func(app *server.App) error {
-				e, err := app.Enrollments.Approve(cmd.Context(), actor, args[0], note)
+				e, err := app.Enrollments.Resolve(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				e, err = app.Enrollments.Approve(cmd.Context(), actor, e.ID, note)
 				if err != nil {
 					return err
 				}
@@ -139,23 +143,44 @@ approval is audited as enrollment.self_approve.`,
 	approve.Flags().BoolVar(&selfApproval, "self-approval", false, "let --as approve an enrollment made in their own name (audited as a self-approval)")
 
 	var reason string
+	// deny and revoke are one decision in two words, as in the console:
+	// each refuses the other's state, so a mistaken ID does not revoke an
+	// approved device.
+	decide := func(verb, past string, from enrollment.State) func(cmd *cobra.Command, args []string) error {
+		return func(cmd *cobra.Command, args []string) error {
+			return a.withCore(cmd.Context(), func(app *server.App) error {
+				e, err := app.Enrollments.Resolve(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				if e.State != from {
+					return fmt.Errorf("%s is %s: only a %s enrollment can be %s%s", e.ID, e.State, from, past, map[bool]string{
+						true: " (use `enrollments revoke` for an approved one)", false: ""}[verb == "deny" && e.State == enrollment.StateApproved])
+				}
+				if e, err = app.Enrollments.Deny(cmd.Context(), cliActor(), e.ID, reason); err != nil {
+					return err
+				}
+				fmt.Fprintf(a.out, "%s %s (%s, serial %s)\n", past, e.ID, e.UserEmail, e.Facts.Serial)
+				return nil
+			})
+		}
+	}
 	deny := &cobra.Command{
 		Use:   "deny ID --reason TEXT",
 		Short: "Deny a pending enrollment: its certificates are revoked and the device is refused",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.withCore(cmd.Context(), func(app *server.App) error {
-				e, err := app.Enrollments.Deny(cmd.Context(), cliActor(), args[0], reason)
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(a.out, "denied %s (%s, serial %s)\n", e.ID, e.UserEmail, e.Facts.Serial)
-				return nil
-			})
-		},
+		RunE:  decide("deny", "denied", enrollment.StatePending),
 	}
 	deny.Flags().StringVar(&reason, "reason", "", "why (required, for the audit log)")
 	_ = deny.MarkFlagRequired("reason")
+	revoke := &cobra.Command{
+		Use:   "revoke ID --reason TEXT",
+		Short: "Revoke an approved enrollment: its certificates are revoked, device trust ends, the device is refused",
+		Args:  cobra.ExactArgs(1),
+		RunE:  decide("revoke", "revoked", enrollment.StateApproved),
+	}
+	revoke.Flags().StringVar(&reason, "reason", "", "why (required, for the audit log)")
+	_ = revoke.MarkFlagRequired("reason")
 
 	var retireReason string
 	retire := &cobra.Command{
@@ -169,7 +194,11 @@ is notified (portal, and e-mail when smtp.host is set).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.withCore(cmd.Context(), func(app *server.App) error {
-				e, err := app.Enrollments.Retire(cmd.Context(), cliActor(), args[0], retireReason)
+				e, err := app.Enrollments.Resolve(cmd.Context(), args[0])
+				if err != nil {
+					return err
+				}
+				e, err = app.Enrollments.Retire(cmd.Context(), cliActor(), e.ID, retireReason)
 				if err != nil {
 					return err
 				}
@@ -180,7 +209,7 @@ is notified (portal, and e-mail when smtp.host is set).`,
 	}
 	retire.Flags().StringVar(&retireReason, "reason", "", "why the device changed hands (required, for the audit log)")
 	_ = retire.MarkFlagRequired("reason")
-	cmd.AddCommand(list, show, approve, deny, retire)
+	cmd.AddCommand(list, show, approve, deny, revoke, retire)
 	return cmd
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -32,6 +33,14 @@ over ACME, with Apple attesting the key, serial and UDID. SCEP (the default)
 works on every device.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// The file is made first: a path that cannot be written must not
+			// leave an open reservation behind.
+			tmp, err := os.CreateTemp(filepath.Dir(out), ".vestibule-profile-*")
+			if err != nil {
+				return fmt.Errorf("cannot write the profile to %s: %w", out, err)
+			}
+			defer os.Remove(tmp.Name())
+			defer tmp.Close()
 			return a.withApp(cmd.Context(), func(app *server.App) error {
 				ctx := cmd.Context()
 				res, sec, err := app.Reservations.ReserveAs(ctx, cliActor(), email, identity)
@@ -39,11 +48,24 @@ works on every device.`,
 					return err
 				}
 				body, err := app.Profiles.MakeProfile(ctx, res, sec)
-				if err != nil {
-					return err
+				if err == nil {
+					_, err = tmp.Write(body)
 				}
-				if err := os.WriteFile(out, body, 0o600); err != nil {
-					return fmt.Errorf("write profile: %w", err)
+				if err == nil {
+					err = tmp.Close()
+				}
+				if err == nil {
+					err = os.Chmod(tmp.Name(), 0o600)
+				}
+				if err == nil {
+					err = os.Rename(tmp.Name(), out)
+				}
+				if err != nil {
+					// Nothing usable was written: the reservation goes too.
+					if rerr := app.Reservations.Revoke(ctx, cliActor(), res.ID); rerr != nil {
+						return fmt.Errorf("write profile: %w (and revoking reservation %s failed: %v)", err, res.ID, rerr)
+					}
+					return fmt.Errorf("write profile: %w (reservation %s revoked)", err, res.ID)
 				}
 				fmt.Fprintf(a.out, "reserved device %s for %s until %s (identity over %s)\nwrote %s\n", res.ID, res.UserEmail,
 					res.ExpiresAt.Local().Format("2006-01-02 15:04 MST"), strings.ToUpper(res.Identity), out)

@@ -15,6 +15,16 @@ import (
 
 func vestibule(t *testing.T, dataDir string, args ...string) (string, string, int) {
 	t.Helper()
+	// Admin commands need a store, as one a server made: make it once.
+	if _, err := os.Stat(filepath.Join(dataDir, "vestibule.db")); err != nil && len(args) > 0 && args[0] != "migrate" {
+		if err := os.MkdirAll(dataDir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		var o, e bytes.Buffer
+		if code := run(context.Background(), []string{"--dev", "--data-dir", dataDir, "migrate"}, &o, &e); code != 0 {
+			t.Fatalf("migrate: %s", e.String())
+		}
+	}
 	var out, errOut bytes.Buffer
 	code := run(context.Background(), append([]string{"--dev", "--data-dir", dataDir}, args...), &out, &errOut)
 	return out.String(), errOut.String(), code

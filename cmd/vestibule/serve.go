@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -82,6 +83,10 @@ With --dev it runs on the embedded defaults: SQLite and generated keys in
 				if password, err = server.EnsureDevAdmin(ctx, app.Store); err != nil {
 					return err
 				}
+			}
+			// Admin commands beside this server issue profiles for it.
+			if err := app.Store.SetSetting(ctx, server.SettingPublicURL, cfg.PublicURL, time.Now()); err != nil {
+				return err
 			}
 			a.printBanner(cfg.Dev, cfg.PublicURL, cfg.DataDir, app.Store.Dialect(), password)
 			log.Info("listening", "addr", ln.Addr().String(), "public_url", cfg.PublicURL, "database", app.Store.Dialect())

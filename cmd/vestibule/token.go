@@ -39,7 +39,7 @@ func (a *app) tokenCmd() *cobra.Command {
 		},
 	}
 	create.Flags().StringVar(&name, "name", "", "a name saying who or what uses the token (required)")
-	create.Flags().StringVar(&role, "role", "admin", "role: admin, approver or viewer")
+	create.Flags().StringVar(&role, "role", "viewer", "role: viewer (the least privilege, default), approver, admin or receiver")
 	_ = create.MarkFlagRequired("name")
 
 	var asJSON bool
