@@ -215,3 +215,27 @@ func (s *Store) SetUserRole(ctx context.Context, userID string, role enrollment.
 		return appendAudit(ctx, tx, ev)
 	})
 }
+
+// UserNames returns the display names of these users, by ID (users
+// without a name are left out).
+func (s *Store) UserNames(ctx context.Context, ids []string) (map[string]string, error) {
+	out := map[string]string{}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	q, args, err := sqlx.In(`SELECT id, name FROM users WHERE id IN (?) AND name <> ''`, ids)
+	if err != nil {
+		return nil, err
+	}
+	var rows []struct {
+		ID   string `db:"id"`
+		Name string `db:"name"`
+	}
+	if err := s.db.SelectContext(ctx, &rows, s.db.Rebind(q), args...); err != nil {
+		return nil, fmt.Errorf("user names: %w", err)
+	}
+	for _, r := range rows {
+		out[r.ID] = r.Name
+	}
+	return out, nil
+}

@@ -105,6 +105,8 @@ type QueueFacts interface {
 	ReservationsByID(ctx context.Context, ids []string) (map[string]enrollment.Reservation, error)
 	EnrollmentsByID(ctx context.Context, ids []string) (map[string]enrollment.Enrollment, error)
 	ApprovedCounts(ctx context.Context, userIDs []string) (map[string]int, error)
+	// UserNames returns the display names of these users, by ID.
+	UserNames(ctx context.Context, userIDs []string) (map[string]string, error)
 }
 
 // PostApprovalSender re-queues the post-approval commands of a device.
@@ -196,6 +198,7 @@ func (c *Console) Routes(mux *http.ServeMux) {
 	cm.HandleFunc("GET /console/reservations", c.need(viewer, c.reservations))
 	cm.HandleFunc("POST /console/reservations", c.need(admin, c.reserve))
 	cm.HandleFunc("POST /console/reservations/{id}/revoke", c.need(admin, c.revokeReservation))
+	cm.HandleFunc("POST /console/reservations/{id}/download", c.need(admin, c.downloadReservation))
 	cm.HandleFunc("GET /console/users", c.need(admin, c.users))
 	cm.HandleFunc("POST /console/users", c.need(admin, c.addUser))
 	cm.HandleFunc("POST /console/users/import", c.need(admin, c.importUsers))

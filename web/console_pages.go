@@ -22,6 +22,8 @@ type pendingItem struct {
 	// UDID or serial this one reports.
 	Conflict     *enrollment.Enrollment
 	OtherDevices int
+	// UserName is the owner's display name, when they have one.
+	UserName string
 	// DEPChecked is true when the ABM inventory is synced; InInventory
 	// then says whether the claimed serial is in it.
 	DEPChecked  bool
@@ -52,12 +54,15 @@ func (c *Console) pending(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		var prev map[string]enrollment.Enrollment
 		var approved map[string]int
+		var names map[string]string
 		if prev, err = c.o.Queue.EnrollmentsByID(ctx, prevIDs); err == nil {
-			approved, err = c.o.Queue.ApprovedCounts(ctx, userIDs)
+			if approved, err = c.o.Queue.ApprovedCounts(ctx, userIDs); err == nil {
+				names, err = c.o.Queue.UserNames(ctx, userIDs)
+			}
 		}
 		items := make([]pendingItem, 0, len(list))
 		for _, e := range list {
-			it := pendingItem{E: e, R: res[e.ID], OtherDevices: approved[e.UserID]}
+			it := pendingItem{E: e, R: res[e.ID], OtherDevices: approved[e.UserID], UserName: names[e.UserID]}
 			if p, ok := prev[e.PreviousID]; ok {
 				it.Previous = &p
 			}
@@ -202,6 +207,10 @@ func (c *Console) device(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	data := map[string]any{"E": e, "History": history, "Certs": certs, "Commands": cmds, "PushOn": c.o.PushEnabled, "Conflict": conflict}
+	// How the device got here: who issued its profile, from where.
+	if res, err := c.o.Reservations.Get(ctx, e.ID); err == nil {
+		data["R"] = res
+	}
 	if c.o.Trust != nil {
 		trusted, why := e.Trusted()
 		data["TrustOn"], data["Trusted"], data["TrustReason"] = true, trusted, why
@@ -280,6 +289,23 @@ func (c *Console) reservations(w http.ResponseWriter, r *http.Request) {
 	}
 	states := []enrollment.ReservationState{enrollment.ReservationOpen, enrollment.ReservationClaimed, enrollment.ReservationExpired, enrollment.ReservationRevoked}
 	c.render(w, r, http.StatusOK, "reservations", "Reservations", "reservations", map[string]any{"Items": list, "State": state, "States": states})
+}
+
+// downloadReservation hands out an open reservation's profile again, with
+// fresh secrets: any earlier download of it stops working.
+func (c *Console) downloadReservation(w http.ResponseWriter, r *http.Request) {
+	res, sec, err := c.o.Reservations.DownloadAs(r.Context(), actor(r), r.PathValue("id"), r.PostFormValue("identity"))
+	if err != nil {
+		back(w, r, "/console/reservations", "error", userMessage(err))
+		return
+	}
+	body, err := c.o.Profiles.MakeProfile(r.Context(), res, sec)
+	if err != nil {
+		c.log.ErrorContext(r.Context(), "make profile", "err", err)
+		back(w, r, "/console/reservations", "error", "the profile could not be made")
+		return
+	}
+	WriteProfile(w, res.ID, body)
 }
 
 // reserve creates a reservation and answers with its signed profile: the

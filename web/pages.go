@@ -58,6 +58,24 @@ func newPages(org string, sessions SessionService, pending func(context.Context)
 			}
 			return ""
 		},
+		// when is a time that never wraps, with how long ago it was.
+		"when": func(t any) template.HTML {
+			var at time.Time
+			switch v := t.(type) {
+			case time.Time:
+				at = v
+			case *time.Time:
+				if v == nil {
+					return ""
+				}
+				at = *v
+			default:
+				return ""
+			}
+			return template.HTML(`<time class="nowrap" datetime="` + at.UTC().Format(time.RFC3339) + `">` +
+				template.HTMLEscapeString(at.Local().Format("2006-01-02 15:04")) + `</time> <span class="muted nowrap">` +
+				template.HTMLEscapeString(ago(now().Sub(at))) + `</span>`)
+		},
 		"short": func(id string) string {
 			if len(id) > 8 {
 				return id[:8]
@@ -115,26 +133,28 @@ func (c *pages) need(min enrollment.Role, next http.HandlerFunc) http.HandlerFun
 
 // pageData is what every page gets.
 type pageData struct {
-	Title        string
-	Nav          string
-	Org          string
-	Me           enrollment.User
-	InPortal     bool
-	DEPOn        bool
-	TrustOn      bool
-	IsAdmin      bool
-	CanDecide    bool
-	Flash        string
-	Error        string
-	PendingCount int
-	Now          time.Time
-	Data         any
+	Title    string
+	Nav      string
+	Org      string
+	Me       enrollment.User
+	InPortal bool
+	DEPOn    bool
+	TrustOn  bool
+	IsAdmin  bool
+	// ConsoleAccess: the person may use the console (viewer or above).
+	ConsoleAccess bool
+	CanDecide     bool
+	Flash         string
+	Error         string
+	PendingCount  int
+	Now           time.Time
+	Data          any
 }
 
 func (c *pages) render(w http.ResponseWriter, r *http.Request, status int, page, title, nav string, data any) {
 	u := me(r)
 	inPortal, _ := r.Context().Value(portalKey{}).(bool)
-	d := pageData{Title: title, Nav: nav, Org: c.org, Me: u, InPortal: inPortal || rank(u.Role) == 0, DEPOn: c.depOn, TrustOn: c.trustOn, IsAdmin: u.Role == enrollment.RoleAdmin,
+	d := pageData{Title: title, Nav: nav, Org: c.org, Me: u, InPortal: inPortal || rank(u.Role) == 0, DEPOn: c.depOn, TrustOn: c.trustOn, ConsoleAccess: rank(u.Role) > 0, IsAdmin: u.Role == enrollment.RoleAdmin,
 		CanDecide: rank(u.Role) >= rank(enrollment.RoleApprover), Now: c.now(), Data: data}
 	d.Flash, d.Error = takeFlash(w, r)
 	if u.ID != "" && !d.InPortal {
@@ -155,4 +175,20 @@ func (c *pages) fail(w http.ResponseWriter, r *http.Request, u enrollment.User, 
 		r = r.WithContext(context.WithValue(r.Context(), userKey{}, u))
 	}
 	c.render(w, r, status, "error", title, "", msg)
+}
+
+// ago says how long ago a duration was, as a person would.
+func ago(d time.Duration) string {
+	if d < -time.Minute {
+		return "in " + strings.TrimSuffix(ago(-d), " ago")
+	}
+	switch {
+	case d < time.Minute:
+		return "just now"
+	case d < time.Hour:
+		return fmt.Sprintf("%d min ago", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%d h ago", int(d.Hours()))
+	}
+	return fmt.Sprintf("%d days ago", int(d.Hours()/24))
 }

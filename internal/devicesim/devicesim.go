@@ -108,7 +108,7 @@ func subjectCN(v any) string {
 
 // Device is one simulated device.
 type Device struct {
-	UDID, Serial, Model, OSVersion, DeviceName string
+	UDID, Serial, Model, ModelName, OSVersion, DeviceName string
 
 	Client  *http.Client
 	Profile Profile
@@ -205,7 +205,7 @@ func (d *Device) sign(body []byte) (string, error) {
 func New(client *http.Client, serial string) *Device {
 	tok := make([]byte, 32)
 	_, _ = rand.Read(tok)
-	return &Device{UDID: mdm.NewUUID(), Serial: serial, Model: "Mac14,9", OSVersion: "14.5", DeviceName: "Simulated Mac",
+	return &Device{UDID: mdm.NewUUID(), Serial: serial, Model: "Mac14,9", ModelName: "MacBook Pro", OSVersion: "14.5", DeviceName: "Simulated Mac",
 		Client: client, PushToken: tok}
 }
 
@@ -422,7 +422,7 @@ func (d *Device) SendSigned(ctx context.Context, url, contentType string, body [
 // Authenticate sends the Authenticate check-in.
 func (d *Device) Authenticate(ctx context.Context) (int, error) {
 	return d.Checkin(ctx, map[string]any{"MessageType": "Authenticate", "UDID": d.UDID, "SerialNumber": d.Serial, "Model": d.Model,
-		"ModelName": "MacBook Pro", "ProductName": d.Model, "OSVersion": d.OSVersion, "BuildVersion": "23F79", "DeviceName": d.DeviceName,
+		"ModelName": d.ModelName, "ProductName": d.Model, "OSVersion": d.OSVersion, "BuildVersion": "23F79", "DeviceName": d.DeviceName,
 		"Topic": d.Profile.Topic})
 }
 
