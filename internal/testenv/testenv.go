@@ -17,7 +17,7 @@ import (
 const RequireEnv = "VESTIBULE_TEST_REQUIRE"
 
 // Known lists the services RequireEnv may name ("all" names every one).
-var Known = []string{"postgres", "vault", "browser", "scepclient", "openssl", "nginx"}
+var Known = []string{"postgres", "vault", "browser", "scepclient", "openssl", "nginx", "systemd", "podman"}
 
 // Unknown returns the names in RequireEnv that are not services the suite
 // knows: a typo there would otherwise turn a required service into a
