@@ -139,7 +139,7 @@ func TestContainerImage(t *testing.T) {
 		t.Fatalf("inspect: %v", err)
 	}
 	c := img[0].Config
-	if c.User != "65532:65532" || len(c.Entrypoint) != 1 || !strings.Contains(strings.Join(img[0].Healthcheck.Test, " "), "/readyz") {
+	if c.User != "65532:65532" || len(c.Entrypoint) != 1 || !strings.Contains(strings.Join(img[0].Healthcheck.Test, " "), "healthcheck") {
 		t.Fatalf("image: %+v", img[0])
 	}
 }

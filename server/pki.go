@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io/fs"
 	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"time"
@@ -199,3 +200,51 @@ func devProfileSigner(dataDir, orgName string, ca keyPair) (keyPair, error) {
 	})
 	return kp, err
 }
+
+// InitProfileSigner creates the profile-signing key pair, certified by ca,
+// unless it exists.
+func InitProfileSigner(certFile, keyFile, orgName string, ca keyPair) (keyPair, bool, error) {
+	return loadOrCreate(certFile, keyFile, func() (keyPair, error) {
+		now := time.Now()
+		return issue(&x509.Certificate{
+			Subject:     pkix.Name{CommonName: orgName + " Profile Signing", Organization: []string{orgName}},
+			NotBefore:   now.Add(-time.Hour),
+			NotAfter:    now.AddDate(2, 0, 0),
+			KeyUsage:    x509.KeyUsageDigitalSignature,
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection, x509.ExtKeyUsageCodeSigning},
+		}, &ca, 2048)
+	})
+}
+
+// InitLocalTLS creates, unless they exist, a local TLS CA (tls-ca.pem,
+// tls-ca.key in dir) and a server certificate for hosts signed by it:
+// HTTPS for a trial without a public CA. Devices and browsers must trust
+// tls-ca.pem (profile.tls_root_file puts it in every profile).
+func InitLocalTLS(dir, orgName string, hosts []string) (ca, server keyPair, err error) {
+	ca, _, err = initRootCA(filepath.Join(dir, "tls-ca.pem"), filepath.Join(dir, "tls-ca.key"), orgName+" Local TLS CA", orgName, 2048)
+	if err != nil {
+		return keyPair{}, keyPair{}, err
+	}
+	server, _, err = loadOrCreate(filepath.Join(dir, "tls.pem"), filepath.Join(dir, "tls.key"), func() (keyPair, error) {
+		now := time.Now()
+		tmpl := &x509.Certificate{
+			Subject:     pkix.Name{CommonName: hosts[0], Organization: []string{orgName}},
+			NotBefore:   now.Add(-time.Hour),
+			NotAfter:    now.AddDate(1, 0, 0),
+			KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		}
+		for _, h := range hosts {
+			if ip := net.ParseIP(h); ip != nil {
+				tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+			} else {
+				tmpl.DNSNames = append(tmpl.DNSNames, h)
+			}
+		}
+		return issue(tmpl, &ca, 2048)
+	})
+	return ca, server, err
+}
+
+// LoadKeyPair reads a PEM certificate and its key.
+func LoadKeyPair(certFile, keyFile string) (keyPair, error) { return loadKeyPair(certFile, keyFile) }

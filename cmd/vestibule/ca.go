@@ -3,6 +3,7 @@ package main
 import (
 	"crypto/sha256"
 	"fmt"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 
@@ -15,7 +16,8 @@ func (a *app) caCmd() *cobra.Command {
 		Short: "Manage the CAs: device identity (SCEP) and device trust",
 	}
 	var bits int
-	var trustCA bool
+	var trustCA, profileSigning, all bool
+	var tlsHosts []string
 	initCmd := &cobra.Command{
 		Use:   "init [--bits 2048] [--trust]",
 		Short: "Create the SCEP CA (or, with --trust, the device-trust CA) unless it exists",
@@ -34,6 +36,63 @@ An existing CA is left as it is. serve --dev does this on its first start.`,
 			cfg, err := a.config()
 			if err != nil {
 				return err
+			}
+			if all {
+				// Everything a deployment's first start needs, each left as
+				// it is when it exists already.
+				for _, step := range []func() error{
+					func() error {
+						_, _, err := server.InitCA(cfg.SCEP.CACertFile, cfg.SCEP.CAKeyFile, cfg.Org.Name, bits)
+						return err
+					},
+					func() error {
+						_, _, err := server.InitTrustCA(cfg.Trust.CACertFile, cfg.Trust.CAKeyFile, cfg.Org.Name, bits)
+						return err
+					},
+					func() error {
+						ca, err := server.LoadKeyPair(cfg.SCEP.CACertFile, cfg.SCEP.CAKeyFile)
+						if err == nil {
+							_, _, err = server.InitProfileSigner(cfg.Profile.SigningCertFile, cfg.Profile.SigningKeyFile, cfg.Org.Name, ca)
+						}
+						return err
+					},
+					func() error {
+						if len(tlsHosts) == 0 {
+							return nil
+						}
+						_, _, err := server.InitLocalTLS(cfg.DataDir, cfg.Org.Name, tlsHosts)
+						return err
+					},
+				} {
+					if err := step(); err != nil {
+						return err
+					}
+				}
+				fmt.Fprintf(a.out, "keys ready in %s: SCEP CA, trust CA, profile signing%s\n", cfg.DataDir,
+					map[bool]string{true: ", local TLS", false: ""}[len(tlsHosts) > 0])
+				return nil
+			}
+			switch {
+			case len(tlsHosts) > 0:
+				ca, srv, err := server.InitLocalTLS(cfg.DataDir, cfg.Org.Name, tlsHosts)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(a.out, "local TLS CA %s, server certificate for %v until %s:\n  %s, %s\n", ca.Cert.Subject.CommonName,
+					tlsHosts, srv.Cert.NotAfter.Format("2006-01-02"), filepath.Join(cfg.DataDir, "tls.pem"), filepath.Join(cfg.DataDir, "tls.key"))
+				return nil
+			case profileSigning:
+				ca, err := server.LoadKeyPair(cfg.SCEP.CACertFile, cfg.SCEP.CAKeyFile)
+				if err != nil {
+					return fmt.Errorf("the profile-signing certificate is made by the SCEP CA: %w; run `vestibule ca init` first", err)
+				}
+				kp, created, err := server.InitProfileSigner(cfg.Profile.SigningCertFile, cfg.Profile.SigningKeyFile, cfg.Org.Name, ca)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(a.out, "profile signing %s: %s (%s)\n", map[bool]string{true: "created", false: "exists"}[created],
+					cfg.Profile.SigningCertFile, kp.Cert.Subject.CommonName)
+				return nil
 			}
 			certFile, keyFile, initCA := cfg.SCEP.CACertFile, cfg.SCEP.CAKeyFile, server.InitCA
 			if trustCA {
@@ -55,6 +114,11 @@ An existing CA is left as it is. serve --dev does this on its first start.`,
 	}
 	initCmd.Flags().IntVar(&bits, "bits", 2048, "RSA key size")
 	initCmd.Flags().BoolVar(&trustCA, "trust", false, "create the device-trust CA instead of the SCEP CA")
+	initCmd.Flags().BoolVar(&all, "all", false, "create every key a first start needs: the SCEP CA, the trust CA, profile signing, and with --tls-host local TLS")
+	initCmd.Flags().BoolVar(&profileSigning, "profile-signing", false,
+		"create the profile-signing key pair (profile.signing_cert_file, profile.signing_key_file), certified by the SCEP CA")
+	initCmd.Flags().StringSliceVar(&tlsHosts, "tls-host", nil,
+		"create a local TLS CA (DATA_DIR/tls-ca.pem) and a server certificate for these hosts (DATA_DIR/tls.pem, tls.key): HTTPS for a trial")
 	cmd.AddCommand(initCmd)
 	return cmd
 }
