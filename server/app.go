@@ -80,7 +80,8 @@ func BuildCore(ctx context.Context, cfg config.Config, log *slog.Logger, migrate
 		log = slog.New(slog.DiscardHandler)
 	}
 	a := &App{Config: cfg, Log: log, Registry: prometheus.NewRegistry(), Ready: map[string]func(context.Context) error{}}
-	st, err := store.Open(ctx, cfg.Database.DSN, store.Options{MaxOpenConns: cfg.Database.MaxOpenConns, Logger: log})
+	st, err := store.Open(ctx, cfg.Database.DSN, store.Options{MaxOpenConns: cfg.Database.MaxOpenConns, Logger: log,
+		Webhook: cfg.MDM.WebhookURL != ""})
 	if err != nil {
 		return nil, err
 	}
@@ -103,8 +104,7 @@ func BuildCore(ctx context.Context, cfg config.Config, log *slog.Logger, migrate
 		if err != nil {
 			return nil, fmt.Errorf("mdm.webhook_secret_file: %w", err)
 		}
-		a.Webhook = newWebhook(cfg.MDM.WebhookURL, cfg.PublicURL, []byte(strings.TrimSpace(string(secret))), cfg.MDM.WebhookRetryDelay.D(), log)
-		a.notify = append(a.notify, a.Webhook)
+		a.Webhook = newWebhook(st, cfg.MDM.WebhookURL, cfg.PublicURL, []byte(strings.TrimSpace(string(secret))), cfg.MDM.WebhookRetryDelay.D(), log)
 	}
 	if cfg.SMTP.Host != "" {
 		var password []byte

@@ -11,31 +11,42 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/vestibule-mdm/vestibule/enrollment"
+	"github.com/vestibule-mdm/vestibule/store"
 )
 
 // SignatureHeader carries HMAC-SHA256(secret, timestamp + "." + body) so a
 // receiver can check the call came from Vestibule and is fresh.
 const webhookSignatureHeader = "X-Vestibule-Signature"
 
+// webhookStore is the outbox the webhook drains, and where it reads the
+// enrollment it announces.
+type webhookStore interface {
+	ClaimWebhooks(ctx context.Context, limit int, now, leaseUntil time.Time) ([]store.WebhookItem, error)
+	WebhookDelivered(ctx context.Context, id string, at time.Time) error
+	RetryWebhook(ctx context.Context, id string, next time.Time, lastErr string) error
+	PruneWebhooks(ctx context.Context, before time.Time) error
+	Enrollment(ctx context.Context, id string) (enrollment.Enrollment, error)
+}
+
 // webhook posts a JSON event to the configured URL when an enrollment
-// becomes pending, retrying a few times in the background.
+// becomes pending. The announcement is queued in the database with the
+// enrollment; any replica delivers it, retrying with backoff until the
+// receiver takes it, across restarts.
 type webhook struct {
+	store           webhookStore
 	url, consoleURL string
 	secret          []byte
 	client          *http.Client
 	log             *slog.Logger
-	wg              sync.WaitGroup
-	attempts        int
 	backoff         time.Duration
 }
 
-func newWebhook(url, consoleURL string, secret []byte, retryDelay time.Duration, log *slog.Logger) *webhook {
-	return &webhook{url: url, consoleURL: consoleURL, secret: secret, client: &http.Client{Timeout: 10 * time.Second}, log: log,
-		attempts: 5, backoff: retryDelay}
+func newWebhook(st webhookStore, url, consoleURL string, secret []byte, retryDelay time.Duration, log *slog.Logger) *webhook {
+	return &webhook{store: st, url: url, consoleURL: consoleURL, secret: secret, client: &http.Client{Timeout: 10 * time.Second}, log: log,
+		backoff: retryDelay}
 }
 
 type pendingEvent struct {
@@ -49,23 +60,83 @@ type pendingEvent struct {
 	ConsoleURL   string    `json:"console_url"`
 }
 
-// Pending sends the event without holding up the device's check-in.
-func (w *webhook) Pending(e enrollment.Enrollment) {
-	body, _ := json.Marshal(pendingEvent{Event: "enrollment.pending", EnrollmentID: e.ID, User: e.UserEmail, Serial: e.Facts.Serial,
-		Model: e.Facts.Model, ReEnrollment: e.ReEnrollment, At: e.CreatedAt, ConsoleURL: w.consoleURL + "/console/devices/" + e.ID})
-	w.wg.Add(1)
-	go func() {
-		defer w.wg.Done()
-		for attempt := range w.attempts {
-			err := w.post(body)
-			if err == nil {
-				return
-			}
-			w.log.Warn("webhook", "attempt", attempt+1, "err", err)
-			time.Sleep(w.backoff << attempt)
+// Run delivers queued announcements until ctx ends, and prunes delivered
+// ones older than a week once an hour.
+func (w *webhook) Run(ctx context.Context) {
+	var pruned time.Time
+	for ctx.Err() == nil {
+		if _, err := w.Drain(ctx); err != nil && ctx.Err() == nil {
+			w.log.Error("webhook delivery failed", "err", err)
 		}
-		w.log.Error("webhook given up", "enrollment", e.ID)
-	}()
+		if time.Since(pruned) > time.Hour {
+			pruned = time.Now()
+			if err := w.store.PruneWebhooks(ctx, time.Now().Add(-7*24*time.Hour)); err != nil && ctx.Err() == nil {
+				w.log.Error("pruning webhook deliveries failed", "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// maxWebhookBackoff caps the wait between attempts; attempts never stop.
+const maxWebhookBackoff = 10 * time.Minute
+
+// attemptsPerDrain bounds how often one Drain tries one announcement, so
+// a receiver that is down (with no retry delay) cannot keep it busy.
+const attemptsPerDrain = 3
+
+// Drain delivers every announcement due now and returns how many it sent.
+func (w *webhook) Drain(ctx context.Context) (int, error) {
+	sent := 0
+	tried := map[string]int{}
+	for {
+		now := time.Now()
+		batch, err := w.store.ClaimWebhooks(ctx, 20, now, now.Add(time.Minute))
+		if err != nil || len(batch) == 0 {
+			return sent, err
+		}
+		for _, it := range batch {
+			tried[it.ID]++
+			err := w.deliver(ctx, it)
+			if err == nil {
+				sent++
+				if err := w.store.WebhookDelivered(ctx, it.ID, time.Now()); err != nil {
+					return sent, err
+				}
+				continue
+			}
+			wait := min(w.backoff<<min(it.Attempts, 20), maxWebhookBackoff)
+			w.log.Warn("webhook", "enrollment", it.EnrollmentID, "attempt", it.Attempts+1, "retry_in", wait.String(), "err", err)
+			if err := w.store.RetryWebhook(ctx, it.ID, time.Now().Add(wait), err.Error()); err != nil {
+				return sent, err
+			}
+		}
+		done := true
+		for _, it := range batch {
+			if tried[it.ID] < attemptsPerDrain {
+				done = false
+			}
+		}
+		if done {
+			return sent, nil
+		}
+	}
+}
+
+func (w *webhook) deliver(ctx context.Context, it store.WebhookItem) error {
+	e, err := w.store.Enrollment(ctx, it.EnrollmentID)
+	if err != nil {
+		return err
+	}
+	body, err := json.Marshal(pendingEvent{Event: it.Event, EnrollmentID: e.ID, User: e.UserEmail, Serial: e.Facts.Serial,
+		Model: e.Facts.Model, ReEnrollment: e.ReEnrollment, At: e.CreatedAt, ConsoleURL: w.consoleURL + "/console/devices/" + e.ID})
+	if err != nil {
+		return err
+	}
+	return w.post(body)
 }
 
 func (w *webhook) post(body []byte) error {
@@ -91,5 +162,3 @@ func (w *webhook) post(body []byte) error {
 	return nil
 }
 
-// Wait lets tests and shutdown see deliveries through.
-func (w *webhook) Wait() { w.wg.Wait() }

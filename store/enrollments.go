@@ -167,6 +167,12 @@ func (s *Store) ClaimReservation(ctx context.Context, resID, nonce string, e enr
 		if lin.ReEnrollment() {
 			ev.Detail += " re_enrollment previous=" + lin.PreviousID
 		}
+		if s.webhook {
+			if _, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO webhook_outbox (id, enrollment_id, event, created_at, next_attempt_at)
+				VALUES (?, ?, 'enrollment.pending', ?, ?)`), enrollment.NewID(), resID, ms(now), ms(now)); err != nil {
+				return fmt.Errorf("claim reservation: queue webhook: %w", err)
+			}
+		}
 		if lin.ConflictID != "" {
 			ev.Detail += " conflict_with=" + lin.ConflictID
 		}

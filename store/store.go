@@ -37,6 +37,9 @@ type Options struct {
 	Migrations fs.FS
 	// Now replaces the clock; tests use it.
 	Now func() time.Time
+	// Webhook: a webhook is configured, so each new pending enrollment
+	// queues its announcement in the webhook outbox.
+	Webhook bool
 }
 
 // Store is the database behind every store interface.
@@ -46,6 +49,7 @@ type Store struct {
 	migrations fs.FS
 	log        *slog.Logger
 	now        func() time.Time
+	webhook    bool
 	// depMu keeps one DEP sync at a time on SQLite (one process).
 	depMu sync.Mutex
 	stmts stmts
@@ -67,7 +71,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if opts.MaxOpenConns < 1 {
 		opts.MaxOpenConns = 10
 	}
-	s := &Store{dialect: kind, log: opts.Logger, now: opts.Now}
+	s := &Store{dialect: kind, log: opts.Logger, now: opts.Now, webhook: opts.Webhook}
 	switch kind {
 	case SQLite:
 		s.db, err = openSQLite(target, opts)

@@ -75,6 +75,9 @@ With --dev it runs on the embedded defaults: SQLite and generated keys in
 				go app.DEP.Run(ctx)
 			}
 			go app.Refusals.Run(ctx)
+			if app.Webhook != nil {
+				go app.Webhook.Run(ctx)
+			}
 			if app.Trust != nil {
 				app.Trust.Run(ctx)
 			}
