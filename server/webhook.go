@@ -161,4 +161,3 @@ func (w *webhook) post(body []byte) error {
 	}
 	return nil
 }
-
