@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -244,4 +245,19 @@ func nullMS(t *time.Time) sql.NullInt64 {
 		return sql.NullInt64{}
 	}
 	return sql.NullInt64{Int64: ms(*t), Valid: true}
+}
+
+// BackupSQLite writes a consistent copy of a SQLite store to path while it
+// is in use (VACUUM INTO): what committed before the copy began is in it.
+func (s *Store) BackupSQLite(ctx context.Context, path string) error {
+	if s.dialect != SQLite {
+		return errors.New("backup: only a SQLite store is copied this way; use pg_dump for PostgreSQL")
+	}
+	if strings.ContainsAny(path, "'\x00") {
+		return fmt.Errorf("backup: %q: quotes are not allowed in the path", path)
+	}
+	if _, err := s.db.ExecContext(ctx, `VACUUM INTO '`+path+`'`); err != nil {
+		return fmt.Errorf("backup: %w", err)
+	}
+	return nil
 }

@@ -60,7 +60,7 @@ flags as serve, and acts on the same store and keys as a server started with the
 	pf.StringVar(&a.flags.DataDir, "data-dir", "", "directory for the SQLite database, keys and CA (data_dir)")
 	pf.StringVar(&a.flags.DB, "db", "", "database DSN: postgres://... or sqlite:PATH (database.dsn)")
 	pf.StringVar(&a.flags.PublicURL, "public-url", "", "URL devices and browsers reach Vestibule at (public_url)")
-	root.AddCommand(a.serveCmd(), a.migrateCmd(), a.versionCmd(), a.userCmd(), a.tokenCmd(), a.profileCmd(), a.enrollmentsCmd(), a.commandsCmd(), a.caCmd(), a.vaultCmd(), a.pushCmd(), a.depCmd(), a.simulateCmd(), a.healthcheckCmd())
+	root.AddCommand(a.serveCmd(), a.migrateCmd(), a.versionCmd(), a.userCmd(), a.tokenCmd(), a.profileCmd(), a.enrollmentsCmd(), a.commandsCmd(), a.caCmd(), a.vaultCmd(), a.pushCmd(), a.depCmd(), a.simulateCmd(), a.healthcheckCmd(), a.backupCmd())
 	refuseUnknownSubcommands(root)
 	return root
 }
