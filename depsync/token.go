@@ -19,13 +19,14 @@ import (
 // (S/MIME, encrypted to the certificate Vestibule generated) and returns
 // the OAuth tokens in it.
 func DecryptServerToken(p7m []byte, cert *x509.Certificate, key crypto.PrivateKey) (*client.OAuth1Tokens, error) {
-	smime, err := tokenpki.UnwrapSMIME(p7m)
-	if err != nil {
-		return nil, fmt.Errorf("server token: %w", err)
+	if len(p7m) > maxServerTokenFile {
+		return nil, fmt.Errorf("server token: %d bytes, more than a token file holds (%d)", len(p7m), maxServerTokenFile)
 	}
-	plain, err := tokenpki.DecryptTokenJSON(smime, cert, key)
+	// DecryptTokenJSON takes the file whole: it removes the S/MIME headers
+	// itself, so the file must not be unwrapped before.
+	plain, err := tokenpki.DecryptTokenJSON(p7m, cert, key)
 	if err != nil {
-		return nil, fmt.Errorf("server token: %w", err)
+		return nil, errors.New("server token: not an S/MIME file encrypted to this server's DEP certificate (download it again from Apple Business Manager after uploading the certificate of `vestibule dep keypair`)")
 	}
 	tokens := new(client.OAuth1Tokens)
 	if err := json.Unmarshal(plain, tokens); err != nil {
@@ -36,6 +37,9 @@ func DecryptServerToken(p7m []byte, cert *x509.Certificate, key crypto.PrivateKe
 	}
 	return tokens, nil
 }
+
+// maxServerTokenFile bounds the file read: ABM's token files are a few KB.
+const maxServerTokenFile = 256 << 10
 
 // TokenBox seals DEP OAuth tokens for the database with AES-256-GCM under
 // a key kept outside it.

@@ -7,6 +7,8 @@ package deptest
 
 import (
 	"crypto/rand"
+	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -17,6 +19,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/smallstep/pkcs7"
 )
 
 // Device is a record in the test inventory.
@@ -50,8 +54,15 @@ type Server struct {
 	Requests int
 }
 
-// Start runs the server.
+// Start runs the server for one test.
 func Start(t testing.TB) *Server {
+	s := New()
+	t.Cleanup(s.Close)
+	return s
+}
+
+// New runs the server until Close (tools outside tests: the soak).
+func New() *Server {
 	s := &Server{ConsumerKey: "CK_test", AccessToken: "AT_test", deleted: map[string]bool{}, sessions: map[string]int{}, SessionLife: 1000,
 		Profiles: map[string]map[string]any{}, Assigned: map[string]string{}}
 	mux := http.NewServeMux()
@@ -65,8 +76,36 @@ func Start(t testing.TB) *Server {
 	mux.HandleFunc("PUT /profile/devices", s.authed(s.assignProfile))
 	mux.HandleFunc("POST /devices/sync", s.authed(s.sync))
 	s.Server = httptest.NewServer(mux)
-	t.Cleanup(s.Close)
 	return s
+}
+
+// ServerTokenFile makes the server token file Apple Business Manager gives
+// for download: the OAuth tokens as JSON in a text MIME part between
+// BEGIN/END MESSAGE lines, CMS-enveloped to the certificate the MDM
+// uploaded, base64 under S/MIME headers.
+func (s *Server) ServerTokenFile(to *x509.Certificate, expiry time.Time) ([]byte, error) {
+	tokens, err := json.Marshal(map[string]string{"consumer_key": s.ConsumerKey, "consumer_secret": "cs",
+		"access_token": s.AccessToken, "access_secret": "as", "access_token_expiry": expiry.UTC().Format(time.RFC3339)})
+	if err != nil {
+		return nil, err
+	}
+	inner := "Content-Type: text/plain;charset=UTF-8\r\nContent-Transfer-Encoding: 7bit\r\n\r\n" +
+		"-----BEGIN MESSAGE-----\r\n" + string(tokens) + "\r\n-----END MESSAGE-----\r\n"
+	der, err := pkcs7.Encrypt([]byte(inner), []*x509.Certificate{to})
+	if err != nil {
+		return nil, fmt.Errorf("server token: %w", err)
+	}
+	var b strings.Builder
+	b.WriteString("Content-Type: application/pkcs7-mime; name=\"smime.p7m\"; smime-type=enveloped-data\r\n" +
+		"Content-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename=\"smime.p7m\"\r\n" +
+		"Content-Description: S/MIME Encrypted Message\r\n\r\n")
+	enc := base64.StdEncoding.EncodeToString(der)
+	for len(enc) > 76 {
+		b.WriteString(enc[:76] + "\r\n")
+		enc = enc[76:]
+	}
+	b.WriteString(enc + "\r\n")
+	return []byte(b.String()), nil
 }
 
 // Add puts devices in the inventory (an "added" event each).
