@@ -45,7 +45,7 @@ type webhook struct {
 }
 
 func newWebhook(st webhookStore, url, consoleURL string, secret []byte, retryDelay time.Duration, log *slog.Logger) *webhook {
-	return &webhook{store: st, url: url, consoleURL: consoleURL, secret: secret, client: &http.Client{Timeout: 10 * time.Second}, log: log,
+	return &webhook{store: st, url: url, consoleURL: consoleURL, secret: secret, client: &http.Client{Timeout: webhookTimeout}, log: log,
 		backoff: retryDelay}
 }
 
@@ -81,6 +81,15 @@ func (w *webhook) Run(ctx context.Context) {
 	}
 }
 
+// webhookTimeout bounds one delivery. An announcement is leased one at a
+// time for a little longer, so a replica that dies holds back only the one
+// it was sending, for seconds, and a slow receiver never sees an
+// announcement twice because its lease ran out behind a batch.
+const (
+	webhookTimeout = 10 * time.Second
+	webhookLease   = webhookTimeout + 5*time.Second
+)
+
 // maxWebhookBackoff caps the wait between attempts; attempts never stop.
 const maxWebhookBackoff = 10 * time.Minute
 
@@ -94,7 +103,7 @@ func (w *webhook) Drain(ctx context.Context) (int, error) {
 	tried := map[string]int{}
 	for {
 		now := time.Now()
-		batch, err := w.store.ClaimWebhooks(ctx, 20, now, now.Add(time.Minute))
+		batch, err := w.store.ClaimWebhooks(ctx, 1, now, now.Add(webhookLease))
 		if err != nil || len(batch) == 0 {
 			return sent, err
 		}
