@@ -18,8 +18,9 @@ const DevAdminEmail = "admin@localhost"
 // if it exists, and returns the password. Each start prints a fresh one, so a
 // password seen in an old terminal is worthless.
 func EnsureDevAdmin(ctx context.Context, st *store.Store) (string, error) {
-	password := auth.RandomPassword()
-	hash, err := auth.HashPassword(password)
+	// A random one-time password: the fast hash, not 64 MiB of argon2id
+	// at every start.
+	password, hash, err := auth.NewRandomPassword()
 	if err != nil {
 		return "", fmt.Errorf("dev admin: %w", err)
 	}
