@@ -102,6 +102,8 @@ type soak struct {
 	replicas []*replica
 	next     atomic.Uint64
 	kills    atomic.Int64
+	requests atomic.Int64 // every request through the balancer
+	failover atomic.Int64 // attempts that failed and went to another replica
 
 	pushMu sync.Mutex
 	pushes map[string][]time.Time // device token → when pushes arrived
@@ -441,6 +443,7 @@ type spread struct {
 
 func (t *spread) RoundTrip(req *http.Request) (*http.Response, error) {
 	var lastErr error
+	t.s.requests.Add(1)
 	for attempt := range 40 {
 		r := t.s.replicas[int(t.s.next.Add(1))%len(t.s.replicas)]
 		if !r.up.Load() {
@@ -459,9 +462,11 @@ func (t *spread) RoundTrip(req *http.Request) (*http.Response, error) {
 		switch {
 		case err != nil:
 			lastErr = err
+			t.s.failover.Add(1)
 		case resp.StatusCode == http.StatusBadGateway || resp.StatusCode == http.StatusServiceUnavailable:
 			resp.Body.Close()
 			lastErr = fmt.Errorf("HTTP %d", resp.StatusCode)
+			t.s.failover.Add(1)
 		default:
 			return resp, nil
 		}
@@ -939,8 +944,10 @@ func (s *soak) report(devices []*device, took time.Duration) error {
 		fmt.Sprintf("%d approvals made in the console", count(`SELECT COUNT(*) FROM enrollments WHERE decision_note = 'soak, from the console'`))})
 
 	tw := tabwriter.NewWriter(s.o.out, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "soak: %d replicas, %d devices, %d killed with SIGKILL in %s (%d devices failed a step)\n\n",
+	fmt.Fprintf(tw, "soak: %d replicas, %d devices, %d killed with SIGKILL in %s (%d devices failed a step)\n",
 		s.o.replicas, s.o.devices, s.kills.Load(), took.Round(time.Second), failed)
+	fmt.Fprintf(tw, "%d requests through the balancer; %d attempts failed with a dying replica and went to another\n\n",
+		s.requests.Load(), s.failover.Load())
 	fmt.Fprintln(tw, "INVARIANT\tCHECKED\tVIOLATIONS\tNOTE")
 	violations := failed
 	for _, i := range inv {
