@@ -75,7 +75,9 @@ type ThrottlePolicy struct {
 	// move a clock of their own pass theirs).
 	Wait func(ctx context.Context, d time.Duration) error
 	// Concurrent bounds the password checks running at once: each costs
-	// 64 MiB, so a flood of sign-ins cannot exhaust memory.
+	// 64 MiB, so a flood of sign-ins cannot exhaust memory. Each check
+	// already runs on two threads, so two at once keep two cores busy:
+	// a flood costs at most 128 MiB.
 	Concurrent int
 }
 
@@ -87,7 +89,7 @@ func DefaultThrottlePolicy() ThrottlePolicy {
 		AccountFromSource: Rule{Free: 5, First: time.Second, Max: 15 * time.Minute, Window: 15 * time.Minute},
 		Source:            Rule{Free: 30, First: time.Second, Max: 15 * time.Minute, Window: 15 * time.Minute},
 		AnySource:         Rule{Free: 10, First: time.Second, Max: 30 * time.Second, Window: 15 * time.Minute},
-		Concurrent:        4,
+		Concurrent:        2,
 	}
 }
 

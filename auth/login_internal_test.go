@@ -2,6 +2,9 @@ package auth
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -70,5 +73,57 @@ func TestEverySignInVerifiesOneHash(t *testing.T) {
 		if err := VerifyPassword(verified[0], "y"); err != ErrWrongPassword {
 			t.Errorf("%s: the hash verified does not parse as a real one: %v", tc.name, err)
 		}
+	}
+}
+
+// TestSignInFloodIsBounded: however many sign-ins arrive at once, at most
+// policy.Concurrent password checks (64 MiB each) run together, and a
+// sign-in whose client gives up stops waiting for its turn.
+func TestSignInFloodIsBounded(t *testing.T) {
+	policy := DefaultThrottlePolicy()
+	l := NewPasswordLogin(users{}, nopAudit{}, nopThrottle{}, policy, nil)
+	var mu sync.Mutex
+	running, most, checks := 0, 0, 0
+	release := make(chan struct{})
+	l.verify = func(string, string) error {
+		mu.Lock()
+		running++
+		checks++
+		most = max(most, running)
+		mu.Unlock()
+		<-release
+		mu.Lock()
+		running--
+		mu.Unlock()
+		return ErrWrongPassword
+	}
+	l.dummyOnce.Do(func() { l.dummy = "$argon2id$test" })
+	const flood = 50
+	var wg sync.WaitGroup
+	for i := range flood {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _ = l.Login(context.Background(), fmt.Sprintf("u%d@example.com", i), "guess", "192.0.2.1")
+		}()
+	}
+	for full := false; !full; time.Sleep(time.Millisecond) {
+		mu.Lock()
+		full = running == policy.Concurrent
+		mu.Unlock()
+	}
+	// A sign-in whose client went away does not wait for a turn.
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := l.Login(ctx, "late@example.com", "guess", "192.0.2.2"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("a sign-in given up while waiting: %v", err)
+	}
+	close(release)
+	wg.Wait()
+	if most > policy.Concurrent || most < 1 {
+		t.Errorf("%d password checks ran at once, the bound is %d", most, policy.Concurrent)
+	}
+	if checks != flood {
+		t.Errorf("%d checks for %d sign-ins", checks, flood)
 	}
 }
