@@ -431,3 +431,52 @@ func TestOptionsValidate(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestChainCacheKeepsTheWindow: a chain verified once is not verified
+// again, but only inside the window in which the verification holds; a
+// certificate that failed is never remembered.
+func TestChainCacheKeepsTheWindow(t *testing.T) {
+	p := newPKI(t)
+	d := p.issue(t, "res-1", false, false)
+	r := *p.record(d)
+	r.NotAfter = now.Add(365 * 24 * time.Hour) // the record alone would not stop it
+	p.set(d, r)
+	clock := now
+	id := NewIdentifier(p.ca, p, TrustedProxy{}, func() time.Time { return clock })
+	body := []byte("<plist/>")
+	if _, err := id.Identify(context.Background(), signedRequest(t, d, "/", "", body), body); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(d.cert.Raw)
+	if !id.chains.verified(sum, clock) {
+		t.Fatal("the verified chain was not remembered")
+	}
+	for name, at := range map[string]time.Time{
+		"after the certificate expired": d.cert.NotAfter.Add(time.Second),
+		"before it is valid":            d.cert.NotBefore.Add(-time.Second),
+	} {
+		clock = at
+		if _, err := id.Identify(context.Background(), signedRequest(t, d, "/", "", body), body); !errors.Is(err, ErrNoIdentity) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	clock = now
+	forged := p.issue(t, "res-1", true, false)
+	for range 2 {
+		if _, err := id.Identify(context.Background(), signedRequest(t, forged, "/", "", body), body); !errors.Is(err, ErrNoIdentity) {
+			t.Fatalf("self-signed: %v", err)
+		}
+	}
+	if id.chains.verified(sha256.Sum256(forged.cert.Raw), now) {
+		t.Fatal("a certificate that failed was remembered")
+	}
+
+	// Bounded: the cache never holds more than its maximum.
+	c := newChainCache(3)
+	for i := range 10 {
+		c.remember([32]byte{byte(i)}, []*x509.Certificate{d.cert, p.ca})
+	}
+	if len(c.entries) != 3 {
+		t.Fatalf("%d entries, max 3", len(c.entries))
+	}
+}

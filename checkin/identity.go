@@ -54,6 +54,8 @@ type Identifier struct {
 	certs CertificateStore
 	proxy TrustedProxy
 	now   func() time.Time
+	// chains skips verifying again a chain verified before.
+	chains *chainCache
 }
 
 // NewIdentifier trusts device certificates issued by ca and recorded in
@@ -64,7 +66,7 @@ func NewIdentifier(ca *x509.Certificate, certs CertificateStore, proxy TrustedPr
 	if now == nil {
 		now = time.Now
 	}
-	return &Identifier{roots: roots, certs: certs, proxy: proxy, now: now}
+	return &Identifier{roots: roots, certs: certs, proxy: proxy, now: now, chains: newChainCache(maxChainCache)}
 }
 
 // Identity is a verified device certificate and its issuance record.
@@ -84,11 +86,15 @@ func (id *Identifier) Identify(ctx context.Context, r *http.Request, body []byte
 		return Identity{}, err
 	}
 	now := id.now()
-	if _, err := cert.Verify(x509.VerifyOptions{Roots: id.roots, CurrentTime: now,
-		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
-		return Identity{}, fmt.Errorf("%w: certificate does not chain to the Vestibule CA: %v", ErrNoIdentity, err)
-	}
 	sum := sha256.Sum256(cert.Raw)
+	if !id.chains.verified(sum, now) {
+		chains, err := cert.Verify(x509.VerifyOptions{Roots: id.roots, CurrentTime: now,
+			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+		if err != nil {
+			return Identity{}, fmt.Errorf("%w: certificate does not chain to the Vestibule CA: %v", ErrNoIdentity, err)
+		}
+		id.chains.remember(sum, chains[0])
+	}
 	rec, err := id.certs.CertificateBySHA256(ctx, hex.EncodeToString(sum[:]))
 	if err != nil {
 		return Identity{}, fmt.Errorf("%w: certificate %X is not on record: %v", ErrNoIdentity, cert.SerialNumber, err)
