@@ -432,10 +432,11 @@ func TestOptionsValidate(t *testing.T) {
 	}
 }
 
-// TestChainCacheKeepsTheWindow: a chain verified once is not verified
-// again, but only inside the window in which the verification holds; a
-// certificate that failed is never remembered.
-func TestChainCacheKeepsTheWindow(t *testing.T) {
+// TestVerifiedCachesKeepTheWindow: a chain or a signature verified once is
+// not verified again, but only inside the window in which the verification
+// holds; what failed is never remembered; a remembered signature answers
+// only for the very bytes it was verified over.
+func TestVerifiedCachesKeepTheWindow(t *testing.T) {
 	p := newPKI(t)
 	d := p.issue(t, "res-1", false, false)
 	r := *p.record(d)
@@ -444,13 +445,28 @@ func TestChainCacheKeepsTheWindow(t *testing.T) {
 	clock := now
 	id := NewIdentifier(p.ca, p, TrustedProxy{}, func() time.Time { return clock })
 	body := []byte("<plist/>")
-	if _, err := id.Identify(context.Background(), signedRequest(t, d, "/", "", body), body); err != nil {
-		t.Fatal(err)
+	req := signedRequest(t, d, "/", "", body)
+	for range 2 {
+		got, err := id.Identify(context.Background(), req, body)
+		if err != nil || got.Record.ReservationID != "res-1" {
+			t.Fatalf("Identify: %v %+v", err, got)
+		}
 	}
 	sum := sha256.Sum256(d.cert.Raw)
-	if !id.chains.verified(sum, clock) {
-		t.Fatal("the verified chain was not remembered")
+	if !id.verified.chainHolds(sum, clock) || id.verified.signatures.len() != 1 {
+		t.Fatal("the verified chain and signature were not remembered")
 	}
+	if fp, ok := id.knownSignature(req, body, clock); !ok || fp != sum {
+		t.Fatal("the second identical request was not answered from the signature cache")
+	}
+
+	// The same signature over other bytes is verified, and refused.
+	for _, other := range [][]byte{[]byte("<plist/> "), []byte("<plist>"), nil} {
+		if _, err := id.Identify(context.Background(), req, other); !errors.Is(err, ErrNoIdentity) {
+			t.Errorf("signature over %q accepted for %q: %v", body, other, err)
+		}
+	}
+	// Outside the window, neither cache answers.
 	for name, at := range map[string]time.Time{
 		"after the certificate expired": d.cert.NotAfter.Add(time.Second),
 		"before it is valid":            d.cert.NotBefore.Add(-time.Second),
@@ -461,22 +477,33 @@ func TestChainCacheKeepsTheWindow(t *testing.T) {
 		}
 	}
 	clock = now
+	// Revocation is read every time, cached or not.
+	revoked := now.Add(-time.Minute)
+	r.RevokedAt = &revoked
+	p.set(d, r)
+	if _, err := id.Identify(context.Background(), req, body); !errors.Is(err, ErrNoIdentity) {
+		t.Fatalf("revoked after being cached: %v", err)
+	}
+
 	forged := p.issue(t, "res-1", true, false)
 	for range 2 {
 		if _, err := id.Identify(context.Background(), signedRequest(t, forged, "/", "", body), body); !errors.Is(err, ErrNoIdentity) {
 			t.Fatalf("self-signed: %v", err)
 		}
 	}
-	if id.chains.verified(sha256.Sum256(forged.cert.Raw), now) {
+	if id.verified.chainHolds(sha256.Sum256(forged.cert.Raw), now) || id.verified.signatures.len() != 1 {
 		t.Fatal("a certificate that failed was remembered")
 	}
 
-	// Bounded: the cache never holds more than its maximum.
-	c := newChainCache(3)
+	// Bounded: a cache never holds more than its maximum.
+	c := newBounded[window](3)
 	for i := range 10 {
-		c.remember([32]byte{byte(i)}, []*x509.Certificate{d.cert, p.ca})
+		c.put([32]byte{byte(i)}, window{})
 	}
-	if len(c.entries) != 3 {
-		t.Fatalf("%d entries, max 3", len(c.entries))
+	if c.len() != 3 {
+		t.Fatalf("%d entries, max 3", c.len())
+	}
+	if signatureKey("ab", []byte("c")) == signatureKey("a", []byte("bc")) {
+		t.Fatal("the signature key is ambiguous")
 	}
 }

@@ -54,8 +54,8 @@ type Identifier struct {
 	certs CertificateStore
 	proxy TrustedProxy
 	now   func() time.Time
-	// chains skips verifying again a chain verified before.
-	chains *chainCache
+	// verified skips verifying again what was verified before.
+	verified verified
 }
 
 // NewIdentifier trusts device certificates issued by ca and recorded in
@@ -66,13 +66,14 @@ func NewIdentifier(ca *x509.Certificate, certs CertificateStore, proxy TrustedPr
 	if now == nil {
 		now = time.Now
 	}
-	return &Identifier{roots: roots, certs: certs, proxy: proxy, now: now, chains: newChainCache(maxChainCache)}
+	return &Identifier{roots: roots, certs: certs, proxy: proxy, now: now, verified: newVerified(maxVerified)}
 }
 
-// Identity is a verified device certificate and its issuance record.
+// Identity is a verified device certificate's fingerprint and its
+// issuance record.
 type Identity struct {
-	Cert   *x509.Certificate
-	Record CertRecord
+	Fingerprint string // hex SHA-256 of the certificate's DER
+	Record      CertRecord
 }
 
 // Identify returns the verified identity of the request's sender: the
@@ -81,31 +82,49 @@ type Identity struct {
 // client authentication, be one we issued and recorded, and be neither
 // expired nor revoked.
 func (id *Identifier) Identify(ctx context.Context, r *http.Request, body []byte) (Identity, error) {
-	cert, err := id.certificate(r, body)
-	if err != nil {
-		return Identity{}, err
-	}
 	now := id.now()
-	sum := sha256.Sum256(cert.Raw)
-	if !id.chains.verified(sum, now) {
-		chains, err := cert.Verify(x509.VerifyOptions{Roots: id.roots, CurrentTime: now,
-			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	fp, known := id.knownSignature(r, body, now)
+	if !known {
+		cert, err := id.certificate(r, body)
 		if err != nil {
-			return Identity{}, fmt.Errorf("%w: certificate does not chain to the Vestibule CA: %v", ErrNoIdentity, err)
+			return Identity{}, err
 		}
-		id.chains.remember(sum, chains[0])
+		fp = sha256.Sum256(cert.Raw)
+		if !id.verified.chainHolds(fp, now) {
+			chains, err := cert.Verify(x509.VerifyOptions{Roots: id.roots, CurrentTime: now,
+				KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+			if err != nil {
+				return Identity{}, fmt.Errorf("%w: certificate %X does not chain to the Vestibule CA: %v", ErrNoIdentity, cert.SerialNumber, err)
+			}
+			id.verified.rememberChain(fp, chains[0])
+		}
+		if h := r.Header.Get(mdm.SignatureHeader); h != "" {
+			id.verified.signatures.put(signatureKey(h, body), fp)
+		}
 	}
-	rec, err := id.certs.CertificateBySHA256(ctx, hex.EncodeToString(sum[:]))
+	hexFP := hex.EncodeToString(fp[:])
+	rec, err := id.certs.CertificateBySHA256(ctx, hexFP)
 	if err != nil {
-		return Identity{}, fmt.Errorf("%w: certificate %X is not on record: %v", ErrNoIdentity, cert.SerialNumber, err)
+		return Identity{}, fmt.Errorf("%w: certificate %.16s… is not on record: %v", ErrNoIdentity, hexFP, err)
 	}
 	if rec.RevokedAt != nil {
-		return Identity{}, fmt.Errorf("%w: certificate %X was revoked", ErrNoIdentity, cert.SerialNumber)
+		return Identity{}, fmt.Errorf("%w: certificate %.16s… was revoked", ErrNoIdentity, hexFP)
 	}
 	if !now.Before(rec.NotAfter) {
-		return Identity{}, fmt.Errorf("%w: certificate %X expired", ErrNoIdentity, cert.SerialNumber)
+		return Identity{}, fmt.Errorf("%w: certificate %.16s… expired", ErrNoIdentity, hexFP)
 	}
-	return Identity{Cert: cert, Record: rec}, nil
+	return Identity{Fingerprint: hexFP, Record: rec}, nil
+}
+
+// knownSignature answers for an Mdm-Signature and body verified before,
+// signed by a certificate whose chain still holds at now.
+func (id *Identifier) knownSignature(r *http.Request, body []byte, now time.Time) ([32]byte, bool) {
+	h := r.Header.Get(mdm.SignatureHeader)
+	if h == "" || len(h) > mdm.MaxSignatureLen {
+		return [32]byte{}, false
+	}
+	fp, ok := id.verified.signatures.get(signatureKey(h, body))
+	return fp, ok && id.verified.chainHolds(fp, now)
 }
 
 func (id *Identifier) certificate(r *http.Request, body []byte) (*x509.Certificate, error) {

@@ -18,9 +18,9 @@ var (
 // SignatureHeader is the header a device with SignMessage sends.
 const SignatureHeader = "Mdm-Signature"
 
-// maxSignatureLen bounds the header: a CMS with a 4096-bit RSA signature
+// MaxSignatureLen bounds the header: a CMS with a 4096-bit RSA signature
 // and a certificate chain is a few kilobytes.
-const maxSignatureLen = 32 << 10
+const MaxSignatureLen = 32 << 10
 
 // VerifySignature checks that header holds a detached CMS signature over
 // body and returns the signing certificate. It says nothing about whether
@@ -30,7 +30,7 @@ func VerifySignature(header string, body []byte) (*x509.Certificate, error) {
 	if header == "" {
 		return nil, ErrNoSignature
 	}
-	if len(header) > maxSignatureLen {
+	if len(header) > MaxSignatureLen {
 		return nil, fmt.Errorf("%w: header of %d bytes", ErrBadSignature, len(header))
 	}
 	der, err := base64.StdEncoding.DecodeString(header)
