@@ -31,6 +31,10 @@ type CertRecord struct {
 	// Attested is what Apple vouched for the key, when it was issued over
 	// ACME with device-attest-01.
 	Attested enrollment.IdentityAttestation
+	// Enrollment is the reservation's enrollment when the store read it
+	// in the same statement as the record (one read per check-in); nil
+	// when it did not, or when there is none yet.
+	Enrollment *enrollment.Enrollment
 }
 
 // CertificateStore finds issued certificates by their SHA-256 fingerprint.

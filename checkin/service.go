@@ -118,7 +118,13 @@ func (s *Service) authenticate(ctx context.Context, id Identity, m *mdm.Authenti
 // that the body speaks for the same device. allowPending admits devices
 // still waiting for approval.
 func (s *Service) enrollmentOf(ctx context.Context, id Identity, who mdm.Enrollment, allowPending bool) (enrollment.Enrollment, *deviceError) {
-	e, err := s.gate.Get(ctx, id.Record.ReservationID)
+	var e enrollment.Enrollment
+	var err error
+	if id.Record.Enrollment != nil {
+		e = *id.Record.Enrollment
+	} else {
+		e, err = s.gate.Get(ctx, id.Record.ReservationID)
+	}
 	if errors.Is(err, enrollment.ErrNotFound) {
 		return e, fail(http.StatusUnauthorized, "certificate for reservation %s has no enrollment", id.Record.ReservationID)
 	}

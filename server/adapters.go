@@ -14,10 +14,11 @@ type checkinCertificates struct{ store *store.Store }
 
 // CertificateBySHA256 returns what check-in needs to know of a certificate.
 func (c checkinCertificates) CertificateBySHA256(ctx context.Context, fingerprint string) (checkin.CertRecord, error) {
-	cert, err := c.store.CertificateBySHA256(ctx, fingerprint)
+	r, err := c.store.CheckinRecord(ctx, fingerprint)
 	if err != nil {
 		return checkin.CertRecord{}, err
 	}
-	return checkin.CertRecord{ReservationID: cert.ReservationID, NotAfter: cert.NotAfter, RevokedAt: cert.RevokedAt,
-		Attested: enrollment.IdentityAttestation{HardwareBound: cert.HardwareBound, Serial: cert.AttestedSerial, UDID: cert.AttestedUDID}}, nil
+	return checkin.CertRecord{ReservationID: r.ReservationID, NotAfter: r.NotAfter, RevokedAt: r.RevokedAt,
+		Attested: enrollment.IdentityAttestation{HardwareBound: r.HardwareBound, Serial: r.AttestedSerial, UDID: r.AttestedUDID},
+		Enrollment: r.Enrollment}, nil
 }

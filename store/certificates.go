@@ -4,7 +4,9 @@ import (
 	"context"
 	"database/sql"
 	"encoding/base64"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -124,4 +126,56 @@ func (s *Store) EnrollmentApproved(ctx context.Context, reservationID string) (b
 	}
 	// A disabled owner's devices do not renew: their certificates run out.
 	return row.State == string(enrollment.StateApproved) && !row.OwnerDisabled, nil
+}
+
+// CheckinRecord is what a check-in reads about the certificate it was
+// signed with, and the enrollment of that certificate's reservation.
+type CheckinRecord struct {
+	ReservationID  string
+	NotAfter       time.Time
+	RevokedAt      *time.Time
+	HardwareBound  bool
+	AttestedSerial string
+	AttestedUDID   string
+	// Enrollment is nil when the reservation has none yet (a device
+	// between SCEP and Authenticate).
+	Enrollment *enrollment.Enrollment
+}
+
+type checkinRow struct {
+	enrollmentRow
+	CertReservationID string        `db:"cert_reservation_id"`
+	CertNotAfter      int64         `db:"cert_not_after"`
+	CertRevokedAt     sql.NullInt64 `db:"cert_revoked_at"`
+	HardwareBound     bool          `db:"cert_hardware_bound"`
+	AttestedSerial    string        `db:"cert_attested_serial"`
+	AttestedUDID      string        `db:"cert_attested_udid"`
+}
+
+// selectCheckin reads a certificate's record and its enrollment in one
+// statement: one read, one snapshot, per check-in.
+var selectCheckin = strings.Replace(selectEnrollment, "SELECT ", `SELECT c.reservation_id AS cert_reservation_id, c.not_after AS cert_not_after,
+	c.revoked_at AS cert_revoked_at, c.hardware_bound <> 0 AS cert_hardware_bound, c.attested_serial AS cert_attested_serial,
+	c.attested_udid AS cert_attested_udid, `, 1) + ` JOIN certificates c ON c.reservation_id = e.id WHERE c.sha256 = ?`
+
+// CheckinRecord returns the record of the certificate with this
+// fingerprint and, in the same read, its reservation's enrollment.
+func (s *Store) CheckinRecord(ctx context.Context, fingerprint string) (CheckinRecord, error) {
+	var r checkinRow
+	err := s.getPrepared(ctx, &r, selectCheckin, fingerprint)
+	if errors.Is(err, sql.ErrNoRows) {
+		// No enrollment yet, or no such certificate.
+		c, err := s.CertificateBySHA256(ctx, fingerprint)
+		if err != nil {
+			return CheckinRecord{}, err
+		}
+		return CheckinRecord{ReservationID: c.ReservationID, NotAfter: c.NotAfter, RevokedAt: c.RevokedAt, HardwareBound: c.HardwareBound,
+			AttestedSerial: c.AttestedSerial, AttestedUDID: c.AttestedUDID}, nil
+	}
+	if err != nil {
+		return CheckinRecord{}, fmt.Errorf("certificate %s: %w", fingerprint, err)
+	}
+	e := r.enrollmentRow.enrollment()
+	return CheckinRecord{ReservationID: r.CertReservationID, NotAfter: fromMS(r.CertNotAfter), RevokedAt: fromNullMS(r.CertRevokedAt),
+		HardwareBound: r.HardwareBound, AttestedSerial: r.AttestedSerial, AttestedUDID: r.AttestedUDID, Enrollment: &e}, nil
 }

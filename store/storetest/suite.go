@@ -19,6 +19,7 @@ func Run(t *testing.T, open func(t *testing.T) *store.Store) {
 	t.Run("token claims", func(t *testing.T) { testClaims(t, open(t)) })
 	t.Run("approval gate", func(t *testing.T) { testApprovalGate(t, open(t)) })
 	t.Run("command queue", func(t *testing.T) { testCommandQueue(t, open(t)) })
+	t.Run("check-in record", func(t *testing.T) { testCheckinRecord(t, open(t)) })
 }
 
 var testNow = time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
