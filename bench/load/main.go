@@ -28,6 +28,7 @@ import (
 
 	"github.com/micromdm/plist"
 
+	"github.com/vestibule-mdm/vestibule/bench/internal/apiclient"
 	"github.com/vestibule-mdm/vestibule/internal/devicesim"
 )
 
@@ -171,7 +172,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	}
 	rsaOps := rsaSignsPerSecond(time.Second)
 
-	api := apiClient{base: o.url, token: o.token, http: client}
+	api := apiclient.Client{Base: o.url, Token: o.token, HTTP: client}
 	devices := make([]*devicesim.Device, o.devices)
 	ids := make([]string, o.devices)
 	for i := range devices {
@@ -193,9 +194,9 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		phases = append(phases, p)
 		return p
 	}
-	each("reserve (API)", func(i int) (err error) { ids[i], err = api.reserve(o.user); return err })
+	each("reserve (API)", func(i int) (err error) { ids[i], err = api.Reserve(o.user); return err })
 	each("profile download (API)", func(i int) error {
-		b, err := api.get("/api/v1/reservations/" + ids[i] + "/profile")
+		b, err := api.Get("/api/v1/reservations/" + ids[i] + "/profile")
 		if err != nil {
 			return err
 		}
@@ -217,7 +218,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		}
 		return status(code, err)
 	})
-	each("approve (API)", func(i int) error { return api.approve(ids[i]) })
+	each("approve (API)", func(i int) error { return api.Approve(ids[i], "load test") })
 	each("Connect until Idle", func(i int) error {
 		_, err := devices[i].DrainCommands(ctx, 20)
 		return err
@@ -398,52 +399,4 @@ func report(out io.Writer, o options, phases []*phase, baseline, rsaOps float64)
 				rsaOps, ceiling, p.PerSecond, p.PerSecond/ceiling)
 		}
 	}
-}
-
-type apiClient struct {
-	base, token string
-	http        *http.Client
-}
-
-func (a apiClient) do(method, path string, body []byte) ([]byte, error) {
-	req, err := http.NewRequest(method, a.base+path, bytes.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+a.token)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := a.http.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if resp.StatusCode >= 300 {
-		return nil, fmt.Errorf("HTTP %d %s", resp.StatusCode, bytes.TrimSpace(b))
-	}
-	return b, err
-}
-
-func (a apiClient) get(path string) ([]byte, error) { return a.do(http.MethodGet, path, nil) }
-
-func (a apiClient) reserve(user string) (string, error) {
-	body, _ := json.Marshal(map[string]string{"user": user})
-	b, err := a.do(http.MethodPost, "/api/v1/reservations", body)
-	if err != nil {
-		return "", err
-	}
-	var r struct {
-		ID string `json:"id"`
-	}
-	if err := json.Unmarshal(b, &r); err != nil || r.ID == "" {
-		return "", fmt.Errorf("reserve: %s", b)
-	}
-	return r.ID, nil
-}
-
-func (a apiClient) approve(id string) error {
-	_, err := a.do(http.MethodPost, "/api/v1/enrollments/"+id+"/approve", []byte(`{"note":"load test"}`))
-	return err
 }

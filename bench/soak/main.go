@@ -8,7 +8,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -45,6 +44,7 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib"
 	"github.com/jmoiron/sqlx"
 
+	"github.com/vestibule-mdm/vestibule/bench/internal/apiclient"
 	"github.com/vestibule-mdm/vestibule/internal/devicesim"
 )
 
@@ -187,7 +187,7 @@ func run(o options) error {
 		return err
 	}
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &spread{s: s, next: http.DefaultTransport}}
-	api := apiClient{base: public, token: token, http: client}
+	api := apiclient.Client{Base: public, Token: token, HTTP: client}
 	if s.console, err = s.signIn(public, s.replicas[len(s.replicas)-1]); err != nil {
 		return err
 	}
@@ -490,7 +490,7 @@ type device struct {
 	err            error
 }
 
-func (s *soak) ceremonies(api apiClient, client *http.Client) []*device {
+func (s *soak) ceremonies(api apiclient.Client, client *http.Client) []*device {
 	out := make([]*device, s.o.devices)
 	work := make(chan int)
 	var wg sync.WaitGroup
@@ -513,15 +513,15 @@ func (s *soak) ceremonies(api apiClient, client *http.Client) []*device {
 	return out
 }
 
-func (s *soak) ceremony(ctx context.Context, api apiClient, client *http.Client, i int) *device {
+func (s *soak) ceremony(ctx context.Context, api apiclient.Client, client *http.Client, i int) *device {
 	dv := &device{d: devicesim.New(client, fmt.Sprintf("SOAK%08d", i))}
 	dv.firstPushToken = dv.d.PushToken
 	fail := func(step string, err error) *device { dv.err = fmt.Errorf("%s: %w", step, err); return dv }
 	var err error
-	if dv.id, err = api.reserve("soak@example.com"); err != nil {
+	if dv.id, err = api.Reserve("soak@example.com"); err != nil {
 		return fail("reserve", err)
 	}
-	b, err := api.get("/api/v1/reservations/" + dv.id + "/profile")
+	b, err := api.Get("/api/v1/reservations/" + dv.id + "/profile")
 	if err != nil {
 		return fail("profile", err)
 	}
@@ -554,12 +554,12 @@ func (s *soak) ceremony(ctx context.Context, api apiClient, client *http.Client,
 		if err := s.console.approve(dv.id); err != nil {
 			return fail("approve in the console", err)
 		}
-	} else if err := api.approve(dv.id); err != nil && !strings.Contains(err.Error(), "HTTP 409") {
+	} else if err := api.Approve(dv.id, "soak"); err != nil && !strings.Contains(err.Error(), "HTTP 409") {
 		return fail("approve", err)
 	}
 	// Whoever answered, and however often it was retried, the decision is
 	// recorded once.
-	if st, err := api.state(dv.id); err != nil || st != "approved" {
+	if st, err := api.State(dv.id); err != nil || st != "approved" {
 		return fail("approval recorded", fmt.Errorf("state %q: %v", st, err))
 	}
 	dv.approved = true
@@ -578,12 +578,12 @@ func (s *soak) ceremony(ctx context.Context, api apiClient, client *http.Client,
 	return dv
 }
 
-func (s *soak) ceremonyAgain(ctx context.Context, api apiClient, client *http.Client, old *device) (string, error) {
-	id, err := api.reserve("soak@example.com")
+func (s *soak) ceremonyAgain(ctx context.Context, api apiclient.Client, client *http.Client, old *device) (string, error) {
+	id, err := api.Reserve("soak@example.com")
 	if err != nil {
 		return "", err
 	}
-	b, err := api.get("/api/v1/reservations/" + id + "/profile")
+	b, err := api.Get("/api/v1/reservations/" + id + "/profile")
 	if err != nil {
 		return "", err
 	}
@@ -601,7 +601,7 @@ func (s *soak) ceremonyAgain(ctx context.Context, api apiClient, client *http.Cl
 	if err := ok(d.TokenUpdate(ctx)); err != nil {
 		return "", err
 	}
-	if err := api.approve(id); err != nil && !strings.Contains(err.Error(), "HTTP 409") {
+	if err := api.Approve(id, "soak"); err != nil && !strings.Contains(err.Error(), "HTTP 409") {
 		return "", err
 	}
 	nd := &device{d: d, id: id, approved: true}
@@ -739,65 +739,6 @@ func ok(code int, err error) error {
 		return fmt.Errorf("HTTP %d", code)
 	}
 	return nil
-}
-
-type apiClient struct {
-	base, token string
-	http        *http.Client
-}
-
-func (a apiClient) do(method, path string, body []byte) ([]byte, error) {
-	req, err := http.NewRequest(method, a.base+path, bytes.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+a.token)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := a.http.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if resp.StatusCode >= 300 {
-		return nil, fmt.Errorf("HTTP %d %s", resp.StatusCode, bytes.TrimSpace(b))
-	}
-	return b, err
-}
-
-func (a apiClient) get(path string) ([]byte, error) { return a.do(http.MethodGet, path, nil) }
-
-func (a apiClient) reserve(user string) (string, error) {
-	body, _ := json.Marshal(map[string]string{"user": user})
-	b, err := a.do(http.MethodPost, "/api/v1/reservations", body)
-	if err != nil {
-		return "", err
-	}
-	var r struct {
-		ID string `json:"id"`
-	}
-	if err := json.Unmarshal(b, &r); err != nil || r.ID == "" {
-		return "", fmt.Errorf("reserve: %s", b)
-	}
-	return r.ID, nil
-}
-
-func (a apiClient) state(id string) (string, error) {
-	b, err := a.get("/api/v1/enrollments/" + id)
-	if err != nil {
-		return "", err
-	}
-	var e struct {
-		State string `json:"state"`
-	}
-	return e.State, json.Unmarshal(b, &e)
-}
-
-func (a apiClient) approve(id string) error {
-	_, err := a.do(http.MethodPost, "/api/v1/enrollments/"+id+"/approve", []byte(`{"note":"soak"}`))
-	return err
 }
 
 // invariant is one promise and how often it was broken.
