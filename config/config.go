@@ -132,6 +132,10 @@ type Push struct {
 	Environment     string `yaml:"environment"`
 	Host            string `yaml:"host"`
 	Workers         int    `yaml:"workers"`
+	// Rate paces pushes, per second and per replica: every push wakes a
+	// device that then checks in, so a fleet-wide command must not wake
+	// the whole fleet at once.
+	Rate int `yaml:"rate"`
 }
 
 // Enabled reports whether a push certificate is configured.
@@ -330,7 +334,7 @@ func Defaults() Config {
 		Trust: Trust{CertValidity: Duration(30 * 24 * time.Hour), RenewBefore: Duration(10 * 24 * time.Hour),
 			ChallengeTTL: Duration(7 * 24 * time.Hour), SSFKeyRotation: Duration(90 * 24 * time.Hour)},
 		Vault:   Vault{Mount: "transit", Key: "vestibule-token", Timeout: Duration(3 * time.Second)},
-		Push:    Push{Environment: "production", Workers: 1},
+		Push:    Push{Environment: "production", Workers: 1, Rate: 200},
 		MDM:     MDM{WebhookRetryDelay: Duration(2 * time.Second)},
 		OIDC:    OIDC{EmailClaim: "email"},
 		Portal:  Portal{ReservationsPerHour: 5},
@@ -621,6 +625,9 @@ func (c Config) Validate() error {
 	}
 	if c.Push.Workers < 1 || c.Push.Workers > 64 {
 		bad("push.workers", "must be 1 to 64")
+	}
+	if c.Push.Rate < 1 || c.Push.Rate > 100_000 {
+		bad("push.rate", "must be 1 to 100000 pushes a second")
 	}
 	if c.OIDC.Enabled() {
 		if u, err := url.Parse(c.OIDC.Issuer); err != nil || u.Host == "" || (u.Scheme != "https" && !(c.Dev && u.Scheme == "http")) {

@@ -92,6 +92,7 @@ func TestInvalid(t *testing.T) {
 		{name: "error/half a signing pair", file: strings.Replace(validProd, "signing_key_file: p.key", "tls_root_file: r.pem", 1), want: []string{"profile.signing_key_file: is required"}},
 		{name: "error/unknown signer", file: validProd + "signer: {backend: hsm}\n", want: []string{"signer.backend: \"hsm\""}},
 		{name: "error/missing file", o: Overrides{ConfigFile: "/nonexistent.yaml"}, want: []string{"no such file"}},
+		{name: "error/push rate zero", env: []string{"VESTIBULE_PUSH_RATE=0"}, file: validProd, want: []string{"push.rate: must be 1 to 100000"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := tc.o

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sideshow/apns2"
 	"golang.org/x/net/http2"
+	"golang.org/x/time/rate"
 )
 
 // Item is a push owed to one device.
@@ -54,7 +55,14 @@ type Options struct {
 	// Batch is how many items a worker claims at once.
 	Batch int
 	// Poll is how often an idle worker looks for work.
-	Poll        time.Duration
+	Poll time.Duration
+	// Rate paces pushes across this pusher's workers, per second (0: 200).
+	// Each push wakes a device that checks in: a burst of pushes is a
+	// burst of check-ins.
+	Rate float64
+	// Pace waits for the next push's turn; nil paces at Rate (tests count
+	// the turns).
+	Pace        func(ctx context.Context) error
 	MaxAttempts int
 	Now         func() time.Time
 }
@@ -100,6 +108,15 @@ func New(o Options) (*Pusher, error) {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.Rate <= 0 {
+		o.Rate = 200
+	}
+	if o.Pace == nil {
+		// A burst of a tenth of a second's worth: pushes go out evenly,
+		// not in lumps a second apart.
+		l := rate.NewLimiter(rate.Limit(o.Rate), max(1, int(o.Rate/10)))
+		o.Pace = func(ctx context.Context) error { return l.Wait(ctx) }
 	}
 	tlsCfg := &tls.Config{Certificates: []tls.Certificate{o.Certificate}, RootCAs: o.RootCAs, MinVersion: tls.VersionTLS12}
 	transport := &http2.Transport{TLSClientConfig: tlsCfg, ReadIdleTimeout: 15 * time.Second,
@@ -164,14 +181,29 @@ func (p *Pusher) Run(ctx context.Context) {
 	}
 }
 
-// Drain claims one batch and pushes it; it returns how many it handled.
+// pushLease is how long a claimed batch is a worker's own.
+const pushLease = time.Minute
+
+// claimSize is how many items one worker claims: at most Batch, and no
+// more than it can push at the paced rate within a third of the lease,
+// so that pacing never lets a lease run out under a batch.
+func (p *Pusher) claimSize() int {
+	return max(1, min(p.o.Batch, int(p.o.Rate*pushLease.Seconds()/3)))
+}
+
+// Drain claims one batch and pushes it at the paced rate; it returns how
+// many it handled.
 func (p *Pusher) Drain(ctx context.Context) (int, error) {
 	now := p.o.Now()
-	items, err := p.o.Store.ClaimOutbox(ctx, p.o.Batch, now, now.Add(time.Minute))
+	items, err := p.o.Store.ClaimOutbox(ctx, p.claimSize(), now, now.Add(pushLease))
 	if err != nil {
 		return 0, err
 	}
-	for _, it := range items {
+	for i, it := range items {
+		if err := p.o.Pace(ctx); err != nil {
+			// Stopping: what is left goes back when its lease ends.
+			return i, err
+		}
 		p.send(ctx, it)
 	}
 	return len(items), nil

@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -318,5 +319,60 @@ func BenchmarkWorker(b *testing.B) {
 			b.Fatalf("drained %d of %d: %v", sent, b.N, err)
 		}
 		sent += n
+	}
+}
+
+// TestPushesArePaced: every push waits for its turn at the configured rate,
+// a worker claims no more than it can push well within its lease at that
+// rate, and a worker stopped between turns leaves the rest of its batch to
+// come back when the lease ends.
+func TestPushesArePaced(t *testing.T) {
+	ctx := context.Background()
+	st := storetest.Open(t, "sqlite")
+	apns := newAPNs(t)
+	c := &clock{t: time.Now()}
+	for i := range 12 {
+		approvedDevice(t, st, hexToken(100+i), c.now())
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(apns.Certificate())
+	turns, stopAfter := 0, 5
+	pace := func(ctx context.Context) error {
+		if turns == stopAfter {
+			return context.Canceled
+		}
+		turns++
+		return nil
+	}
+	// At 0.1 pushes a second, a third of the one-minute lease holds 2.
+	p, err := push.New(push.Options{Certificate: pushCert(t), Host: apns.URL, RootCAs: roots, Store: st, Now: c.now, Batch: 50, Rate: 0.1, Pace: pace})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := p.Drain(ctx); n != 2 || err != nil || turns != 2 {
+		t.Fatalf("slow rate: claimed and pushed %d (%v) in %d turns, want 2", n, err, turns)
+	}
+	p, err = push.New(push.Options{Certificate: pushCert(t), Host: apns.URL, RootCAs: roots, Store: st, Now: c.now, Batch: 50, Rate: 200, Pace: pace})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Stopped after 3 more turns, with 10 claimed.
+	if n, err := p.Drain(ctx); n != 3 || !errors.Is(err, context.Canceled) {
+		t.Fatalf("stopped mid-batch: %d %v", n, err)
+	}
+	if got := len(apns.got()); got != 5 || turns != 5 {
+		t.Fatalf("%d pushes in %d turns, want 5 and 5", got, turns)
+	}
+	// The unpushed rest is leased; once the lease ends another worker gets it.
+	stopAfter = 100
+	if n, _ := p.Drain(ctx); n != 0 {
+		t.Fatalf("%d pushed while leased", n)
+	}
+	c.add(2 * time.Minute)
+	if n, err := p.Drain(ctx); n != 7 || err != nil {
+		t.Fatalf("after the lease: %d %v", n, err)
+	}
+	if got := len(apns.got()); got != 12 || turns != 12 {
+		t.Fatalf("%d pushes in %d turns, want 12", got, turns)
 	}
 }

@@ -47,7 +47,8 @@ func newPusher(cfg config.Config, st *store.Store, log *slog.Logger, reg prometh
 	if p.Host != "" {
 		host = p.Host
 	}
-	pusher, err := push.New(push.Options{Certificate: cert, Host: host, Store: st, Registerer: reg, Logger: log})
+	pusher, err := push.New(push.Options{Certificate: cert, Host: host, Store: st, Registerer: reg, Logger: log,
+		Rate: float64(cfg.Push.Rate)})
 	if err != nil {
 		return nil, err
 	}
