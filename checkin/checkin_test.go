@@ -485,6 +485,25 @@ func TestVerifiedCachesKeepTheWindow(t *testing.T) {
 		t.Fatalf("revoked after being cached: %v", err)
 	}
 
+	// A certificate refused for its record (revoked, never recorded) is
+	// not remembered either: it cannot push real devices out.
+	gone := p.issue(t, "res-9", false, false)
+	gr := *p.record(gone)
+	gr.RevokedAt = &revoked
+	p.set(gone, gr)
+	unrecorded := p.issue(t, "res-8", false, true)
+	for _, x := range []device{gone, unrecorded} {
+		if _, err := id.Identify(context.Background(), signedRequest(t, x, "/", "", body), body); !errors.Is(err, ErrNoIdentity) {
+			t.Fatalf("refused certificate accepted: %v", err)
+		}
+		if id.verified.chainHolds(sha256.Sum256(x.cert.Raw), now) {
+			t.Fatal("a refused certificate's chain was remembered")
+		}
+	}
+	if id.verified.signatures.len() != 1 {
+		t.Fatalf("%d signatures remembered, want 1", id.verified.signatures.len())
+	}
+
 	forged := p.issue(t, "res-1", true, false)
 	for range 2 {
 		if _, err := id.Identify(context.Background(), signedRequest(t, forged, "/", "", body), body); !errors.Is(err, ErrNoIdentity) {

@@ -88,6 +88,7 @@ type Identity struct {
 func (id *Identifier) Identify(ctx context.Context, r *http.Request, body []byte) (Identity, error) {
 	now := id.now()
 	fp, known := id.knownSignature(r, body, now)
+	var verifiedChain []*x509.Certificate
 	if !known {
 		cert, err := id.certificate(r, body)
 		if err != nil {
@@ -100,10 +101,7 @@ func (id *Identifier) Identify(ctx context.Context, r *http.Request, body []byte
 			if err != nil {
 				return Identity{}, fmt.Errorf("%w: certificate %X does not chain to the Vestibule CA: %v", ErrNoIdentity, cert.SerialNumber, err)
 			}
-			id.verified.rememberChain(fp, chains[0])
-		}
-		if h := r.Header.Get(mdm.SignatureHeader); h != "" {
-			id.verified.signatures.put(signatureKey(h, body), fp)
+			verifiedChain = chains[0]
 		}
 	}
 	hexFP := hex.EncodeToString(fp[:])
@@ -116,6 +114,16 @@ func (id *Identifier) Identify(ctx context.Context, r *http.Request, body []byte
 	}
 	if !now.Before(rec.NotAfter) {
 		return Identity{}, fmt.Errorf("%w: certificate %.16s… expired", ErrNoIdentity, hexFP)
+	}
+	// Only a certificate we would accept is remembered: one revoked or
+	// never recorded cannot push real devices out of the caches.
+	if !known {
+		if verifiedChain != nil {
+			id.verified.rememberChain(fp, verifiedChain)
+		}
+		if h := r.Header.Get(mdm.SignatureHeader); h != "" {
+			id.verified.signatures.put(signatureKey(h, body), fp)
+		}
 	}
 	return Identity{Fingerprint: hexFP, Record: rec}, nil
 }

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/binary"
+	"math"
 	"sync"
 	"time"
 )
@@ -84,12 +85,24 @@ func (v verified) chainHolds(fp [32]byte, now time.Time) bool {
 
 // rememberChain records a verified chain (leaf first).
 func (v verified) rememberChain(fp [32]byte, chain []*x509.Certificate) {
-	w := window{notBefore: chain[0].NotBefore.UnixNano(), notAfter: chain[0].NotAfter.UnixNano()}
+	w := window{notBefore: nanos(chain[0].NotBefore), notAfter: nanos(chain[0].NotAfter)}
 	for _, cert := range chain[1:] {
-		w.notBefore = max(w.notBefore, cert.NotBefore.UnixNano())
-		w.notAfter = min(w.notAfter, cert.NotAfter.UnixNano())
+		w.notBefore = max(w.notBefore, nanos(cert.NotBefore))
+		w.notAfter = min(w.notAfter, nanos(cert.NotAfter))
 	}
 	v.chains.put(fp, w)
+}
+
+// nanos is t in Unix nanoseconds, clamped to what int64 holds (years 1678
+// to 2262): a CA valid until 9999 must not wrap around.
+func nanos(t time.Time) int64 {
+	switch {
+	case t.After(time.Unix(0, math.MaxInt64)):
+		return math.MaxInt64
+	case t.Before(time.Unix(0, math.MinInt64)):
+		return math.MinInt64
+	}
+	return t.UnixNano()
 }
 
 // signatureKey digests a signature header and its body, unambiguously.

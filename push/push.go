@@ -26,6 +26,10 @@ type Item struct {
 	Magic        string
 	Topic        string
 	Attempts     int
+	// LeaseUntil is the lease this claim holds; completing or retrying
+	// changes the row only while it still holds it, so a push queued
+	// again meanwhile (a new command) is not lost.
+	LeaseUntil time.Time
 }
 
 // Store is the outbox.
@@ -33,8 +37,10 @@ type Store interface {
 	// ClaimOutbox leases up to limit due items until leaseUntil; two
 	// workers never get the same item.
 	ClaimOutbox(ctx context.Context, limit int, now, leaseUntil time.Time) ([]Item, error)
-	CompleteOutbox(ctx context.Context, enrollmentID string) error
-	RetryOutbox(ctx context.Context, enrollmentID string, next time.Time, lastErr string) error
+	// CompleteOutbox removes a pushed item while the claim still holds
+	// its lease; RetryOutbox schedules it again under the same condition.
+	CompleteOutbox(ctx context.Context, it Item) error
+	RetryOutbox(ctx context.Context, it Item, next time.Time, lastErr string) error
 	// DropOutbox gives up on an item and, when invalid, marks the
 	// device's push token invalid.
 	DropOutbox(ctx context.Context, enrollmentID string, invalidToken bool, at time.Time, reason string) error
@@ -60,6 +66,8 @@ type Options struct {
 	// Each push wakes a device that checks in: a burst of pushes is a
 	// burst of check-ins.
 	Rate float64
+	// Workers is how many goroutines run this pusher's Run, sharing Rate.
+	Workers int
 	// Pace waits for the next push's turn; nil paces at Rate (tests count
 	// the turns).
 	Pace        func(ctx context.Context) error
@@ -111,6 +119,9 @@ func New(o Options) (*Pusher, error) {
 	}
 	if o.Rate <= 0 {
 		o.Rate = 200
+	}
+	if o.Workers <= 0 {
+		o.Workers = 1
 	}
 	if o.Pace == nil {
 		// A burst of a tenth of a second's worth: pushes go out evenly,
@@ -185,10 +196,11 @@ func (p *Pusher) Run(ctx context.Context) {
 const pushLease = time.Minute
 
 // claimSize is how many items one worker claims: at most Batch, and no
-// more than it can push at the paced rate within a third of the lease,
-// so that pacing never lets a lease run out under a batch.
+// more than it can push within a third of the lease at its share of the
+// paced rate (the workers share one limiter), so that pacing never lets a
+// lease run out under a batch.
 func (p *Pusher) claimSize() int {
-	return max(1, min(p.o.Batch, int(p.o.Rate*pushLease.Seconds()/3)))
+	return max(1, min(p.o.Batch, int(p.o.Rate/float64(p.o.Workers)*pushLease.Seconds()/3)))
 }
 
 // Drain claims one batch and pushes it at the paced rate; it returns how
@@ -222,7 +234,7 @@ func (p *Pusher) send(ctx context.Context, it Item) {
 	switch {
 	case err == nil && res.Sent():
 		p.m.sent.Inc()
-		if err := p.o.Store.CompleteOutbox(ctx, it.EnrollmentID); err != nil {
+		if err := p.o.Store.CompleteOutbox(ctx, it); err != nil {
 			p.log.Error("complete push", "enrollment", it.EnrollmentID, "err", err)
 		}
 	case err == nil && (res.StatusCode == http.StatusGone || res.Reason == apns2.ReasonBadDeviceToken || res.Reason == apns2.ReasonUnregistered):
@@ -241,7 +253,7 @@ func (p *Pusher) send(ctx context.Context, it Item) {
 	default:
 		p.m.retried.Inc()
 		backoff := min(time.Duration(1<<it.Attempts)*time.Second, 10*time.Minute)
-		if err := p.o.Store.RetryOutbox(ctx, it.EnrollmentID, now.Add(backoff), describe(res, err)); err != nil {
+		if err := p.o.Store.RetryOutbox(ctx, it, now.Add(backoff), describe(res, err)); err != nil {
 			p.log.Error("retry push", "err", err)
 		}
 	}

@@ -376,3 +376,56 @@ func TestPushesArePaced(t *testing.T) {
 		t.Fatalf("%d pushes in %d turns, want 12", got, turns)
 	}
 }
+
+// TestPushQueuedAgainWhilePushingIsNotLost: a command queued for a device
+// while its push is on the way queues the push again; completing the first
+// push must not delete the second. And workers sharing the rate claim only
+// their share.
+func TestPushQueuedAgainWhilePushingIsNotLost(t *testing.T) {
+	ctx := context.Background()
+	st := storetest.Open(t, "sqlite")
+	apns := newAPNs(t)
+	c := &clock{t: time.Now()}
+	id := approvedDevice(t, st, hexToken(200), c.now())
+	roots := x509.NewCertPool()
+	roots.AddCert(apns.Certificate())
+	requeued := false
+	pace := func(context.Context) error {
+		if !requeued {
+			requeued = true
+			// A new command, queued between the claim and the push.
+			return st.EnqueuePush(ctx, id, c.now())
+		}
+		return nil
+	}
+	p, err := push.New(push.Options{Certificate: pushCert(t), Host: apns.URL, RootCAs: roots, Store: st, Now: c.now, Pace: pace})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := p.Drain(ctx); n != 1 || err != nil {
+		t.Fatalf("first push: %d %v", n, err)
+	}
+	if n, _ := st.OutboxLen(ctx); n != 1 {
+		t.Fatalf("the push queued again was deleted with the first: %d left", n)
+	}
+	if n, err := p.Drain(ctx); n != 1 || err != nil || len(apns.got()) != 2 {
+		t.Fatalf("second push: %d %v, APNs got %d", n, err, len(apns.got()))
+	}
+	if n, _ := st.OutboxLen(ctx); n != 0 {
+		t.Fatalf("%d left after both pushes", n)
+	}
+
+	// Four workers sharing one push a second: each claims what it can push
+	// in a third of the lease at a quarter of the rate, 5.
+	for i := range 20 {
+		approvedDevice(t, st, hexToken(300+i), c.now())
+	}
+	p, err = push.New(push.Options{Certificate: pushCert(t), Host: apns.URL, RootCAs: roots, Store: st, Now: c.now, Rate: 1, Workers: 4,
+		Pace: func(context.Context) error { return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := p.Drain(ctx); n != 5 || err != nil {
+		t.Fatalf("claimed %d (%v), want 5", n, err)
+	}
+}

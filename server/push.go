@@ -48,7 +48,7 @@ func newPusher(cfg config.Config, st *store.Store, log *slog.Logger, reg prometh
 		host = p.Host
 	}
 	pusher, err := push.New(push.Options{Certificate: cert, Host: host, Store: st, Registerer: reg, Logger: log,
-		Rate: float64(cfg.Push.Rate)})
+		Rate: float64(cfg.Push.Rate), Workers: cfg.Push.Workers})
 	if err != nil {
 		return nil, err
 	}

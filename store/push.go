@@ -84,21 +84,25 @@ func (s *Store) ClaimOutbox(ctx context.Context, limit int, now, leaseUntil time
 	}
 	out := make([]push.Item, len(rows))
 	for i, r := range rows {
-		out[i] = push.Item{EnrollmentID: r.EnrollmentID, Token: r.Token, Magic: r.Magic, Topic: r.Topic, Attempts: r.Attempts}
+		out[i] = push.Item{EnrollmentID: r.EnrollmentID, Token: r.Token, Magic: r.Magic, Topic: r.Topic, Attempts: r.Attempts,
+			LeaseUntil: fromMS(ms(leaseUntil))}
 	}
 	return out, nil
 }
 
-// CompleteOutbox removes a delivered push.
-func (s *Store) CompleteOutbox(ctx context.Context, enrollmentID string) error {
-	_, err := s.db.ExecContext(ctx, s.db.Rebind(`DELETE FROM push_outbox WHERE enrollment_id = ?`), enrollmentID)
+// CompleteOutbox removes a delivered push, unless it was queued again (a
+// new command) or claimed by another worker since: then it stays, and is
+// pushed again.
+func (s *Store) CompleteOutbox(ctx context.Context, it push.Item) error {
+	_, err := s.db.ExecContext(ctx, s.db.Rebind(`DELETE FROM push_outbox WHERE enrollment_id = ? AND lease_until = ?`),
+		it.EnrollmentID, ms(it.LeaseUntil))
 	return err
 }
 
-// RetryOutbox schedules a push again.
-func (s *Store) RetryOutbox(ctx context.Context, enrollmentID string, next time.Time, lastErr string) error {
+// RetryOutbox schedules a push again, while the claim still holds it.
+func (s *Store) RetryOutbox(ctx context.Context, it push.Item, next time.Time, lastErr string) error {
 	_, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE push_outbox SET attempts = attempts + 1, next_attempt_at = ?, lease_until = NULL,
-		last_error = ? WHERE enrollment_id = ?`), ms(next), lastErr, enrollmentID)
+		last_error = ? WHERE enrollment_id = ? AND lease_until = ?`), ms(next), lastErr, it.EnrollmentID, ms(it.LeaseUntil))
 	return err
 }
 
