@@ -61,6 +61,8 @@ type options struct {
 	logDir    string
 	maxDevice time.Duration
 	out       io.Writer // the report
+	burst     bool
+	pushRate  int
 }
 
 func main() {
@@ -74,6 +76,8 @@ func main() {
 	flag.DurationVar(&o.killMin, "kill-min", 5*time.Second, "shortest wait between kills")
 	flag.DurationVar(&o.killMax, "kill-max", 10*time.Second, "longest wait between kills")
 	flag.BoolVar(&o.keep, "keep", false, "keep the soak's database afterwards")
+	flag.BoolVar(&o.burst, "burst", false, "at the end, queue a command for every device at once: pushes wake the devices, /readyz is timed")
+	flag.IntVar(&o.pushRate, "push-rate", 200, "the replicas' push.rate (pushes a second per replica)")
 	flag.StringVar(&o.logDir, "logs", "", "write the replicas' logs to this directory (default: a temporary one, removed)")
 	flag.DurationVar(&o.maxDevice, "device-timeout", 3*time.Minute, "give up on one device's ceremony after this long")
 	flag.Parse()
@@ -106,6 +110,7 @@ type soak struct {
 	failover atomic.Int64 // attempts that failed and went to another replica
 
 	pushMu sync.Mutex
+	wake   func(token string) // set during the burst
 	pushes map[string][]time.Time // device token → when pushes arrived
 	hookMu sync.Mutex
 	hooks  map[string]int // enrollment ID → announcements received
@@ -242,8 +247,14 @@ func run(o options) error {
 	}
 	s.progress("outboxes drained; every device checks in once more")
 	s.finalDrain(results)
+	var burst *burstResult
+	if o.burst {
+		if burst, err = s.burst(api, results); err != nil {
+			return err
+		}
+	}
 	s.progress("checking the invariants")
-	return s.report(results, took)
+	return s.report(results, took, burst)
 }
 
 func (s *soak) progress(format string, args ...any) {
@@ -294,7 +305,11 @@ func (s *soak) startAPNs() (func(), error) {
 		token := strings.TrimPrefix(r.URL.Path, "/3/device/")
 		s.pushMu.Lock()
 		s.pushes[token] = append(s.pushes[token], time.Now())
+		wake := s.wake
 		s.pushMu.Unlock()
+		if wake != nil {
+			wake(token) // the device answers its push, as a real one does
+		}
 		w.Header().Set("apns-id", "00000000-0000-0000-0000-000000000000")
 		w.WriteHeader(http.StatusOK)
 	}))
@@ -323,7 +338,7 @@ func (s *soak) startAPNs() (func(), error) {
 	}
 	s.env = append(s.env, "SSL_CERT_FILE="+filepath.Join(s.dir, "apns-ca.pem"), "VESTIBULE_PUSH_CERT_FILE="+filepath.Join(s.dir, "push.pem"),
 		"VESTIBULE_PUSH_KEY_FILE="+filepath.Join(s.dir, "push.key"), "VESTIBULE_PUSH_HOST="+apns.URL, "VESTIBULE_MDM_TOPIC="+topic,
-		"VESTIBULE_PUSH_WORKERS=2")
+		"VESTIBULE_PUSH_WORKERS=2", fmt.Sprintf("VESTIBULE_PUSH_RATE=%d", s.o.pushRate))
 	return apns.Close, nil
 }
 
@@ -749,7 +764,7 @@ type invariant struct {
 	note       string
 }
 
-func (s *soak) report(devices []*device, took time.Duration) error {
+func (s *soak) report(devices []*device, took time.Duration, burst *burstResult) error {
 	db, err := sqlx.Open("pgx", s.dsn)
 	if err != nil {
 		return err
@@ -880,6 +895,9 @@ func (s *soak) report(devices []*device, took time.Duration) error {
 	s.hookMu.Unlock()
 	inv = append(inv, invariant{"every pending enrollment announced (webhook)", len(ids), unannounced,
 		fmt.Sprintf("%d announcements received", announcements)})
+	if burst != nil {
+		inv = append(inv, burst.invariant())
+	}
 	inv = append(inv, s.depReport(context.Background(), db))
 	inv = append(inv, invariant{"one console session holds on every replica", int(s.console.requests.Load()), int(s.console.refused.Load()),
 		fmt.Sprintf("%d approvals made in the console", count(`SELECT COUNT(*) FROM enrollments WHERE decision_note = 'soak, from the console'`))})

@@ -15,7 +15,8 @@ import (
 
 // TestSoak is the short soak CI runs: two replicas on one PostgreSQL
 // database, 100 devices through the whole ceremony, a replica killed with
-// SIGKILL every second or two, and every invariant checked at the end.
+// SIGKILL every second or two, a command to the whole fleet at the end,
+// and every invariant checked.
 func TestSoak(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the soak takes a minute; -short skips it")
@@ -31,7 +32,7 @@ func TestSoak(t *testing.T) {
 	}
 	var report bytes.Buffer
 	err := run(options{bin: bin, pg: pg, replicas: 2, devices: 100, workers: 8, duration: 10 * time.Second,
-		killMin: time.Second, killMax: 2 * time.Second, maxDevice: 3 * time.Minute, out: &report})
+		killMin: time.Second, killMax: 2 * time.Second, maxDevice: 3 * time.Minute, out: &report, burst: true, pushRate: 200})
 	t.Log("\n" + report.String())
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,210 @@
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vestibule-mdm/vestibule/bench/internal/apiclient"
+)
+
+// burstResult is what a fleet-wide command did: every device must get it,
+// and the replicas must stay responsive while the woken fleet checks in.
+type burstResult struct {
+	devices, served int
+	took            time.Duration
+	readyz          []time.Duration
+	readyzFailed    int
+}
+
+func (b *burstResult) invariant() invariant {
+	slices.Sort(b.readyz)
+	pct := func(p float64) time.Duration {
+		if len(b.readyz) == 0 {
+			return 0
+		}
+		return b.readyz[min(len(b.readyz)-1, int(p*float64(len(b.readyz))))].Round(100 * time.Microsecond)
+	}
+	return invariant{"a command to the whole fleet reaches every device", b.devices, b.devices - b.served + b.readyzFailed,
+		fmt.Sprintf("all served in %s; /readyz p50 %s, p99 %s, max %s over %d probes, %d failed",
+			b.took.Round(100*time.Millisecond), pct(0.5), pct(0.99), pct(1), len(b.readyz), b.readyzFailed)}
+}
+
+// burst queues a DeviceInformation command for every device at once, as an
+// admin asking the whole fleet would. Pushes wake the devices (the APNs
+// recorder hands each push to its device), which check in and answer.
+// /readyz is probed on every replica all along.
+func (s *soak) burst(api apiclient.Client, devices []*device) (*burstResult, error) {
+	var live []*device
+	byToken := map[string]*device{}
+	for _, dv := range devices {
+		if dv != nil && dv.err == nil {
+			live = append(live, dv)
+			byToken[hex.EncodeToString(dv.d.PushToken)] = dv
+		}
+	}
+	s.progress("burst: a command for all %d devices at once", len(live))
+	res := &burstResult{devices: len(live)}
+	want := make(map[*device]string, len(live))
+	var wantMu sync.Mutex
+	served := make(map[*device]bool, len(live))
+	var servedCount atomic.Int64
+	// One session at a time per device, as on a real one: a push while a
+	// session runs asks for one more session after it.
+	type state struct {
+		mu      sync.Mutex
+		running bool
+		again   bool
+	}
+	states := map[*device]*state{}
+	for _, dv := range live {
+		states[dv] = &state{}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var sessions sync.WaitGroup
+	var session func(dv *device)
+	session = func(dv *device) {
+		defer sessions.Done()
+		st := states[dv]
+		for {
+			_ = s.serve(ctx, dv)
+			wantMu.Lock()
+			uuid := want[dv]
+			if uuid != "" && !served[dv] && slices.Contains(dv.received, uuid) {
+				served[dv] = true
+				servedCount.Add(1)
+			}
+			wantMu.Unlock()
+			st.mu.Lock()
+			if !st.again {
+				st.running = false
+				st.mu.Unlock()
+				return
+			}
+			st.again = false
+			st.mu.Unlock()
+		}
+	}
+	s.pushMu.Lock()
+	s.wake = func(token string) {
+		dv := byToken[token]
+		if dv == nil {
+			return
+		}
+		st := states[dv]
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		if st.running {
+			st.again = true
+			return
+		}
+		st.running = true
+		sessions.Add(1)
+		go session(dv)
+	}
+	s.pushMu.Unlock()
+	defer func() { s.pushMu.Lock(); s.wake = nil; s.pushMu.Unlock() }()
+
+	// /readyz on every replica, round robin, every 10 ms.
+	probeDone := make(chan struct{})
+	var probes sync.WaitGroup
+	probes.Add(1)
+	go func() {
+		defer probes.Done()
+		c := &http.Client{Timeout: 5 * time.Second}
+		for i := 0; ; i++ {
+			select {
+			case <-probeDone:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			r := s.replicas[i%len(s.replicas)]
+			start := time.Now()
+			resp, err := c.Get("http://" + r.addr + "/readyz")
+			d := time.Since(start)
+			if err == nil {
+				resp.Body.Close()
+			}
+			if err != nil || resp.StatusCode != http.StatusOK {
+				res.readyzFailed++
+				continue
+			}
+			res.readyz = append(res.readyz, d)
+		}
+	}()
+
+	start := time.Now()
+	work := make(chan *device)
+	var queued sync.WaitGroup
+	var queueErr atomic.Value
+	for range 8 {
+		queued.Add(1)
+		go func() {
+			defer queued.Done()
+			for dv := range work {
+				b, err := api.Do(http.MethodPost, "/api/v1/devices/"+dv.id+"/commands", []byte(`{"request_type":"DeviceInformation"}`))
+				if err != nil {
+					queueErr.Store(err)
+					continue
+				}
+				var r struct {
+					UUID string `json:"command_uuid"`
+				}
+				if json.Unmarshal(b, &r) != nil || r.UUID == "" {
+					queueErr.Store(fmt.Errorf("queue: %s", b))
+					continue
+				}
+				wantMu.Lock()
+				want[dv] = r.UUID
+				wantMu.Unlock()
+			}
+		}()
+	}
+	for _, dv := range live {
+		if dv.reenrolled != "" {
+			// The device speaks with its new enrollment.
+			dv.id = dv.reenrolled
+		}
+		work <- dv
+	}
+	close(work)
+	queued.Wait()
+	if err, _ := queueErr.Load().(error); err != nil {
+		close(probeDone)
+		probes.Wait()
+		return nil, fmt.Errorf("burst: %w", err)
+	}
+	for ctx.Err() == nil && int(servedCount.Load()) < len(live) {
+		time.Sleep(20 * time.Millisecond)
+		// A session may have got the command before its UUID came back
+		// from the API: look again at every device between sessions.
+		for _, dv := range live {
+			st := states[dv]
+			st.mu.Lock()
+			if !st.running {
+				wantMu.Lock()
+				if uuid := want[dv]; uuid != "" && !served[dv] && slices.Contains(dv.received, uuid) {
+					served[dv] = true
+					servedCount.Add(1)
+				}
+				wantMu.Unlock()
+			}
+			st.mu.Unlock()
+		}
+	}
+	res.took = time.Since(start)
+	close(probeDone)
+	probes.Wait()
+	cancel()
+	sessions.Wait()
+	res.served = int(servedCount.Load())
+	s.progress("burst: %d of %d devices served in %s", res.served, len(live), res.took.Round(100*time.Millisecond))
+	return res, nil
+}
