@@ -110,7 +110,7 @@ type soak struct {
 	failover atomic.Int64 // attempts that failed and went to another replica
 
 	pushMu sync.Mutex
-	wake   func(token string) // set during the burst
+	wake   func(token string)     // set during the burst
 	pushes map[string][]time.Time // device token → when pushes arrived
 	hookMu sync.Mutex
 	hooks  map[string]int // enrollment ID → announcements received
