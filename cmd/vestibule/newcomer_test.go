@@ -108,6 +108,11 @@ func TestFirstFiveMinutes(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "received and acknowledged") || !strings.Contains(out, "    DeviceInformation\n") {
 		t.Fatalf("simulate after approval: %d %q %q", code, out, e)
 	}
+	// Served, with nothing queued: approved, not "pending".
+	out, e, code = cli(dataDir, "simulate", profile)
+	if code != 0 || !strings.Contains(out, "approved, no command waiting") || strings.Contains(out, "pending") {
+		t.Fatalf("simulate with nothing queued: %d %q %q", code, out, e)
+	}
 	if _, e, code := cli(dataDir, "enrollments", "deny", short, "--reason", "x"); code == 0 || !strings.Contains(e, "use `enrollments revoke`") {
 		t.Errorf("deny of an approved enrollment: %d %q", code, e)
 	}

@@ -28,6 +28,10 @@ type simulatedDevice struct {
 	PushToken []byte            `json:"push_token"`
 	Profile   devicesim.Profile `json:"profile"`
 	TrustCert []byte            `json:"trust_cert,omitempty"`
+	// Approved: the device once received a command beyond the attestation
+	// question, which only an approved device gets. An approved device
+	// with nothing queued receives nothing, like a pending one.
+	Approved bool `json:"approved,omitempty"`
 }
 
 func (a *app) simulateCmd() *cobra.Command {
@@ -64,7 +68,7 @@ profile for the simulator (the default).`,
 
 func (a *app) simulate(ctx context.Context, profilePath, statePath, serial string) error {
 	client := &http.Client{Timeout: 30 * time.Second}
-	d, fresh, err := loadSimulated(client, statePath)
+	d, approved, fresh, err := loadSimulated(client, statePath)
 	if err != nil {
 		return err
 	}
@@ -97,21 +101,24 @@ func (a *app) simulate(ctx context.Context, profilePath, statePath, serial strin
 		if code, err = d.TokenUpdate(ctx); checked("TokenUpdate", code, err) != nil {
 			return checked("TokenUpdate", code, err)
 		}
-		if err := saveSimulated(statePath, d); err != nil {
+		if err := saveSimulated(statePath, d, false); err != nil {
 			return err
 		}
 	} else {
 		fmt.Fprintf(a.out, "simulated Mac %s (UDID %s) connects again\n", d.Serial, d.UDID)
 	}
 	received, err := serveCommands(ctx, d)
-	if saveErr := saveSimulated(statePath, d); saveErr != nil && err == nil {
+	onlyQuestion := len(received) == 0 || (len(received) == 1 && received[0] == "DeviceInformation (the attestation question)")
+	approved = approved || !onlyQuestion
+	if saveErr := saveSimulated(statePath, d, approved); saveErr != nil && err == nil {
 		err = saveErr
 	}
 	if err != nil {
 		return err
 	}
-	onlyQuestion := len(received) == 0 || (len(received) == 1 && received[0] == "DeviceInformation (the attestation question)")
 	switch {
+	case onlyQuestion && approved:
+		fmt.Fprintln(a.out, "  Connect: approved, no command waiting")
 	case onlyQuestion:
 		fmt.Fprintln(a.out, "  Connect: pending, nothing received but the attestation question")
 		fmt.Fprintf(a.out, "approve it (console, or `vestibule enrollments approve %s`), then run this again\n", d.Cert.Subject.CommonName)
@@ -170,34 +177,41 @@ func serveCommands(ctx context.Context, d *devicesim.Device) ([]string, error) {
 	return received, errors.New("the server keeps sending commands")
 }
 
-func loadSimulated(client *http.Client, path string) (*devicesim.Device, bool, error) {
+// loadSimulated reads a saved device; fresh when there is none yet.
+func loadSimulated(client *http.Client, path string) (d *devicesim.Device, approved, fresh bool, err error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, true, nil
+		return nil, false, true, nil
 	}
 	if err != nil {
-		return nil, false, err
+		return nil, false, false, err
 	}
 	var s simulatedDevice
 	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, false, fmt.Errorf("%s: %w", path, err)
+		return nil, false, false, fmt.Errorf("%s: %w", path, err)
 	}
 	key, err := x509.ParsePKCS1PrivateKey(s.Key)
 	if err != nil {
-		return nil, false, fmt.Errorf("%s: key: %w", path, err)
+		return nil, false, false, fmt.Errorf("%s: key: %w", path, err)
 	}
 	cert, err := x509.ParseCertificate(s.Cert)
 	if err != nil {
-		return nil, false, fmt.Errorf("%s: certificate: %w", path, err)
+		return nil, false, false, fmt.Errorf("%s: certificate: %w", path, err)
 	}
-	d := devicesim.New(client, s.Serial)
+	d = devicesim.New(client, s.Serial)
 	d.UDID, d.Key, d.Cert, d.PushToken, d.Profile = s.UDID, key, cert, s.PushToken, s.Profile
-	return d, false, nil
+	if len(s.TrustCert) > 0 {
+		// Kept so that the next save does not drop it.
+		if d.TrustCert, err = x509.ParseCertificate(s.TrustCert); err != nil {
+			return nil, false, false, fmt.Errorf("%s: trust certificate: %w", path, err)
+		}
+	}
+	return d, s.Approved, false, nil
 }
 
-func saveSimulated(path string, d *devicesim.Device) error {
+func saveSimulated(path string, d *devicesim.Device, approved bool) error {
 	s := simulatedDevice{UDID: d.UDID, Serial: d.Serial, Key: x509.MarshalPKCS1PrivateKey(d.Key), Cert: d.Cert.Raw,
-		PushToken: d.PushToken, Profile: d.Profile}
+		PushToken: d.PushToken, Profile: d.Profile, Approved: approved}
 	if d.TrustCert != nil {
 		s.TrustCert = d.TrustCert.Raw
 	}
