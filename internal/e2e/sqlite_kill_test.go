@@ -4,18 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 
-	"github.com/vestibule-mdm/vestibule/config"
 	"github.com/vestibule-mdm/vestibule/enrollment"
-	"github.com/vestibule-mdm/vestibule/server"
 )
 
 // TestSQLiteKeepsEveryCommittedDecision approves devices through the API of
@@ -24,49 +18,11 @@ import (
 // there, with its audit row and its commands: WAL recovery keeps what was
 // committed, and nothing is half done.
 func TestSQLiteKeepsEveryCommittedDecision(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs the server binary")
-	}
 	ctx := context.Background()
-	bin := filepath.Join(t.TempDir(), "vestibule")
-	if out, err := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, "../../cmd/vestibule").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	dataDir := t.TempDir()
-	port := freePort(t)
-	url := fmt.Sprintf("http://127.0.0.1:%d", port)
-	serve := func() *exec.Cmd {
-		cmd := exec.Command(bin, "serve", "--dev", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--data-dir", dataDir)
-		log, _ := os.OpenFile(filepath.Join(dataDir, "serve.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
-		cmd.Stdout, cmd.Stderr = log, log
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait(); log.Close() })
-		waitFor(t, "serve", func() bool {
-			resp, err := http.Get(url + "/readyz")
-			if err != nil {
-				return false
-			}
-			resp.Body.Close()
-			return resp.StatusCode == 200
-		})
-		return cmd
-	}
-	srv := serve()
-	cfg, err := config.Load(config.Overrides{Dev: true, DataDir: dataDir, PublicURL: url}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	app, err := server.Build(ctx, cfg, nil, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer app.Close()
-	e := &env{t: t, url: url, app: app, ctx: ctx}
-	if _, err := app.Users.Add(ctx, admin, enrollment.UserInput{Email: "alice@example.com"}); err != nil {
-		t.Fatal(err)
-	}
+	proc := buildServe(t)
+	srv := proc.start(t)
+	url, e := proc.url, proc.admin(ctx, t)
+	app := e.app
 	var ids []string
 	for i := range 40 {
 		d, r := e.enrolledDevice("alice@example.com", fmt.Sprintf("C02KILLSQL%02d", i))
@@ -111,7 +67,7 @@ func TestSQLiteKeepsEveryCommittedDecision(t *testing.T) {
 	wg.Wait()
 	<-killed
 	_ = srv.Wait()
-	serve()
+	proc.start(t)
 
 	mu.Lock()
 	defer mu.Unlock()
