@@ -456,7 +456,8 @@ func TestVerifiedCachesKeepTheWindow(t *testing.T) {
 	if !id.verified.chainHolds(sum, clock) || id.verified.signatures.len() != 1 {
 		t.Fatal("the verified chain and signature were not remembered")
 	}
-	if fp, ok := id.knownSignature(req, body, clock); !ok || fp != sum {
+	key, _ := signatureKeyOf(req, body)
+	if fp, ok := id.verified.signatures.get(key); !ok || fp != sum || !id.verified.chainHolds(fp, clock) {
 		t.Fatal("the second identical request was not answered from the signature cache")
 	}
 

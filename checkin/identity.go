@@ -73,11 +73,9 @@ func NewIdentifier(ca *x509.Certificate, certs CertificateStore, proxy TrustedPr
 	return &Identifier{roots: roots, certs: certs, proxy: proxy, now: now, verified: newVerified(maxVerified)}
 }
 
-// Identity is a verified device certificate's fingerprint and its
-// issuance record.
+// Identity is a verified device certificate's issuance record.
 type Identity struct {
-	Fingerprint string // hex SHA-256 of the certificate's DER
-	Record      CertRecord
+	Record CertRecord
 }
 
 // Identify returns the verified identity of the request's sender: the
@@ -87,7 +85,15 @@ type Identity struct {
 // expired nor revoked.
 func (id *Identifier) Identify(ctx context.Context, r *http.Request, body []byte) (Identity, error) {
 	now := id.now()
-	fp, known := id.knownSignature(r, body, now)
+	// An Mdm-Signature and body verified before, signed by a certificate
+	// whose chain still holds, need no verifying again.
+	sigKey, keyed := signatureKeyOf(r, body)
+	var fp [32]byte
+	known := false
+	if keyed {
+		fp, known = id.verified.signatures.get(sigKey)
+		known = known && id.verified.chainHolds(fp, now)
+	}
 	var verifiedChain []*x509.Certificate
 	if !known {
 		cert, err := id.certificate(r, body)
@@ -121,22 +127,21 @@ func (id *Identifier) Identify(ctx context.Context, r *http.Request, body []byte
 		if verifiedChain != nil {
 			id.verified.rememberChain(fp, verifiedChain)
 		}
-		if h := r.Header.Get(mdm.SignatureHeader); h != "" {
-			id.verified.signatures.put(signatureKey(h, body), fp)
+		if keyed {
+			id.verified.signatures.put(sigKey, fp)
 		}
 	}
-	return Identity{Fingerprint: hexFP, Record: rec}, nil
+	return Identity{Record: rec}, nil
 }
 
-// knownSignature answers for an Mdm-Signature and body verified before,
-// signed by a certificate whose chain still holds at now.
-func (id *Identifier) knownSignature(r *http.Request, body []byte, now time.Time) ([32]byte, bool) {
+// signatureKeyOf is the signature cache's key for a request signed with
+// an Mdm-Signature of a size VerifySignature accepts; false otherwise.
+func signatureKeyOf(r *http.Request, body []byte) ([32]byte, bool) {
 	h := r.Header.Get(mdm.SignatureHeader)
 	if h == "" || len(h) > mdm.MaxSignatureLen {
 		return [32]byte{}, false
 	}
-	fp, ok := id.verified.signatures.get(signatureKey(h, body))
-	return fp, ok && id.verified.chainHolds(fp, now)
+	return signatureKey(h, body), true
 }
 
 func (id *Identifier) certificate(r *http.Request, body []byte) (*x509.Certificate, error) {

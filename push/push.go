@@ -172,6 +172,14 @@ func (p *Pusher) Health(context.Context) error {
 	return nil
 }
 
+// Start runs Options.Workers workers, each draining the outbox until ctx
+// ends: the same count claimSize shares the rate between.
+func (p *Pusher) Start(ctx context.Context) {
+	for range p.o.Workers {
+		go p.Run(ctx)
+	}
+}
+
 // Run drains the outbox until ctx ends.
 func (p *Pusher) Run(ctx context.Context) {
 	t := time.NewTicker(p.o.Poll)

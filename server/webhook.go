@@ -103,33 +103,26 @@ func (w *webhook) Drain(ctx context.Context) (int, error) {
 	tried := map[string]int{}
 	for {
 		now := time.Now()
+		// One at a time: see webhookLease.
 		batch, err := w.store.ClaimWebhooks(ctx, 1, now, now.Add(webhookLease))
 		if err != nil || len(batch) == 0 {
 			return sent, err
 		}
-		for _, it := range batch {
-			tried[it.ID]++
-			err := w.deliver(ctx, it)
-			if err == nil {
-				sent++
-				if err := w.store.WebhookDelivered(ctx, it.ID, time.Now()); err != nil {
-					return sent, err
-				}
-				continue
-			}
+		it := batch[0]
+		tried[it.ID]++
+		if err := w.deliver(ctx, it); err != nil {
 			wait := min(w.backoff<<min(it.Attempts, 20), maxWebhookBackoff)
 			w.log.Warn("webhook", "enrollment", it.EnrollmentID, "attempt", it.Attempts+1, "retry_in", wait.String(), "err", err)
 			if err := w.store.RetryWebhook(ctx, it.ID, time.Now().Add(wait), err.Error()); err != nil {
 				return sent, err
 			}
-		}
-		done := true
-		for _, it := range batch {
-			if tried[it.ID] < attemptsPerDrain {
-				done = false
+		} else {
+			sent++
+			if err := w.store.WebhookDelivered(ctx, it.ID, time.Now()); err != nil {
+				return sent, err
 			}
 		}
-		if done {
+		if tried[it.ID] >= attemptsPerDrain {
 			return sent, nil
 		}
 	}

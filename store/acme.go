@@ -192,13 +192,8 @@ func (a ACME) FailOrder(ctx context.Context, id, reason string, ev enrollment.Au
 // transaction: the consuming UPDATE is the gate, as for SCEP challenges.
 func (a ACME) RecordACMEIssued(ctx context.Context, orderID string, c acme.Certificate, clientHash string, now time.Time, ev enrollment.AuditEvent) error {
 	return a.s.inTx(ctx, func(tx *sqlx.Tx) error {
-		res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE reservations SET challenge_used_at = ? WHERE id = ? AND challenge_hash = ?
-			AND challenge_used_at IS NULL AND state = 'open' AND expires_at > ? AND identity = 'acme'`), ms(now), c.ReservationID, clientHash, ms(now))
-		if err != nil {
-			return fmt.Errorf("consume ClientIdentifier: %w", err)
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return fmt.Errorf("consume ClientIdentifier of %s: %w: already used or no longer open", c.ReservationID, enrollment.ErrConflict)
+		if err := consumeChallenge(ctx, tx, c.ReservationID, clientHash, "acme", "ClientIdentifier", now); err != nil {
+			return err
 		}
 		return recordACMECert(ctx, tx, orderID, c, ev)
 	})

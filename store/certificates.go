@@ -76,24 +76,31 @@ func (s *Store) IssuedByTransaction(ctx context.Context, transactionID, keySHA25
 func (s *Store) RecordIssued(ctx context.Context, c scep.Certificate, challengeHash string, now time.Time, ev enrollment.AuditEvent) error {
 	return s.inTx(ctx, func(tx *sqlx.Tx) error {
 		if challengeHash != "" {
-			res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE reservations SET challenge_used_at = ? WHERE id = ? AND challenge_hash = ?
-				AND challenge_used_at IS NULL AND state = 'open' AND expires_at > ? AND identity = 'scep'`), ms(now), c.ReservationID, challengeHash, ms(now))
-			if err != nil {
-				return fmt.Errorf("consume challenge: %w", err)
-			}
-			if n, _ := res.RowsAffected(); n == 0 {
-				return fmt.Errorf("consume challenge of %s: %w: already used or no longer open", c.ReservationID, enrollment.ErrConflict)
+			if err := consumeChallenge(ctx, tx, c.ReservationID, challengeHash, "scep", "challenge", now); err != nil {
+				return err
 			}
 		}
-		_, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO certificates (serial, sha256, subject, not_before, not_after, reservation_id,
-			key_sha256, transaction_id, der, issued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
-			c.Serial, c.SHA256, c.Subject, ms(c.NotBefore), ms(c.NotAfter), c.ReservationID, c.KeySHA256, c.TransactionID,
-			base64.StdEncoding.EncodeToString(c.DER), ms(c.IssuedAt))
-		if err != nil {
-			return fmt.Errorf("record certificate: %w", err)
+		if err := insertCert(ctx, tx, "certificates", c); err != nil {
+			return err
 		}
 		return appendAudit(ctx, tx, ev)
 	})
+}
+
+// consumeChallenge uses a reservation's one-time secret (the SCEP
+// challenge, or the ACME ClientIdentifier, by identity): the gate of
+// issuance, since of concurrent requests with one secret exactly one sees
+// a row to update. what names the secret in errors.
+func consumeChallenge(ctx context.Context, tx *sqlx.Tx, reservationID, hash, identity, what string, now time.Time) error {
+	res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE reservations SET challenge_used_at = ? WHERE id = ? AND challenge_hash = ?
+		AND challenge_used_at IS NULL AND state = 'open' AND expires_at > ? AND identity = ?`), ms(now), reservationID, hash, ms(now), identity)
+	if err != nil {
+		return fmt.Errorf("consume %s: %w", what, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("consume %s of %s: %w: already used or no longer open", what, reservationID, enrollment.ErrConflict)
+	}
+	return nil
 }
 
 // CertificateBySHA256 finds a certificate by fingerprint.

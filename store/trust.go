@@ -165,11 +165,20 @@ func (t TrustIssuance) RecordIssued(ctx context.Context, c scep.Certificate, cha
 // certBy reads one certificate of table (certificates or
 // trust_certificates) matching where.
 func (s *Store) certBy(ctx context.Context, table, where string, args ...any) (scep.Certificate, error) {
-	var r certRow
-	if err := s.getPrepared(ctx, &r, `SELECT * FROM `+table+` WHERE `+where, args...); err != nil {
-		return scep.Certificate{}, fmt.Errorf("certificate: %w", notFound(err))
+	r, err := s.certRowBy(ctx, table, where, args...)
+	if err != nil {
+		return scep.Certificate{}, err
 	}
 	return r.cert()
+}
+
+// certRowBy reads the row certBy decodes.
+func (s *Store) certRowBy(ctx context.Context, table, where string, args ...any) (certRow, error) {
+	var r certRow
+	if err := s.getPrepared(ctx, &r, `SELECT * FROM `+table+` WHERE `+where, args...); err != nil {
+		return certRow{}, fmt.Errorf("certificate: %w", notFound(err))
+	}
+	return r, nil
 }
 
 func insertCert(ctx context.Context, tx *sqlx.Tx, table string, c scep.Certificate) error {
@@ -355,17 +364,16 @@ func (s *Store) SaveCRL(ctx context.Context, prev int64, crl trust.CRL) error {
 
 // TrustStatus finds a trust certificate's revocation state by serial.
 func (s *Store) TrustStatus(ctx context.Context, serial string) (trust.Status, error) {
-	c, err := s.TrustCertificateBySerial(ctx, serial)
+	// One read: the row carries the revocation code beside the rest.
+	r, err := s.certRowBy(ctx, "trust_certificates", `serial = ?`, serial)
 	if err != nil {
 		return trust.Status{}, err
 	}
-	var code int
-	if c.RevokedAt != nil {
-		if err := s.db.GetContext(ctx, &code, s.db.Rebind(`SELECT revoke_code FROM trust_certificates WHERE serial = ?`), serial); err != nil {
-			return trust.Status{}, fmt.Errorf("trust status: %w", err)
-		}
+	st := trust.Status{Serial: r.Serial, NotAfter: fromMS(r.NotAfter), RevokedAt: fromNullMS(r.RevokedAt)}
+	if st.RevokedAt != nil {
+		st.Code = r.RevokeCode
 	}
-	return trust.Status{Serial: c.Serial, NotAfter: c.NotAfter, RevokedAt: c.RevokedAt, Code: code}, nil
+	return st, nil
 }
 
 // OwnerEmail is the e-mail of an enrollment's user.

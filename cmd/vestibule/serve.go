@@ -64,9 +64,7 @@ With --dev it runs on the embedded defaults: SQLite and generated keys in
 				log.Info("metrics on their own listener", "addr", mln.Addr().String())
 			}
 			if app.Pusher != nil {
-				for range cfg.Push.Workers {
-					go app.Pusher.Run(ctx)
-				}
+				app.Pusher.Start(ctx)
 				log.Info("push on", "topic", app.Pusher.Topic(), "certificate_expires", app.Pusher.Expires().Format("2006-01-02"), "workers", cfg.Push.Workers)
 			} else {
 				log.Info("push is off (no push.cert_file): approved devices pick up commands at their next check-in")
