@@ -188,26 +188,22 @@ func initRootCA(certFile, keyFile, commonName, orgName string, bits int) (keyPai
 
 // devProfileSigner is the profile-signing certificate of --dev.
 func devProfileSigner(dataDir, orgName string, ca keyPair) (keyPair, error) {
-	kp, _, err := loadOrCreate(filepath.Join(dataDir, devProfileCertFile), filepath.Join(dataDir, devProfileKeyFile), func() (keyPair, error) {
-		now := time.Now()
-		return issue(&x509.Certificate{
-			Subject:     pkix.Name{CommonName: orgName + " Profile Signing (dev)", Organization: []string{orgName}},
-			NotBefore:   now.Add(-time.Hour),
-			NotAfter:    now.AddDate(2, 0, 0),
-			KeyUsage:    x509.KeyUsageDigitalSignature,
-			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection, x509.ExtKeyUsageCodeSigning},
-		}, &ca, 2048)
-	})
+	kp, _, err := initProfileSigner(filepath.Join(dataDir, devProfileCertFile), filepath.Join(dataDir, devProfileKeyFile),
+		orgName+" Profile Signing (dev)", orgName, ca)
 	return kp, err
 }
 
 // InitProfileSigner creates the profile-signing key pair, certified by ca,
 // unless it exists.
 func InitProfileSigner(certFile, keyFile, orgName string, ca keyPair) (keyPair, bool, error) {
+	return initProfileSigner(certFile, keyFile, orgName+" Profile Signing", orgName, ca)
+}
+
+func initProfileSigner(certFile, keyFile, commonName, orgName string, ca keyPair) (keyPair, bool, error) {
 	return loadOrCreate(certFile, keyFile, func() (keyPair, error) {
 		now := time.Now()
 		return issue(&x509.Certificate{
-			Subject:     pkix.Name{CommonName: orgName + " Profile Signing", Organization: []string{orgName}},
+			Subject:     pkix.Name{CommonName: commonName, Organization: []string{orgName}},
 			NotBefore:   now.Add(-time.Hour),
 			NotAfter:    now.AddDate(2, 0, 0),
 			KeyUsage:    x509.KeyUsageDigitalSignature,

@@ -299,13 +299,7 @@ func (c *Console) downloadReservation(w http.ResponseWriter, r *http.Request) {
 		back(w, r, "/console/reservations", "error", userMessage(err))
 		return
 	}
-	body, err := c.o.Profiles.MakeProfile(r.Context(), res, sec)
-	if err != nil {
-		c.log.ErrorContext(r.Context(), "make profile", "err", err)
-		back(w, r, "/console/reservations", "error", "the profile could not be made")
-		return
-	}
-	WriteProfile(w, res.ID, body)
+	c.sendProfile(w, r, res, sec)
 }
 
 // reserve creates a reservation and answers with its signed profile: the
@@ -316,6 +310,12 @@ func (c *Console) reserve(w http.ResponseWriter, r *http.Request) {
 		back(w, r, "/console/reservations", "error", userMessage(err))
 		return
 	}
+	c.sendProfile(w, r, res, sec)
+}
+
+// sendProfile answers with the signed profile of a reservation, or back to
+// the reservations page when it cannot be made.
+func (c *Console) sendProfile(w http.ResponseWriter, r *http.Request, res enrollment.Reservation, sec enrollment.Secrets) {
 	body, err := c.o.Profiles.MakeProfile(r.Context(), res, sec)
 	if err != nil {
 		c.log.ErrorContext(r.Context(), "make profile", "err", err)
