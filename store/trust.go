@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/base64"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -31,6 +32,14 @@ type trustCause struct {
 	crlCode   int
 }
 
+// trustRow is an enrollment with the trust last announced for it.
+type trustRow struct {
+	enrollmentRow
+	WasTrusted bool `db:"was_trusted"`
+}
+
+var selectEnrollmentTrust = strings.Replace(selectEnrollment, "SELECT ", "SELECT e.trust_compliant <> 0 AS was_trusted, ", 1) + ` WHERE e.id = ?`
+
 // syncTrust brings the announced trust of these enrollments in line with
 // their state, in the transaction that changed it: a change records a
 // compliance event, and a loss of trust revokes the device-trust
@@ -38,14 +47,12 @@ type trustCause struct {
 // changed does nothing, so every state change may call it.
 func syncTrust(ctx context.Context, tx *sqlx.Tx, ids []string, cause trustCause, at time.Time) error {
 	for _, id := range ids {
-		e, err := getEnrollment(ctx, tx, id)
-		if err != nil {
-			return fmt.Errorf("trust: %w", err)
+		// The enrollment and the trust last announced for it, in one read.
+		var r trustRow
+		if err := tx.GetContext(ctx, &r, tx.Rebind(selectEnrollmentTrust), id); err != nil {
+			return fmt.Errorf("trust: enrollment %s: %w", id, notFound(err))
 		}
-		var was bool
-		if err := tx.GetContext(ctx, &was, tx.Rebind(`SELECT trust_compliant <> 0 FROM enrollments WHERE id = ?`), id); err != nil {
-			return fmt.Errorf("trust: %w", err)
-		}
+		e, was := r.enrollmentRow.enrollment(), r.WasTrusted
 		now, why := e.Trusted()
 		if now == was {
 			continue
