@@ -24,7 +24,7 @@ func (s *Store) LoginAttempt(ctx context.Context, key string, now time.Time, win
 			return fmt.Errorf("login attempt: %w", err)
 		}
 		lock := ""
-		if s.dialect == "postgres" {
+		if s.dialect == Postgres {
 			lock = " FOR UPDATE"
 		}
 		var row struct {
