@@ -48,32 +48,19 @@ func newPages(org string, sessions SessionService, pending func(context.Context)
 	}
 	funcs := template.FuncMap{
 		"fmtTime": func(t any) string {
-			switch v := t.(type) {
-			case time.Time:
-				return v.Local().Format("2006-01-02 15:04")
-			case *time.Time:
-				if v != nil {
-					return v.Local().Format("2006-01-02 15:04")
-				}
+			if at, ok := asTime(t); ok {
+				return at.Local().Format(timeLayout)
 			}
 			return ""
 		},
 		// when is a time that never wraps, with how long ago it was.
 		"when": func(t any) template.HTML {
-			var at time.Time
-			switch v := t.(type) {
-			case time.Time:
-				at = v
-			case *time.Time:
-				if v == nil {
-					return ""
-				}
-				at = *v
-			default:
+			at, ok := asTime(t)
+			if !ok {
 				return ""
 			}
 			return template.HTML(`<time class="nowrap" datetime="` + at.UTC().Format(time.RFC3339) + `">` +
-				template.HTMLEscapeString(at.Local().Format("2006-01-02 15:04")) + `</time> <span class="muted nowrap">` +
+				template.HTMLEscapeString(at.Local().Format(timeLayout)) + `</time> <span class="muted nowrap">` +
 				template.HTMLEscapeString(ago(now().Sub(at))) + `</span>`)
 		},
 		"short": func(id string) string {
@@ -191,4 +178,21 @@ func ago(d time.Duration) string {
 		return fmt.Sprintf("%d h ago", int(d.Hours()))
 	}
 	return fmt.Sprintf("%d days ago", int(d.Hours()/24))
+}
+
+// timeLayout is how pages show a time.
+const timeLayout = "2006-01-02 15:04"
+
+// asTime reads what templates pass as a time: a time.Time, or a *time.Time
+// that is not nil.
+func asTime(t any) (time.Time, bool) {
+	switch v := t.(type) {
+	case time.Time:
+		return v, true
+	case *time.Time:
+		if v != nil {
+			return *v, true
+		}
+	}
+	return time.Time{}, false
 }
