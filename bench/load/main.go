@@ -30,6 +30,7 @@ import (
 
 	"github.com/vestibule-mdm/vestibule/bench/internal/apiclient"
 	"github.com/vestibule-mdm/vestibule/internal/devicesim"
+	"github.com/vestibule-mdm/vestibule/internal/seed"
 )
 
 type options struct {
@@ -42,6 +43,7 @@ type options struct {
 	pid         int
 	jsonOut     string
 	maxRequests int
+	seeded      string
 }
 
 func main() {
@@ -55,6 +57,7 @@ func main() {
 	flag.IntVar(&o.pid, "pid", 0, "server process ID for CPU and RSS (default: found by the listening port)")
 	flag.StringVar(&o.jsonOut, "json", "", "also write the results as JSON to this file")
 	flag.IntVar(&o.maxRequests, "max-requests", 1_000_000, "upper bound of steady-state requests")
+	flag.StringVar(&o.seeded, "seeded", "", "skip the ceremony: check in as the approved devices of this bench/seed file")
 	flag.Parse()
 	if err := run(context.Background(), o, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "load:", err)
@@ -64,16 +67,20 @@ func main() {
 
 // phase accumulates one phase's latencies and errors.
 type phase struct {
-	Name       string         `json:"name"`
-	Requests   int            `json:"requests"`
-	Errors     map[string]int `json:"errors"`
-	Seconds    float64        `json:"seconds"`
-	PerSecond  float64        `json:"per_second"`
-	P50ms      float64        `json:"p50_ms"`
-	P95ms      float64        `json:"p95_ms"`
-	P99ms      float64        `json:"p99_ms"`
-	ServerCPU  float64        `json:"server_cpu_ms_per_request"`
-	ServerRSS  int64          `json:"server_rss_mb"`
+	Name      string         `json:"name"`
+	Requests  int            `json:"requests"`
+	Errors    map[string]int `json:"errors"`
+	Seconds   float64        `json:"seconds"`
+	PerSecond float64        `json:"per_second"`
+	P50ms     float64        `json:"p50_ms"`
+	P95ms     float64        `json:"p95_ms"`
+	P99ms     float64        `json:"p99_ms"`
+	ServerCPU float64        `json:"server_cpu_ms_per_request"`
+	ServerRSS int64          `json:"server_rss_mb"`
+	// NotIdle counts check-ins of the idle steady state that were handed
+	// a command (a device-trust profile queued after the ceremony, say):
+	// the device answers it, and those round trips are not idle ones.
+	NotIdle    int `json:"not_idle"`
 	latencies  []time.Duration
 	mu         sync.Mutex
 	cpuAtStart float64
@@ -150,28 +157,101 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	if ip := net.ParseIP(u.Hostname()); (ip == nil && u.Hostname() != "localhost") || (ip != nil && !ip.IsLoopback()) {
 		return fmt.Errorf("%s is not a loopback address: the load tool only targets this machine", u.Host)
 	}
-	if o.token == "" {
-		return errors.New("an admin API token is required: -token or VESTIBULE_TOKEN")
-	}
-	if o.devices < 1 || o.devices > 100_000 || o.concurrency < 1 || o.concurrency > 1024 {
-		return errors.New("-devices must be 1..100000 and -c 1..1024")
+	if o.concurrency < 1 || o.concurrency > 1024 {
+		return errors.New("-c must be 1..1024")
 	}
 	if o.pid == 0 {
 		o.pid = findPID(u.Port())
 	}
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: o.concurrency * 2}}
-
-	fmt.Fprintf(out, "generating %d RSA-2048 device keys (not timed)...\n", o.devices)
-	keys, err := generateKeys(o.devices, o.concurrency)
+	var devices []*devicesim.Device
+	var phases []*phase
+	if o.seeded != "" {
+		devices, err = seededDevices(o, client)
+	} else {
+		devices, phases, err = ceremony(ctx, &o, client, out)
+	}
 	if err != nil {
 		return err
 	}
+	o.devices = len(devices)
 	baseline, err := measureBaseline(o, client)
 	if err != nil {
 		return err
 	}
 	rsaOps := rsaSignsPerSecond(time.Second)
 
+	// Steady state: idle check-ins from every device, round robin. Devices
+	// sign an Idle report once and resend it, as the server's cost, not the
+	// simulator's RSA signing on the same cores, is what is measured.
+	for _, d := range devices {
+		if d != nil {
+			d.CacheSignatures = true
+		}
+	}
+	p := newPhase("Connect idle (steady)", o.pid)
+	deadline := time.Now().Add(o.duration)
+	var next int64
+	var mu sync.Mutex
+	parallel(o.concurrency, o.concurrency, func(int) {
+		for time.Now().Before(deadline) {
+			mu.Lock()
+			if next >= int64(o.maxRequests) {
+				mu.Unlock()
+				return
+			}
+			i := int(next % int64(o.devices))
+			next++
+			mu.Unlock()
+			if devices[i] == nil {
+				continue
+			}
+			_ = timed(p, func() error {
+				code, cmd, err := devices[i].Connect(ctx, "Idle", "")
+				for n := 0; err == nil && code == http.StatusOK && cmd != nil && n < 5; n++ {
+					p.mu.Lock()
+					p.NotIdle++
+					p.mu.Unlock()
+					code, cmd, err = devices[i].Answer(ctx, cmd)
+				}
+				return status(code, err)
+			})
+		}
+	})
+	p.finish(o.pid)
+	phases = append(phases, p)
+
+	report(out, o, phases, baseline, rsaOps)
+	if o.jsonOut != "" {
+		b, _ := json.MarshalIndent(map[string]any{"devices": o.devices, "concurrency": o.concurrency, "phases": phases,
+			"baseline_per_second": baseline, "rsa2048_signs_per_second": rsaOps}, "", "  ")
+		if err := os.WriteFile(o.jsonOut, b, 0o644); err != nil {
+			return err
+		}
+	}
+	for _, p := range phases {
+		if len(p.Errors) > 0 {
+			return fmt.Errorf("phase %q had errors", p.Name)
+		}
+	}
+	return nil
+}
+
+// ceremony takes o.devices new devices through the whole enrollment
+// ceremony, a phase at a time, and returns those that made it.
+func ceremony(ctx context.Context, o *options, client *http.Client, out io.Writer) ([]*devicesim.Device, []*phase, error) {
+	if o.token == "" {
+		return nil, nil, errors.New("an admin API token is required: -token or VESTIBULE_TOKEN")
+	}
+	if o.devices < 1 || o.devices > 100_000 {
+		return nil, nil, errors.New("-devices must be 1..100000")
+	}
+
+	fmt.Fprintf(out, "generating %d RSA-2048 device keys (not timed)...\n", o.devices)
+	keys, err := generateKeys(o.devices, o.concurrency)
+	if err != nil {
+		return nil, nil, err
+	}
 	api := apiclient.Client{Base: o.url, Token: o.token, HTTP: client}
 	devices := make([]*devicesim.Device, o.devices)
 	ids := make([]string, o.devices)
@@ -224,54 +304,31 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		return err
 	})
 
-	// Steady state: idle check-ins from every device, round robin. Devices
-	// sign an Idle report once and resend it, as the server's cost, not the
-	// simulator's RSA signing on the same cores, is what is measured.
-	for _, d := range devices {
-		if d != nil {
-			d.CacheSignatures = true
-		}
-	}
-	p := newPhase("Connect idle (steady)", o.pid)
-	deadline := time.Now().Add(o.duration)
-	var next int64
-	var mu sync.Mutex
-	parallel(o.concurrency, o.concurrency, func(int) {
-		for time.Now().Before(deadline) {
-			mu.Lock()
-			if next >= int64(o.maxRequests) {
-				mu.Unlock()
-				return
-			}
-			i := int(next % int64(o.devices))
-			next++
-			mu.Unlock()
-			if devices[i] == nil {
-				continue
-			}
-			_ = timed(p, func() error {
-				code, _, err := devices[i].Connect(ctx, "Idle", "")
-				return status(code, err)
-			})
-		}
-	})
-	p.finish(o.pid)
-	phases = append(phases, p)
+	return devices, phases, nil
+}
 
-	report(out, o, phases, baseline, rsaOps)
-	if o.jsonOut != "" {
-		b, _ := json.MarshalIndent(map[string]any{"devices": o.devices, "concurrency": o.concurrency, "phases": phases,
-			"baseline_per_second": baseline, "rsa2048_signs_per_second": rsaOps}, "", "  ")
-		if err := os.WriteFile(o.jsonOut, b, 0o644); err != nil {
-			return err
-		}
+// seededDevices are the approved devices of a bench/seed file, already
+// enrolled in the server's database.
+func seededDevices(o options, client *http.Client) ([]*devicesim.Device, error) {
+	keys, seeded, err := seed.ReadFile(o.seeded)
+	if err != nil {
+		return nil, err
 	}
-	for _, p := range phases {
-		if len(p.Errors) > 0 {
-			return fmt.Errorf("phase %q had errors", p.Name)
+	var out []*devicesim.Device
+	for _, d := range seeded {
+		if d.Pending {
+			continue
 		}
+		sim, err := d.Simulator(client, keys, o.url)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, sim)
 	}
-	return nil
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s holds no approved device", o.seeded)
+	}
+	return out, nil
 }
 
 func status(code int, err error) error {
@@ -388,6 +445,9 @@ func report(out io.Writer, o options, phases []*phase, baseline, rsaOps float64)
 		}
 	}
 	steady := phases[len(phases)-1]
+	if steady.NotIdle > 0 {
+		fmt.Fprintf(out, "  %s: %d check-ins were handed a command and answered it (not idle)\n", steady.Name, steady.NotIdle)
+	}
 	fmt.Fprintf(out, "\nbaseline (stdlib bare handler, same body, same concurrency): %.0f req/s\n", baseline)
 	if baseline > 0 {
 		fmt.Fprintf(out, "idle check-ins: %.0f req/s = %.2f × baseline\n", steady.PerSecond, steady.PerSecond/baseline)

@@ -9,14 +9,7 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/asn1"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
@@ -24,7 +17,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math/big"
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
@@ -45,6 +37,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/vestibule-mdm/vestibule/bench/internal/apiclient"
+	"github.com/vestibule-mdm/vestibule/internal/apnstest"
 	"github.com/vestibule-mdm/vestibule/internal/devicesim"
 )
 
@@ -109,9 +102,9 @@ type soak struct {
 	requests atomic.Int64 // every request through the balancer
 	failover atomic.Int64 // attempts that failed and went to another replica
 
+	apns   *apnstest.Server
 	pushMu sync.Mutex
-	wake   func(token string)     // set during the burst
-	pushes map[string][]time.Time // device token → when pushes arrived
+	wake   func(token string) // set during the burst
 	hookMu sync.Mutex
 	hooks  map[string]int // enrollment ID → announcements received
 
@@ -127,7 +120,7 @@ func run(o options) error {
 	if o.replicas < 1 || o.replicas > 8 || o.devices < 1 || o.devices > 20000 || o.workers < 1 || o.killMin <= 0 || o.killMax < o.killMin {
 		return errors.New("bad -replicas, -devices, -c or kill interval")
 	}
-	s := &soak{o: o, pushes: map[string][]time.Time{}, hooks: map[string]int{}, began: time.Now()}
+	s := &soak{o: o, hooks: map[string]int{}, began: time.Now()}
 	var err error
 	if s.dir, err = os.MkdirTemp("", "vestibule-soak-"); err != nil {
 		return err
@@ -286,60 +279,31 @@ func (s *soak) createDatabase() (func(), error) {
 // startAPNs runs an HTTP/2 TLS server that takes pushes as APNs does and
 // records them, and writes the push certificate the replicas present.
 func (s *soak) startAPNs() (func(), error) {
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "soak APNs CA"}, IsCA: true,
-		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour)}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, caKey.Public(), caKey)
-	if err != nil {
-		return nil, err
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	srvKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	srvDER, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}, ca, srvKey.Public(), caKey)
-	if err != nil {
-		return nil, err
-	}
-	apns := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		token := strings.TrimPrefix(r.URL.Path, "/3/device/")
+	s.apns = apnstest.Start(func(token string) {
 		s.pushMu.Lock()
-		s.pushes[token] = append(s.pushes[token], time.Now())
 		wake := s.wake
 		s.pushMu.Unlock()
 		if wake != nil {
 			wake(token) // the device answers its push, as a real one does
 		}
-		w.Header().Set("apns-id", "00000000-0000-0000-0000-000000000000")
-		w.WriteHeader(http.StatusOK)
-	}))
-	apns.EnableHTTP2 = true
-	apns.TLS = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{srvDER}, PrivateKey: srvKey}}}
-	apns.StartTLS()
-
+	})
 	topic := "com.apple.mgmt.External.5ea1c0de-0000-4000-8000-000000000000"
-	pushKey, _ := rsa.GenerateKey(rand.Reader, 2048)
-	uid := pkix.AttributeTypeAndValue{Type: asn1.ObjectIdentifier{0, 9, 2342, 19200300, 100, 1, 1}, Value: topic}
-	pushDER, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(3),
-		Subject: pkix.Name{CommonName: "APSP:soak", ExtraNames: []pkix.AttributeTypeAndValue{uid}}, NotBefore: time.Now().Add(-time.Hour),
-		NotAfter: time.Now().Add(24 * time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, ca, pushKey.Public(), caKey)
+	_, certPEM, keyPEM, err := apnstest.PushCertificate(topic)
 	if err != nil {
+		s.apns.Close()
 		return nil, err
 	}
-	files := map[string][]byte{
-		"apns-ca.pem": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
-		"push.pem":    pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: pushDER}),
-		"push.key":    pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(pushKey)}),
-	}
+	files := map[string][]byte{"apns-ca.pem": s.apns.RootPEM(), "push.pem": certPEM, "push.key": keyPEM}
 	for n, b := range files {
 		if err := os.WriteFile(filepath.Join(s.dir, n), b, 0o600); err != nil {
+			s.apns.Close()
 			return nil, err
 		}
 	}
 	s.env = append(s.env, "SSL_CERT_FILE="+filepath.Join(s.dir, "apns-ca.pem"), "VESTIBULE_PUSH_CERT_FILE="+filepath.Join(s.dir, "push.pem"),
-		"VESTIBULE_PUSH_KEY_FILE="+filepath.Join(s.dir, "push.key"), "VESTIBULE_PUSH_HOST="+apns.URL, "VESTIBULE_MDM_TOPIC="+topic,
+		"VESTIBULE_PUSH_KEY_FILE="+filepath.Join(s.dir, "push.key"), "VESTIBULE_PUSH_HOST="+s.apns.URL, "VESTIBULE_MDM_TOPIC="+topic,
 		"VESTIBULE_PUSH_WORKERS=2", fmt.Sprintf("VESTIBULE_PUSH_RATE=%d", s.o.pushRate))
-	return apns.Close, nil
+	return s.apns.Close, nil
 }
 
 func (s *soak) webhook(w http.ResponseWriter, r *http.Request) {
@@ -846,14 +810,14 @@ func (s *soak) report(devices []*device, took time.Duration, burst *burstResult)
 	}
 	_ = db.Select(&toks, `SELECT id, push_token FROM enrollments WHERE decided_at IS NOT NULL AND state IN ('approved', 'superseded') AND push_token <> ''`)
 	missing := 0
-	s.pushMu.Lock()
+	got := s.apns.Pushes()
 	for _, t := range toks {
-		if len(s.pushes[t.Token]) == 0 {
+		if len(got[t.Token]) == 0 {
 			missing++
 		}
 	}
 	pushes := 0
-	for _, at := range s.pushes {
+	for _, at := range got {
 		pushes += len(at)
 	}
 	// From approval to the first push APNs got after it.
@@ -862,14 +826,13 @@ func (s *soak) report(devices []*device, took time.Duration, burst *burstResult)
 		if dv == nil || dv.approvedAt.IsZero() {
 			continue
 		}
-		for _, at := range s.pushes[hex.EncodeToString(dv.firstPushToken)] {
+		for _, at := range got[hex.EncodeToString(dv.firstPushToken)] {
 			if at.After(dv.approvedAt) {
 				delays = append(delays, at.Sub(dv.approvedAt))
 				break
 			}
 		}
 	}
-	s.pushMu.Unlock()
 	slices.Sort(delays)
 	pct := func(p float64) time.Duration {
 		if len(delays) == 0 {

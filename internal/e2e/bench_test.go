@@ -1,17 +1,23 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"sort"
 	"strconv"
 	"testing"
 	"time"
 
+	"github.com/vestibule-mdm/vestibule/config"
 	"github.com/vestibule-mdm/vestibule/enrollment"
+	"github.com/vestibule-mdm/vestibule/internal/apnstest"
 	"github.com/vestibule-mdm/vestibule/internal/devicesim"
+	"github.com/vestibule-mdm/vestibule/internal/seed"
+	"github.com/vestibule-mdm/vestibule/push"
 	"github.com/vestibule-mdm/vestibule/store/storetest"
 )
 
@@ -120,36 +126,83 @@ func BenchmarkPendingQueuePage(b *testing.B) {
 	}
 }
 
-// seedEnrollments writes n enrollments straight through the store (no
-// SCEP, no signatures): pending of them stay pending, the rest approved.
-func seedEnrollments(b *testing.B, e *env, n, pending int) {
+// seedEnrollments seeds n devices with the seeding tool's package, the
+// first pending of them pending, the rest approved.
+func seedEnrollments(b *testing.B, e *env, n, pending int) []seed.Device {
 	b.Helper()
-	st := e.app.Store
-	now := time.Now()
-	ev := enrollment.AuditEvent{At: now, Actor: "bench", Action: "seed"}
-	users := make([]enrollment.User, 20)
-	for i := range users {
-		u, err := e.app.Users.Add(e.ctx, admin, enrollment.UserInput{Email: fmt.Sprintf("seed%02d@example.com", i)})
-		if err != nil {
-			b.Fatal(err)
-		}
-		users[i] = u
+	keys, err := seed.Keys(2)
+	if err != nil {
+		b.Fatal(err)
 	}
-	for i := range n {
-		u := users[i%len(users)]
-		r := enrollment.Reservation{ID: enrollment.NewID(), OrgID: "dev", UserID: u.ID, ChallengeHash: enrollment.NewID(), TokenNonce: enrollment.NewID(),
-			TokenKeyVersion: 1, CreatedAt: now, ExpiresAt: now.Add(time.Hour), CreatedBy: "bench"}
-		if err := st.CreateReservation(e.ctx, r, ev); err != nil {
-			b.Fatal(err)
-		}
-		dev := enrollment.Enrollment{Facts: enrollment.DeviceFacts{UDID: fmt.Sprintf("UDID-%06d", i), Serial: fmt.Sprintf("SEED%06d", i), Model: "Mac14,9"}}
-		if _, err := st.ClaimReservation(e.ctx, r.ID, r.TokenNonce, dev, now, ev); err != nil {
-			b.Fatal(err)
-		}
-		if i >= pending {
-			if _, err := st.Decide(e.ctx, r.ID, enrollment.StatePending, enrollment.StateApproved, "bench", "", now, enrollment.DecisionEffects(enrollment.StateApproved, nil), ev); err != nil {
+	devices, err := seed.Run(e.ctx, e.app.Store, seed.Options{Devices: n, Pending: pending, Users: 20, Keys: keys,
+		CA: e.app.CA.Certificate(), CAKey: e.app.CA.Signer(), Prefix: enrollment.NewID()[:6]})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return devices
+}
+
+// BenchmarkBulkApproval approves VESTIBULE_BENCH_DEVICES pending devices
+// (200 by default; bench/README.md reports 10,000) in the console's bulk
+// action, 500 a request as an approver can, while the server's Pusher
+// (push.rate VESTIBULE_BENCH_PUSH_RATE, the default 200 otherwise) drains
+// the outbox to an in-process APNs. It reports the seconds from the first
+// approval to the last device's push reaching APNs, and the approvals'
+// share of that.
+func BenchmarkBulkApproval(b *testing.B) {
+	n := 200
+	if v, err := strconv.Atoi(os.Getenv("VESTIBULE_BENCH_DEVICES")); err == nil && v > 0 {
+		n = v
+	}
+	pushRate := float64(config.Defaults().Push.Rate)
+	if v, err := strconv.Atoi(os.Getenv("VESTIBULE_BENCH_PUSH_RATE")); err == nil && v > 0 {
+		pushRate = float64(v)
+	}
+	for _, dialect := range storetest.Dialects {
+		b.Run(fmt.Sprintf("%s/%d", dialect, n), func(b *testing.B) {
+			e := newEnv(b, dialect)
+			apns := apnstest.Start(nil)
+			defer apns.Close()
+			cert, _, _, err := apnstest.PushCertificate(config.DevTopic)
+			if err != nil {
 				b.Fatal(err)
 			}
-		}
+			pusher, err := push.New(push.Options{Certificate: cert, Host: apns.URL, RootCAs: apns.Roots(), Store: e.app.Store, Rate: pushRate,
+				Poll: 100 * time.Millisecond})
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(e.ctx)
+			defer cancel()
+			pusher.Start(ctx)
+			approver := e.browser(enrollment.RoleApprover)
+			var approving, total time.Duration
+			for b.Loop() {
+				b.StopTimer()
+				before := apns.Tokens()
+				devices := seedEnrollments(b, e, n, n)
+				b.StartTimer()
+				start := time.Now()
+				for i := 0; i < n; i += 500 {
+					form := url.Values{}
+					for _, d := range devices[i:min(i+500, n)] {
+						form.Add("id", d.ID)
+					}
+					if code, body := do(b, approver, "POST", e.url+"/console/enrollments/bulk-approve", form, nil); code != http.StatusSeeOther {
+						b.Fatalf("bulk approval: %d %.200s", code, body)
+					}
+				}
+				approving += time.Since(start)
+				for apns.Tokens() < before+n {
+					if time.Since(start) > 10*time.Minute {
+						b.Fatalf("%d of %d pushes after 10 minutes", apns.Tokens()-before, n)
+					}
+					time.Sleep(5 * time.Millisecond)
+				}
+				total += time.Since(start)
+			}
+			b.ReportMetric(total.Seconds()/float64(b.N), "s-to-last-push")
+			b.ReportMetric(approving.Seconds()/float64(b.N), "s-approving")
+		})
 	}
 }

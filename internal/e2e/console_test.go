@@ -48,7 +48,7 @@ func (e *env) browser(role enrollment.Role) *http.Client {
 	return c
 }
 
-func do(t *testing.T, c *http.Client, method, u string, form url.Values, header http.Header) (int, string) {
+func do(t testing.TB, c *http.Client, method, u string, form url.Values, header http.Header) (int, string) {
 	t.Helper()
 	var body io.Reader
 	if form != nil {
