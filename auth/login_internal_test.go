@@ -127,3 +127,28 @@ func TestSignInFloodIsBounded(t *testing.T) {
 		t.Errorf("%d checks for %d sign-ins", checks, flood)
 	}
 }
+
+// TestKnownSignInMakesNoDummyHash: the development admin's one-time
+// password needs no memory-hard hash, and signing in with it must not
+// make the unknown-account dummy either (one argon2id hash, 64 MiB of
+// peak memory at the first sign-in).
+func TestKnownSignInMakesNoDummyHash(t *testing.T) {
+	pw, hash, err := NewRandomPassword()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := NewPasswordLogin(users{"admin@localhost": {ID: "1", Email: "admin@localhost", PasswordHash: hash}},
+		nopAudit{}, nopThrottle{}, DefaultThrottlePolicy(), nil)
+	if _, err := l.Login(context.Background(), "admin@localhost", pw, "192.0.2.1"); err != nil {
+		t.Fatal(err)
+	}
+	if l.dummy != "" {
+		t.Fatal("a known account's sign-in made the dummy hash")
+	}
+	if _, err := l.Login(context.Background(), "nobody@localhost", pw, "192.0.2.1"); !errors.Is(err, ErrBadCredentials) {
+		t.Fatalf("unknown account: %v", err)
+	}
+	if l.dummy == "" {
+		t.Fatal("an unknown account's sign-in verified no dummy hash")
+	}
+}
