@@ -6,12 +6,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
+	"text/tabwriter"
 	"time"
 
 	"github.com/vestibule-mdm/vestibule/bench/internal/apiclient"
+	"github.com/vestibule-mdm/vestibule/internal/seed"
+	"github.com/vestibule-mdm/vestibule/server"
+	"github.com/vestibule-mdm/vestibule/store"
 )
 
 // burstResult is what a fleet-wide command did: every device must get it,
@@ -207,4 +212,56 @@ func (s *soak) burst(api apiclient.Client, devices []*device) (*burstResult, err
 	res.served = int(servedCount.Load())
 	s.progress("burst: %d of %d devices served in %s", res.served, len(live), res.took.Round(100*time.Millisecond))
 	return res, nil
+}
+
+// seededBurst is the burst alone, on s.o.seeded devices seeded straight
+// into the database (internal/seed) instead of enrolled through the
+// ceremony: fleets of 10,000 and more, without an hour of ceremonies.
+func (s *soak) seededBurst(api apiclient.Client, client *http.Client, public string) error {
+	ctx := context.Background()
+	dataDir := filepath.Join(s.dir, "data")
+	ca, err := server.LoadKeyPair(filepath.Join(dataDir, "ca.pem"), filepath.Join(dataDir, "ca.key"))
+	if err != nil {
+		return err
+	}
+	st, err := store.Open(ctx, s.dsn, store.Options{})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	keys, err := seed.Keys(8)
+	if err != nil {
+		return err
+	}
+	s.progress("seeding %d approved devices", s.o.seeded)
+	seeded, err := seed.Run(ctx, st, seed.Options{Devices: s.o.seeded, Users: 100, Keys: keys, CA: ca.Certificate(), CAKey: ca.Signer(),
+		Prefix: "SOAK", Workers: 8})
+	if err != nil {
+		return err
+	}
+	devices := make([]*device, len(seeded))
+	for i, d := range seeded {
+		sim, err := d.Simulator(client, keys, public)
+		if err != nil {
+			return err
+		}
+		if sim.PushToken, err = hex.DecodeString(d.PushToken); err != nil {
+			return err
+		}
+		devices[i] = &device{d: sim, id: d.ID, approved: true}
+	}
+	res, err := s.burst(api, devices)
+	if err != nil {
+		return err
+	}
+	inv := res.invariant()
+	tw := tabwriter.NewWriter(s.o.out, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "soak: %d replicas, %d seeded devices, push.rate %d per replica\n\n", s.o.replicas, s.o.seeded, s.o.pushRate)
+	fmt.Fprintln(tw, "INVARIANT\tCHECKED\tVIOLATIONS\tNOTE")
+	fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", inv.name, inv.checked, inv.violations, inv.note)
+	tw.Flush()
+	if inv.violations > 0 {
+		return fmt.Errorf("%d devices not served or probes failed", inv.violations)
+	}
+	return nil
 }

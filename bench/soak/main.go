@@ -56,6 +56,7 @@ type options struct {
 	out       io.Writer // the report
 	burst     bool
 	pushRate  int
+	seeded    int
 }
 
 func main() {
@@ -70,6 +71,7 @@ func main() {
 	flag.DurationVar(&o.killMax, "kill-max", 10*time.Second, "longest wait between kills")
 	flag.BoolVar(&o.keep, "keep", false, "keep the soak's database afterwards")
 	flag.BoolVar(&o.burst, "burst", false, "at the end, queue a command for every device at once: pushes wake the devices, /readyz is timed")
+	flag.IntVar(&o.seeded, "seeded", 0, "instead of ceremonies and kills: seed this many approved devices (bench/seed's way), then the burst")
 	flag.IntVar(&o.pushRate, "push-rate", 200, "the replicas' push.rate (pushes a second per replica)")
 	flag.StringVar(&o.logDir, "logs", "", "write the replicas' logs to this directory (default: a temporary one, removed)")
 	flag.DurationVar(&o.maxDevice, "device-timeout", 3*time.Minute, "give up on one device's ceremony after this long")
@@ -116,6 +118,9 @@ type soak struct {
 func run(o options) error {
 	if o.bin == "" {
 		return errors.New("-bin is required")
+	}
+	if o.seeded < 0 || o.seeded > 200_000 {
+		return errors.New("-seeded must be 0..200000")
 	}
 	if o.replicas < 1 || o.replicas > 8 || o.devices < 1 || o.devices > 20000 || o.workers < 1 || o.killMin <= 0 || o.killMax < o.killMin {
 		return errors.New("bad -replicas, -devices, -c or kill interval")
@@ -188,6 +193,9 @@ func run(o options) error {
 	api := apiclient.Client{Base: public, Token: token, HTTP: client}
 	if s.console, err = s.signIn(public, s.replicas[len(s.replicas)-1]); err != nil {
 		return err
+	}
+	if o.seeded > 0 {
+		return s.seededBurst(api, client, public)
 	}
 
 	// Kill a random replica every killMin..killMax, and restart it.

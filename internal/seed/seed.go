@@ -62,6 +62,8 @@ type Device struct {
 	Cert    []byte `json:"cert"`
 	Key     int    `json:"key"`
 	Pending bool   `json:"pending,omitempty"`
+	// PushToken is the device's APNs token, hex, as TokenUpdate gave it.
+	PushToken string `json:"push_token"`
 }
 
 // Run seeds o.Devices devices and returns them in order.
@@ -180,7 +182,8 @@ func seedDevice(ctx context.Context, st *store.Store, o Options, i int, u enroll
 	}
 	token := make([]byte, 32)
 	_, _ = rand.Read(token)
-	if err := st.UpdatePushInfo(ctx, d.ID, enrollment.PushInfo{Token: hex.EncodeToString(token), Magic: enrollment.NewID(),
+	d.PushToken = hex.EncodeToString(token)
+	if err := st.UpdatePushInfo(ctx, d.ID, enrollment.PushInfo{Token: d.PushToken, Magic: enrollment.NewID(),
 		Topic: "com.apple.mgmt.External.seed"}, now); err != nil {
 		return Device{}, err
 	}
