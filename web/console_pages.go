@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/vestibule-mdm/vestibule/enrollment"
@@ -118,6 +119,9 @@ func (c *Console) retire(w http.ResponseWriter, r *http.Request) {
 	back(w, r, fromPage(r, "/console/pending"), "flash", fmt.Sprintf("Retired %s of %s; its certificates are revoked and the owner is told.", deviceLabel(e), e.UserEmail))
 }
 
+// bulkApprovers is how many approvals of one bulk action run at once.
+const bulkApprovers = 4
+
 func (c *Console) bulkApprove(w http.ResponseWriter, r *http.Request) {
 	if err := r.ParseForm(); err != nil {
 		back(w, r, "/console/pending", "error", "unreadable form")
@@ -128,15 +132,34 @@ func (c *Console) bulkApprove(w http.ResponseWriter, r *http.Request) {
 		back(w, r, "/console/pending", "error", "select 1 to 500 devices")
 		return
 	}
+	// A few at once: each approval is its own transaction and, on
+	// PostgreSQL, mostly waits on round trips; 500 in a row took 0.9 s.
+	var mu sync.Mutex
 	var done int
 	var failed []string
-	for _, id := range ids {
-		if _, err := c.o.Enrollments.Approve(r.Context(), actor(r), id, "bulk approval"); err != nil {
-			failed = append(failed, userMessage(err))
-			continue
-		}
-		done++
+	work := make(chan string)
+	var wg sync.WaitGroup
+	for range min(bulkApprovers, len(ids)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for id := range work {
+				_, err := c.o.Enrollments.Approve(r.Context(), actor(r), id, "bulk approval")
+				mu.Lock()
+				if err != nil {
+					failed = append(failed, userMessage(err))
+				} else {
+					done++
+				}
+				mu.Unlock()
+			}
+		}()
 	}
+	for _, id := range ids {
+		work <- id
+	}
+	close(work)
+	wg.Wait()
 	if len(failed) > 0 {
 		back(w, r, "/console/pending", "error", fmt.Sprintf("Approved %d; %d failed: %s", done, len(failed), strings.Join(failed, "; ")))
 		return
