@@ -2,13 +2,20 @@ package store_test
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"testing/fstest"
+	"time"
 
+	"github.com/vestibule-mdm/vestibule/internal/seed"
 	"github.com/vestibule-mdm/vestibule/migrations"
 	"github.com/vestibule-mdm/vestibule/store"
 	"github.com/vestibule-mdm/vestibule/store/storetest"
@@ -124,4 +131,49 @@ func TestOpenRejectsUnknownDSN(t *testing.T) {
 	if err == nil || errors.Is(err, nil) || !strings.Contains(err.Error(), "postgres://") {
 		t.Fatalf("got %v", err)
 	}
+}
+
+// TestApprovedCountsStopAtTheCap: the pending queue's per-owner count
+// reads at most atMost rows per owner, however many devices they have.
+func TestApprovedCountsStopAtTheCap(t *testing.T) {
+	caKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, caKey.Public(), caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(der)
+	storetest.ForEachDialect(t, func(t *testing.T, dialect string) {
+		ctx := context.Background()
+		s := storetest.Open(t, dialect)
+		// Two owners, round robin: three approved devices and two, and one
+		// pending device that is not counted.
+		if _, err := seed.Run(ctx, s, seed.Options{Devices: 6, Pending: 1, Users: 2, Keys: []*rsa.PrivateKey{caKey}, CA: ca, CAKey: caKey, Prefix: "CAP"}); err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, email := range []string{"seed00000@example.com", "seed00001@example.com"} {
+			u, err := s.UserByEmail(ctx, email)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, u.ID)
+		}
+		for _, tc := range []struct {
+			atMost int
+			want   []int
+		}{{10, []int{2, 3}}, {2, []int{2, 2}}, {1, []int{1, 1}}} {
+			got, err := s.ApprovedCounts(ctx, append(ids, "no-such-user"), tc.atMost)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got[ids[0]] != tc.want[0] || got[ids[1]] != tc.want[1] || len(got) != 2 {
+				t.Errorf("ApprovedCounts(atMost %d) = %v, want %v", tc.atMost, got, tc.want)
+			}
+		}
+	})
 }

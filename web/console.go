@@ -104,7 +104,8 @@ type DEPStatus struct {
 type QueueFacts interface {
 	ReservationsByID(ctx context.Context, ids []string) (map[string]enrollment.Reservation, error)
 	EnrollmentsByID(ctx context.Context, ids []string) (map[string]enrollment.Enrollment, error)
-	ApprovedCounts(ctx context.Context, userIDs []string) (map[string]int, error)
+	// ApprovedCounts counts each user's approved enrollments, up to atMost.
+	ApprovedCounts(ctx context.Context, userIDs []string, atMost int) (map[string]int, error)
 	// UserNames returns the display names of these users, by ID.
 	UserNames(ctx context.Context, userIDs []string) (map[string]string, error)
 }

@@ -23,6 +23,8 @@ type pendingItem struct {
 	// UDID or serial this one reports.
 	Conflict     *enrollment.Enrollment
 	OtherDevices int
+	// ManyOtherDevices: more than OtherDevices (the count stops there).
+	ManyOtherDevices bool
 	// UserName is the owner's display name, when they have one.
 	UserName string
 	// DEPChecked is true when the ABM inventory is synced; InInventory
@@ -57,13 +59,14 @@ func (c *Console) pending(w http.ResponseWriter, r *http.Request) {
 		var approved map[string]int
 		var names map[string]string
 		if prev, err = c.o.Queue.EnrollmentsByID(ctx, prevIDs); err == nil {
-			if approved, err = c.o.Queue.ApprovedCounts(ctx, userIDs); err == nil {
+			if approved, err = c.o.Queue.ApprovedCounts(ctx, userIDs, otherDevicesShown+1); err == nil {
 				names, err = c.o.Queue.UserNames(ctx, userIDs)
 			}
 		}
 		items := make([]pendingItem, 0, len(list))
 		for _, e := range list {
-			it := pendingItem{E: e, R: res[e.ID], OtherDevices: approved[e.UserID], UserName: names[e.UserID]}
+			it := pendingItem{E: e, R: res[e.ID], OtherDevices: min(approved[e.UserID], otherDevicesShown),
+				ManyOtherDevices: approved[e.UserID] > otherDevicesShown, UserName: names[e.UserID]}
 			if p, ok := prev[e.PreviousID]; ok {
 				it.Previous = &p
 			}
@@ -118,6 +121,10 @@ func (c *Console) retire(w http.ResponseWriter, r *http.Request) {
 	}
 	back(w, r, fromPage(r, "/console/pending"), "flash", fmt.Sprintf("Retired %s of %s; its certificates are revoked and the owner is told.", deviceLabel(e), e.UserEmail))
 }
+
+// otherDevicesShown is as far as the queue counts an owner's approved
+// devices ("100+ other devices" past it).
+const otherDevicesShown = 100
 
 // bulkApprovers is how many approvals of one bulk action run at once.
 const bulkApprovers = 4
