@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -68,6 +69,10 @@ type Options struct {
 	Rate float64
 	// Workers is how many goroutines run this pusher's Run, sharing Rate.
 	Workers int
+	// InFlight is how many pushes one worker has on its way at once (0:
+	// 32). APNs answers each over the Internet in tens of milliseconds:
+	// one at a time, a worker would push far below Rate.
+	InFlight int
 	// Pace waits for the next push's turn; nil paces at Rate (tests count
 	// the turns).
 	Pace        func(ctx context.Context) error
@@ -122,6 +127,9 @@ func New(o Options) (*Pusher, error) {
 	}
 	if o.Workers <= 0 {
 		o.Workers = 1
+	}
+	if o.InFlight <= 0 {
+		o.InFlight = 32
 	}
 	if o.Pace == nil {
 		// A burst of a tenth of a second's worth: pushes go out evenly,
@@ -219,12 +227,27 @@ func (p *Pusher) Drain(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	// Each push starts at its paced turn and runs beside the others
+	// (HTTP/2 streams on one connection), InFlight at most.
+	slots := make(chan struct{}, p.o.InFlight)
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	for i, it := range items {
 		if err := p.o.Pace(ctx); err != nil {
 			// Stopping: what is left goes back when its lease ends.
 			return i, err
 		}
-		p.send(ctx, it)
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return i, ctx.Err()
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			p.send(ctx, it)
+		}()
 	}
 	return len(items), nil
 }

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/vestibule-mdm/vestibule/enrollment"
+	"github.com/vestibule-mdm/vestibule/internal/apnstest"
 	"github.com/vestibule-mdm/vestibule/push"
 	"github.com/vestibule-mdm/vestibule/store"
 	"github.com/vestibule-mdm/vestibule/store/storetest"
@@ -427,5 +428,54 @@ func TestPushQueuedAgainWhilePushingIsNotLost(t *testing.T) {
 	}
 	if n, err := p.Drain(ctx); n != 5 || err != nil {
 		t.Fatalf("claimed %d (%v), want 5", n, err)
+	}
+}
+
+// TestPushesRunSideBySide: a worker does not wait for APNs to answer one
+// push before it starts the next (over the Internet each answer takes tens
+// of milliseconds, which one at a time would cap a worker far below its
+// rate), and it never has more than InFlight on their way.
+func TestPushesRunSideBySide(t *testing.T) {
+	ctx := context.Background()
+	st := storetest.Open(t, "sqlite")
+	const inFlight = 4
+	var mu sync.Mutex
+	running, most := 0, 0
+	all := make(chan struct{})
+	apns := apnstest.Start(func(string) {
+		mu.Lock()
+		running++
+		most = max(most, running)
+		if running == inFlight {
+			close(all)
+		}
+		mu.Unlock()
+		// Answer only once inFlight pushes are waiting together; pushes
+		// sent one at a time would each wait out the timeout instead.
+		select {
+		case <-all:
+		case <-time.After(5 * time.Second):
+		}
+		mu.Lock()
+		running--
+		mu.Unlock()
+	})
+	defer apns.Close()
+	c := &clock{t: time.Now()}
+	for i := range 3 * inFlight {
+		approvedDevice(t, st, hexToken(300+i), c.now())
+	}
+	p, err := push.New(push.Options{Certificate: pushCert(t), Host: apns.URL, RootCAs: apns.Roots(), Store: st, Now: c.now, Rate: 10_000, InFlight: inFlight})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := p.Drain(ctx); n != 3*inFlight || err != nil {
+		t.Fatalf("drained %d (%v), want %d", n, err, 3*inFlight)
+	}
+	if most != inFlight || apns.Tokens() != 3*inFlight {
+		t.Fatalf("%d pushes on their way at most, %d devices pushed; want %d and %d", most, apns.Tokens(), inFlight, 3*inFlight)
+	}
+	if n, _ := st.OutboxLen(ctx); n != 0 {
+		t.Fatalf("%d pushes left in the outbox", n)
 	}
 }
