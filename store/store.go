@@ -109,10 +109,14 @@ func openSQLite(path string, opts Options) (*sqlx.DB, error) {
 	// lock up front, so two read-then-write transactions cannot deadlock.
 	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)" +
 		"&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)&_txlock=immediate"
-	db, err := sql.Open("sqlite", dsn)
+	// The registered driver, opened through connections that keep their
+	// statements (sqlitestmts.go).
+	plain, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: %w", err)
 	}
+	db := sql.OpenDB(sqliteConnector{dsn: dsn, drv: plain.Driver()})
+	plain.Close()
 	db.SetMaxOpenConns(opts.MaxOpenConns)
 	// sqlx picks the placeholder style by driver name; "sqlite3" means "?".
 	return sqlx.NewDb(db, "sqlite3"), nil

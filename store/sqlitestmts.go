@@ -1,0 +1,161 @@
+package store
+
+import (
+	"context"
+	"database/sql/driver"
+	"errors"
+)
+
+// SQLite parses a statement for longer than it takes to run most of ours
+// (a profile of Authenticate put a third of the store's time in the
+// parser), and database/sql prepares every statement run in a transaction
+// anew. Each SQLite connection therefore keeps the statements it has run,
+// by their text: sqliteConnector opens such connections. PostgreSQL needs
+// none of this: pgx keeps its own statement cache.
+
+// maxConnStmts bounds one connection's statements; past it (queries with
+// IN lists of every length, say) statements are parsed each time again.
+const maxConnStmts = 256
+
+type sqliteConnector struct {
+	dsn string
+	drv driver.Driver
+}
+
+func (c sqliteConnector) Connect(context.Context) (driver.Conn, error) {
+	conn, err := c.drv.Open(c.dsn)
+	if err != nil {
+		return nil, err
+	}
+	for _, ok := range []bool{isA[driver.ConnPrepareContext](conn), isA[driver.ConnBeginTx](conn), isA[driver.ExecerContext](conn),
+		isA[driver.QueryerContext](conn)} {
+		if !ok {
+			conn.Close()
+			return nil, errors.New("sqlite: the driver's connection lacks a context method")
+		}
+	}
+	return &stmtConn{Conn: conn, stmts: map[string]*connStmt{}}, nil
+}
+
+func (c sqliteConnector) Driver() driver.Driver { return c.drv }
+
+func isA[T any](v any) bool {
+	_, ok := v.(T)
+	return ok
+}
+
+// connStmt is a kept statement; busy while rows read from it are open,
+// when a second query with the same text gets a statement of its own.
+type connStmt struct {
+	st   driver.Stmt
+	busy bool
+}
+
+// stmtConn is a SQLite connection that keeps its statements. database/sql
+// uses a connection from one goroutine at a time, so it needs no lock.
+type stmtConn struct {
+	driver.Conn
+	stmts map[string]*connStmt
+}
+
+func (c *stmtConn) PrepareContext(ctx context.Context, query string) (driver.Stmt, error) {
+	return c.Conn.(driver.ConnPrepareContext).PrepareContext(ctx, query)
+}
+
+func (c *stmtConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
+	return c.Conn.(driver.ConnBeginTx).BeginTx(ctx, opts)
+}
+
+func (c *stmtConn) Ping(ctx context.Context) error {
+	if p, ok := c.Conn.(driver.Pinger); ok {
+		return p.Ping(ctx)
+	}
+	return nil
+}
+
+func (c *stmtConn) ResetSession(ctx context.Context) error {
+	if r, ok := c.Conn.(driver.SessionResetter); ok {
+		return r.ResetSession(ctx)
+	}
+	return nil
+}
+
+func (c *stmtConn) IsValid() bool {
+	if v, ok := c.Conn.(driver.Validator); ok {
+		return v.IsValid()
+	}
+	return true
+}
+
+// Close finalizes the kept statements before the connection: SQLite does
+// not close a connection with statements left.
+func (c *stmtConn) Close() error {
+	var errs []error
+	for _, s := range c.stmts {
+		errs = append(errs, s.st.Close())
+	}
+	c.stmts = nil
+	return errors.Join(append(errs, c.Conn.Close())...)
+}
+
+// kept returns the statement kept for query, preparing it the first time,
+// or nil when query is not to be kept now.
+func (c *stmtConn) kept(ctx context.Context, query string) (*connStmt, error) {
+	if s, ok := c.stmts[query]; ok {
+		if s.busy {
+			return nil, nil
+		}
+		return s, nil
+	}
+	if len(c.stmts) >= maxConnStmts {
+		return nil, nil
+	}
+	st, err := c.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	if !isA[driver.StmtExecContext](st) || !isA[driver.StmtQueryContext](st) {
+		return nil, st.Close()
+	}
+	s := &connStmt{st: st}
+	c.stmts[query] = s
+	return s, nil
+}
+
+func (c *stmtConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
+	s, err := c.kept(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	if s == nil {
+		return c.Conn.(driver.ExecerContext).ExecContext(ctx, query, args)
+	}
+	return s.st.(driver.StmtExecContext).ExecContext(ctx, args)
+}
+
+func (c *stmtConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
+	s, err := c.kept(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	if s == nil {
+		return c.Conn.(driver.QueryerContext).QueryContext(ctx, query, args)
+	}
+	rows, err := s.st.(driver.StmtQueryContext).QueryContext(ctx, args)
+	if err != nil {
+		return nil, err
+	}
+	s.busy = true
+	return &keptRows{Rows: rows, s: s}, nil
+}
+
+// keptRows frees its statement for the next query when closed.
+type keptRows struct {
+	driver.Rows
+	s *connStmt
+}
+
+func (r *keptRows) Close() error {
+	r.s.busy = false
+	return r.Rows.Close()
+}
