@@ -38,9 +38,10 @@ type Store interface {
 	// ClaimOutbox leases up to limit due items until leaseUntil; two
 	// workers never get the same item.
 	ClaimOutbox(ctx context.Context, limit int, now, leaseUntil time.Time) ([]Item, error)
-	// CompleteOutbox removes a pushed item while the claim still holds
-	// its lease; RetryOutbox schedules it again under the same condition.
-	CompleteOutbox(ctx context.Context, it Item) error
+	// CompleteOutbox removes pushed items while their claim still holds
+	// their lease; RetryOutbox schedules one again under the same
+	// condition.
+	CompleteOutbox(ctx context.Context, items []Item) error
 	RetryOutbox(ctx context.Context, it Item, next time.Time, lastErr string) error
 	// DropOutbox gives up on an item and, when invalid, marks the
 	// device's push token invalid.
@@ -228,10 +229,24 @@ func (p *Pusher) Drain(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	// Each push starts at its paced turn and runs beside the others
-	// (HTTP/2 streams on one connection), InFlight at most.
+	// (HTTP/2 streams on one connection), InFlight at most. The pushed
+	// items leave the outbox together when the batch ends, in one write
+	// instead of one each (SQLite has one writer); a worker stopped
+	// before that pushes them again after the lease, which only wakes
+	// the devices twice.
 	slots := make(chan struct{}, p.o.InFlight)
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	var mu sync.Mutex
+	var pushed []Item
+	defer func() {
+		wg.Wait()
+		if len(pushed) == 0 {
+			return
+		}
+		if err := p.o.Store.CompleteOutbox(context.WithoutCancel(ctx), pushed); err != nil {
+			p.log.Error("complete pushes", "count", len(pushed), "err", err)
+		}
+	}()
 	for i, it := range items {
 		if err := p.o.Pace(ctx); err != nil {
 			// Stopping: what is left goes back when its lease ends.
@@ -246,13 +261,19 @@ func (p *Pusher) Drain(ctx context.Context) (int, error) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-slots }()
-			p.send(ctx, it)
+			if p.send(ctx, it) {
+				mu.Lock()
+				pushed = append(pushed, it)
+				mu.Unlock()
+			}
 		}()
 	}
 	return len(items), nil
 }
 
-func (p *Pusher) send(ctx context.Context, it Item) {
+// send pushes it and handles a failure; it reports whether APNs took the
+// push, for the caller to complete.
+func (p *Pusher) send(ctx context.Context, it Item) (pushed bool) {
 	n := &apns2.Notification{DeviceToken: it.Token, Topic: it.Topic, Payload: []byte(`{"mdm":"` + jsonEscape(it.Magic) + `"}`),
 		PushType: apns2.PushTypeMDM, Priority: apns2.PriorityHigh, Expiration: p.o.Now().Add(24 * time.Hour)}
 	if n.Topic == "" {
@@ -265,9 +286,7 @@ func (p *Pusher) send(ctx context.Context, it Item) {
 	switch {
 	case err == nil && res.Sent():
 		p.m.sent.Inc()
-		if err := p.o.Store.CompleteOutbox(ctx, it); err != nil {
-			p.log.Error("complete push", "enrollment", it.EnrollmentID, "err", err)
-		}
+		return true
 	case err == nil && (res.StatusCode == http.StatusGone || res.Reason == apns2.ReasonBadDeviceToken || res.Reason == apns2.ReasonUnregistered):
 		p.m.failed.Inc()
 		p.log.Warn("push token no longer valid", "enrollment", it.EnrollmentID, "status", res.StatusCode, "reason", res.Reason)
@@ -288,6 +307,7 @@ func (p *Pusher) send(ctx context.Context, it Item) {
 			p.log.Error("retry push", "err", err)
 		}
 	}
+	return false
 }
 
 func describe(res *apns2.Response, err error) string {

@@ -90,13 +90,29 @@ func (s *Store) ClaimOutbox(ctx context.Context, limit int, now, leaseUntil time
 	return out, nil
 }
 
-// CompleteOutbox removes a delivered push, unless it was queued again (a
+// CompleteOutbox removes delivered pushes, unless one was queued again (a
 // new command) or claimed by another worker since: then it stays, and is
-// pushed again.
-func (s *Store) CompleteOutbox(ctx context.Context, it push.Item) error {
-	_, err := s.db.ExecContext(ctx, s.db.Rebind(`DELETE FROM push_outbox WHERE enrollment_id = ? AND lease_until = ?`),
-		it.EnrollmentID, ms(it.LeaseUntil))
-	return err
+// pushed again. Items claimed together share their lease, so one
+// statement removes them.
+func (s *Store) CompleteOutbox(ctx context.Context, items []push.Item) error {
+	byLease := map[int64][]string{}
+	for _, it := range items {
+		byLease[ms(it.LeaseUntil)] = append(byLease[ms(it.LeaseUntil)], it.EnrollmentID)
+	}
+	for lease, ids := range byLease {
+		for len(ids) > 0 {
+			chunk := ids[:min(len(ids), 500)]
+			ids = ids[len(chunk):]
+			q, args, err := sqlx.In(`DELETE FROM push_outbox WHERE lease_until = ? AND enrollment_id IN (?)`, lease, chunk)
+			if err != nil {
+				return err
+			}
+			if _, err := s.db.ExecContext(ctx, s.db.Rebind(q), args...); err != nil {
+				return fmt.Errorf("complete pushes: %w", err)
+			}
+		}
+	}
+	return nil
 }
 
 // RetryOutbox schedules a push again, while the claim still holds it.
