@@ -35,6 +35,9 @@ type CertRecord struct {
 	// in the same statement as the record (one read per check-in); nil
 	// when it did not, or when there is none yet.
 	Enrollment *enrollment.Enrollment
+	// NoCommands: that same read found none of the enrollment's commands
+	// queued, sent or deferred.
+	NoCommands bool
 }
 
 // CertificateStore finds issued certificates by their SHA-256 fingerprint.

@@ -157,6 +157,13 @@ func (s *Service) Connect(ctx context.Context, id Identity, report *mdm.CommandR
 	if derr := s.attestation(ctx, e, report, remoteIP); derr != nil {
 		return nil, derr
 	}
+	if report.Status == mdm.StatusIdle && id.Record.NoCommands && id.Record.Enrollment != nil {
+		// Most check-ins: the read that identified the device found
+		// nothing queued, sent or deferred, so there is nothing to hand
+		// out and no second read to make. A command queued since is
+		// pushed, and the device comes back for it.
+		return nil, nil
+	}
 	cmd, err := s.queue.Next(ctx, e, enrollment.Report{Status: report.Status, CommandUUID: report.CommandUUID, Raw: report.Raw})
 	switch {
 	case errors.Is(err, enrollment.ErrNotFound):

@@ -20,5 +20,5 @@ func (c checkinCertificates) CertificateBySHA256(ctx context.Context, fingerprin
 	}
 	return checkin.CertRecord{ReservationID: r.ReservationID, NotAfter: r.NotAfter, RevokedAt: r.RevokedAt,
 		Attested:   enrollment.IdentityAttestation{HardwareBound: r.HardwareBound, Serial: r.AttestedSerial, UDID: r.AttestedUDID},
-		Enrollment: r.Enrollment}, nil
+		Enrollment: r.Enrollment, NoCommands: r.NoCommands}, nil
 }

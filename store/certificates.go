@@ -147,6 +147,9 @@ type CheckinRecord struct {
 	// Enrollment is nil when the reservation has none yet (a device
 	// between SCEP and Authenticate).
 	Enrollment *enrollment.Enrollment
+	// NoCommands: the same read found none of the enrollment's commands
+	// queued, sent or deferred, so an idle device has nothing to get.
+	NoCommands bool
 }
 
 type checkinRow struct {
@@ -157,13 +160,15 @@ type checkinRow struct {
 	HardwareBound     bool          `db:"cert_hardware_bound"`
 	AttestedSerial    string        `db:"cert_attested_serial"`
 	AttestedUDID      string        `db:"cert_attested_udid"`
+	NoCommands        bool          `db:"no_commands"`
 }
 
 // selectCheckin reads a certificate's record and its enrollment in one
 // statement: one read, one snapshot, per check-in.
 var selectCheckin = strings.Replace(selectEnrollment, "SELECT ", `SELECT c.reservation_id AS cert_reservation_id, c.not_after AS cert_not_after,
 	c.revoked_at AS cert_revoked_at, c.hardware_bound <> 0 AS cert_hardware_bound, c.attested_serial AS cert_attested_serial,
-	c.attested_udid AS cert_attested_udid, `, 1) + ` JOIN certificates c ON c.reservation_id = e.id WHERE c.sha256 = ?`
+	c.attested_udid AS cert_attested_udid, NOT EXISTS (SELECT 1 FROM commands q WHERE q.enrollment_id = e.id
+		AND q.status IN ('queued', 'sent', 'not_now')) AS no_commands, `, 1) + ` JOIN certificates c ON c.reservation_id = e.id WHERE c.sha256 = ?`
 
 // CheckinRecord returns the record of the certificate with this
 // fingerprint and, in the same read, its reservation's enrollment.
@@ -184,5 +189,5 @@ func (s *Store) CheckinRecord(ctx context.Context, fingerprint string) (CheckinR
 	}
 	e := r.enrollmentRow.enrollment()
 	return CheckinRecord{ReservationID: r.CertReservationID, NotAfter: fromMS(r.CertNotAfter), RevokedAt: fromNullMS(r.CertRevokedAt),
-		HardwareBound: r.HardwareBound, AttestedSerial: r.AttestedSerial, AttestedUDID: r.AttestedUDID, Enrollment: &e}, nil
+		HardwareBound: r.HardwareBound, AttestedSerial: r.AttestedSerial, AttestedUDID: r.AttestedUDID, Enrollment: &e, NoCommands: r.NoCommands}, nil
 }
