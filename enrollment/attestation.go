@@ -93,33 +93,33 @@ func (s *Enrollments) SetAttestation(q Questioner, v AttestationVerifier, requir
 	s.questions, s.verifier, s.requireAttestation = q, v, require
 }
 
-// ask queues the attestation question for a new enrollment with a fresh
-// 32-byte nonce.
-func (s *Enrollments) ask(ctx context.Context, e Enrollment) (Enrollment, error) {
+// Question is the attestation question a new enrollment is asked: the
+// store queues it in the transaction that creates the enrollment (or, for
+// a retried claim whose question was never queued, in the retry's), and
+// only while the enrollment has not been asked.
+type Question struct {
+	NonceHex string
+	Command  NewCommand
+	Event    AuditEvent
+}
+
+// question makes the attestation question for enrollment id with a fresh
+// 32-byte nonce; nil when this gate asks none.
+func (s *Enrollments) question(id string, now time.Time) (*Question, error) {
 	if s.questions == nil {
-		return e, nil
+		return nil, nil
 	}
 	nonce := make([]byte, 32)
 	if _, err := rand.Read(nonce); err != nil {
-		return e, err
+		return nil, err
 	}
-	nonceHex := hex.EncodeToString(nonce)
 	cmd, err := s.questions.AttestationQuestion(nonce)
 	if err != nil {
-		return e, fmt.Errorf("attestation question: %w", err)
+		return nil, fmt.Errorf("attestation question: %w", err)
 	}
-	now := s.now()
-	ev := AuditEvent{At: now, Actor: "vestibule", Action: "enrollment.attest_ask", TargetType: "enrollment", TargetID: e.ID, Outcome: OutcomeOK,
+	ev := AuditEvent{At: now, Actor: "vestibule", Action: "enrollment.attest_ask", TargetType: "enrollment", TargetID: id, Outcome: OutcomeOK,
 		Detail: "DeviceInformation with DevicePropertiesAttestation, command " + cmd.UUID}
-	if err := s.store.AskAttestation(ctx, e.ID, nonceHex, cmd, now, ev); err != nil {
-		if errors.Is(err, ErrConflict) {
-			// A concurrent retry asked first: its question stands.
-			return s.store.Enrollment(ctx, e.ID)
-		}
-		return e, fmt.Errorf("attestation question: %w", err)
-	}
-	e.Attestation, e.AttestNonce, e.AttestCommand = Attestation{Status: AttestAsked}, nonceHex, cmd.UUID
-	return e, nil
+	return &Question{NonceHex: hex.EncodeToString(nonce), Command: cmd, Event: ev}, nil
 }
 
 // Attest judges a device's answer to the attestation question: the chain

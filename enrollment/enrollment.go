@@ -181,8 +181,12 @@ type EnrollmentStore interface {
 	// or returns the existing enrollment when that UDID already claimed it.
 	// It creates the pending enrollment, flagged when the UDID or serial
 	// enrolled before. A claim by another device increments the
-	// reservation's claim attempts and returns ErrTokenClaimed.
-	ClaimReservation(ctx context.Context, resID, nonce string, e Enrollment, now time.Time, ev AuditEvent) (ClaimResult, error)
+	// reservation's claim attempts and returns ErrTokenClaimed. q, when
+	// set, is asked in the same transaction if the enrollment has not
+	// been asked yet: its nonce and command stored (status asked) and the
+	// command queued as the one a pending device may receive, with q's
+	// event.
+	ClaimReservation(ctx context.Context, resID, nonce string, e Enrollment, now time.Time, ev AuditEvent, q *Question) (ClaimResult, error)
 	Enrollment(ctx context.Context, id string) (Enrollment, error)
 	EnrollmentByUDID(ctx context.Context, udid string) (Enrollment, error)
 	ListEnrollments(ctx context.Context, f EnrollmentFilter) ([]Enrollment, error)
@@ -199,10 +203,6 @@ type EnrollmentStore interface {
 	// explicit decision and revokes its certificates, with ev, in one
 	// transaction; any other current state is ErrConflict.
 	Retire(ctx context.Context, id, by, note string, at time.Time, ev AuditEvent) (Enrollment, error)
-	// AskAttestation stores the question's nonce and command (status
-	// asked) and queues cmd as the one command a pending device may
-	// receive, with ev; ErrConflict when the enrollment was asked already.
-	AskAttestation(ctx context.Context, id, nonceHex string, cmd NewCommand, at time.Time, ev AuditEvent) error
 	// RecordAttestation stores the result of the question asked with
 	// nonceHex, with ev; ErrConflict when it was judged already.
 	RecordAttestation(ctx context.Context, id, nonceHex string, a Attestation, ev AuditEvent) error
@@ -307,16 +307,16 @@ func (s *Enrollments) Authenticate(ctx context.Context, c Claim) (Enrollment, er
 		Identity: c.Identity, CreatedAt: now, UpdatedAt: now}
 	ev := AuditEvent{At: now, Actor: "device:" + facts.UDID, Action: "enrollment.authenticate", TargetType: "enrollment",
 		TargetID: e.ID, RemoteIP: c.RemoteIP, Outcome: OutcomeOK, Detail: fmt.Sprintf("serial=%s model=%s", facts.Serial, facts.Model)}
-	res, err := s.store.ClaimReservation(ctx, tok.ReservationID, tok.NonceHex(), e, now, ev)
+	// A new enrollment (or a retry whose question was never queued) is
+	// asked for attestation, in the claim's transaction; earlier results
+	// never carry over.
+	q, err := s.question(tok.ReservationID, now)
+	if err != nil {
+		return Enrollment{}, fmt.Errorf("authenticate: %w", err)
+	}
+	res, err := s.store.ClaimReservation(ctx, tok.ReservationID, tok.NonceHex(), e, now, ev, q)
 	if err == nil && !res.Retry && s.notifier != nil {
 		s.notifier.Pending(res.Enrollment)
-	}
-	if err == nil && res.Enrollment.Attestation.Status == AttestNotAsked {
-		// A new enrollment (or a retry whose question was never queued)
-		// is asked for attestation; earlier results never carry over.
-		if res.Enrollment, err = s.ask(ctx, res.Enrollment); err != nil {
-			return Enrollment{}, fmt.Errorf("authenticate: %w", err)
-		}
 	}
 	if err != nil {
 		if errors.Is(err, ErrTokenClaimed) || errors.Is(err, ErrReservationNotOpen) || errors.Is(err, ErrTokenSuperseded) || errors.Is(err, ErrNotFound) {

@@ -42,7 +42,7 @@ func newMemStore() *memStore {
 		revoked: map[string]string{}, commands: map[string][]NewCommand{}, pushes: map[string]int{}}
 }
 
-func (m *memStore) ClaimReservation(_ context.Context, resID, nonce string, e Enrollment, now time.Time, ev AuditEvent) (ClaimResult, error) {
+func (m *memStore) ClaimReservation(_ context.Context, resID, nonce string, e Enrollment, now time.Time, ev AuditEvent, q *Question) (ClaimResult, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	r, ok := m.reservations[resID]
@@ -56,16 +56,30 @@ func (m *memStore) ClaimReservation(_ context.Context, resID, nonce string, e En
 		e.PreviousID, e.ReEnrollment, e.ConflictID = lin.PreviousID, lin.ReEnrollment(), lin.ConflictID
 		m.enrollments[resID] = &e
 		m.audit = append(m.audit, ev)
-		return ClaimResult{Enrollment: e}, nil
+		m.ask(resID, q)
+		return ClaimResult{Enrollment: *m.enrollments[resID]}, nil
 	}
 	miss := JudgeClaimMiss(ClaimSnapshot{State: r.state, TokenNonce: r.nonce, ClaimedUDID: r.claimedUDID, ExpiresAt: r.expires}, nonce, e.Facts.UDID)
 	switch miss {
 	case MissRetry:
+		m.ask(resID, q)
 		return ClaimResult{Enrollment: *m.enrollments[resID], Retry: true}, nil
 	case MissClaimedByAnother:
 		r.attempts++
 	}
 	return ClaimResult{}, fmt.Errorf("claim %s: %w", resID, miss.Err())
+}
+
+// ask stores and queues q unless the enrollment was asked already; m.mu
+// is held.
+func (m *memStore) ask(id string, q *Question) {
+	e := m.enrollments[id]
+	if q == nil || e.Attestation.Status != AttestNotAsked {
+		return
+	}
+	e.AttestNonce, e.AttestCommand, e.Attestation = q.NonceHex, q.Command.UUID, Attestation{Status: AttestAsked}
+	m.questions = append(m.questions, q.Command)
+	m.audit = append(m.audit, q.Event)
 }
 
 func (m *memStore) earlier(udid, serial string) []Earlier {
@@ -220,22 +234,6 @@ func (m *memStore) auditActions() []string {
 
 func (m *memStore) hasAudit(action, outcome string) bool {
 	return slices.Contains(m.auditActions(), action+":"+outcome)
-}
-
-func (m *memStore) AskAttestation(_ context.Context, id, nonceHex string, cmd NewCommand, _ time.Time, ev AuditEvent) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	e, ok := m.enrollments[id]
-	if !ok {
-		return ErrNotFound
-	}
-	if e.Attestation.Status != AttestNotAsked {
-		return ErrConflict
-	}
-	e.AttestNonce, e.AttestCommand, e.Attestation = nonceHex, cmd.UUID, Attestation{Status: AttestAsked}
-	m.questions = append(m.questions, cmd)
-	m.audit = append(m.audit, ev)
-	return nil
 }
 
 func (m *memStore) RecordAttestation(_ context.Context, id, nonceHex string, a Attestation, ev AuditEvent) error {

@@ -136,7 +136,7 @@ func approvedDevice(t testing.TB, st *store.Store, token string, now time.Time) 
 		t.Fatal(err)
 	}
 	e := enrollment.Enrollment{Facts: enrollment.DeviceFacts{UDID: "UDID-" + token, Serial: "S-" + token}}
-	if _, err := st.ClaimReservation(ctx, r.ID, r.TokenNonce, e, now, ev); err != nil {
+	if _, err := st.ClaimReservation(ctx, r.ID, r.TokenNonce, e, now, ev, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := st.UpdatePushInfo(ctx, r.ID, enrollment.PushInfo{Token: token, Magic: "magic-" + token, Topic: topic}, now); err != nil {

@@ -113,7 +113,7 @@ type claimMiss struct {
 // The conditional UPDATE is the claim: on PostgreSQL two devices racing for
 // one token serialize on the row and the loser sees state 'claimed'.
 func (s *Store) ClaimReservation(ctx context.Context, resID, nonce string, e enrollment.Enrollment, now time.Time,
-	ev enrollment.AuditEvent) (enrollment.ClaimResult, error) {
+	ev enrollment.AuditEvent, q *enrollment.Question) (enrollment.ClaimResult, error) {
 	var out enrollment.ClaimResult
 	var refused error
 	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
@@ -133,6 +133,9 @@ func (s *Store) ClaimReservation(ctx context.Context, resID, nonce string, e enr
 			switch miss {
 			case enrollment.MissRetry:
 				out.Retry = true
+				if err := ask(ctx, tx, resID, q, now); err != nil {
+					return err
+				}
 				out.Enrollment, err = getEnrollment(ctx, tx, resID)
 				return err
 			case enrollment.MissClaimedByAnother:
@@ -177,6 +180,9 @@ func (s *Store) ClaimReservation(ctx context.Context, resID, nonce string, e enr
 			ev.Detail += " conflict_with=" + lin.ConflictID
 		}
 		if err := appendAudit(ctx, tx, ev); err != nil {
+			return err
+		}
+		if err := ask(ctx, tx, resID, q, now); err != nil {
 			return err
 		}
 		out.Enrollment, err = getEnrollment(ctx, tx, resID)
@@ -528,27 +534,25 @@ func (s *Store) ApprovedCounts(ctx context.Context, userIDs []string, atMost int
 	return out, nil
 }
 
-// AskAttestation records the attestation question's nonce and queues the
-// question as the one pre-approval command, with ev, in one transaction.
-func (s *Store) AskAttestation(ctx context.Context, id, nonceHex string, cmd enrollment.NewCommand, at time.Time, ev enrollment.AuditEvent) error {
-	return s.inTx(ctx, func(tx *sqlx.Tx) error {
-		// Asked once: a concurrent retry finds the question already there.
-		res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE enrollments SET attest_nonce = ?, attest_command = ?, attest_status = 'asked'
-			WHERE id = ? AND attest_status = ''`), nonceHex, cmd.UUID, id)
-		if err != nil {
-			return fmt.Errorf("ask attestation: %w", err)
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			if _, err := getEnrollment(ctx, tx, id); err != nil {
-				return err
-			}
-			return fmt.Errorf("ask attestation: %w: enrollment %s was asked already", enrollment.ErrConflict, id)
-		}
-		if err := enqueueAs(ctx, tx, id, []enrollment.NewCommand{cmd}, "vestibule", at, true); err != nil {
-			return err
-		}
-		return appendAudit(ctx, tx, ev)
-	})
+// ask stores the attestation question q on enrollment id and queues it as
+// the one pre-approval command, unless id was asked already (a concurrent
+// retry's question stands). Nothing when q is nil.
+func ask(ctx context.Context, tx *sqlx.Tx, id string, q *enrollment.Question, at time.Time) error {
+	if q == nil {
+		return nil
+	}
+	res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE enrollments SET attest_nonce = ?, attest_command = ?, attest_status = 'asked'
+		WHERE id = ? AND attest_status = ''`), q.NonceHex, q.Command.UUID, id)
+	if err != nil {
+		return fmt.Errorf("ask attestation: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return nil
+	}
+	if err := enqueueAs(ctx, tx, id, []enrollment.NewCommand{q.Command}, "vestibule", at, true); err != nil {
+		return err
+	}
+	return appendAudit(ctx, tx, q.Event)
 }
 
 // RecordAttestation stores the result of the attestation question.

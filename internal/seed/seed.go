@@ -177,7 +177,7 @@ func seedDevice(ctx context.Context, st *store.Store, o Options, i int, u enroll
 	}
 	e := enrollment.Enrollment{ID: d.ID, UserID: u.ID, Facts: enrollment.DeviceFacts{UDID: d.UDID, Serial: d.Serial, Model: "Mac14,9",
 		ModelName: "MacBook Pro", OSVersion: "14.5", DeviceName: "Seeded Mac"}}
-	if _, err := st.ClaimReservation(ctx, d.ID, r.TokenNonce, e, now, audit("enrollment.claim", d.ID)); err != nil {
+	if _, err := st.ClaimReservation(ctx, d.ID, r.TokenNonce, e, now, audit("enrollment.claim", d.ID), nil); err != nil {
 		return Device{}, err
 	}
 	token := make([]byte, 32)

@@ -38,7 +38,7 @@ func device(udid, serial string) enrollment.Enrollment {
 
 func claim(s *store.Store, r enrollment.Reservation, e enrollment.Enrollment, at time.Time) (enrollment.ClaimResult, error) {
 	ev := enrollment.AuditEvent{At: at, Actor: "device:" + e.Facts.UDID, Action: "enrollment.authenticate", TargetID: r.ID}
-	return s.ClaimReservation(context.Background(), r.ID, r.TokenNonce, e, at, ev)
+	return s.ClaimReservation(context.Background(), r.ID, r.TokenNonce, e, at, ev, nil)
 }
 
 func testClaims(t *testing.T, s *store.Store) {
@@ -52,12 +52,12 @@ func testClaims(t *testing.T, s *store.Store) {
 		want error
 	}{
 		{"error/wrong nonce", func() error {
-			_, err := s.ClaimReservation(ctx, r.ID, "other", device("UDID-A", "SER-A"), at, enrollment.AuditEvent{At: at, Actor: "x", Action: "x"})
+			_, err := s.ClaimReservation(ctx, r.ID, "other", device("UDID-A", "SER-A"), at, enrollment.AuditEvent{At: at, Actor: "x", Action: "x"}, nil)
 			return err
 		}, enrollment.ErrTokenSuperseded},
 		{"error/expired", func() error { _, err := claim(s, r, device("UDID-A", "SER-A"), testNow.Add(2*time.Hour)); return err }, enrollment.ErrReservationNotOpen},
 		{"error/unknown reservation", func() error {
-			_, err := s.ClaimReservation(ctx, enrollment.NewID(), "n", device("UDID-A", "SER-A"), at, enrollment.AuditEvent{At: at, Actor: "x", Action: "x"})
+			_, err := s.ClaimReservation(ctx, enrollment.NewID(), "n", device("UDID-A", "SER-A"), at, enrollment.AuditEvent{At: at, Actor: "x", Action: "x"}, nil)
 			return err
 		}, enrollment.ErrNotFound},
 	} {
@@ -220,5 +220,57 @@ func testCommandQueue(t *testing.T, s *store.Store) {
 	}
 	if list[1].NotNowCount != 1 {
 		t.Errorf("not-now count %d", list[1].NotNowCount)
+	}
+}
+
+// testQuestionInClaim: the attestation question is asked in the claim's
+// transaction, once: a retry whose enrollment was asked keeps the first
+// question, and a retry of a claim made without one asks it then.
+func testQuestionInClaim(t *testing.T, s *store.Store) {
+	ctx := context.Background()
+	at := testNow.Add(time.Minute)
+	question := func(id string) *enrollment.Question {
+		uuid := enrollment.NewID()
+		return &enrollment.Question{NonceHex: "nonce-" + uuid, Event: enrollment.AuditEvent{At: at, Actor: "vestibule", Action: "enrollment.attest_ask", TargetID: id},
+			Command: enrollment.NewCommand{UUID: uuid, RequestType: "DeviceInformation", Body: []byte("<plist>question</plist>")}}
+	}
+	claimWith := func(r enrollment.Reservation, udid string, q *enrollment.Question) enrollment.Enrollment {
+		t.Helper()
+		res, err := s.ClaimReservation(ctx, r.ID, r.TokenNonce, device(udid, "SER-"+udid), at, enrollment.AuditEvent{At: at, Actor: "x", Action: "x"}, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Enrollment
+	}
+	questions := func(id string) []enrollment.Command {
+		t.Helper()
+		cmds, err := s.ListCommands(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cmds
+	}
+
+	r := reserve(t, s, "q@example.com")
+	first := question(r.ID)
+	e := claimWith(r, "UDID-Q1", first)
+	if e.Attestation.Status != enrollment.AttestAsked || e.AttestNonce != first.NonceHex || e.AttestCommand != first.Command.UUID {
+		t.Fatalf("a new claim was not asked: %+v", e)
+	}
+	if cmds := questions(r.ID); len(cmds) != 1 || cmds[0].UUID != first.Command.UUID {
+		t.Fatalf("queued after the claim: %+v", cmds)
+	}
+	e = claimWith(r, "UDID-Q1", question(r.ID))
+	if e.AttestNonce != first.NonceHex || len(questions(r.ID)) != 1 {
+		t.Fatalf("a retry asked again: %+v, %d commands", e, len(questions(r.ID)))
+	}
+
+	r2 := reserve(t, s, "q@example.com")
+	if e := claimWith(r2, "UDID-Q2", nil); e.Attestation.Status != enrollment.AttestNotAsked || len(questions(r2.ID)) != 0 {
+		t.Fatalf("a claim without a question was asked: %+v", e)
+	}
+	second := question(r2.ID)
+	if e := claimWith(r2, "UDID-Q2", second); e.AttestNonce != second.NonceHex || len(questions(r2.ID)) != 1 {
+		t.Fatalf("a retry of a claim never asked was not asked: %+v", e)
 	}
 }

@@ -17,6 +17,7 @@ func Run(t *testing.T, open func(t *testing.T) *store.Store) {
 	t.Run("user import is all or nothing", func(t *testing.T) { testImportAtomic(t, open(t)) })
 	t.Run("audit", func(t *testing.T) { testAudit(t, open(t)) })
 	t.Run("token claims", func(t *testing.T) { testClaims(t, open(t)) })
+	t.Run("attestation question in the claim", func(t *testing.T) { testQuestionInClaim(t, open(t)) })
 	t.Run("approval gate", func(t *testing.T) { testApprovalGate(t, open(t)) })
 	t.Run("command queue", func(t *testing.T) { testCommandQueue(t, open(t)) })
 	t.Run("check-in record", func(t *testing.T) { testCheckinRecord(t, open(t)) })
