@@ -268,7 +268,7 @@ func (s *Service) handle(ctx context.Context, msg *smallscep.PKIMessage, data []
 		return c, nil, true
 	}
 
-	if renewal, rerr := s.renewalSigner(ctx, data); rerr != nil {
+	if renewal, rerr := s.renewalSigner(ctx, signer); rerr != nil {
 		return nil, rerr
 	} else if renewal != nil {
 		if renewal.ReservationID != cn {
@@ -307,12 +307,7 @@ func (s *Service) handle(ctx context.Context, msg *smallscep.PKIMessage, data []
 // message when it is one of ours (a renewal), nil when the signer is a
 // device's self-signed key, and a refusal when it is one of ours but may
 // not renew.
-func (s *Service) renewalSigner(ctx context.Context, data []byte) (*Certificate, *refusal) {
-	p7, err := pkcs7.Parse(data)
-	if err != nil {
-		return nil, refuse(smallscep.BadMessageCheck, "parse signer: %v", err)
-	}
-	signer := p7.GetOnlySigner()
+func (s *Service) renewalSigner(ctx context.Context, signer *x509.Certificate) (*Certificate, *refusal) {
 	if signer == nil || signer.CheckSignatureFrom(s.ca.Certificate()) != nil {
 		return nil, nil
 	}
