@@ -143,7 +143,7 @@ func NewPasswordLogin(users UserFinder, audit Auditor, throttle ThrottleStore, p
 }
 
 func (p *PasswordLogin) dummyHash() (string, error) {
-	p.dummyOnce.Do(func() { p.dummy, p.dummyErr = HashPassword(RandomPassword()) })
+	p.dummyOnce.Do(func() { p.dummy, p.dummyErr = unmatchableHash() })
 	return p.dummy, p.dummyErr
 }
 
@@ -191,10 +191,9 @@ func (p *PasswordLogin) Login(ctx context.Context, email, password, ip string) (
 	found := err == nil
 	hash := u.PasswordHash
 	if !found || hash == "" {
-		// Unknown accounts take as long as known ones. The dummy is made
-		// at the first such attempt, not at a known user's sign-in: it is
-		// one argon2id hash (64 MiB), which a dev server's admin, whose
-		// one-time password needs none, would otherwise pay for.
+		// Unknown accounts take as long as known ones: one argon2id
+		// verification against a hash no password matches, made without
+		// argon2 work so that the first such attempt is not slower.
 		if hash, err = p.dummyHash(); err != nil {
 			return enrollment.User{}, fmt.Errorf("login: %w", err)
 		}

@@ -39,6 +39,21 @@ func HashPassword(password string) (string, error) {
 		b64.EncodeToString(salt), b64.EncodeToString(key)), nil
 }
 
+// unmatchableHash is an argon2id hash in HashPassword's format and
+// parameters whose key is random bytes: no password matches it, verifying
+// against it costs what a real check costs, and making it costs nothing
+// (a real HashPassword would make the first sign-in that needs it twice as
+// slow as the others, which tells that its account is unknown).
+func unmatchableHash() (string, error) {
+	buf := make([]byte, 16+argonKeyLen)
+	if _, err := rand.Read(buf); err != nil {
+		return "", fmt.Errorf("dummy hash: %w", err)
+	}
+	b64 := base64.RawStdEncoding
+	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, argonMemory, argonTime, argonThreads,
+		b64.EncodeToString(buf[:16]), b64.EncodeToString(buf[16:])), nil
+}
+
 // VerifyPassword checks a password against a hash made by HashPassword,
 // with the parameters recorded in the hash.
 func VerifyPassword(encoded, password string) error {

@@ -297,6 +297,20 @@ func (s *Store) ListEnrollments(ctx context.Context, f enrollment.EnrollmentFilt
 // UPDATE makes two admins deciding at once safe: exactly one wins.
 func (s *Store) Decide(ctx context.Context, id string, from, to enrollment.State, by, note string, at time.Time,
 	eff enrollment.Effects, ev enrollment.AuditEvent) (enrollment.Enrollment, error) {
+	// Two approvals of one device's enrollments at once (a bulk approval
+	// of a profile installed twice) each supersede the other's row: on
+	// PostgreSQL one is rolled back as a deadlock. Run again, it finds the
+	// other decided and answers as any late decision does.
+	for attempt := 1; ; attempt++ {
+		out, err := s.decide(ctx, id, from, to, by, note, at, eff, ev)
+		if !isDeadlock(err) || attempt == 3 {
+			return out, err
+		}
+	}
+}
+
+func (s *Store) decide(ctx context.Context, id string, from, to enrollment.State, by, note string, at time.Time,
+	eff enrollment.Effects, ev enrollment.AuditEvent) (enrollment.Enrollment, error) {
 	var out enrollment.Enrollment
 	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
 		res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE enrollments SET state = ?, decided_at = ?, decided_by = ?, decision_note = ?, updated_at = ?

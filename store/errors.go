@@ -26,6 +26,13 @@ func isUniqueViolation(err error) bool {
 	return strings.Contains(err.Error(), "UNIQUE constraint failed")
 }
 
+// isDeadlock tells a transaction PostgreSQL rolled back to break a
+// deadlock: run again, it sees the other's outcome.
+func isDeadlock(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "40P01"
+}
+
 // notFound maps sql.ErrNoRows to the domain's ErrNotFound.
 func notFound(err error) error {
 	if errors.Is(err, sql.ErrNoRows) {

@@ -13,9 +13,13 @@ import (
 // by their text: sqliteConnector opens such connections. PostgreSQL needs
 // none of this: pgx keeps its own statement cache.
 
-// maxConnStmts bounds one connection's statements; past it (queries with
-// IN lists of every length, say) statements are parsed each time again.
-const maxConnStmts = 256
+// maxConnStmts bounds one connection's statements; past it statements
+// are parsed each time again. maxKeptArgs keeps out the statements with
+// long IN lists, whose text differs with every list length.
+const (
+	maxConnStmts = 256
+	maxKeptArgs  = 16
+)
 
 type sqliteConnector struct {
 	dsn string
@@ -100,7 +104,10 @@ func (c *stmtConn) Close() error {
 
 // kept returns the statement kept for query, preparing it the first time,
 // or nil when query is not to be kept now.
-func (c *stmtConn) kept(ctx context.Context, query string) (*connStmt, error) {
+func (c *stmtConn) kept(ctx context.Context, query string, args int) (*connStmt, error) {
+	if args > maxKeptArgs {
+		return nil, nil
+	}
 	if s, ok := c.stmts[query]; ok {
 		if s.busy {
 			return nil, nil
@@ -123,7 +130,7 @@ func (c *stmtConn) kept(ctx context.Context, query string) (*connStmt, error) {
 }
 
 func (c *stmtConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
-	s, err := c.kept(ctx, query)
+	s, err := c.kept(ctx, query, len(args))
 	if err != nil {
 		return nil, err
 	}
@@ -134,7 +141,7 @@ func (c *stmtConn) ExecContext(ctx context.Context, query string, args []driver.
 }
 
 func (c *stmtConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
-	s, err := c.kept(ctx, query)
+	s, err := c.kept(ctx, query, len(args))
 	if err != nil {
 		return nil, err
 	}

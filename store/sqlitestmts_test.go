@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -90,6 +91,26 @@ func TestSQLiteConnectionsKeepStatements(t *testing.T) {
 	if got := kept(); got != maxConnStmts {
 		t.Fatalf("%d statements kept, want the bound %d", got, maxConnStmts)
 	}
+	// A long IN list is not kept: its text changes with its length.
+	args := make([]any, maxKeptArgs+1)
+	for i := range args {
+		args[i] = i
+	}
+	long := `SELECT COUNT(*) FROM t WHERE x IN (?` + strings.Repeat(`, ?`, len(args)-1) + `)`
+	if err := db.GetContext(ctx, &n, long, args...); err != nil || n != 5 {
+		t.Fatalf("long IN list: %d (%v)", n, err)
+	}
+	c, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c.Raw(func(dc any) error {
+		if _, ok := dc.(*stmtConn).stmts[long]; ok {
+			t.Error("a statement with a long IN list was kept")
+		}
+		return nil
+	})
+	c.Close()
 	if err := s.Close(); err != nil {
 		t.Fatalf("close with statements kept: %v", err)
 	}

@@ -118,6 +118,9 @@ func openSQLite(path string, opts Options) (*sqlx.DB, error) {
 	db := sql.OpenDB(sqliteConnector{dsn: dsn, drv: plain.Driver()})
 	plain.Close()
 	db.SetMaxOpenConns(opts.MaxOpenConns)
+	// Idle connections are kept, with their statements; database/sql's
+	// default of two would close the rest and parse again.
+	db.SetMaxIdleConns(opts.MaxOpenConns)
 	// sqlx picks the placeholder style by driver name; "sqlite3" means "?".
 	return sqlx.NewDb(db, "sqlite3"), nil
 }

@@ -8,6 +8,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/hex"
@@ -453,6 +454,18 @@ func (t *spread) RoundTrip(req *http.Request) (*http.Response, error) {
 		case resp.StatusCode == http.StatusBadGateway || resp.StatusCode == http.StatusServiceUnavailable:
 			resp.Body.Close()
 			lastErr = fmt.Errorf("HTTP %d", resp.StatusCode)
+			t.s.failover.Add(1)
+		case req.Method == http.MethodGet:
+			// A replica killed while it sends a body cuts the body, not
+			// the request: a person downloading a profile downloads it
+			// again, so a GET read short goes to the next replica.
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err == nil {
+				resp.Body = io.NopCloser(bytes.NewReader(b))
+				return resp, nil
+			}
+			lastErr = fmt.Errorf("reading the answer: %w", err)
 			t.s.failover.Add(1)
 		default:
 			return resp, nil

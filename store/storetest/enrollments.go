@@ -274,3 +274,52 @@ func testQuestionInClaim(t *testing.T, s *store.Store) {
 		t.Fatalf("a retry of a claim never asked was not asked: %+v", e)
 	}
 }
+
+// testConcurrentApprovalsOfOneDevice: a profile installed twice on one
+// device gives two pending enrollments of one owner, and approving both at
+// once (a bulk approval) makes each supersede the other's row. Exactly one
+// stays approved, and the other approval fails as a late decision does,
+// not with PostgreSQL's deadlock error.
+func testConcurrentApprovalsOfOneDevice(t *testing.T, s *store.Store) {
+	ctx := context.Background()
+	at := testNow.Add(time.Minute)
+	ev := enrollment.AuditEvent{At: at, Actor: "t", Action: "enrollment.approve"}
+	for round := range 3 {
+		udid := fmt.Sprintf("UDID-TWICE-%d", round)
+		var ids []string
+		for range 2 {
+			r := reserve(t, s, "twice@example.com")
+			if _, err := claim(s, r, device(udid, "SER-"+udid), at); err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, r.ID)
+		}
+		var wg sync.WaitGroup
+		errs := make([]error, len(ids))
+		for i, id := range ids {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, errs[i] = s.Decide(ctx, id, enrollment.StatePending, enrollment.StateApproved, "t", "", at,
+					enrollment.DecisionEffects(enrollment.StateApproved, nil), ev)
+			}()
+		}
+		wg.Wait()
+		approved := 0
+		for i, id := range ids {
+			if errs[i] != nil && !errors.Is(errs[i], enrollment.ErrConflict) {
+				t.Fatalf("round %d: an approval failed with %v, not a conflict", round, errs[i])
+			}
+			e, err := s.Enrollment(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e.State == enrollment.StateApproved {
+				approved++
+			}
+		}
+		if approved != 1 {
+			t.Fatalf("round %d: %d enrollments of one device approved", round, approved)
+		}
+	}
+}
