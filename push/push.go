@@ -89,6 +89,7 @@ type Pusher struct {
 	expires time.Time
 	log     *slog.Logger
 	m       *metrics
+	workers sync.WaitGroup
 }
 
 // New checks the certificate and builds the APNs client. Its HTTP/2
@@ -185,9 +186,17 @@ func (p *Pusher) Health(context.Context) error {
 // ends: the same count claimSize shares the rate between.
 func (p *Pusher) Start(ctx context.Context) {
 	for range p.o.Workers {
-		go p.Run(ctx)
+		p.workers.Add(1)
+		go func() {
+			defer p.workers.Done()
+			p.Run(ctx)
+		}()
 	}
 }
+
+// Wait returns once the workers Start ran have stopped, their last pushes
+// answered and completed: the store must stay open until then.
+func (p *Pusher) Wait() { p.workers.Wait() }
 
 // Run drains the outbox until ctx ends.
 func (p *Pusher) Run(ctx context.Context) {
@@ -228,26 +237,45 @@ func (p *Pusher) Drain(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	// New pushes start only in the first third of the lease: one started
+	// later could still wait on APNs (up to the client's 30 s timeout)
+	// when the lease ends and another worker takes its item. claimSize
+	// makes the paced batch fit; slow answers filling every slot may not.
+	startBy := now.Add(pushLease / 3)
 	// Each push starts at its paced turn and runs beside the others
-	// (HTTP/2 streams on one connection), InFlight at most. The pushed
-	// items leave the outbox together when the batch ends, in one write
-	// instead of one each (SQLite has one writer); a worker stopped
-	// before that pushes them again after the lease, which only wakes
-	// the devices twice.
+	// (HTTP/2 streams on one connection), InFlight at most. Pushed items
+	// leave the outbox completeEvery at a time, in one write instead of
+	// one each (SQLite has one writer); a worker killed before that
+	// pushes them again after the lease, which only wakes devices twice.
 	slots := make(chan struct{}, p.o.InFlight)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var pushed []Item
-	defer func() {
-		wg.Wait()
-		if len(pushed) == 0 {
+	complete := func(all bool) {
+		mu.Lock()
+		if len(pushed) == 0 || !all && len(pushed) < completeEvery {
+			mu.Unlock()
 			return
 		}
-		if err := p.o.Store.CompleteOutbox(context.WithoutCancel(ctx), pushed); err != nil {
-			p.log.Error("complete pushes", "count", len(pushed), "err", err)
+		done := pushed
+		pushed = nil
+		mu.Unlock()
+		// Completed even when the worker is stopping, within bounds.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := p.o.Store.CompleteOutbox(cctx, done); err != nil {
+			p.log.Error("complete pushes", "count", len(done), "err", err)
 		}
+	}
+	defer func() {
+		wg.Wait()
+		complete(true)
 	}()
 	for i, it := range items {
+		if p.o.Now().After(startBy) {
+			// The rest go back when the lease ends.
+			return i, nil
+		}
 		if err := p.o.Pace(ctx); err != nil {
 			// Stopping: what is left goes back when its lease ends.
 			return i, err
@@ -265,11 +293,15 @@ func (p *Pusher) Drain(ctx context.Context) (int, error) {
 				mu.Lock()
 				pushed = append(pushed, it)
 				mu.Unlock()
+				complete(false)
 			}
 		}()
 	}
 	return len(items), nil
 }
+
+// completeEvery is how many pushed items leave the outbox in one write.
+const completeEvery = 32
 
 // send pushes it and handles a failure; it reports whether APNs took the
 // push, for the caller to complete.

@@ -479,3 +479,42 @@ func TestPushesRunSideBySide(t *testing.T) {
 		t.Fatalf("%d pushes left in the outbox", n)
 	}
 }
+
+// TestNoPushStartsLateInItsLease: a worker whose batch runs slow (APNs
+// answering slowly) starts no push after the first third of the batch's
+// lease, so none is still on its way when the lease ends and another
+// worker pushes the item again; what it did not start goes back after the
+// lease.
+func TestNoPushStartsLateInItsLease(t *testing.T) {
+	ctx := context.Background()
+	st := storetest.Open(t, "sqlite")
+	apns := newAPNs(t)
+	c := &clock{t: time.Now()}
+	for i := range 5 {
+		approvedDevice(t, st, hexToken(400+i), c.now())
+	}
+	// Each turn takes ten seconds of the one-minute lease.
+	pace := func(context.Context) error {
+		c.add(10 * time.Second)
+		return nil
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(apns.Certificate())
+	p, err := push.New(push.Options{Certificate: pushCert(t), Host: apns.URL, RootCAs: roots, Store: st, Now: c.now, Batch: 50, Rate: 200, Pace: pace})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := p.Drain(ctx); n != 3 || err != nil {
+		t.Fatalf("pushed %d (%v), want the 3 started within 20 s", n, err)
+	}
+	if got := len(apns.got()); got != 3 {
+		t.Fatalf("%d pushes, want 3", got)
+	}
+	if n, _ := st.OutboxLen(ctx); n != 2 {
+		t.Fatalf("%d left in the outbox, want 2", n)
+	}
+	c.add(time.Minute)
+	if n, err := p.Drain(ctx); n != 2 || err != nil {
+		t.Fatalf("after the lease: %d (%v)", n, err)
+	}
+}

@@ -126,6 +126,9 @@ func write(path string, keys []*rsa.PrivateKey, devices []seed.Device) error {
 		return err
 	}
 	// The file holds private keys of test devices only; still, not for
-	// other users of the machine.
-	return os.WriteFile(path, b, 0o600)
+	// other users of the machine, also when it existed before.
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		return err
+	}
+	return os.Chmod(path, 0o600)
 }

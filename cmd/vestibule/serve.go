@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -64,7 +65,14 @@ With --dev it runs on the embedded defaults: SQLite and generated keys in
 				log.Info("metrics on their own listener", "addr", mln.Addr().String())
 			}
 			if app.Pusher != nil {
-				app.Pusher.Start(ctx)
+				pushCtx, stopPush := context.WithCancel(ctx)
+				app.Pusher.Start(pushCtx)
+				// Deferred after app.Close, so it runs first: the workers'
+				// last completions need the store.
+				defer func() {
+					stopPush()
+					app.Pusher.Wait()
+				}()
 				log.Info("push on", "topic", app.Pusher.Topic(), "certificate_expires", app.Pusher.Expires().Format("2006-01-02"), "workers", cfg.Push.Workers)
 			} else {
 				log.Info("push is off (no push.cert_file): approved devices pick up commands at their next check-in")
