@@ -93,6 +93,9 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	return s, nil
 }
 
+// sqliteIdleConns is how many idle SQLite connections are kept open.
+const sqliteIdleConns = 4
+
 func openSQLite(path string, opts Options) (*sqlx.DB, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("sqlite: %w", err)
@@ -118,9 +121,11 @@ func openSQLite(path string, opts Options) (*sqlx.DB, error) {
 	db := sql.OpenDB(sqliteConnector{dsn: dsn, drv: plain.Driver()})
 	plain.Close()
 	db.SetMaxOpenConns(opts.MaxOpenConns)
-	// Idle connections are kept, with their statements; database/sql's
-	// default of two would close the rest and parse again.
-	db.SetMaxIdleConns(opts.MaxOpenConns)
+	// Idle connections are kept, with their statements (database/sql's
+	// default of two closed the rest, and they parsed again). Each holds
+	// a page cache and its statements, several MB: four serve two cores,
+	// and more only grow the process.
+	db.SetMaxIdleConns(min(opts.MaxOpenConns, sqliteIdleConns))
 	// sqlx picks the placeholder style by driver name; "sqlite3" means "?".
 	return sqlx.NewDb(db, "sqlite3"), nil
 }
