@@ -442,12 +442,14 @@ func TestPushesRunSideBySide(t *testing.T) {
 	var mu sync.Mutex
 	running, most := 0, 0
 	all := make(chan struct{})
+	var allOnce sync.Once
 	apns := apnstest.Start(func(string) {
 		mu.Lock()
 		running++
 		most = max(most, running)
 		if running == inFlight {
-			close(all)
+			// Later waves fill every slot again: close once.
+			allOnce.Do(func() { close(all) })
 		}
 		mu.Unlock()
 		// Answer only once inFlight pushes are waiting together; pushes
