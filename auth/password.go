@@ -33,10 +33,15 @@ func HashPassword(password string) (string, error) {
 	if _, err := rand.Read(salt); err != nil {
 		return "", fmt.Errorf("hash password: %w", err)
 	}
-	key := argon2.IDKey([]byte(password), salt, argonTime, argonMemory, argonThreads, argonKeyLen)
+	return encodeHash(salt, argon2.IDKey([]byte(password), salt, argonTime, argonMemory, argonThreads, argonKeyLen)), nil
+}
+
+// encodeHash writes an argon2id salt and key with this package's
+// parameters in the PHC string format VerifyPassword reads.
+func encodeHash(salt, key []byte) string {
 	b64 := base64.RawStdEncoding
 	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, argonMemory, argonTime, argonThreads,
-		b64.EncodeToString(salt), b64.EncodeToString(key)), nil
+		b64.EncodeToString(salt), b64.EncodeToString(key))
 }
 
 // unmatchableHash is an argon2id hash in HashPassword's format and
@@ -49,9 +54,7 @@ func unmatchableHash() (string, error) {
 	if _, err := rand.Read(buf); err != nil {
 		return "", fmt.Errorf("dummy hash: %w", err)
 	}
-	b64 := base64.RawStdEncoding
-	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, argonMemory, argonTime, argonThreads,
-		b64.EncodeToString(buf[:16]), b64.EncodeToString(buf[16:])), nil
+	return encodeHash(buf[:16], buf[16:]), nil
 }
 
 // VerifyPassword checks a password against a hash made by HashPassword,

@@ -82,7 +82,8 @@ func (s *Server) RootPEM() []byte {
 }
 
 // PushCertificate is an MDM push certificate as Apple issues it, with the
-// topic in the subject's UID; also returned as PEM certificate and key.
+// topic in the subject's UID, valid for a year as Apple's are; also
+// returned as PEM certificate and key.
 func PushCertificate(topic string) (tls.Certificate, []byte, []byte, error) {
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -90,7 +91,7 @@ func PushCertificate(topic string) (tls.Certificate, []byte, []byte, error) {
 	}
 	uid := pkix.AttributeTypeAndValue{Type: asn1.ObjectIdentifier{0, 9, 2342, 19200300, 100, 1, 1}, Value: topic}
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(3), Subject: pkix.Name{CommonName: "APSP:test", ExtraNames: []pkix.AttributeTypeAndValue{uid}},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(365 * 24 * time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {
