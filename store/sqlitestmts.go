@@ -31,14 +31,15 @@ func (c sqliteConnector) Connect(context.Context) (driver.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, ok := range []bool{isA[driver.ConnPrepareContext](conn), isA[driver.ConnBeginTx](conn), isA[driver.ExecerContext](conn),
-		isA[driver.QueryerContext](conn)} {
-		if !ok {
-			conn.Close()
-			return nil, errors.New("sqlite: the driver's connection lacks a context method")
-		}
+	prep, ok1 := conn.(driver.ConnPrepareContext)
+	begin, ok2 := conn.(driver.ConnBeginTx)
+	exec, ok3 := conn.(driver.ExecerContext)
+	query, ok4 := conn.(driver.QueryerContext)
+	if !ok1 || !ok2 || !ok3 || !ok4 {
+		conn.Close()
+		return nil, errors.New("sqlite: the driver's connection lacks a context method")
 	}
-	return &stmtConn{Conn: conn, stmts: map[string]*connStmt{}}, nil
+	return &stmtConn{Conn: conn, prep: prep, begin: begin, exec: exec, query: query, stmts: map[string]*connStmt{}}, nil
 }
 
 func (c sqliteConnector) Driver() driver.Driver { return c.drv }
@@ -59,15 +60,20 @@ type connStmt struct {
 // uses a connection from one goroutine at a time, so it needs no lock.
 type stmtConn struct {
 	driver.Conn
+	// The connection's context methods, asserted once when it opened.
+	prep  driver.ConnPrepareContext
+	begin driver.ConnBeginTx
+	exec  driver.ExecerContext
+	query driver.QueryerContext
 	stmts map[string]*connStmt
 }
 
 func (c *stmtConn) PrepareContext(ctx context.Context, query string) (driver.Stmt, error) {
-	return c.Conn.(driver.ConnPrepareContext).PrepareContext(ctx, query)
+	return c.prep.PrepareContext(ctx, query)
 }
 
 func (c *stmtConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
-	return c.Conn.(driver.ConnBeginTx).BeginTx(ctx, opts)
+	return c.begin.BeginTx(ctx, opts)
 }
 
 func (c *stmtConn) Ping(ctx context.Context) error {
@@ -135,7 +141,7 @@ func (c *stmtConn) ExecContext(ctx context.Context, query string, args []driver.
 		return nil, err
 	}
 	if s == nil {
-		return c.Conn.(driver.ExecerContext).ExecContext(ctx, query, args)
+		return c.exec.ExecContext(ctx, query, args)
 	}
 	return s.st.(driver.StmtExecContext).ExecContext(ctx, args)
 }
@@ -146,7 +152,7 @@ func (c *stmtConn) QueryContext(ctx context.Context, query string, args []driver
 		return nil, err
 	}
 	if s == nil {
-		return c.Conn.(driver.QueryerContext).QueryContext(ctx, query, args)
+		return c.query.QueryContext(ctx, query, args)
 	}
 	rows, err := s.st.(driver.StmtQueryContext).QueryContext(ctx, args)
 	if err != nil {
