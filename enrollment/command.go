@@ -55,6 +55,9 @@ type Report struct {
 // CommandStore is the command queue's storage.
 type CommandStore interface {
 	EnqueueCommands(ctx context.Context, enrollmentID string, cmds []NewCommand, by string, at time.Time, ev AuditEvent) error
+	// EnqueueFleet queues each command for its enrollment, all in one
+	// transaction.
+	EnqueueFleet(ctx context.Context, items []FleetCommand, by string, at time.Time) error
 	// RecordResult stores a device's result for a command it was sent. A
 	// report for an unknown command, or one already final, is ErrNotFound.
 	RecordResult(ctx context.Context, enrollmentID, uuid string, status CommandStatus, result []byte, at time.Time) error
@@ -100,6 +103,49 @@ func (c *Commands) Enqueue(ctx context.Context, actor Actor, e Enrollment, cmds 
 	}
 	ev := actor.event(now, "command.enqueue", "enrollment", e.ID, types)
 	return c.store.EnqueueCommands(ctx, e.ID, cmds, actor.Name, now, ev)
+}
+
+// FleetCommand is one device's command in a fleet-wide request.
+type FleetCommand struct {
+	EnrollmentID string
+	Command      NewCommand
+	Event        AuditEvent
+}
+
+// MaxFleetCommand is how many devices one fleet-wide request may name: a
+// transaction the size of a console page, not of the fleet.
+const MaxFleetCommand = 500
+
+// EnqueueFleet queues cmds[i] for enrollments[i], every one or none: a
+// device that cannot take a command (denied, retired, superseded) fails
+// the whole request, naming it.
+func (c *Commands) EnqueueFleet(ctx context.Context, actor Actor, enrollments []Enrollment, cmds []NewCommand) error {
+	if len(enrollments) != len(cmds) {
+		return fmt.Errorf("enqueue fleet: %d devices for %d commands", len(enrollments), len(cmds))
+	}
+	if len(enrollments) == 0 || len(enrollments) > MaxFleetCommand {
+		return fmt.Errorf("enqueue fleet: %w: name 1 to %d devices", ErrInvalid, MaxFleetCommand)
+	}
+	now := c.now()
+	items := make([]FleetCommand, len(enrollments))
+	seen := make(map[string]bool, len(enrollments))
+	for i, e := range enrollments {
+		switch e.State {
+		case StatePending, StateApproved:
+		default:
+			return fmt.Errorf("enqueue fleet: %w: enrollment %s is %s", ErrConflict, e.ID, e.State)
+		}
+		if seen[e.ID] {
+			return fmt.Errorf("enqueue fleet: %w: enrollment %s is named twice", ErrInvalid, e.ID)
+		}
+		seen[e.ID] = true
+		items[i] = FleetCommand{EnrollmentID: e.ID, Command: cmds[i],
+			Event: actor.event(now, "command.enqueue", "enrollment", e.ID, cmds[i].RequestType)}
+	}
+	if err := c.store.EnqueueFleet(ctx, items, actor.Name, now); err != nil {
+		return fmt.Errorf("enqueue fleet: %w", err)
+	}
+	return nil
 }
 
 // Next records a report and returns the next command for the device, or

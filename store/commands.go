@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -37,21 +39,52 @@ func (r commandRow) command() enrollment.Command {
 func (s *Store) EnqueueCommands(ctx context.Context, enrollmentID string, cmds []enrollment.NewCommand, by string, at time.Time,
 	ev enrollment.AuditEvent) error {
 	return s.inTx(ctx, func(tx *sqlx.Tx) error {
-		if err := enqueue(ctx, tx, enrollmentID, cmds, by, at); err != nil {
-			return err
-		}
-		var state string
-		if err := tx.GetContext(ctx, &state, tx.Rebind(`SELECT state FROM enrollments WHERE id = ?`), enrollmentID); err != nil {
-			return err
-		}
-		// A pending device would get nothing from waking up.
-		if state == string(enrollment.StateApproved) {
-			if err := enqueuePush(ctx, tx, enrollmentID, at); err != nil {
-				return err
-			}
-		}
-		return appendAudit(ctx, tx, ev)
+		return enqueueAndWake(ctx, tx, enrollmentID, cmds, by, at, ev)
 	})
+}
+
+// EnqueueFleet queues one command for each of many enrollments in one
+// transaction: all of them or none.
+func (s *Store) EnqueueFleet(ctx context.Context, items []enrollment.FleetCommand, by string, at time.Time) error {
+	// One order for every such transaction, so two of them over the same
+	// devices wait for each other instead of deadlocking on PostgreSQL.
+	sorted := slices.Clone(items)
+	slices.SortFunc(sorted, func(a, b enrollment.FleetCommand) int { return strings.Compare(a.EnrollmentID, b.EnrollmentID) })
+	// An approval superseding rows in another order can still deadlock
+	// with it; run again, the transaction sees the approval's outcome.
+	for attempt := 1; ; attempt++ {
+		err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+			for _, it := range sorted {
+				if err := enqueueAndWake(ctx, tx, it.EnrollmentID, []enrollment.NewCommand{it.Command}, by, at, it.Event); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if !isDeadlock(err) || attempt == 3 {
+			return err
+		}
+	}
+}
+
+// enqueueAndWake queues commands, asks for a push when the device is
+// approved and records the audit event.
+func enqueueAndWake(ctx context.Context, tx *sqlx.Tx, enrollmentID string, cmds []enrollment.NewCommand, by string, at time.Time,
+	ev enrollment.AuditEvent) error {
+	if err := enqueue(ctx, tx, enrollmentID, cmds, by, at); err != nil {
+		return err
+	}
+	var state string
+	if err := tx.GetContext(ctx, &state, tx.Rebind(`SELECT state FROM enrollments WHERE id = ?`), enrollmentID); err != nil {
+		return err
+	}
+	// A pending device would get nothing from waking up.
+	if state == string(enrollment.StateApproved) {
+		if err := enqueuePush(ctx, tx, enrollmentID, at); err != nil {
+			return err
+		}
+	}
+	return appendAudit(ctx, tx, ev)
 }
 
 func enqueue(ctx context.Context, tx *sqlx.Tx, enrollmentID string, cmds []enrollment.NewCommand, by string, at time.Time) error {

@@ -23,6 +23,7 @@ type EnrollmentService interface {
 // CommandService queues commands and lists them.
 type CommandService interface {
 	Enqueue(ctx context.Context, actor enrollment.Actor, e enrollment.Enrollment, cmds ...enrollment.NewCommand) error
+	EnqueueFleet(ctx context.Context, actor enrollment.Actor, enrollments []enrollment.Enrollment, cmds []enrollment.NewCommand) error
 	List(ctx context.Context, enrollmentID string) ([]enrollment.Command, error)
 }
 
@@ -50,6 +51,7 @@ func (a *API) enrollmentRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /api/v1/enrollments/{id}/retire", a.requireToken(approver, a.retire))
 	mux.HandleFunc("GET /api/v1/devices/{id}/commands", a.requireToken(viewer, a.listCommands))
 	mux.HandleFunc("POST /api/v1/devices/{id}/commands", a.requireToken(approver, a.enqueueCommand))
+	mux.HandleFunc("POST /api/v1/commands", a.requireToken(approver, a.enqueueFleetCommand))
 	mux.HandleFunc("GET /api/v1/audit", a.requireToken(viewer, a.listAudit))
 	mux.HandleFunc("POST /api/v1/devices/{id}/push", a.requireToken(approver, a.pushDevice))
 }
@@ -211,6 +213,59 @@ func (a *API) enqueueCommand(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusAccepted, map[string]string{"command_uuid": cmd.UUID, "request_type": cmd.RequestType, "device_id": e.ID})
+}
+
+// enqueueFleetCommand queues one command for each named device (an
+// enrollment ID or UDID, as in /devices/{id}), up to
+// enrollment.MaxFleetCommand in one request: every device gets its own
+// command UUID, approved ones a push, and a device that cannot take a
+// command refuses the whole request.
+func (a *API) enqueueFleetCommand(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Devices     []string `json:"devices"`
+		RequestType string   `json:"request_type"`
+		Payload     []byte   `json:"payload"`
+	}
+	if err := decodeJSON(r, &req); err != nil {
+		writeError(w, r, a.log, err)
+		return
+	}
+	if len(req.Devices) == 0 || len(req.Devices) > enrollment.MaxFleetCommand {
+		writeError(w, r, a.log, fmt.Errorf("%w: devices must name 1 to %d devices", enrollment.ErrInvalid, enrollment.MaxFleetCommand))
+		return
+	}
+	if need := commandRole(req.RequestType); roleRank[roleFrom(r.Context())] < roleRank[need] {
+		writeAPIError(w, apiError{http.StatusForbidden, "forbidden", req.RequestType + " needs an admin token: approvers may queue DeviceInformation and ProfileList"})
+		return
+	}
+	enrollments := make([]enrollment.Enrollment, len(req.Devices))
+	cmds := make([]enrollment.NewCommand, len(req.Devices))
+	for i, device := range req.Devices {
+		e, err := a.enrollments.Resolve(r.Context(), device)
+		if err != nil {
+			writeError(w, r, a.log, fmt.Errorf("device %q: %w", device, err))
+			return
+		}
+		if cmds[i], err = a.builder.Build(req.RequestType, req.Payload); err != nil {
+			writeError(w, r, a.log, err)
+			return
+		}
+		enrollments[i] = e
+	}
+	if err := a.commands.EnqueueFleet(r.Context(), actorFrom(r.Context()), enrollments, cmds); err != nil {
+		writeError(w, r, a.log, err)
+		return
+	}
+	type queued struct {
+		DeviceID    string `json:"device_id"`
+		CommandUUID string `json:"command_uuid"`
+		RequestType string `json:"request_type"`
+	}
+	out := make([]queued, len(cmds))
+	for i, cmd := range cmds {
+		out[i] = queued{enrollments[i].ID, cmd.UUID, cmd.RequestType}
+	}
+	writeJSON(w, http.StatusAccepted, map[string]any{"items": out})
 }
 
 // commandRole is the least role that may queue a command of this type.

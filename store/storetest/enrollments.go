@@ -323,3 +323,45 @@ func testConcurrentApprovalsOfOneDevice(t *testing.T, s *store.Store) {
 		}
 	}
 }
+
+// testFleetCommandAtomic: a fleet-wide command naming an enrollment that
+// is gone queues nothing for the others; one naming only real ones queues
+// each its command, in one transaction.
+func testFleetCommandAtomic(t *testing.T, s *store.Store) {
+	ctx := context.Background()
+	at := testNow.Add(time.Minute)
+	var ids []string
+	for i := range 3 {
+		r := reserve(t, s, fmt.Sprintf("fleet%d@example.com", i))
+		if _, err := claim(s, r, device(fmt.Sprintf("UDID-F%d", i), fmt.Sprintf("SER-F%d", i)), at); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, r.ID)
+	}
+	item := func(id string) enrollment.FleetCommand {
+		return enrollment.FleetCommand{EnrollmentID: id, Command: enrollment.NewCommand{UUID: enrollment.NewID(), RequestType: "DeviceInformation", Body: []byte("b")},
+			Event: enrollment.AuditEvent{At: at, Actor: "admin", Action: "command.enqueue", TargetID: id}}
+	}
+	count := func() int {
+		var n int
+		if err := s.DB().Get(&n, `SELECT COUNT(*) FROM commands WHERE request_type = 'DeviceInformation' AND pre_approval = 0`); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before := count()
+	// The unknown one sorts last, after the real ones were written.
+	err := s.EnqueueFleet(ctx, []enrollment.FleetCommand{item(ids[0]), item("zzzz-gone"), item(ids[1])}, "admin", at)
+	if !errors.Is(err, enrollment.ErrNotFound) {
+		t.Fatalf("an unknown enrollment: %v", err)
+	}
+	if n := count(); n != before {
+		t.Fatalf("a refused fleet command left %d commands", n-before)
+	}
+	if err := s.EnqueueFleet(ctx, []enrollment.FleetCommand{item(ids[2]), item(ids[0]), item(ids[1])}, "admin", at); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(); n != before+3 {
+		t.Fatalf("%d commands queued, want 3", n-before)
+	}
+}
