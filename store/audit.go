@@ -24,23 +24,52 @@ type auditRow struct {
 }
 
 func appendAudit(ctx context.Context, ext sqlx.ExtContext, ev enrollment.AuditEvent) error {
+	row, err := newAuditRow(ev)
+	if err != nil {
+		return err
+	}
+	_, err = sqlx.NamedExecContext(ctx, ext, `INSERT INTO audit_log
+		(id, at, actor, action, target_type, target_id, remote_ip, outcome, detail)
+		VALUES (:id, :at, :actor, :action, :target_type, :target_id, :remote_ip, :outcome, :detail)`, row)
+	if err != nil {
+		return fmt.Errorf("append audit %s: %w", ev.Action, err)
+	}
+	return nil
+}
+
+// appendAudits records many events in one statement.
+func appendAudits(ctx context.Context, tx *sqlx.Tx, evs []enrollment.AuditEvent) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	args := make([]any, 0, 9*len(evs))
+	for _, ev := range evs {
+		r, err := newAuditRow(ev)
+		if err != nil {
+			return err
+		}
+		args = append(args, r.ID, r.At, r.Actor, r.Action, r.TargetType, r.TargetID, r.RemoteIP, r.Outcome, r.Detail)
+	}
+	_, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO audit_log (id, at, actor, action, target_type, target_id, remote_ip, outcome, detail)
+		VALUES `+strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?, ?), ", len(evs)-1)+`(?, ?, ?, ?, ?, ?, ?, ?, ?)`), args...)
+	if err != nil {
+		return fmt.Errorf("append %d audit events: %w", len(evs), err)
+	}
+	return nil
+}
+
+// newAuditRow gives an event its ID and bounds its fields.
+func newAuditRow(ev enrollment.AuditEvent) (auditRow, error) {
 	id, err := uuid.NewV7()
 	if err != nil {
-		return fmt.Errorf("audit id: %w", err)
+		return auditRow{}, fmt.Errorf("audit id: %w", err)
 	}
 	if ev.Outcome == "" {
 		ev.Outcome = enrollment.OutcomeOK
 	}
 	ev = ev.Bounded()
-	_, err = sqlx.NamedExecContext(ctx, ext, `INSERT INTO audit_log
-		(id, at, actor, action, target_type, target_id, remote_ip, outcome, detail)
-		VALUES (:id, :at, :actor, :action, :target_type, :target_id, :remote_ip, :outcome, :detail)`,
-		auditRow{ID: id.String(), At: ms(ev.At), Actor: ev.Actor, Action: ev.Action, TargetType: ev.TargetType,
-			TargetID: ev.TargetID, RemoteIP: ev.RemoteIP, Outcome: ev.Outcome, Detail: ev.Detail})
-	if err != nil {
-		return fmt.Errorf("append audit %s: %w", ev.Action, err)
-	}
-	return nil
+	return auditRow{ID: id.String(), At: ms(ev.At), Actor: ev.Actor, Action: ev.Action, TargetType: ev.TargetType,
+		TargetID: ev.TargetID, RemoteIP: ev.RemoteIP, Outcome: ev.Outcome, Detail: ev.Detail}, nil
 }
 
 // AppendAudit records one event on its own.

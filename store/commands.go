@@ -44,27 +44,93 @@ func (s *Store) EnqueueCommands(ctx context.Context, enrollmentID string, cmds [
 }
 
 // EnqueueFleet queues one command for each of many enrollments in one
-// transaction: all of them or none.
+// transaction: all of them or none. It writes each kind of row in a few
+// statements, not one per device: one per device held the transaction
+// (and SQLite's one writer) for over a second per 500 devices.
 func (s *Store) EnqueueFleet(ctx context.Context, items []enrollment.FleetCommand, by string, at time.Time) error {
 	// One order for every such transaction, so two of them over the same
-	// devices wait for each other instead of deadlocking on PostgreSQL.
+	// devices lock in the same order on PostgreSQL.
 	sorted := slices.Clone(items)
 	slices.SortFunc(sorted, func(a, b enrollment.FleetCommand) int { return strings.Compare(a.EnrollmentID, b.EnrollmentID) })
 	// An approval superseding rows in another order can still deadlock
 	// with it; run again, the transaction sees the approval's outcome.
 	for attempt := 1; ; attempt++ {
-		err := s.inTx(ctx, func(tx *sqlx.Tx) error {
-			for _, it := range sorted {
-				if err := enqueueAndWake(ctx, tx, it.EnrollmentID, []enrollment.NewCommand{it.Command}, by, at, it.Event); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
+		err := s.inTx(ctx, func(tx *sqlx.Tx) error { return enqueueFleet(ctx, tx, sorted, by, at) })
 		if !isDeadlock(err) || attempt == 3 {
 			return err
 		}
 	}
+}
+
+// fleetChunk is how many devices one statement of a fleet command names.
+const fleetChunk = 100
+
+func enqueueFleet(ctx context.Context, tx *sqlx.Tx, items []enrollment.FleetCommand, by string, at time.Time) error {
+	for chunk := range slices.Chunk(items, fleetChunk) {
+		ids := make([]any, len(chunk))
+		for i, it := range chunk {
+			ids[i] = it.EnrollmentID
+		}
+		in := strings.Repeat("?, ", len(ids)-1) + "?"
+		// Touching the rows first serializes enqueuers, as enqueue does.
+		res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE enrollments SET updated_at = ? WHERE id IN (`+in+`)`), append([]any{ms(at)}, ids...)...)
+		if err != nil {
+			return fmt.Errorf("enqueue fleet: %w", err)
+		}
+		if n, _ := res.RowsAffected(); int(n) != len(ids) {
+			return fmt.Errorf("enqueue fleet: %d of %d enrollments: %w", len(ids)-int(n), len(ids), enrollment.ErrNotFound)
+		}
+		var seqs []struct {
+			ID  string `db:"enrollment_id"`
+			Seq int64  `db:"seq"`
+		}
+		if err := tx.SelectContext(ctx, &seqs, tx.Rebind(`SELECT enrollment_id, MAX(seq) AS seq FROM commands
+			WHERE enrollment_id IN (`+in+`) GROUP BY enrollment_id`), ids...); err != nil {
+			return fmt.Errorf("enqueue fleet: %w", err)
+		}
+		last := make(map[string]int64, len(seqs))
+		for _, r := range seqs {
+			last[r.ID] = r.Seq
+		}
+		var cmdArgs []any
+		for _, it := range chunk {
+			cmdArgs = append(cmdArgs, it.Command.UUID, it.EnrollmentID, last[it.EnrollmentID]+1, it.Command.RequestType, string(it.Command.Body), ms(at), by)
+		}
+		rows := strings.Repeat("(?, ?, ?, ?, ?, 'queued', ?, ?, 0), ", len(chunk)-1) + "(?, ?, ?, ?, ?, 'queued', ?, ?, 0)"
+		if _, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO commands (id, enrollment_id, seq, request_type, body, status, created_at, created_by, pre_approval)
+			VALUES `+rows), cmdArgs...); err != nil {
+			if isUniqueViolation(err) {
+				return fmt.Errorf("enqueue fleet: %w: a command UUID exists", enrollment.ErrConflict)
+			}
+			return fmt.Errorf("enqueue fleet: %w", err)
+		}
+		// A pending device would get nothing from waking up; one without a
+		// valid push token is left to its next poll.
+		var wake []string
+		if err := tx.SelectContext(ctx, &wake, tx.Rebind(`SELECT id FROM enrollments WHERE id IN (`+in+`)
+			AND state = 'approved' AND push_token <> '' AND push_invalid_at IS NULL`), ids...); err != nil {
+			return fmt.Errorf("enqueue fleet: %w", err)
+		}
+		if len(wake) > 0 {
+			var pushArgs []any
+			for _, id := range wake {
+				pushArgs = append(pushArgs, id, ms(at), ms(at))
+			}
+			if _, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO push_outbox (enrollment_id, created_at, next_attempt_at)
+				VALUES `+strings.Repeat("(?, ?, ?), ", len(wake)-1)+`(?, ?, ?)
+				ON CONFLICT (enrollment_id) DO UPDATE SET next_attempt_at = excluded.next_attempt_at, attempts = 0, lease_until = NULL`), pushArgs...); err != nil {
+				return fmt.Errorf("enqueue fleet: push: %w", err)
+			}
+		}
+		events := make([]enrollment.AuditEvent, len(chunk))
+		for i, it := range chunk {
+			events[i] = it.Event
+		}
+		if err := appendAudits(ctx, tx, events); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // enqueueAndWake queues commands, asks for a push when the device is

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -324,44 +325,70 @@ func testConcurrentApprovalsOfOneDevice(t *testing.T, s *store.Store) {
 	}
 }
 
-// testFleetCommandAtomic: a fleet-wide command naming an enrollment that
-// is gone queues nothing for the others; one naming only real ones queues
-// each its command, in one transaction.
+// testFleetCommandAtomic: a fleet-wide command that fails on its last
+// device (a command UUID already taken, in the second of its statements'
+// chunks) leaves nothing for the others; one naming an enrollment that is
+// gone is refused; a good one queues each device its command and its
+// audit event.
 func testFleetCommandAtomic(t *testing.T, s *store.Store) {
 	ctx := context.Background()
 	at := testNow.Add(time.Minute)
 	var ids []string
-	for i := range 3 {
+	for i := range 101 {
 		r := reserve(t, s, fmt.Sprintf("fleet%d@example.com", i))
 		if _, err := claim(s, r, device(fmt.Sprintf("UDID-F%d", i), fmt.Sprintf("SER-F%d", i)), at); err != nil {
 			t.Fatal(err)
 		}
 		ids = append(ids, r.ID)
 	}
+	slices.Sort(ids)
 	item := func(id string) enrollment.FleetCommand {
 		return enrollment.FleetCommand{EnrollmentID: id, Command: enrollment.NewCommand{UUID: enrollment.NewID(), RequestType: "DeviceInformation", Body: []byte("b")},
-			Event: enrollment.AuditEvent{At: at, Actor: "admin", Action: "command.enqueue", TargetID: id}}
+			Event: enrollment.AuditEvent{At: at, Actor: "fleet-admin", Action: "command.enqueue", TargetID: id}}
 	}
-	count := func() int {
-		var n int
-		if err := s.DB().Get(&n, `SELECT COUNT(*) FROM commands WHERE request_type = 'DeviceInformation' AND pre_approval = 0`); err != nil {
+	count := func() (commands, audits int) {
+		db := s.DB()
+		if err := db.Get(&commands, `SELECT COUNT(*) FROM commands WHERE request_type = 'DeviceInformation' AND pre_approval = 0`); err != nil {
 			t.Fatal(err)
 		}
-		return n
+		if err := db.Get(&audits, `SELECT COUNT(*) FROM audit_log WHERE actor = 'fleet-admin'`); err != nil {
+			t.Fatal(err)
+		}
+		return commands, audits
 	}
-	before := count()
-	// The unknown one sorts last, after the real ones were written.
-	err := s.EnqueueFleet(ctx, []enrollment.FleetCommand{item(ids[0]), item("zzzz-gone"), item(ids[1])}, "admin", at)
-	if !errors.Is(err, enrollment.ErrNotFound) {
-		t.Fatalf("an unknown enrollment: %v", err)
-	}
-	if n := count(); n != before {
-		t.Fatalf("a refused fleet command left %d commands", n-before)
-	}
-	if err := s.EnqueueFleet(ctx, []enrollment.FleetCommand{item(ids[2]), item(ids[0]), item(ids[1])}, "admin", at); err != nil {
+	taken := item(ids[0])
+	if err := s.EnqueueFleet(ctx, []enrollment.FleetCommand{taken}, "admin", at); err != nil {
 		t.Fatal(err)
 	}
-	if n := count(); n != before+3 {
-		t.Fatalf("%d commands queued, want 3", n-before)
+	beforeCommands, beforeAudits := count()
+	all := func() []enrollment.FleetCommand {
+		out := make([]enrollment.FleetCommand, len(ids))
+		for i, id := range ids {
+			out[i] = item(id)
+		}
+		return out
+	}
+	failing := all()
+	failing[len(failing)-1].Command.UUID = taken.Command.UUID
+	if err := s.EnqueueFleet(ctx, failing, "admin", at); !errors.Is(err, enrollment.ErrConflict) {
+		t.Fatalf("a taken command UUID: %v", err)
+	}
+	gone := append(all()[:50], item("zzzz-gone"))
+	if err := s.EnqueueFleet(ctx, gone, "admin", at); !errors.Is(err, enrollment.ErrNotFound) {
+		t.Fatalf("an unknown enrollment: %v", err)
+	}
+	if c, a := count(); c != beforeCommands || a != beforeAudits {
+		t.Fatalf("refused fleet commands left %d commands and %d audit events", c-beforeCommands, a-beforeAudits)
+	}
+	if err := s.EnqueueFleet(ctx, all(), "admin", at); err != nil {
+		t.Fatal(err)
+	}
+	if c, a := count(); c != beforeCommands+len(ids) || a != beforeAudits+len(ids) {
+		t.Fatalf("%d commands and %d audit events, want %d each", c-beforeCommands, a-beforeAudits, len(ids))
+	}
+	// Each device's new command comes after what it had.
+	cmds, err := s.ListCommands(ctx, ids[0])
+	if err != nil || len(cmds) < 2 || cmds[len(cmds)-1].Seq <= cmds[len(cmds)-2].Seq {
+		t.Fatalf("the first device's queue: %+v %v", cmds, err)
 	}
 }
