@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/vestibule-mdm/vestibule/bench/internal/apiclient"
+	"github.com/vestibule-mdm/vestibule/enrollment"
 	"github.com/vestibule-mdm/vestibule/internal/seed"
 	"github.com/vestibule-mdm/vestibule/server"
 	"github.com/vestibule-mdm/vestibule/store"
@@ -160,60 +161,30 @@ func (s *soak) burst(api apiclient.Client, devices []*device) (*burstResult, err
 	}()
 
 	start := time.Now()
-	// The fleet-wide command API, 500 devices a request (two requests at
-	// once): queueing takes a few seconds, and push.rate paces the wake.
-	work := make(chan []*device)
-	var queued sync.WaitGroup
-	var queueErr atomic.Value
-	for range 2 {
-		queued.Add(1)
-		go func() {
-			defer queued.Done()
-			for chunk := range work {
-				ids := make([]string, len(chunk))
-				for i, dv := range chunk {
-					ids[i] = dv.id
-				}
-				body, _ := json.Marshal(map[string]any{"request_type": "DeviceInformation", "devices": ids})
-				b, err := api.Do(http.MethodPost, "/api/v1/commands", body)
-				if err != nil {
-					queueErr.Store(err)
-					continue
-				}
-				var r struct {
-					Items []struct {
-						UUID string `json:"command_uuid"`
-					} `json:"items"`
-				}
-				if json.Unmarshal(b, &r) != nil || len(r.Items) != len(chunk) {
-					queueErr.Store(fmt.Errorf("queue: %s", b))
-					continue
-				}
-				wantMu.Lock()
-				for i, dv := range chunk {
-					want[dv] = r.Items[i].UUID
-				}
-				wantMu.Unlock()
-			}
-		}()
-	}
+	// The fleet-wide command API, 500 devices a request, one request after
+	// another as an admin's script sends them: push.rate paces the wake.
 	for _, dv := range live {
 		if dv.reenrolled != "" {
 			// The device speaks with its new enrollment.
 			dv.id = dv.reenrolled
 		}
 	}
-	for chunk := range slices.Chunk(live, 500) {
-		work <- chunk
+	var queueErr error
+	for chunk := range slices.Chunk(live, enrollment.MaxFleetCommand) {
+		if queueErr = s.queueFleet(api, chunk, func(dv *device, uuid string) {
+			wantMu.Lock()
+			want[dv] = uuid
+			wantMu.Unlock()
+		}); queueErr != nil {
+			break
+		}
 	}
-	close(work)
-	queued.Wait()
 	queueing.Store(false)
 	res.queued = time.Since(start)
-	if err, _ := queueErr.Load().(error); err != nil {
+	if queueErr != nil {
 		close(probeDone)
 		probes.Wait()
-		return nil, fmt.Errorf("burst: %w", err)
+		return nil, fmt.Errorf("burst: %w", queueErr)
 	}
 	for ctx.Err() == nil && int(servedCount.Load()) < len(live) {
 		time.Sleep(20 * time.Millisecond)
@@ -241,6 +212,32 @@ func (s *soak) burst(api apiclient.Client, devices []*device) (*burstResult, err
 	res.served = int(servedCount.Load())
 	s.progress("burst: %d of %d devices served in %s", res.served, len(live), res.took.Round(100*time.Millisecond))
 	return res, nil
+}
+
+// queueFleet queues DeviceInformation for the devices in one fleet-wide
+// request and tells each device's command UUID.
+func (s *soak) queueFleet(api apiclient.Client, devices []*device, queued func(dv *device, uuid string)) error {
+	ids := make([]string, len(devices))
+	for i, dv := range devices {
+		ids[i] = dv.id
+	}
+	body, _ := json.Marshal(map[string]any{"request_type": "DeviceInformation", "devices": ids})
+	b, err := api.Do(http.MethodPost, "/api/v1/commands", body)
+	if err != nil {
+		return err
+	}
+	var r struct {
+		Items []struct {
+			UUID string `json:"command_uuid"`
+		} `json:"items"`
+	}
+	if json.Unmarshal(b, &r) != nil || len(r.Items) != len(devices) {
+		return fmt.Errorf("queue: %.200s", b)
+	}
+	for i, dv := range devices {
+		queued(dv, r.Items[i].UUID)
+	}
+	return nil
 }
 
 // seededBurst is the burst alone, on s.o.seeded devices seeded straight

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -236,5 +237,30 @@ func BenchmarkACMEIssuance(b *testing.B) {
 		if err := d.EnrollACME(e.ctx, devicesim.ACMEOptions{Attest: honest(ca, d, now)}); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkFleetCommand is one fleet-wide request through the API: a
+// DeviceInformation command for 500 approved devices, each its own
+// command, push and audit event. It reports the time per device too.
+func BenchmarkFleetCommand(b *testing.B) {
+	const n = enrollment.MaxFleetCommand
+	for _, dialect := range storetest.Dialects {
+		b.Run(dialect, func(b *testing.B) {
+			e := newEnv(b, dialect)
+			token := e.token(enrollment.RoleApprover)
+			devices := seedEnrollments(b, e, n, 0)
+			ids := make([]string, n)
+			for i, d := range devices {
+				ids[i] = d.ID
+			}
+			body, _ := json.Marshal(map[string]any{"request_type": "DeviceInformation", "devices": ids})
+			for b.Loop() {
+				if code, out := e.api(token, "POST", "/api/v1/commands", string(body)); code != http.StatusAccepted {
+					b.Fatalf("fleet command: %d %.200s", code, out)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*n), "µs/device")
+		})
 	}
 }
