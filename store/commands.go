@@ -48,14 +48,17 @@ func (s *Store) EnqueueCommands(ctx context.Context, enrollmentID string, cmds [
 // statements, not one per device: one per device held the transaction
 // (and SQLite's one writer) for over a second per 500 devices.
 func (s *Store) EnqueueFleet(ctx context.Context, items []enrollment.FleetCommand, by string, at time.Time) error {
-	// One order for every such transaction, so two of them over the same
-	// devices lock in the same order on PostgreSQL.
+	// One order (bytewise by ID) for every such transaction: chunks in
+	// that order, rows locked in it within a chunk, so two of them over
+	// the same devices wait for each other instead of deadlocking on
+	// PostgreSQL.
 	sorted := slices.Clone(items)
 	slices.SortFunc(sorted, func(a, b enrollment.FleetCommand) int { return strings.Compare(a.EnrollmentID, b.EnrollmentID) })
 	// An approval superseding rows in another order can still deadlock
-	// with it; run again, the transaction sees the approval's outcome.
+	// with it; run again, the transaction finds the superseded row and
+	// refuses the request.
 	for attempt := 1; ; attempt++ {
-		err := s.inTx(ctx, func(tx *sqlx.Tx) error { return enqueueFleet(ctx, tx, sorted, by, at) })
+		err := s.inTx(ctx, func(tx *sqlx.Tx) error { return enqueueFleet(ctx, tx, s.dialect == "postgres", sorted, by, at) })
 		if !isDeadlock(err) || attempt == 3 {
 			return err
 		}
@@ -65,20 +68,44 @@ func (s *Store) EnqueueFleet(ctx context.Context, items []enrollment.FleetComman
 // fleetChunk is how many devices one statement of a fleet command names.
 const fleetChunk = 100
 
-func enqueueFleet(ctx context.Context, tx *sqlx.Tx, items []enrollment.FleetCommand, by string, at time.Time) error {
+func enqueueFleet(ctx context.Context, tx *sqlx.Tx, postgres bool, items []enrollment.FleetCommand, by string, at time.Time) error {
 	for chunk := range slices.Chunk(items, fleetChunk) {
 		ids := make([]any, len(chunk))
 		for i, it := range chunk {
 			ids[i] = it.EnrollmentID
 		}
 		in := strings.Repeat("?, ", len(ids)-1) + "?"
-		// Touching the rows first serializes enqueuers, as enqueue does.
-		res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE enrollments SET updated_at = ? WHERE id IN (`+in+`)`), append([]any{ms(at)}, ids...)...)
-		if err != nil {
+		// The rows are locked first, in ID order (an UPDATE with IN locks
+		// in the order it scans), and their state read under the lock: the
+		// caller checked it earlier, and a device denied or superseded
+		// since refuses the request. SQLite's immediate transaction holds
+		// the whole database already.
+		lock := `SELECT id, state FROM enrollments WHERE id IN (` + in + `)`
+		if postgres {
+			lock += ` ORDER BY id COLLATE "C" FOR NO KEY UPDATE`
+		}
+		var locked []struct {
+			ID    string `db:"id"`
+			State string `db:"state"`
+		}
+		if err := tx.SelectContext(ctx, &locked, tx.Rebind(lock), ids...); err != nil {
 			return fmt.Errorf("enqueue fleet: %w", err)
 		}
-		if n, _ := res.RowsAffected(); int(n) != len(ids) {
-			return fmt.Errorf("enqueue fleet: %d of %d enrollments: %w", len(ids)-int(n), len(ids), enrollment.ErrNotFound)
+		state := make(map[string]string, len(locked))
+		for _, r := range locked {
+			state[r.ID] = r.State
+		}
+		for _, it := range chunk {
+			switch st, ok := state[it.EnrollmentID]; {
+			case !ok:
+				return fmt.Errorf("enqueue fleet: enrollment %s: %w", it.EnrollmentID, enrollment.ErrNotFound)
+			case st != string(enrollment.StatePending) && st != string(enrollment.StateApproved):
+				return fmt.Errorf("enqueue fleet: %w: enrollment %s is %s", enrollment.ErrConflict, it.EnrollmentID, st)
+			}
+		}
+		// Touching the rows serializes enqueuers, as enqueue does.
+		if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE enrollments SET updated_at = ? WHERE id IN (`+in+`)`), append([]any{ms(at)}, ids...)...); err != nil {
+			return fmt.Errorf("enqueue fleet: %w", err)
 		}
 		var seqs []struct {
 			ID  string `db:"enrollment_id"`
@@ -100,7 +127,7 @@ func enqueueFleet(ctx context.Context, tx *sqlx.Tx, items []enrollment.FleetComm
 		if _, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO commands (id, enrollment_id, seq, request_type, body, status, created_at, created_by, pre_approval)
 			VALUES `+rows), cmdArgs...); err != nil {
 			if isUniqueViolation(err) {
-				return fmt.Errorf("enqueue fleet: %w: a command UUID exists", enrollment.ErrConflict)
+				return fmt.Errorf("enqueue fleet: %w: a command with one of these UUIDs exists", enrollment.ErrConflict)
 			}
 			return fmt.Errorf("enqueue fleet: %w", err)
 		}

@@ -215,6 +215,10 @@ func (a *API) enqueueCommand(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusAccepted, map[string]string{"command_uuid": cmd.UUID, "request_type": cmd.RequestType, "device_id": e.ID})
 }
 
+// maxDeviceName bounds a device named in a request: enrollment IDs and
+// UDIDs are at most 40 characters.
+const maxDeviceName = 128
+
 // enqueueFleetCommand queues one command for each named device (an
 // enrollment ID or UDID, as in /devices/{id}), up to
 // enrollment.MaxFleetCommand in one request: every device gets its own
@@ -241,9 +245,14 @@ func (a *API) enqueueFleetCommand(w http.ResponseWriter, r *http.Request) {
 	enrollments := make([]enrollment.Enrollment, len(req.Devices))
 	cmds := make([]enrollment.NewCommand, len(req.Devices))
 	for i, device := range req.Devices {
+		// No enrollment ID or UDID is this long; the error would echo it.
+		if len(device) > maxDeviceName {
+			writeError(w, r, a.log, fmt.Errorf("%w: device %d is longer than %d characters", enrollment.ErrInvalid, i, maxDeviceName))
+			return
+		}
 		e, err := a.enrollments.Resolve(r.Context(), device)
 		if err != nil {
-			writeError(w, r, a.log, fmt.Errorf("device %q: %w", device, err))
+			writeError(w, r, a.log, err)
 			return
 		}
 		if cmds[i], err = a.builder.Build(req.RequestType, req.Payload); err != nil {
