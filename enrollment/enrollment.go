@@ -188,6 +188,8 @@ type EnrollmentStore interface {
 	// event.
 	ClaimReservation(ctx context.Context, resID, nonce string, e Enrollment, now time.Time, ev AuditEvent, q *Question) (ClaimResult, error)
 	Enrollment(ctx context.Context, id string) (Enrollment, error)
+	// EnrollmentsByID returns those of ids that exist, by ID.
+	EnrollmentsByID(ctx context.Context, ids []string) (map[string]Enrollment, error)
 	EnrollmentByUDID(ctx context.Context, udid string) (Enrollment, error)
 	ListEnrollments(ctx context.Context, f EnrollmentFilter) ([]Enrollment, error)
 	// Decide moves an enrollment that is still in state from to state to,
@@ -477,6 +479,33 @@ func (s *Enrollments) Resolve(ctx context.Context, device string) (Enrollment, e
 		return Enrollment{}, fmt.Errorf("%w: no enrollment has the ID or UDID %q (see `enrollments list`)", ErrNotFound, device)
 	}
 	return e, err
+}
+
+// ResolveEach is Resolve for many devices, in their order. Enrollment IDs,
+// what a fleet-wide request mostly names, are read in one query; anything
+// else is resolved one by one.
+func (s *Enrollments) ResolveEach(ctx context.Context, devices []string) ([]Enrollment, error) {
+	var ids []string
+	for _, d := range devices {
+		if ValidID(d) {
+			ids = append(ids, d)
+		}
+	}
+	byID, err := s.store.EnrollmentsByID(ctx, ids)
+	if err != nil {
+		return nil, fmt.Errorf("resolve devices: %w", err)
+	}
+	out := make([]Enrollment, len(devices))
+	for i, d := range devices {
+		if e, ok := byID[d]; ok {
+			out[i] = e
+			continue
+		}
+		if out[i], err = s.Resolve(ctx, d); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 // isIDPrefix reports whether s could start a UUID.

@@ -102,6 +102,18 @@ func (m *memStore) Enrollment(_ context.Context, id string) (Enrollment, error) 
 	return *e, nil
 }
 
+func (m *memStore) EnrollmentsByID(_ context.Context, ids []string) (map[string]Enrollment, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := map[string]Enrollment{}
+	for _, id := range ids {
+		if e, ok := m.enrollments[id]; ok {
+			out[id] = *e
+		}
+	}
+	return out, nil
+}
+
 func (m *memStore) EnrollmentByUDID(_ context.Context, udid string) (Enrollment, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

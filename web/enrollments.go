@@ -15,6 +15,7 @@ type EnrollmentService interface {
 	List(ctx context.Context, f enrollment.EnrollmentFilter) ([]enrollment.Enrollment, error)
 	Get(ctx context.Context, id string) (enrollment.Enrollment, error)
 	Resolve(ctx context.Context, device string) (enrollment.Enrollment, error)
+	ResolveEach(ctx context.Context, devices []string) ([]enrollment.Enrollment, error)
 	Approve(ctx context.Context, actor enrollment.Actor, id, note string) (enrollment.Enrollment, error)
 	Deny(ctx context.Context, actor enrollment.Actor, id, reason string) (enrollment.Enrollment, error)
 	Retire(ctx context.Context, actor enrollment.Actor, id, reason string) (enrollment.Enrollment, error)
@@ -242,24 +243,24 @@ func (a *API) enqueueFleetCommand(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, apiError{http.StatusForbidden, "forbidden", req.RequestType + " needs an admin token: approvers may queue DeviceInformation and ProfileList"})
 		return
 	}
-	enrollments := make([]enrollment.Enrollment, len(req.Devices))
-	cmds := make([]enrollment.NewCommand, len(req.Devices))
 	for i, device := range req.Devices {
 		// No enrollment ID or UDID is this long; the error would echo it.
 		if len(device) > maxDeviceName {
 			writeError(w, r, a.log, fmt.Errorf("%w: device %d is longer than %d characters", enrollment.ErrInvalid, i, maxDeviceName))
 			return
 		}
-		e, err := a.enrollments.Resolve(r.Context(), device)
-		if err != nil {
-			writeError(w, r, a.log, err)
-			return
-		}
+	}
+	enrollments, err := a.enrollments.ResolveEach(r.Context(), req.Devices)
+	if err != nil {
+		writeError(w, r, a.log, err)
+		return
+	}
+	cmds := make([]enrollment.NewCommand, len(req.Devices))
+	for i := range cmds {
 		if cmds[i], err = a.builder.Build(req.RequestType, req.Payload); err != nil {
 			writeError(w, r, a.log, err)
 			return
 		}
-		enrollments[i] = e
 	}
 	if err := a.commands.EnqueueFleet(r.Context(), actorFrom(r.Context()), enrollments, cmds); err != nil {
 		writeError(w, r, a.log, err)
