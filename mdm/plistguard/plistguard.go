@@ -321,6 +321,15 @@ func (d *binaryDoc) count(i, pos int, marker byte) (uint64, int, error) {
 const plistDoctype = `DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd"`
 
 func checkXML(body []byte, lim Limits) error {
+	if decided, err := quickXML(body, lim); decided {
+		return err
+	}
+	return tokenCheckXML(body, lim)
+}
+
+// tokenCheckXML is checkXML for any document, through encoding/xml's
+// tokenizer.
+func tokenCheckXML(body []byte, lim Limits) error {
 	dec := xml.NewDecoder(bytes.NewReader(body))
 	dec.Strict = true
 	depth, nodes, payload := 0, 0, 0
