@@ -28,9 +28,10 @@ func appendAudit(ctx context.Context, ext sqlx.ExtContext, ev enrollment.AuditEv
 	if err != nil {
 		return err
 	}
-	_, err = sqlx.NamedExecContext(ctx, ext, `INSERT INTO audit_log
-		(id, at, actor, action, target_type, target_id, remote_ip, outcome, detail)
-		VALUES (:id, :at, :actor, :action, :target_type, :target_id, :remote_ip, :outcome, :detail)`, row)
+	// Positional, not named: sqlx would parse the named query and map the
+	// struct by reflection on every audited action.
+	_, err = ext.ExecContext(ctx, ext.Rebind(`INSERT INTO audit_log (id, at, actor, action, target_type, target_id, remote_ip, outcome, detail)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`), row.ID, row.At, row.Actor, row.Action, row.TargetType, row.TargetID, row.RemoteIP, row.Outcome, row.Detail)
 	if err != nil {
 		return fmt.Errorf("append audit %s: %w", ev.Action, err)
 	}

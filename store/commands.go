@@ -204,14 +204,22 @@ func enqueueAs(ctx context.Context, tx *sqlx.Tx, enrollmentID string, cmds []enr
 	}
 	for _, c := range cmds {
 		seq++
-		_, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO commands (id, enrollment_id, seq, request_type, body, status, created_at, created_by, pre_approval)
-			VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?)`), c.UUID, enrollmentID, seq, c.RequestType, string(c.Body), ms(at), by, boolInt(preApproval))
-		if err != nil {
-			if isUniqueViolation(err) {
-				return fmt.Errorf("enqueue: %w: command %s exists", enrollment.ErrConflict, c.UUID)
-			}
-			return fmt.Errorf("enqueue: %w", err)
+		if err := insertCommand(ctx, tx, enrollmentID, seq, c, by, at, preApproval); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// insertCommand queues c as the enrollment's command number seq.
+func insertCommand(ctx context.Context, tx *sqlx.Tx, enrollmentID string, seq int64, c enrollment.NewCommand, by string, at time.Time, preApproval bool) error {
+	_, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO commands (id, enrollment_id, seq, request_type, body, status, created_at, created_by, pre_approval)
+		VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?)`), c.UUID, enrollmentID, seq, c.RequestType, string(c.Body), ms(at), by, boolInt(preApproval))
+	if err != nil {
+		if isUniqueViolation(err) {
+			return fmt.Errorf("enqueue: %w: command %s exists", enrollment.ErrConflict, c.UUID)
+		}
+		return fmt.Errorf("enqueue: %w", err)
 	}
 	return nil
 }

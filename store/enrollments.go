@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -117,12 +118,13 @@ func (s *Store) ClaimReservation(ctx context.Context, resID, nonce string, e enr
 	var out enrollment.ClaimResult
 	var refused error
 	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
-		res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE reservations SET state = 'claimed', claimed_at = ?, claimed_udid = ?
-			WHERE id = ? AND token_nonce = ? AND state = 'open' AND expires_at > ?`), ms(now), e.Facts.UDID, resID, nonce, ms(now))
-		if err != nil {
+		var userID string
+		err := tx.GetContext(ctx, &userID, tx.Rebind(`UPDATE reservations SET state = 'claimed', claimed_at = ?, claimed_udid = ?
+			WHERE id = ? AND token_nonce = ? AND state = 'open' AND expires_at > ? RETURNING user_id`), ms(now), e.Facts.UDID, resID, nonce, ms(now))
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("claim reservation: %w", err)
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
+		if errors.Is(err, sql.ErrNoRows) {
 			var m claimMiss
 			err := tx.GetContext(ctx, &m, tx.Rebind(`SELECT state, token_nonce, claimed_udid, expires_at FROM reservations WHERE id = ?`), resID)
 			if err != nil {
@@ -147,23 +149,26 @@ func (s *Store) ClaimReservation(ctx context.Context, resID, nonce string, e enr
 			refused = miss.Err()
 			return nil
 		}
-		var userID string
-		if err := tx.GetContext(ctx, &userID, tx.Rebind(`SELECT user_id FROM reservations WHERE id = ?`), resID); err != nil {
-			return fmt.Errorf("claim reservation: %w", err)
-		}
 		earlier, err := earlierEnrollments(ctx, tx, e.Facts.UDID, e.Facts.Serial)
 		if err != nil {
 			return fmt.Errorf("claim reservation: %w", err)
 		}
 		lin := enrollment.ClassifyClaim(userID, earlier)
 		f := e.Facts
+		// A new enrollment is asked its question as it is made: the row
+		// carries the question, and the command is its first (ask does
+		// the same for an enrollment that exists, in three more steps).
+		var askNonce, askCommand, askStatus string
+		if q != nil {
+			askNonce, askCommand, askStatus = q.NonceHex, q.Command.UUID, "asked"
+		}
 		_, err = tx.ExecContext(ctx, tx.Rebind(`INSERT INTO enrollments (id, user_id, state, re_enrollment, previous_id, conflict_id, udid, serial,
 			model, model_name, product_name, os_version, build_version, imei, meid, device_name, checkin_ip, created_at, updated_at, last_seen_at,
-			identity_hardware, identity_serial, identity_udid)
-			VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+			identity_hardware, identity_serial, identity_udid, attest_nonce, attest_command, attest_status)
+			VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
 			resID, userID, boolInt(lin.ReEnrollment()), nullString(lin.PreviousID), nullString(lin.ConflictID), f.UDID, f.Serial, f.Model,
 			f.ModelName, f.ProductName, f.OSVersion, f.BuildVersion, f.IMEI, f.MEID, f.DeviceName, e.CheckinIP, ms(now), ms(now), ms(now),
-			boolInt(e.Identity.HardwareBound), e.Identity.Serial, e.Identity.UDID)
+			boolInt(e.Identity.HardwareBound), e.Identity.Serial, e.Identity.UDID, askNonce, askCommand, askStatus)
 		if err != nil {
 			return fmt.Errorf("claim reservation: create enrollment: %w", err)
 		}
@@ -182,8 +187,13 @@ func (s *Store) ClaimReservation(ctx context.Context, resID, nonce string, e enr
 		if err := appendAudit(ctx, tx, ev); err != nil {
 			return err
 		}
-		if err := ask(ctx, tx, resID, q, now); err != nil {
-			return err
+		if q != nil {
+			if err := insertCommand(ctx, tx, resID, 1, q.Command, "vestibule", now, true); err != nil {
+				return err
+			}
+			if err := appendAudit(ctx, tx, q.Event); err != nil {
+				return err
+			}
 		}
 		out.Enrollment, err = getEnrollment(ctx, tx, resID)
 		return err
