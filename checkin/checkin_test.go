@@ -22,6 +22,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/micromdm/plist"
 
@@ -525,5 +526,23 @@ func TestVerifiedCachesKeepTheWindow(t *testing.T) {
 	}
 	if signatureKey("ab", []byte("c")) == signatureKey("a", []byte("bc")) {
 		t.Fatal("the signature key is ambiguous")
+	}
+}
+
+// TestLogReasonIsCut: a refusal quoting megabytes of a device's value is
+// logged in a few hundred bytes, and still valid UTF-8 where it is cut.
+func TestLogReasonIsCut(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		reason string
+		want   int
+	}{
+		{"short", "plist refused: nesting deeper than 16", len("plist refused: nesting deeper than 16")},
+		{"a huge value", "cannot unmarshal " + strings.Repeat("é", 3<<20), 512 + len("… (cut)")},
+	} {
+		got := logReason(errors.New(tc.reason))
+		if len(got) > tc.want || !utf8.ValidString(got) || !strings.HasPrefix(tc.reason, strings.TrimSuffix(got, "… (cut)")) {
+			t.Errorf("%s: %d bytes, valid %v", tc.name, len(got), utf8.ValidString(got))
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/vestibule-mdm/vestibule/enrollment"
@@ -104,13 +105,24 @@ func readBody(r *http.Request, max int64) ([]byte, *deviceError) {
 	return b, nil
 }
 
+// logReason is a refusal's reason for the log, cut short: a decoder's
+// error can quote a whole value the device sent, megabytes of it.
+func logReason(err error) string {
+	const most = 512
+	s := err.Error()
+	if len(s) > most {
+		s = strings.ToValidUTF8(s[:most], "") + "… (cut)"
+	}
+	return s
+}
+
 // refuse logs and audits a refused device request and answers tersely.
 func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, action string, e *deviceError) {
 	ip := remoteIP(r)
 	if e.status >= 500 {
-		h.log.ErrorContext(r.Context(), "device request failed", "action", action, "remote_ip", ip, "err", e.reason)
+		h.log.ErrorContext(r.Context(), "device request failed", "action", action, "remote_ip", ip, "err", logReason(e.reason))
 	} else {
-		h.log.WarnContext(r.Context(), "device request refused", "action", action, "status", e.status, "remote_ip", ip, "reason", e.reason)
+		h.log.WarnContext(r.Context(), "device request refused", "action", action, "status", e.status, "remote_ip", ip, "reason", logReason(e.reason))
 		// Authenticate refusals are audited by the gate with their reason.
 		if !errors.Is(e.reason, enrollment.ErrForbidden) {
 			ev := enrollment.AuditEvent{At: h.now(), Actor: "device:unknown", Action: action, TargetType: "device",

@@ -7,10 +7,11 @@ import (
 
 // quickXML decides the common document, a plist as Apple's MDM client
 // writes it, without encoding/xml's tokenizer (which, for a check-in,
-// cost as much as decoding it): the xml declaration, the plist DOCTYPE,
-// elements whose names are letters and that carry no attribute (but
-// <plist version="1.0">), and text without markup whose only references
-// are the predefined entities and character references. It counts
+// cost as much as decoding it): the xml declaration Apple writes, the
+// plist DOCTYPE verbatim, elements whose names are letters and that carry
+// no attribute (but <plist version="1.0">), ASCII text inside the root
+// whose only references are the predefined entities and references to
+// characters XML allows, and only space outside it. It counts
 // nesting and elements as checkXML does and refuses with the same
 // errors. Whatever else it meets (a comment, CDATA, another attribute,
 // an unknown entity, a control or non-ASCII byte, an unclosed element)
@@ -29,39 +30,39 @@ func quickXML(body []byte, lim Limits) (decided bool, err error) {
 		c := body[i]
 		if c != '<' {
 			switch {
+			case isSpace(c):
+				i++
+				continue
+			case depth == 0:
+				// Text outside the root: the decoder stops reading at the
+				// root's end and would accept what the tokenizer refuses.
+				return false, nil
 			case c == '&':
 				n := entityLength(body[i:])
 				if n == 0 {
 					return false, nil
 				}
 				i += n
-			case c < 0x20 && c != '\t' && c != '\n' && c != '\r', c >= 0x80:
-				// Control bytes, and any non-ASCII text (the tokenizer
-				// judges its encoding and characters).
+			case c < 0x20, c >= 0x80, c == ']' && bytes.HasPrefix(body[i:], []byte("]]>")):
+				// Control bytes, non-ASCII text (the tokenizer judges its
+				// encoding and characters), and "]]>" outside CDATA.
 				return false, nil
 			default:
-				if !isSpace(c) {
-					prolog = false
-				}
 				i++
 			}
 			continue
 		}
 		rest := body[i+1:]
 		switch {
-		case bytes.HasPrefix(rest, []byte("?xml ")) && i == 0:
-			end := bytes.Index(rest, []byte("?>"))
-			if end < 0 || bytes.IndexByte(rest[:end], '<') >= 0 {
+		case i == 0 && bytes.HasPrefix(rest, []byte("?xml ")):
+			n := declarationLength(body)
+			if n == 0 {
 				return false, nil
 			}
-			i += 1 + end + 2
-		case bytes.HasPrefix(rest, []byte("!DOCTYPE")) && prolog:
-			end := bytes.IndexByte(rest, '>')
-			if end < 0 || string(rest[1:end]) != plistDoctype && strings.Join(strings.Fields(string(rest[1:end])), " ") != plistDoctype {
-				return false, nil
-			}
+			i += n
+		case prolog && bytes.HasPrefix(rest, []byte("!"+plistDoctype+">")):
 			prolog = false
-			i += 1 + end + 1
+			i += 1 + 1 + len(plistDoctype) + 1
 		case len(rest) > 0 && rest[0] == '/':
 			n := nameLength(rest[1:])
 			j := 1 + n
@@ -111,6 +112,17 @@ func quickXML(body []byte, lim Limits) (decided bool, err error) {
 	return true, nil
 }
 
+// declarationLength is the length of the xml declaration body starts
+// with, if it is one of the two Apple's client writes; 0 otherwise.
+func declarationLength(body []byte) int {
+	for _, d := range []string{`<?xml version="1.0" encoding="UTF-8"?>`, `<?xml version="1.0"?>`} {
+		if bytes.HasPrefix(body, []byte(d)) {
+			return len(d)
+		}
+	}
+	return 0
+}
+
 // nameLength is the length of the element name b starts with: ASCII
 // letters only, as every plist element's.
 func nameLength(b []byte) int {
@@ -122,24 +134,33 @@ func nameLength(b []byte) int {
 }
 
 // entityLength is the length of the reference b starts with, if it is a
-// predefined entity or a character reference; 0 otherwise.
+// predefined entity or a character reference to a character XML allows
+// (and not a surrogate); 0 otherwise.
 func entityLength(b []byte) int {
 	for _, e := range []string{"&amp;", "&lt;", "&gt;", "&quot;", "&apos;"} {
 		if bytes.HasPrefix(b, []byte(e)) {
 			return len(e)
 		}
 	}
-	digits, i := "0123456789", 2
+	base, i := 10, 2
 	if bytes.HasPrefix(b, []byte("&#x")) {
-		digits, i = "0123456789abcdefABCDEF", 3
+		base, i = 16, 3
 	} else if !bytes.HasPrefix(b, []byte("&#")) {
 		return 0
 	}
-	start := i
-	for i < len(b) && i-start < 8 && strings.IndexByte(digits, b[i]) >= 0 {
+	start, r := i, 0
+	for i < len(b) && i-start < 7 {
+		d := strings.IndexByte("0123456789abcdef", b[i]|0x20)
+		if d < 0 || d >= base {
+			break
+		}
+		r = r*base + d
 		i++
 	}
 	if i == start || i >= len(b) || b[i] != ';' {
+		return 0
+	}
+	if !(r == 0x9 || r == 0xA || r == 0xD || r >= 0x20 && r <= 0xD7FF || r >= 0xE000 && r <= 0xFFFD || r >= 0x10000 && r <= 0x10FFFF) {
 		return 0
 	}
 	return i + 1

@@ -40,6 +40,19 @@ func TestQuickXML(t *testing.T) {
 		{"one level too deep", nested(lim.MaxDepth), true},
 		{"far too deep", nested(100_000), true},
 		{"too many elements", `<plist><array>` + strings.Repeat(`<true/>`, lim.MaxNodes) + `</array></plist>`, true},
+		{"DOCTYPE spaced otherwise", "<!DOCTYPE  plist PUBLIC \"-//Apple//DTD PLIST 1.0//EN\" \"http://www.apple.com/DTDs/PropertyList-1.0.dtd\"><plist/>", false},
+		{"declaration of XML 1.1", `<?xml version="1.1"?><plist/>`, false},
+		{"declaration of another encoding", `<?xml version="1.0" encoding="latin1"?><plist/>`, false},
+		{"text after the root", `<plist><true/></plist>]]>`, false},
+		{"a reference after the root", `<plist><true/></plist>&#x110000;`, false},
+		{"text before the root", `&amp;<plist/>`, false},
+		{"]]> in text", `<plist><string>]]></string></plist>`, false},
+		{"reference beyond Unicode", `<plist><string>&#x110000;</string></plist>`, false},
+		{"reference to NUL", `<plist><string>&#0;</string></plist>`, false},
+		{"reference to U+FFFE", `<plist><string>&#xFFFE;</string></plist>`, false},
+		{"reference to a surrogate", `<plist><string>&#xD800;</string></plist>`, false},
+		{"a long reference", `<plist><string>&#99999999;</string></plist>`, false},
+		{"malformed before too deep", `<plist>]]>` + strings.Repeat("<array>", 17) + strings.Repeat("</array>", 17) + `</plist>`, false},
 		{"comment", `<plist><!-- hi --><dict/></plist>`, false},
 		{"CDATA", `<plist><string><![CDATA[<a>]]></string></plist>`, false},
 		{"another attribute", `<plist version="1.0"><string xml:space="preserve">a</string></plist>`, false},
@@ -98,6 +111,13 @@ func FuzzQuickXML(f *testing.F) {
 	f.Add([]byte(appleHeader + `<plist version="1.0"><dict><key>Status</key><string>Idle</string></dict></plist>`))
 	f.Add([]byte(`<plist><array><array/></array></plist>`))
 	f.Add([]byte(`<plist><string>&#x41;&amp;</string></plist>`))
+	// What the review found the first version deciding otherwise than
+	// the tokenizer: text after the root, references to characters XML
+	// does not allow, "]]>" in text before a limit trips.
+	f.Add([]byte(`<plist><true/></plist>]]>`))
+	f.Add([]byte(`<plist><true/></plist>&#x110000;`))
+	f.Add([]byte(`<plist>]]>` + strings.Repeat("<array>", 17) + strings.Repeat("</array>", 17) + `</plist>`))
+	f.Add([]byte(`<?xml version="1.1"?><plist>` + strings.Repeat("<array>", 17) + strings.Repeat("</array>", 17) + `</plist>`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		if decided, err := quickXML(body, DefaultLimits()); decided {
 			agree(t, body, err)
