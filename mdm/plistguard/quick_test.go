@@ -13,6 +13,17 @@ const appleHeader = `<?xml version="1.0" encoding="UTF-8"?>
 <!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">
 `
 
+// idleReport is an idle command report as Apple's client writes it.
+const idleReport = appleHeader + `<plist version="1.0">
+<dict>
+	<key>Status</key>
+	<string>Idle</string>
+	<key>UDID</key>
+	<string>0000FE00-5FA1B2C3D4E5F607</string>
+</dict>
+</plist>
+`
+
 // TestQuickXML: documents as devices write them are decided without the
 // tokenizer, the same way it decides them; anything unusual is left to it.
 func TestQuickXML(t *testing.T) {
@@ -25,15 +36,7 @@ func TestQuickXML(t *testing.T) {
 		body    string
 		decided bool
 	}{
-		{"idle report", appleHeader + `<plist version="1.0">
-<dict>
-	<key>Status</key>
-	<string>Idle</string>
-	<key>UDID</key>
-	<string>0000FE00-5FA1B2C3D4E5F607</string>
-</dict>
-</plist>
-`, true},
+		{"idle report", idleReport, true},
 		{"entities and character references", `<plist version="1.0"><string>a &amp; b &lt;c&gt; &#233; &#xE9; &quot;&apos;</string><true/></plist>`, true},
 		{"no declaration", `<plist><dict/></plist>`, true},
 		{"as deep as allowed", nested(lim.MaxDepth - 1), true},
@@ -136,15 +139,7 @@ func FuzzQuickXML(f *testing.F) {
 // BenchmarkCheckIdleReport is the guard on an idle command report, the
 // body of most requests: the quick path, and the tokenizer it spares.
 func BenchmarkCheckIdleReport(b *testing.B) {
-	body := []byte(appleHeader + `<plist version="1.0">
-<dict>
-	<key>Status</key>
-	<string>Idle</string>
-	<key>UDID</key>
-	<string>0000FE00-5FA1B2C3D4E5F607</string>
-</dict>
-</plist>
-`)
+	body := []byte(idleReport)
 	b.Run("quick", func(b *testing.B) {
 		for b.Loop() {
 			if decided, err := quickXML(body, DefaultLimits()); !decided || err != nil {
