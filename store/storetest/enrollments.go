@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -456,5 +457,99 @@ func testFleetCommandAtomic(t *testing.T, s *store.Store) {
 	}
 	if c, _ := count(); c != before {
 		t.Fatalf("a fleet command naming a denied device left %d commands", c-before)
+	}
+}
+
+// attestQuestion is the attestation question for enrollment id, as the
+// gate makes it.
+func attestQuestion(id string, at time.Time) *enrollment.Question {
+	uuid := enrollment.NewID()
+	return &enrollment.Question{NonceHex: "nonce-" + uuid, Event: enrollment.AuditEvent{At: at, Actor: "vestibule", Action: "enrollment.attest_ask", TargetID: id},
+		Command: enrollment.NewCommand{UUID: uuid, RequestType: "DeviceInformation", Body: []byte("<plist>question</plist>")}}
+}
+
+// testClaimRaces: eight devices racing for one token give one enrollment
+// and seven refusals; one device racing with itself (a retried
+// Authenticate) gives one enrollment, seven retries and one question.
+func testClaimRaces(t *testing.T, s *store.Store) {
+	ctx := context.Background()
+	at := testNow.Add(time.Minute)
+	const n = 8
+	for round := range 6 {
+		sameDevice := round%2 == 1
+		r := reserve(t, s, "race@example.com")
+		results := make([]enrollment.ClaimResult, n)
+		errs := make([]error, n)
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				udid := fmt.Sprintf("RACE-%d-%d", round, i)
+				if sameDevice {
+					udid = fmt.Sprintf("RACE-%d", round)
+				}
+				<-start
+				results[i], errs[i] = s.ClaimReservation(ctx, r.ID, r.TokenNonce, device(udid, "SER-"+udid), at,
+					enrollment.AuditEvent{At: at, Actor: "device:" + udid, Action: "enrollment.authenticate", TargetID: r.ID}, attestQuestion(r.ID, at))
+			}()
+		}
+		close(start)
+		wg.Wait()
+		winners, retries, refused := 0, 0, 0
+		for i := range n {
+			switch {
+			case errs[i] == nil && !results[i].Retry:
+				winners++
+			case errs[i] == nil:
+				retries++
+			case errors.Is(errs[i], enrollment.ErrTokenClaimed):
+				refused++
+			default:
+				t.Fatalf("round %d: %v", round, errs[i])
+			}
+		}
+		cmds, err := s.ListCommands(ctx, r.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := s.Enrollment(ctx, r.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if winners != 1 || len(cmds) != 1 || e.AttestCommand != cmds[0].UUID || cmds[0].Seq != 1 ||
+			sameDevice && retries != n-1 || !sameDevice && refused != n-1 {
+			t.Fatalf("round %d (same device %v): %d won, %d retried, %d refused, %d commands", round, sameDevice, winners, retries, refused, len(cmds))
+		}
+	}
+}
+
+// testClaimUpdateError: when the claim's UPDATE itself fails, the claim
+// fails with that error and the reservation stays open; it is not read
+// as a lost race.
+func testClaimUpdateError(t *testing.T, s *store.Store) {
+	ctx := context.Background()
+	at := testNow.Add(time.Minute)
+	trigger := `CREATE TRIGGER refuse_claim BEFORE UPDATE ON reservations WHEN NEW.claimed_udid = 'BROKEN'
+		BEGIN SELECT RAISE(ABORT, 'refused by trigger'); END`
+	if s.Dialect() == store.Postgres {
+		trigger = `CREATE FUNCTION refuse_claim() RETURNS trigger AS $$ BEGIN IF NEW.claimed_udid = 'BROKEN' THEN RAISE EXCEPTION 'refused by trigger'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql;
+			CREATE TRIGGER refuse_claim BEFORE UPDATE ON reservations FOR EACH ROW EXECUTE FUNCTION refuse_claim()`
+	}
+	if _, err := s.DB().Exec(trigger); err != nil {
+		t.Fatal(err)
+	}
+	r := reserve(t, s, "broken@example.com")
+	ev := enrollment.AuditEvent{At: at, Actor: "device:BROKEN", Action: "enrollment.authenticate", TargetID: r.ID}
+	_, err := s.ClaimReservation(ctx, r.ID, r.TokenNonce, device("BROKEN", "SER-BROKEN"), at, ev, attestQuestion(r.ID, at))
+	if err == nil || !strings.Contains(err.Error(), "refused by trigger") || errors.Is(err, enrollment.ErrTokenClaimed) {
+		t.Fatalf("a failing claim UPDATE: %v", err)
+	}
+	if got, err := s.Reservation(ctx, r.ID); err != nil || got.State != enrollment.ReservationOpen {
+		t.Fatalf("reservation after a failed claim: %+v %v", got, err)
+	}
+	if res, err := s.ClaimReservation(ctx, r.ID, r.TokenNonce, device("FINE", "SER-FINE"), at, ev, attestQuestion(r.ID, at)); err != nil || res.Retry {
+		t.Fatalf("a good claim after it: %+v %v", res, err)
 	}
 }

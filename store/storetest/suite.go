@@ -18,6 +18,8 @@ func Run(t *testing.T, open func(t *testing.T) *store.Store) {
 	t.Run("audit", func(t *testing.T) { testAudit(t, open(t)) })
 	t.Run("token claims", func(t *testing.T) { testClaims(t, open(t)) })
 	t.Run("attestation question in the claim", func(t *testing.T) { testQuestionInClaim(t, open(t)) })
+	t.Run("claim races", func(t *testing.T) { testClaimRaces(t, open(t)) })
+	t.Run("a failing claim update is an error", func(t *testing.T) { testClaimUpdateError(t, open(t)) })
 	t.Run("concurrent approvals of one device", func(t *testing.T) { testConcurrentApprovalsOfOneDevice(t, open(t)) })
 	t.Run("approval gate", func(t *testing.T) { testApprovalGate(t, open(t)) })
 	t.Run("command queue", func(t *testing.T) { testCommandQueue(t, open(t)) })
