@@ -250,17 +250,19 @@ func (a *API) enqueueFleetCommand(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	enrollments, err := a.enrollments.ResolveEach(r.Context(), req.Devices)
-	if err != nil {
-		writeError(w, r, a.log, err)
-		return
-	}
+	// The command is checked before any device is looked up.
 	cmds := make([]enrollment.NewCommand, len(req.Devices))
 	for i := range cmds {
+		var err error
 		if cmds[i], err = a.builder.Build(req.RequestType, req.Payload); err != nil {
 			writeError(w, r, a.log, err)
 			return
 		}
+	}
+	enrollments, err := a.enrollments.ResolveEach(r.Context(), req.Devices)
+	if err != nil {
+		writeError(w, r, a.log, err)
+		return
 	}
 	if err := a.commands.EnqueueFleet(r.Context(), actorFrom(r.Context()), enrollments, cmds); err != nil {
 		writeError(w, r, a.log, err)

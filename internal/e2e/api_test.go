@@ -200,6 +200,7 @@ func TestFleetCommandAPI(t *testing.T) {
 			{"error/no device", approver, "", `{"request_type":"DeviceInformation","devices":[]}`, 400, "1 to 500"},
 			{"error/too many devices", approver, "", `{"request_type":"DeviceInformation","devices":` + list(tooMany...) + `}`, 400, "1 to 500"},
 			{"error/unknown command", approver, "", `{"request_type":"EraseDevice","devices":` + list(ids[0]) + `}`, 400, "EraseDevice"},
+			{"error/unknown command for unknown devices", approver, "", `{"request_type":"EraseDevice","devices":["NO-SUCH-DEVICE"]}`, 400, "EraseDevice"},
 			{"error/approver installs a profile", approver, "", `{"request_type":"InstallProfile","payload":"PHBsaXN0Lz4=","devices":` + list(ids[0]) + `}`, 403, "admin"},
 			{"error/viewer", viewer, "", `{"request_type":"DeviceInformation","devices":` + list(ids[0]) + `}`, 403, ""},
 			{"error/no token", "", "", `{"request_type":"DeviceInformation","devices":` + list(ids[0]) + `}`, 401, ""},
