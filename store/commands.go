@@ -65,11 +65,28 @@ func (s *Store) EnqueueFleet(ctx context.Context, items []enrollment.FleetComman
 	}
 }
 
-// fleetChunk is how many devices one statement of a fleet command names.
-const fleetChunk = 100
+// fleetChunk is the most devices one statement of a fleet command names.
+const fleetChunk = 64
+
+// fleetChunks splits items into chunks whose sizes are powers of two, the
+// largest first, at most fleetChunk: the statements' text depends on the
+// chunk's size, and a handful of sizes keeps the prepared statements each
+// connection caches from filling with one variant per size.
+func fleetChunks(items []enrollment.FleetCommand) [][]enrollment.FleetCommand {
+	var out [][]enrollment.FleetCommand
+	for len(items) > 0 {
+		n := fleetChunk
+		for n > len(items) {
+			n /= 2
+		}
+		out = append(out, items[:n])
+		items = items[n:]
+	}
+	return out
+}
 
 func enqueueFleet(ctx context.Context, tx *sqlx.Tx, postgres bool, items []enrollment.FleetCommand, by string, at time.Time) error {
-	for chunk := range slices.Chunk(items, fleetChunk) {
+	for _, chunk := range fleetChunks(items) {
 		ids := make([]any, len(chunk))
 		for i, it := range chunk {
 			ids[i] = it.EnrollmentID

@@ -327,7 +327,7 @@ func testConcurrentApprovalsOfOneDevice(t *testing.T, s *store.Store) {
 }
 
 // testFleetCommandAtomic: a fleet-wide command that fails on its last
-// device (a command UUID already taken, in the second of its statements'
+// device (a command UUID already taken, in the last of its statements'
 // chunks) leaves nothing for the others; one naming an enrollment that is
 // gone is refused; a good one queues each device its command and its
 // audit event.
