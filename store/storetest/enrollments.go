@@ -518,9 +518,14 @@ func testClaimRaces(t *testing.T, s *store.Store) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if winners != 1 || len(cmds) != 1 || e.AttestCommand != cmds[0].UUID || cmds[0].Seq != 1 ||
+		if winners != 1 || len(cmds) != 1 || e.AttestCommand != cmds[0].UUID || cmds[0].Seq != 1 || cmds[0].CreatedBy != "vestibule" ||
 			sameDevice && retries != n-1 || !sameDevice && refused != n-1 {
-			t.Fatalf("round %d (same device %v): %d won, %d retried, %d refused, %d commands", round, sameDevice, winners, retries, refused, len(cmds))
+			t.Fatalf("round %d (same device %v): %d won, %d retried, %d refused, commands %+v", round, sameDevice, winners, retries, refused, cmds)
+		}
+		// The question is audited once, as the gate made it.
+		asked, err := s.ListAudit(ctx, enrollment.AuditFilter{Action: "enrollment.attest_ask", TargetID: r.ID})
+		if err != nil || len(asked) != 1 || asked[0].Actor != "vestibule" {
+			t.Fatalf("round %d: question audited as %+v %v", round, asked, err)
 		}
 	}
 }
