@@ -123,36 +123,118 @@ func DecodeCheckin(body []byte) (any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
+	// Decoded once into every message's fields, then copied into the one
+	// MessageType names. Where that fails (a key of another message type
+	// with a value of another type), the message is decoded the long way,
+	// which ignores such keys.
+	var all anyCheckin
+	if doc.Decode(&all) != nil {
+		return decodeByEnvelope(doc)
+	}
+	msg, err := all.message()
+	if err != nil {
+		return nil, err
+	}
+	if err := checkIdentity(msg); err != nil {
+		return nil, fmt.Errorf("%s: %w", all.MessageType, err)
+	}
+	return msg, nil
+}
+
+// decodeByEnvelope decodes the MessageType first, then the message it
+// names.
+func decodeByEnvelope(doc plistguard.Document) (any, error) {
 	var env envelope
 	if err := doc.Decode(&env); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
-	var msg any
-	switch env.MessageType {
-	case "Authenticate":
-		msg = new(Authenticate)
-	case "TokenUpdate":
-		msg = new(TokenUpdate)
-	case "CheckOut":
-		msg = new(CheckOut)
-	case "DeclarativeManagement":
-		msg = new(DeclarativeManagement)
-	case "GetBootstrapToken":
-		msg = new(GetBootstrapToken)
-	case "SetBootstrapToken":
-		msg = new(SetBootstrapToken)
-	case "UserAuthenticate":
-		msg = new(UserAuthenticate)
-	case "":
-		return nil, fmt.Errorf("%w: MessageType", ErrMissingField)
-	default:
-		return nil, fmt.Errorf("%w: %.64q", ErrUnknownMessageType, env.MessageType)
+	msg, err := newMessage(env.MessageType)
+	if err != nil {
+		return nil, err
 	}
 	if err := doc.Decode(msg); err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrMalformed, env.MessageType, err)
 	}
 	if err := checkIdentity(msg); err != nil {
 		return nil, fmt.Errorf("%s: %w", env.MessageType, err)
+	}
+	return msg, nil
+}
+
+// newMessage is an empty message of the named type.
+func newMessage(messageType string) (any, error) {
+	switch messageType {
+	case "Authenticate":
+		return new(Authenticate), nil
+	case "TokenUpdate":
+		return new(TokenUpdate), nil
+	case "CheckOut":
+		return new(CheckOut), nil
+	case "DeclarativeManagement":
+		return new(DeclarativeManagement), nil
+	case "GetBootstrapToken":
+		return new(GetBootstrapToken), nil
+	case "SetBootstrapToken":
+		return new(SetBootstrapToken), nil
+	case "UserAuthenticate":
+		return new(UserAuthenticate), nil
+	case "":
+		return nil, fmt.Errorf("%w: MessageType", ErrMissingField)
+	default:
+		return nil, fmt.Errorf("%w: %.64q", ErrUnknownMessageType, messageType)
+	}
+}
+
+// anyCheckin has the fields of every check-in message, each with its type
+// there: a body that decodes into it decodes into its own message with the
+// same values.
+type anyCheckin struct {
+	MessageType string
+	Enrollment
+	Topic                 string
+	SerialNumber          string
+	Model                 string
+	ModelName             string
+	ProductName           string
+	OSVersion             string
+	BuildVersion          string
+	IMEI                  string
+	MEID                  string
+	DeviceName            string
+	Token                 []byte
+	PushMagic             string
+	UnlockToken           []byte
+	AwaitingConfiguration bool
+	Endpoint              string
+	Data                  []byte
+	BootstrapToken        []byte
+	DigestResponse        string
+}
+
+// message copies a into the message its MessageType names.
+func (a *anyCheckin) message() (any, error) {
+	msg, err := newMessage(a.MessageType)
+	if err != nil {
+		return nil, err
+	}
+	switch m := msg.(type) {
+	case *Authenticate:
+		*m = Authenticate{MessageType: a.MessageType, Enrollment: a.Enrollment, Topic: a.Topic, SerialNumber: a.SerialNumber,
+			Model: a.Model, ModelName: a.ModelName, ProductName: a.ProductName, OSVersion: a.OSVersion, BuildVersion: a.BuildVersion,
+			IMEI: a.IMEI, MEID: a.MEID, DeviceName: a.DeviceName}
+	case *TokenUpdate:
+		*m = TokenUpdate{MessageType: a.MessageType, Enrollment: a.Enrollment, Topic: a.Topic, Token: a.Token, PushMagic: a.PushMagic,
+			UnlockToken: a.UnlockToken, AwaitingConfiguration: a.AwaitingConfiguration}
+	case *CheckOut:
+		*m = CheckOut{MessageType: a.MessageType, Enrollment: a.Enrollment, Topic: a.Topic}
+	case *DeclarativeManagement:
+		*m = DeclarativeManagement{MessageType: a.MessageType, Enrollment: a.Enrollment, Endpoint: a.Endpoint, Data: a.Data}
+	case *GetBootstrapToken:
+		*m = GetBootstrapToken{MessageType: a.MessageType, Enrollment: a.Enrollment}
+	case *SetBootstrapToken:
+		*m = SetBootstrapToken{MessageType: a.MessageType, Enrollment: a.Enrollment, BootstrapToken: a.BootstrapToken}
+	case *UserAuthenticate:
+		*m = UserAuthenticate{MessageType: a.MessageType, Enrollment: a.Enrollment, DigestResponse: a.DigestResponse}
 	}
 	return msg, nil
 }

@@ -7,9 +7,11 @@ import (
 	"crypto/x509/pkix"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"math/big"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +19,7 @@ import (
 	"github.com/micromdm/plist"
 
 	"github.com/vestibule-mdm/vestibule/internal/plisttest"
+	"github.com/vestibule-mdm/vestibule/mdm/plistguard"
 )
 
 func readTestdata(t testing.TB, name string) []byte {
@@ -258,7 +261,37 @@ func FuzzDecodeCheckin(f *testing.F) {
 		if err == nil && m == nil {
 			t.Fatal("nil message without error")
 		}
+		// Decoding once gives what decoding the envelope, then the
+		// message, gives.
+		doc, guardErr := plistguard.Check(body, plistguard.DefaultLimits())
+		if guardErr != nil {
+			return
+		}
+		want, wantErr := decodeByEnvelope(doc)
+		if !reflect.DeepEqual(m, want) || fmt.Sprint(err) != fmt.Sprint(wantErr) {
+			t.Fatalf("decoded once: %+v %v; by envelope: %+v %v", m, err, want, wantErr)
+		}
 	})
+}
+
+// TestDecodeCheckinKeyOfAnotherType: a key that belongs to another message
+// type, with a value of another type, is ignored as it always was.
+func TestDecodeCheckinKeyOfAnotherType(t *testing.T) {
+	body := []byte(`<?xml version="1.0" encoding="UTF-8"?>
+<plist version="1.0"><dict>
+<key>MessageType</key><string>Authenticate</string>
+<key>UDID</key><string>u</string>
+<key>Topic</key><string>com.apple.mgmt.x</string>
+<key>Token</key><string>not data</string>
+<key>AwaitingConfiguration</key><string>maybe</string>
+</dict></plist>`)
+	m, err := DecodeCheckin(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, ok := m.(*Authenticate); !ok || a.UDID != "u" || a.Topic != "com.apple.mgmt.x" {
+		t.Fatalf("%T %+v", m, m)
+	}
 }
 
 func FuzzDecodeCommandReport(f *testing.F) {
@@ -320,5 +353,31 @@ func TestDecodeAttestation(t *testing.T) {
 	none := plisttest.Encode(map[string]any{"QueryResponses": map[string]any{"SerialNumber": "S"}})
 	if _, answered, err := DecodeAttestation(none); err != nil || answered {
 		t.Fatalf("no attestation: %v %v", err, answered)
+	}
+}
+
+// BenchmarkDecodeCheckin is Authenticate and TokenUpdate decoded once, and
+// the envelope-then-message way it replaced.
+func BenchmarkDecodeCheckin(b *testing.B) {
+	for _, name := range []string{"authenticate_macos.plist", "tokenupdate.plist"} {
+		body := readTestdata(b, name)
+		b.Run(name+"/once", func(b *testing.B) {
+			for b.Loop() {
+				if _, err := DecodeCheckin(body); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(name+"/by-envelope", func(b *testing.B) {
+			for b.Loop() {
+				doc, err := plistguard.Check(body, plistguard.DefaultLimits())
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := decodeByEnvelope(doc); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
