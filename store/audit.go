@@ -24,15 +24,7 @@ type auditRow struct {
 }
 
 func appendAudit(ctx context.Context, ext sqlx.ExtContext, ev enrollment.AuditEvent) error {
-	row, err := newAuditRow(ev)
-	if err != nil {
-		return err
-	}
-	// Positional, not named: sqlx would parse the named query and map the
-	// struct by reflection on every audited action.
-	_, err = ext.ExecContext(ctx, ext.Rebind(`INSERT INTO audit_log (id, at, actor, action, target_type, target_id, remote_ip, outcome, detail)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`), row.ID, row.At, row.Actor, row.Action, row.TargetType, row.TargetID, row.RemoteIP, row.Outcome, row.Detail)
-	if err != nil {
+	if err := insertAudits(ctx, ext, []enrollment.AuditEvent{ev}); err != nil {
 		return fmt.Errorf("append audit %s: %w", ev.Action, err)
 	}
 	return nil
@@ -43,6 +35,16 @@ func appendAudits(ctx context.Context, tx *sqlx.Tx, evs []enrollment.AuditEvent)
 	if len(evs) == 0 {
 		return nil
 	}
+	if err := insertAudits(ctx, tx, evs); err != nil {
+		return fmt.Errorf("append %d audit events: %w", len(evs), err)
+	}
+	return nil
+}
+
+// insertAudits writes events positionally, not through sqlx's named
+// queries, which would parse the query and map the struct by reflection
+// on every audited action.
+func insertAudits(ctx context.Context, ext sqlx.ExtContext, evs []enrollment.AuditEvent) error {
 	args := make([]any, 0, 9*len(evs))
 	for _, ev := range evs {
 		r, err := newAuditRow(ev)
@@ -51,12 +53,9 @@ func appendAudits(ctx context.Context, tx *sqlx.Tx, evs []enrollment.AuditEvent)
 		}
 		args = append(args, r.ID, r.At, r.Actor, r.Action, r.TargetType, r.TargetID, r.RemoteIP, r.Outcome, r.Detail)
 	}
-	_, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO audit_log (id, at, actor, action, target_type, target_id, remote_ip, outcome, detail)
-		VALUES `+strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?, ?), ", len(evs)-1)+`(?, ?, ?, ?, ?, ?, ?, ?, ?)`), args...)
-	if err != nil {
-		return fmt.Errorf("append %d audit events: %w", len(evs), err)
-	}
-	return nil
+	_, err := ext.ExecContext(ctx, ext.Rebind(`INSERT INTO audit_log (id, at, actor, action, target_type, target_id, remote_ip, outcome, detail)
+		VALUES `+repeatRows("(?, ?, ?, ?, ?, ?, ?, ?, ?)", len(evs))), args...)
+	return err
 }
 
 // newAuditRow gives an event its ID and bounds its fields.

@@ -57,12 +57,9 @@ func (s *Store) EnqueueFleet(ctx context.Context, items []enrollment.FleetComman
 	// An approval superseding rows in another order can still deadlock
 	// with it; run again, the transaction finds the superseded row and
 	// refuses the request.
-	for attempt := 1; ; attempt++ {
-		err := s.inTx(ctx, func(tx *sqlx.Tx) error { return enqueueFleet(ctx, tx, s.dialect == "postgres", sorted, by, at) })
-		if !isDeadlock(err) || attempt == 3 {
-			return err
-		}
-	}
+	return retryDeadlocks(func() error {
+		return s.inTx(ctx, func(tx *sqlx.Tx) error { return enqueueFleet(ctx, tx, s.dialect == "postgres", sorted, by, at) })
+	})
 }
 
 // fleetChunk is the most devices one statement of a fleet command names.
@@ -91,7 +88,7 @@ func enqueueFleet(ctx context.Context, tx *sqlx.Tx, postgres bool, items []enrol
 		for i, it := range chunk {
 			ids[i] = it.EnrollmentID
 		}
-		in := strings.Repeat("?, ", len(ids)-1) + "?"
+		in := repeatRows("?", len(ids))
 		// The rows are locked first, in ID order (an UPDATE with IN locks
 		// in the order it scans), and their state read under the lock: the
 		// caller checked it earlier, and a device denied or superseded
@@ -136,17 +133,12 @@ func enqueueFleet(ctx context.Context, tx *sqlx.Tx, postgres bool, items []enrol
 		for _, r := range seqs {
 			last[r.ID] = r.Seq
 		}
-		var cmdArgs []any
-		for _, it := range chunk {
-			cmdArgs = append(cmdArgs, it.Command.UUID, it.EnrollmentID, last[it.EnrollmentID]+1, it.Command.RequestType, string(it.Command.Body), ms(at), by)
+		rows := make([]queuedCommand, len(chunk))
+		for i, it := range chunk {
+			rows[i] = queuedCommand{enrollmentID: it.EnrollmentID, seq: last[it.EnrollmentID] + 1, cmd: it.Command}
 		}
-		rows := strings.Repeat("(?, ?, ?, ?, ?, 'queued', ?, ?, 0), ", len(chunk)-1) + "(?, ?, ?, ?, ?, 'queued', ?, ?, 0)"
-		if _, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO commands (id, enrollment_id, seq, request_type, body, status, created_at, created_by, pre_approval)
-			VALUES `+rows), cmdArgs...); err != nil {
-			if isUniqueViolation(err) {
-				return fmt.Errorf("enqueue fleet: %w: a command with one of these UUIDs exists", enrollment.ErrConflict)
-			}
-			return fmt.Errorf("enqueue fleet: %w", err)
+		if err := insertCommands(ctx, tx, rows, by, at); err != nil {
+			return err
 		}
 		// A pending device would get nothing from waking up; one without a
 		// valid push token is left to its next poll.
@@ -155,16 +147,8 @@ func enqueueFleet(ctx context.Context, tx *sqlx.Tx, postgres bool, items []enrol
 			AND state = 'approved' AND push_token <> '' AND push_invalid_at IS NULL`), ids...); err != nil {
 			return fmt.Errorf("enqueue fleet: %w", err)
 		}
-		if len(wake) > 0 {
-			var pushArgs []any
-			for _, id := range wake {
-				pushArgs = append(pushArgs, id, ms(at), ms(at))
-			}
-			if _, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO push_outbox (enrollment_id, created_at, next_attempt_at)
-				VALUES `+strings.Repeat("(?, ?, ?), ", len(wake)-1)+`(?, ?, ?)
-				ON CONFLICT (enrollment_id) DO UPDATE SET next_attempt_at = excluded.next_attempt_at, attempts = 0, lease_until = NULL`), pushArgs...); err != nil {
-				return fmt.Errorf("enqueue fleet: push: %w", err)
-			}
+		if err := insertPushes(ctx, tx, wake, at); err != nil {
+			return err
 		}
 		events := make([]enrollment.AuditEvent, len(chunk))
 		for i, it := range chunk {
@@ -221,24 +205,44 @@ func enqueueAs(ctx context.Context, tx *sqlx.Tx, enrollmentID string, cmds []enr
 	}
 	for _, c := range cmds {
 		seq++
-		if err := insertCommand(ctx, tx, enrollmentID, seq, c, by, at, preApproval); err != nil {
+		if err := insertCommands(ctx, tx, []queuedCommand{{enrollmentID: enrollmentID, seq: seq, cmd: c, preApproval: preApproval}}, by, at); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// insertCommand queues c as the enrollment's command number seq.
-func insertCommand(ctx context.Context, tx *sqlx.Tx, enrollmentID string, seq int64, c enrollment.NewCommand, by string, at time.Time, preApproval bool) error {
-	_, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO commands (id, enrollment_id, seq, request_type, body, status, created_at, created_by, pre_approval)
-		VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?)`), c.UUID, enrollmentID, seq, c.RequestType, string(c.Body), ms(at), by, boolInt(preApproval))
-	if err != nil {
-		if isUniqueViolation(err) {
-			return fmt.Errorf("enqueue: %w: command %s exists", enrollment.ErrConflict, c.UUID)
-		}
-		return fmt.Errorf("enqueue: %w", err)
+// queuedCommand is a command row to insert: cmd as the enrollment's
+// command number seq.
+type queuedCommand struct {
+	enrollmentID string
+	seq          int64
+	cmd          enrollment.NewCommand
+	preApproval  bool
+}
+
+// insertCommands queues rows, in one statement.
+func insertCommands(ctx context.Context, tx *sqlx.Tx, rows []queuedCommand, by string, at time.Time) error {
+	args := make([]any, 0, 8*len(rows))
+	for _, r := range rows {
+		args = append(args, r.cmd.UUID, r.enrollmentID, r.seq, r.cmd.RequestType, string(r.cmd.Body), ms(at), by, boolInt(r.preApproval))
 	}
-	return nil
+	_, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO commands (id, enrollment_id, seq, request_type, body, status, created_at, created_by, pre_approval)
+		VALUES `+repeatRows("(?, ?, ?, ?, ?, 'queued', ?, ?, ?)", len(rows))), args...)
+	switch {
+	case err == nil:
+		return nil
+	case isUniqueViolation(err) && len(rows) == 1:
+		return fmt.Errorf("enqueue: %w: command %s exists", enrollment.ErrConflict, rows[0].cmd.UUID)
+	case isUniqueViolation(err):
+		return fmt.Errorf("enqueue: %w: a command with one of these UUIDs exists", enrollment.ErrConflict)
+	}
+	return fmt.Errorf("enqueue: %w", err)
+}
+
+// repeatRows is n copies of a VALUES row, comma-separated.
+func repeatRows(row string, n int) string {
+	return strings.Repeat(row+", ", n-1) + row
 }
 
 // RecordResult stores the device's answer to a command it was sent; a

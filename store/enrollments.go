@@ -188,7 +188,7 @@ func (s *Store) ClaimReservation(ctx context.Context, resID, nonce string, e enr
 			return err
 		}
 		if q != nil {
-			if err := insertCommand(ctx, tx, resID, 1, q.Command, "vestibule", now, true); err != nil {
+			if err := insertCommands(ctx, tx, []queuedCommand{{enrollmentID: resID, seq: 1, cmd: q.Command, preApproval: true}}, "vestibule", now); err != nil {
 				return err
 			}
 			if err := appendAudit(ctx, tx, q.Event); err != nil {
@@ -311,12 +311,12 @@ func (s *Store) Decide(ctx context.Context, id string, from, to enrollment.State
 	// of a profile installed twice) each supersede the other's row: on
 	// PostgreSQL one is rolled back as a deadlock. Run again, it finds the
 	// other decided and answers as any late decision does.
-	for attempt := 1; ; attempt++ {
-		out, err := s.decide(ctx, id, from, to, by, note, at, eff, ev)
-		if !isDeadlock(err) || attempt == 3 {
-			return out, err
-		}
-	}
+	var out enrollment.Enrollment
+	err := retryDeadlocks(func() (err error) {
+		out, err = s.decide(ctx, id, from, to, by, note, at, eff, ev)
+		return err
+	})
+	return out, err
 }
 
 func (s *Store) decide(ctx context.Context, id string, from, to enrollment.State, by, note string, at time.Time,

@@ -33,6 +33,21 @@ func isDeadlock(err error) bool {
 	return errors.As(err, &pgErr) && pgErr.Code == "40P01"
 }
 
+// deadlockAttempts is how many times a transaction PostgreSQL rolls back
+// as a deadlock is run in all.
+const deadlockAttempts = 3
+
+// retryDeadlocks runs the transaction fn again when PostgreSQL rolled it
+// back to break a deadlock, deadlockAttempts times in all.
+func retryDeadlocks(fn func() error) error {
+	for attempt := 1; ; attempt++ {
+		err := fn()
+		if !isDeadlock(err) || attempt == deadlockAttempts {
+			return err
+		}
+	}
+}
+
 // notFound maps sql.ErrNoRows to the domain's ErrNotFound.
 func notFound(err error) error {
 	if errors.Is(err, sql.ErrNoRows) {

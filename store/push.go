@@ -19,9 +19,21 @@ func enqueuePush(ctx context.Context, tx *sqlx.Tx, enrollmentID string, at time.
 	if err != nil || n == 0 {
 		return err
 	}
-	_, err = tx.ExecContext(ctx, tx.Rebind(`INSERT INTO push_outbox (enrollment_id, created_at, next_attempt_at) VALUES (?, ?, ?)
-		ON CONFLICT (enrollment_id) DO UPDATE SET next_attempt_at = excluded.next_attempt_at, attempts = 0, lease_until = NULL`),
-		enrollmentID, ms(at), ms(at))
+	return insertPushes(ctx, tx, []string{enrollmentID}, at)
+}
+
+// insertPushes owes each enrollment a push, in one statement, coalescing
+// with one already owed (it is due now again, its attempts start over).
+func insertPushes(ctx context.Context, tx *sqlx.Tx, enrollmentIDs []string, at time.Time) error {
+	if len(enrollmentIDs) == 0 {
+		return nil
+	}
+	args := make([]any, 0, 3*len(enrollmentIDs))
+	for _, id := range enrollmentIDs {
+		args = append(args, id, ms(at), ms(at))
+	}
+	_, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO push_outbox (enrollment_id, created_at, next_attempt_at) VALUES `+repeatRows("(?, ?, ?)", len(enrollmentIDs))+`
+		ON CONFLICT (enrollment_id) DO UPDATE SET next_attempt_at = excluded.next_attempt_at, attempts = 0, lease_until = NULL`), args...)
 	if err != nil {
 		return fmt.Errorf("enqueue push: %w", err)
 	}
