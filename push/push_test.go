@@ -104,11 +104,15 @@ type clock struct {
 func (c *clock) now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 func (c *clock) add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
 
-func newPusher(t testing.TB, st *store.Store, apns *apnsServer, c *clock) *push.Pusher {
+func newPusher(t testing.TB, st *store.Store, apns *apnsServer, c *clock, opts ...func(*push.Options)) *push.Pusher {
 	t.Helper()
 	roots := x509.NewCertPool()
 	roots.AddCert(apns.Certificate())
-	p, err := push.New(push.Options{Certificate: pushCert(t), Host: apns.URL, RootCAs: roots, Store: st, Now: c.now, Batch: 50})
+	o := push.Options{Certificate: pushCert(t), Host: apns.URL, RootCAs: roots, Store: st, Now: c.now, Batch: 50}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	p, err := push.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -330,8 +334,6 @@ func TestPushesArePaced(t *testing.T) {
 	for i := range 12 {
 		approvedDevice(t, st, hexToken(100+i), c.now())
 	}
-	roots := x509.NewCertPool()
-	roots.AddCert(apns.Certificate())
 	turns, stopAfter := 0, 5
 	pace := func(ctx context.Context) error {
 		if turns == stopAfter {
@@ -341,17 +343,11 @@ func TestPushesArePaced(t *testing.T) {
 		return nil
 	}
 	// At 0.1 pushes a second, a third of the one-minute lease holds 2.
-	p, err := push.New(push.Options{Certificate: pushCert(t), Host: apns.URL, RootCAs: roots, Store: st, Now: c.now, Batch: 50, Rate: 0.1, Pace: pace})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := newPusher(t, st, apns, c, func(o *push.Options) { o.Rate, o.Pace = 0.1, pace })
 	if n, err := p.Drain(ctx); n != 2 || err != nil || turns != 2 {
 		t.Fatalf("slow rate: claimed and pushed %d (%v) in %d turns, want 2", n, err, turns)
 	}
-	p, err = push.New(push.Options{Certificate: pushCert(t), Host: apns.URL, RootCAs: roots, Store: st, Now: c.now, Batch: 50, Rate: 200, Pace: pace})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p = newPusher(t, st, apns, c, func(o *push.Options) { o.Rate, o.Pace = 200, pace })
 	// Stopped after 3 more turns, with 10 claimed.
 	if n, err := p.Drain(ctx); n != 3 || !errors.Is(err, context.Canceled) {
 		t.Fatalf("stopped mid-batch: %d %v", n, err)
@@ -383,8 +379,6 @@ func TestPushQueuedAgainWhilePushingIsNotLost(t *testing.T) {
 	apns := newAPNs(t)
 	c := &clock{t: time.Now()}
 	id := approvedDevice(t, st, hexToken(200), c.now())
-	roots := x509.NewCertPool()
-	roots.AddCert(apns.Certificate())
 	requeued := false
 	pace := func(context.Context) error {
 		if !requeued {
@@ -394,10 +388,7 @@ func TestPushQueuedAgainWhilePushingIsNotLost(t *testing.T) {
 		}
 		return nil
 	}
-	p, err := push.New(push.Options{Certificate: pushCert(t), Host: apns.URL, RootCAs: roots, Store: st, Now: c.now, Pace: pace})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := newPusher(t, st, apns, c, func(o *push.Options) { o.Pace = pace })
 	if n, err := p.Drain(ctx); n != 1 || err != nil {
 		t.Fatalf("first push: %d %v", n, err)
 	}
@@ -416,11 +407,9 @@ func TestPushQueuedAgainWhilePushingIsNotLost(t *testing.T) {
 	for i := range 20 {
 		approvedDevice(t, st, hexToken(300+i), c.now())
 	}
-	p, err = push.New(push.Options{Certificate: pushCert(t), Host: apns.URL, RootCAs: roots, Store: st, Now: c.now, Rate: 1, Workers: 4,
-		Pace: func(context.Context) error { return nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p = newPusher(t, st, apns, c, func(o *push.Options) {
+		o.Rate, o.Workers, o.Pace = 1, 4, func(context.Context) error { return nil }
+	})
 	if n, err := p.Drain(ctx); n != 5 || err != nil {
 		t.Fatalf("claimed %d (%v), want 5", n, err)
 	}
@@ -495,12 +484,7 @@ func TestNoPushStartsLateInItsLease(t *testing.T) {
 		c.add(10 * time.Second)
 		return nil
 	}
-	roots := x509.NewCertPool()
-	roots.AddCert(apns.Certificate())
-	p, err := push.New(push.Options{Certificate: pushCert(t), Host: apns.URL, RootCAs: roots, Store: st, Now: c.now, Batch: 50, Rate: 200, Pace: pace})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := newPusher(t, st, apns, c, func(o *push.Options) { o.Rate, o.Pace = 200, pace })
 	if n, err := p.Drain(ctx); n != 3 || err != nil {
 		t.Fatalf("pushed %d (%v), want the 3 started within 20 s", n, err)
 	}
