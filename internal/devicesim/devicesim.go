@@ -421,15 +421,40 @@ func (d *Device) SendSigned(ctx context.Context, url, contentType string, body [
 
 // Authenticate sends the Authenticate check-in.
 func (d *Device) Authenticate(ctx context.Context) (int, error) {
-	return d.Checkin(ctx, map[string]any{"MessageType": "Authenticate", "UDID": d.UDID, "SerialNumber": d.Serial, "Model": d.Model,
+	return d.Checkin(ctx, d.authenticateMessage())
+}
+
+func (d *Device) authenticateMessage() map[string]any {
+	return map[string]any{"MessageType": "Authenticate", "UDID": d.UDID, "SerialNumber": d.Serial, "Model": d.Model,
 		"ModelName": d.ModelName, "ProductName": d.Model, "OSVersion": d.OSVersion, "BuildVersion": "23F79", "DeviceName": d.DeviceName,
-		"Topic": d.Profile.Topic})
+		"Topic": d.Profile.Topic}
 }
 
 // TokenUpdate sends the push token.
 func (d *Device) TokenUpdate(ctx context.Context) (int, error) {
-	return d.Checkin(ctx, map[string]any{"MessageType": "TokenUpdate", "UDID": d.UDID, "Topic": d.Profile.Topic,
-		"Token": d.PushToken, "PushMagic": "push-magic-" + d.UDID, "AwaitingConfiguration": false})
+	return d.Checkin(ctx, d.tokenUpdateMessage())
+}
+
+func (d *Device) tokenUpdateMessage() map[string]any {
+	return map[string]any{"MessageType": "TokenUpdate", "UDID": d.UDID, "Topic": d.Profile.Topic,
+		"Token": d.PushToken, "PushMagic": "push-magic-" + d.UDID, "AwaitingConfiguration": false}
+}
+
+// SignCheckinsAhead signs the Authenticate and TokenUpdate bodies now and
+// turns CacheSignatures on, so that a benchmark of the server does not
+// time the device's own RSA signing.
+func (d *Device) SignCheckinsAhead() error {
+	d.CacheSignatures = true
+	for _, msg := range []map[string]any{d.authenticateMessage(), d.tokenUpdateMessage()} {
+		body, err := plist.Marshal(msg)
+		if err != nil {
+			return err
+		}
+		if _, err := d.sign(body); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // CheckOut says the profile was removed.
