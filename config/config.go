@@ -51,6 +51,16 @@ type Config struct {
 	SMTP      SMTP       `yaml:"smtp"`
 	Metrics   Metrics    `yaml:"metrics"`
 	Approval  Approval   `yaml:"approval"`
+	Runtime   Runtime    `yaml:"runtime"`
+}
+
+// Runtime tunes the Go runtime the server runs on.
+type Runtime struct {
+	// GCHeapFloorMB lets the heap grow to at least this many MiB before
+	// the garbage collector runs; above twice the live heap, Go's default
+	// applies. 0 is Go's default throughout. GOGC or GOMEMLIMIT in the
+	// environment take precedence.
+	GCHeapFloorMB int `yaml:"gc_heap_floor_mb"`
 }
 
 // Approval tunes the approval gate. Policies here only make approval
@@ -335,6 +345,7 @@ func Defaults() Config {
 			ChallengeTTL: Duration(7 * 24 * time.Hour), SSFKeyRotation: Duration(90 * 24 * time.Hour)},
 		Vault:   Vault{Mount: "transit", Key: "vestibule-token", Timeout: Duration(3 * time.Second)},
 		Push:    Push{Environment: "production", Workers: 1, Rate: 200},
+		Runtime: Runtime{GCHeapFloorMB: 16},
 		MDM:     MDM{WebhookRetryDelay: Duration(2 * time.Second)},
 		OIDC:    OIDC{EmailClaim: "email"},
 		Portal:  Portal{ReservationsPerHour: 5},
@@ -628,6 +639,9 @@ func (c Config) Validate() error {
 	}
 	if c.Push.Rate < 1 || c.Push.Rate > 100_000 {
 		bad("push.rate", "must be 1 to 100000 pushes a second")
+	}
+	if c.Runtime.GCHeapFloorMB < 0 || c.Runtime.GCHeapFloorMB > 65_536 {
+		bad("runtime.gc_heap_floor_mb", "must be 0 (Go's default) to 65536")
 	}
 	if c.OIDC.Enabled() {
 		if u, err := url.Parse(c.OIDC.Issuer); err != nil || u.Host == "" || (u.Scheme != "https" && !(c.Dev && u.Scheme == "http")) {

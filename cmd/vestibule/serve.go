@@ -3,14 +3,32 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/vestibule-mdm/vestibule/internal/gcfloor"
 	"github.com/vestibule-mdm/vestibule/server"
 )
+
+// startGCFloor applies runtime.gc_heap_floor_mb unless it is 0 or the
+// operator tuned the collector through GOGC or GOMEMLIMIT.
+func startGCFloor(mib int, getenv func(string) string, log *slog.Logger) *gcfloor.Floor {
+	if mib == 0 {
+		return nil
+	}
+	for _, v := range []string{"GOGC", "GOMEMLIMIT"} {
+		if getenv(v) != "" {
+			log.Info("the environment tunes the garbage collector; runtime.gc_heap_floor_mb is not applied", "variable", v)
+			return nil
+		}
+	}
+	return gcfloor.Start(uint64(mib) << 20)
+}
 
 func (a *app) serveCmd() *cobra.Command {
 	cmd := &cobra.Command{
@@ -96,6 +114,11 @@ With --dev it runs on the embedded defaults: SQLite and generated keys in
 			// Admin commands beside this server issue profiles for it.
 			if err := app.Store.SetSetting(ctx, server.SettingPublicURL, cfg.PublicURL, time.Now()); err != nil {
 				return err
+			}
+			// Only once serving: the start's own garbage (migrations, keys,
+			// templates) is collected as Go would, and the start stays small.
+			if floor := startGCFloor(cfg.Runtime.GCHeapFloorMB, os.Getenv, log); floor != nil {
+				defer floor.Stop()
 			}
 			a.printBanner(cfg.Dev, cfg.PublicURL, cfg.DataDir, app.Store.Dialect(), password)
 			log.Info("listening", "addr", ln.Addr().String(), "public_url", cfg.PublicURL, "database", app.Store.Dialect())

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -265,5 +266,31 @@ func TestAdminCommandsContactNoIdP(t *testing.T) {
 	}
 	if _, e, code := vestibule(t, dataDir, "serve", "--listen", "127.0.0.1:0"); code == 0 || !strings.Contains(strings.ToLower(e), "oidc") {
 		t.Fatalf("serve with an unreachable IdP should fail naming it: exit %d %s", code, e)
+	}
+}
+
+// TestGCFloorYieldsToTheEnvironment: the floor applies unless it is 0 or
+// GOGC or GOMEMLIMIT tune the collector.
+func TestGCFloorYieldsToTheEnvironment(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		mib  int
+		env  map[string]string
+		want bool
+	}{
+		{"the default applies", 16, nil, true},
+		{"0 is Go's default", 0, nil, false},
+		{"GOGC wins", 16, map[string]string{"GOGC": "200"}, false},
+		{"GOMEMLIMIT wins", 16, map[string]string{"GOMEMLIMIT": "1GiB"}, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := startGCFloor(c.mib, func(k string) string { return c.env[k] }, slog.New(slog.DiscardHandler))
+			if (f != nil) != c.want {
+				t.Fatalf("floor started: %v, want %v", f != nil, c.want)
+			}
+			if f != nil {
+				f.Stop()
+			}
+		})
 	}
 }

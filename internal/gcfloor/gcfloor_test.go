@@ -1,0 +1,89 @@
+package gcfloor
+
+import (
+	"runtime"
+	"runtime/debug"
+	"testing"
+	"time"
+)
+
+func TestPercent(t *testing.T) {
+	const mib = 1 << 20
+	for _, c := range []struct {
+		name        string
+		live, floor uint64
+		want        int
+	}{
+		{"an empty heap gets the most", 0, 32 * mib, maxPercent},
+		{"a small heap reaches the floor", 4 * mib, 32 * mib, 700},
+		{"a heap at half the floor is the default", 16 * mib, 32 * mib, 100},
+		{"a heap above half the floor is the default, never less", 20 * mib, 32 * mib, minPercent},
+		{"a heap above the floor is the default", 64 * mib, 32 * mib, minPercent},
+		{"a tiny heap is capped", 1024, 32 * mib, maxPercent},
+		{"no floor is the default", 4 * mib, 0, minPercent},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if got := Percent(c.live, c.floor); got != c.want {
+				t.Fatalf("Percent(%d, %d) = %d, want %d", c.live, c.floor, got, c.want)
+			}
+		})
+	}
+}
+
+func currentPercent() int {
+	p := debug.SetGCPercent(100)
+	debug.SetGCPercent(p)
+	return p
+}
+
+// TestFloorFollowsTheLiveHeap runs the floor in this process: GOGC is
+// set at Start, follows the live heap after collections, and is put back
+// by Stop.
+func TestFloorFollowsTheLiveHeap(t *testing.T) {
+	before := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(before)
+
+	const floor = 64 << 20 // far above this test's heap
+	f := Start(floor)
+	if got := currentPercent(); got != f.GCPercent() || got <= minPercent {
+		t.Fatalf("after Start GOGC is %d (floor says %d), want above %d", got, f.GCPercent(), minPercent)
+	}
+
+	// A live heap above half the floor brings GOGC down to the default at
+	// the next collections.
+	ballast := make([][]byte, 0, 48)
+	for range cap(ballast) {
+		ballast = append(ballast, make([]byte, 1<<20))
+	}
+	waitFor(t, func() bool { runtime.GC(); return f.GCPercent() == minPercent }, "GOGC to come down with a live heap of 48 MiB")
+	if got := currentPercent(); got != f.GCPercent() {
+		t.Fatalf("GOGC is %d, the floor says %d", got, f.GCPercent())
+	}
+	runtime.KeepAlive(ballast)
+	ballast = nil
+
+	waitFor(t, func() bool { runtime.GC(); return f.GCPercent() > 2*minPercent }, "GOGC to go up once the heap is small again")
+
+	f.Stop()
+	if got := currentPercent(); got != 100 {
+		t.Fatalf("after Stop GOGC is %d, want the 100 found at Start", got)
+	}
+	runtime.GC()
+	runtime.GC()
+	time.Sleep(10 * time.Millisecond)
+	if got := currentPercent(); got != 100 {
+		t.Fatalf("a collection after Stop set GOGC to %d", got)
+	}
+	f.Stop() // twice is harmless
+}
+
+func waitFor(t *testing.T, ok func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited 10 s for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
