@@ -62,6 +62,12 @@ func TestDevDefaults(t *testing.T) {
 		cfg.Database.DSN != "sqlite:data/vestibule.db" || cfg.Signer.LocalKeyFile != "data/hmac-keys.json" {
 		t.Errorf("got %+v", cfg)
 	}
+	if cfg.Runtime.GCHeapFloorMB != 16 {
+		t.Errorf("heap floor %d MiB, want 16 by default", cfg.Runtime.GCHeapFloorMB)
+	}
+	if cfg, err := Load(Overrides{Dev: true}, []string{"VESTIBULE_RUNTIME_GC_HEAP_FLOOR_MB=0"}); err != nil || cfg.Runtime.GCHeapFloorMB != 0 {
+		t.Errorf("the floor is not turned off by its variable: %d %v", cfg.Runtime.GCHeapFloorMB, err)
+	}
 	cfg, err = Load(Overrides{Dev: true, Listen: "127.0.0.1:0", DataDir: "/tmp/x"}, nil)
 	if err != nil || cfg.PublicURL != "" || cfg.Database.DSN != "sqlite:/tmp/x/vestibule.db" {
 		t.Errorf("port 0 leaves the URL to the server: %+v %v", cfg, err)
@@ -93,6 +99,8 @@ func TestInvalid(t *testing.T) {
 		{name: "error/unknown signer", file: validProd + "signer: {backend: hsm}\n", want: []string{"signer.backend: \"hsm\""}},
 		{name: "error/missing file", o: Overrides{ConfigFile: "/nonexistent.yaml"}, want: []string{"no such file"}},
 		{name: "error/push rate zero", env: []string{"VESTIBULE_PUSH_RATE=0"}, file: validProd, want: []string{"push.rate: must be 1 to 100000"}},
+		{name: "error/negative heap floor", env: []string{"VESTIBULE_RUNTIME_GC_HEAP_FLOOR_MB=-1"}, file: validProd, want: []string{"runtime.gc_heap_floor_mb: must be 0"}},
+		{name: "error/huge heap floor", file: validProd + "runtime: {gc_heap_floor_mb: 65537}\n", want: []string{"runtime.gc_heap_floor_mb: must be 0"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := tc.o

@@ -18,27 +18,52 @@ import (
 	"sync"
 )
 
-const liveHeap = "/gc/heap/live:bytes"
+// The runtime's figures after the last collection: the heap it found
+// live, and the stacks and globals it scanned. GOGC grows the target by
+// a percentage of all three.
+const (
+	liveHeap = "/gc/heap/live:bytes"
+	stacks   = "/gc/scan/stack:bytes"
+	globals  = "/gc/scan/globals:bytes"
+)
 
-// Percents bound what the floor sets: the runtime's default of 100 is the
-// least (a floor never collects more often than Go would), and the most
-// keeps a floor from growing without bound for a nearly empty heap.
+// minPercent is the runtime's default: a floor never collects more often
+// than Go would. maxPercent bounds how far GOGC goes when the live heap is
+// nearly empty; the finalizer that adjusts GOGC can lag behind the
+// collections under load, and a stale high GOGC must not let a heap that
+// has grown since run far past the floor.
 const (
 	minPercent = 100
 	maxPercent = 2000
+	// The runtime never aims below 4 MiB × GOGC/100, however small the
+	// live heap.
+	runtimeMinHeap = 4 << 20
 )
 
-// Percent is the GOGC that makes the collection target (live heap times
-// 1 + percent/100) reach floor, within [minPercent, maxPercent].
-func Percent(live, floor uint64) int {
-	if live == 0 {
-		return maxPercent
+// Percent is the GOGC that makes the collection target reach floor: the
+// runtime aims at live + (live + roots) × GOGC/100, roots being the
+// stacks and globals, and at no less than 4 MiB × GOGC/100. The result is
+// within [minPercent, maxPercent], and no higher than makes that minimum
+// the floor.
+func Percent(live, roots, floor uint64) int {
+	most := uint64(maxPercent)
+	if byMin := floor / (runtimeMinHeap / 100); byMin < most {
+		most = max(byMin, minPercent)
 	}
 	if floor <= live {
 		return minPercent
 	}
-	p := (floor - live) * 100 / live
-	return int(min(max(p, minPercent), maxPercent))
+	base := live + roots
+	if base == 0 {
+		return int(most)
+	}
+	p := (floor - live) / base * 100
+	if p < most {
+		// The division's remainder, so that the target is not short of
+		// the floor by up to a whole percent of base.
+		p = (floor - live) * 100 / base
+	}
+	return int(min(max(p, minPercent), most))
 }
 
 // Floor adjusts GOGC after every collection. One process runs at most one.
@@ -60,7 +85,7 @@ type sentinel struct{ _ [32]byte }
 // Start sets GOGC now and after each collection so that the heap's target
 // is at least floor bytes. Stop restores the GOGC it found.
 func Start(floor uint64) *Floor {
-	f := &Floor{floor: floor, sample: []metrics.Sample{{Name: liveHeap}}}
+	f := &Floor{floor: floor, sample: []metrics.Sample{{Name: liveHeap}, {Name: stacks}, {Name: globals}}}
 	f.last = f.percent()
 	f.before = debug.SetGCPercent(f.last)
 	f.arm()
@@ -69,10 +94,14 @@ func Start(floor uint64) *Floor {
 
 func (f *Floor) percent() int {
 	metrics.Read(f.sample)
-	if f.sample[0].Value.Kind() != metrics.KindUint64 {
-		return minPercent
+	var v [3]uint64
+	for i, s := range f.sample {
+		if s.Value.Kind() != metrics.KindUint64 {
+			return minPercent
+		}
+		v[i] = s.Value.Uint64()
 	}
-	return Percent(f.sample[0].Value.Uint64(), f.floor)
+	return Percent(v[0], v[1]+v[2], f.floor)
 }
 
 func (f *Floor) arm() {

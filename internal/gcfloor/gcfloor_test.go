@@ -10,21 +10,26 @@ import (
 func TestPercent(t *testing.T) {
 	const mib = 1 << 20
 	for _, c := range []struct {
-		name        string
-		live, floor uint64
-		want        int
+		name               string
+		live, roots, floor uint64
+		want               int
 	}{
-		{"an empty heap gets the most", 0, 32 * mib, maxPercent},
-		{"a small heap reaches the floor", 4 * mib, 32 * mib, 700},
-		{"a heap at half the floor is the default", 16 * mib, 32 * mib, 100},
-		{"a heap above half the floor is the default, never less", 20 * mib, 32 * mib, minPercent},
-		{"a heap above the floor is the default", 64 * mib, 32 * mib, minPercent},
-		{"a tiny heap is capped", 1024, 32 * mib, maxPercent},
-		{"no floor is the default", 4 * mib, 0, minPercent},
+		{"an empty heap: the most that keeps the runtime's minimum at the floor", 0, 0, 16 * mib, 400},
+		{"a small heap reaches the floor", 4 * mib, 0, 32 * mib, 700},
+		{"stacks and globals count", 4 * mib, 4 * mib, 32 * mib, 350},
+		{"a tiny heap: the runtime's minimum bounds it", 1024, 0, 32 * mib, 800},
+		{"a tiny heap under a large floor: the most", 1024, 0, 64 << 30, maxPercent},
+		{"a heap at half the floor is the default", 16 * mib, 0, 32 * mib, minPercent},
+		{"a heap above half the floor is the default, never less", 20 * mib, 0, 32 * mib, minPercent},
+		{"a heap above the floor is the default", 64 * mib, 0, 32 * mib, minPercent},
+		{"a floor under the runtime's minimum is the default", 0, 0, 2 * mib, minPercent},
+		{"no floor is the default", 4 * mib, 0, 0, minPercent},
+		{"no floor and no heap is the default", 0, 0, 0, minPercent},
+		{"the largest floor does not overflow", 3 * mib, 1 * mib, 1 << 62, maxPercent},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			if got := Percent(c.live, c.floor); got != c.want {
-				t.Fatalf("Percent(%d, %d) = %d, want %d", c.live, c.floor, got, c.want)
+			if got := Percent(c.live, c.roots, c.floor); got != c.want {
+				t.Fatalf("Percent(%d, %d, %d) = %d, want %d", c.live, c.roots, c.floor, got, c.want)
 			}
 		})
 	}
@@ -50,30 +55,40 @@ func TestFloorFollowsTheLiveHeap(t *testing.T) {
 	}
 
 	// A live heap above half the floor brings GOGC down to the default at
-	// the next collections.
-	ballast := make([][]byte, 0, 48)
-	for range cap(ballast) {
-		ballast = append(ballast, make([]byte, 1<<20))
-	}
-	waitFor(t, func() bool { runtime.GC(); return f.GCPercent() == minPercent }, "GOGC to come down with a live heap of 48 MiB")
-	if got := currentPercent(); got != f.GCPercent() {
-		t.Fatalf("GOGC is %d, the floor says %d", got, f.GCPercent())
-	}
-	runtime.KeepAlive(ballast)
-	ballast = nil
-
+	// the next collections; once it is gone, GOGC goes up again.
+	func() {
+		ballast := make([][]byte, 0, 48)
+		for range cap(ballast) {
+			ballast = append(ballast, make([]byte, 1<<20))
+		}
+		waitFor(t, func() bool { runtime.GC(); return f.GCPercent() == minPercent }, "GOGC to come down with a live heap of 48 MiB")
+		if got := currentPercent(); got != f.GCPercent() {
+			t.Fatalf("GOGC is %d, the floor says %d", got, f.GCPercent())
+		}
+		runtime.KeepAlive(ballast)
+	}()
 	waitFor(t, func() bool { runtime.GC(); return f.GCPercent() > 2*minPercent }, "GOGC to go up once the heap is small again")
 
 	f.Stop()
 	if got := currentPercent(); got != 100 {
 		t.Fatalf("after Stop GOGC is %d, want the 100 found at Start", got)
 	}
-	runtime.GC()
-	runtime.GC()
-	time.Sleep(10 * time.Millisecond)
-	if got := currentPercent(); got != 100 {
-		t.Fatalf("a collection after Stop set GOGC to %d", got)
-	}
+	// A live heap of a quarter of the floor would make a running floor set
+	// GOGC to 300; a stopped one leaves the 100 alone.
+	func() {
+		ballast := make([][]byte, 0, 16)
+		for range cap(ballast) {
+			ballast = append(ballast, make([]byte, 1<<20))
+		}
+		for range 20 {
+			runtime.GC()
+			time.Sleep(5 * time.Millisecond)
+			if got := currentPercent(); got != 100 {
+				t.Fatalf("a collection after Stop set GOGC to %d", got)
+			}
+		}
+		runtime.KeepAlive(ballast)
+	}()
 	f.Stop() // twice is harmless
 }
 
