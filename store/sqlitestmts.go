@@ -13,8 +13,8 @@ import (
 // by their text: sqliteConnector opens such connections. PostgreSQL needs
 // none of this: pgx keeps its own statement cache.
 
-// maxConnStmts bounds one connection's statements; past it statements
-// are parsed each time again. maxKeptArgs keeps out the statements with
+// maxConnStmts bounds one connection's statements; past it a kept
+// statement is closed for each new one. maxKeptArgs keeps out the statements with
 // long IN lists, whose text differs with every list length. It is 32, not
 // 16, because the claim's INSERT of an enrollment has 25 arguments: a
 // profile of the claim put a sixth of it in parsing that one statement.
@@ -122,7 +122,7 @@ func (c *stmtConn) kept(ctx context.Context, query string, args int) (*connStmt,
 		}
 		return s, nil
 	}
-	if len(c.stmts) >= maxConnStmts {
+	if len(c.stmts) >= maxConnStmts && !c.evictOne() {
 		return nil, nil
 	}
 	st, err := c.PrepareContext(ctx, query)
@@ -135,6 +135,22 @@ func (c *stmtConn) kept(ctx context.Context, query string, args int) (*connStmt,
 	s := &connStmt{st: st}
 	c.stmts[query] = s
 	return s, nil
+}
+
+// evictOne closes a kept statement that no rows are open on, the first
+// the map's random order offers, so that a connection past its bound
+// still keeps what it runs now: the statements a server runs all the
+// time come back at their next use, the rare ones (IN lists of unusual
+// lengths) do not fill the bound for good.
+func (c *stmtConn) evictOne() bool {
+	for q, s := range c.stmts {
+		if s.busy {
+			continue
+		}
+		delete(c.stmts, q)
+		return s.st.Close() == nil
+	}
+	return false
 }
 
 func (c *stmtConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {

@@ -11,8 +11,9 @@ import (
 // TestSQLiteConnectionsKeepStatements: a statement run again on a
 // connection is not parsed again; a second query with the same text while
 // the first's rows are open gets a statement of its own; scripts of
-// several statements still run whole; the kept statements are bounded;
-// and the connection closes cleanly with them.
+// several statements still run whole; the kept statements are bounded,
+// the newest kept in place of another past the bound; and the connection
+// closes cleanly with them.
 func TestSQLiteConnectionsKeepStatements(t *testing.T) {
 	ctx := context.Background()
 	s, err := Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "v.db"), Options{MaxOpenConns: 1})
@@ -91,6 +92,19 @@ func TestSQLiteConnectionsKeepStatements(t *testing.T) {
 	if got := kept(); got != maxConnStmts {
 		t.Fatalf("%d statements kept, want the bound %d", got, maxConnStmts)
 	}
+	// Past the bound, what runs now is kept in place of another.
+	last := fmt.Sprintf(`SELECT %d`, maxConnStmts+19)
+	lc, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = lc.Raw(func(dc any) error {
+		if _, ok := dc.(*stmtConn).stmts[last]; !ok {
+			t.Error("the statement run last past the bound was not kept")
+		}
+		return nil
+	})
+	lc.Close()
 	// A long IN list is not kept: its text changes with its length.
 	args := make([]any, maxKeptArgs+1)
 	for i := range args {
