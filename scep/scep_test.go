@@ -20,6 +20,7 @@ import (
 
 	"github.com/vestibule-mdm/vestibule/enrollment"
 	"github.com/vestibule-mdm/vestibule/internal/devicesim"
+	"github.com/vestibule-mdm/vestibule/internal/gcfloor"
 	"github.com/vestibule-mdm/vestibule/internal/testserver"
 	"github.com/vestibule-mdm/vestibule/server"
 	"github.com/vestibule-mdm/vestibule/store/storetest"
@@ -294,6 +295,16 @@ func (f *fixture) certsAll(t testing.TB) int {
 // (RSA), record it, sign and encrypt the reply (RSA). Requests are built
 // before the clock starts.
 func BenchmarkIssuance(b *testing.B) {
+	// As Go collects by default, and as `serve` runs: with its default
+	// heap floor (runtime.gc_heap_floor_mb).
+	b.Run("gc=default", benchmarkIssuance)
+	b.Run("gc=floor16MiB", func(b *testing.B) {
+		defer gcfloor.Start(16 << 20).Stop()
+		benchmarkIssuance(b)
+	})
+}
+
+func benchmarkIssuance(b *testing.B) {
 	f := newFixture(b, "sqlite")
 	ctx := context.Background()
 	msgs := make([][]byte, b.N)

@@ -27,6 +27,7 @@ func startGCFloor(mib int, getenv func(string) string, log *slog.Logger) *gcfloo
 			return nil
 		}
 	}
+	log.Info("the garbage collector lets the heap grow to a floor", "runtime.gc_heap_floor_mb", mib)
 	return gcfloor.Start(uint64(mib) << 20)
 }
 
