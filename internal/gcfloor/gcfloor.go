@@ -46,10 +46,7 @@ const (
 // within [minPercent, maxPercent], and no higher than makes that minimum
 // the floor.
 func Percent(live, roots, floor uint64) int {
-	most := uint64(maxPercent)
-	if byMin := floor / (runtimeMinHeap / 100); byMin < most {
-		most = max(byMin, minPercent)
-	}
+	most := min(maxPercent, max(minPercent, floor/(runtimeMinHeap/100)))
 	if floor <= live {
 		return minPercent
 	}
@@ -57,13 +54,10 @@ func Percent(live, roots, floor uint64) int {
 	if base == 0 {
 		return int(most)
 	}
-	p := (floor - live) / base * 100
-	if p < most {
-		// The division's remainder, so that the target is not short of
-		// the floor by up to a whole percent of base.
-		p = (floor - live) * 100 / base
-	}
-	return int(min(max(p, minPercent), most))
+	// In floating point: (floor - live) × 100 overflows uint64 for the
+	// largest floors, and the result is clamped to a few thousand anyway.
+	p := float64(floor-live) * 100 / float64(base)
+	return int(min(max(p, minPercent), float64(most)))
 }
 
 // Floor adjusts GOGC after every collection. One process runs at most one.
