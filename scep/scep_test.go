@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vestibule-mdm/vestibule/config"
 	"github.com/vestibule-mdm/vestibule/enrollment"
 	"github.com/vestibule-mdm/vestibule/internal/devicesim"
 	"github.com/vestibule-mdm/vestibule/internal/gcfloor"
@@ -298,8 +299,9 @@ func BenchmarkIssuance(b *testing.B) {
 	// As Go collects by default, and as `serve` runs: with its default
 	// heap floor (runtime.gc_heap_floor_mb).
 	b.Run("gc=default", benchmarkIssuance)
-	b.Run("gc=floor16MiB", func(b *testing.B) {
-		defer gcfloor.Start(16 << 20).Stop()
+	floor := config.Defaults().Runtime.GCHeapFloorMB
+	b.Run(fmt.Sprintf("gc=floor%dMiB", floor), func(b *testing.B) {
+		defer gcfloor.Start(uint64(floor) << 20).Stop()
 		benchmarkIssuance(b)
 	})
 }

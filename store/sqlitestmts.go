@@ -14,10 +14,11 @@ import (
 // none of this: pgx keeps its own statement cache.
 
 // maxConnStmts bounds one connection's statements; past it a kept
-// statement is closed for each new one. maxKeptArgs keeps out the statements with
-// long IN lists, whose text differs with every list length. It is 32, not
-// 16, because the claim's INSERT of an enrollment has 25 arguments: a
-// profile of the claim put a sixth of it in parsing that one statement.
+// statement is closed for each new one. maxKeptArgs keeps out the
+// statements with long IN lists, whose text differs with every list
+// length. It is 32, not 16, because the claim's INSERT of an enrollment
+// has 25 arguments: a profile of the claim put a sixth of it in parsing
+// that one statement.
 const (
 	maxConnStmts = 256
 	maxKeptArgs  = 32

@@ -298,9 +298,11 @@ func ceremony(ctx context.Context, o *options, client *http.Client, out io.Write
 	}
 	each("Authenticate", func(i int) error { return status(devices[i].Authenticate(ctx)) })
 	each("TokenUpdate", func(i int) error { return status(devices[i].TokenUpdate(ctx)) })
-	for _, d := range devices {
-		if d != nil {
-			d.CacheSignatures = false // the later phases sign as before
+	if o.signAhead {
+		for _, d := range devices {
+			if d != nil {
+				d.CacheSignatures = false // the later phases sign as before
+			}
 		}
 	}
 	each("Connect (pending)", func(i int) error {
