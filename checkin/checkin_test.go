@@ -197,6 +197,8 @@ type fakeGate struct {
 	pushes      []enrollment.PushInfo
 	seen        int
 	answers     []enrollment.AttestationAnswer
+	attested    []enrollment.Enrollment
+	checkedOut  []enrollment.Enrollment
 }
 
 func (g *fakeGate) Authenticate(_ context.Context, c enrollment.Claim) (enrollment.Enrollment, error) {
@@ -214,10 +216,14 @@ func (g *fakeGate) TokenUpdate(_ context.Context, id string, p enrollment.PushIn
 	g.pushes = append(g.pushes, p)
 	return nil
 }
-func (g *fakeGate) CheckOut(context.Context, enrollment.Enrollment, string) error { return nil }
-func (g *fakeGate) Seen(context.Context, enrollment.Enrollment) error             { g.seen++; return nil }
+func (g *fakeGate) CheckOut(_ context.Context, e enrollment.Enrollment, _ string) error {
+	g.checkedOut = append(g.checkedOut, e)
+	return nil
+}
+func (g *fakeGate) Seen(context.Context, string, *time.Time) error { g.seen++; return nil }
 func (g *fakeGate) Attest(_ context.Context, e enrollment.Enrollment, a enrollment.AttestationAnswer) (enrollment.Enrollment, error) {
 	g.answers = append(g.answers, a)
+	g.attested = append(g.attested, e)
 	return e, nil
 }
 
@@ -228,9 +234,9 @@ type fakeQueue struct {
 	states  []enrollment.State
 }
 
-func (q *fakeQueue) Next(_ context.Context, e enrollment.Enrollment, r enrollment.Report) (enrollment.Command, error) {
+func (q *fakeQueue) Next(_ context.Context, _ string, state enrollment.State, r enrollment.Report) (enrollment.Command, error) {
 	q.reports = append(q.reports, r)
-	q.states = append(q.states, e.State)
+	q.states = append(q.states, state)
 	if q.err != nil {
 		return enrollment.Command{}, q.err
 	}
@@ -261,12 +267,27 @@ func TestEndpoints(t *testing.T) {
 	pendingDev, approvedDev, deniedDev := p.issue(t, "pending", false, false), p.issue(t, "approved", false, false), p.issue(t, "denied", false, false)
 	askedDev := p.issue(t, "asked", false, false)
 	enrollments := map[string]enrollment.Enrollment{
-		"pending":  {ID: "pending", State: enrollment.StatePending, Facts: enrollment.DeviceFacts{UDID: "UDID-P"}},
-		"approved": {ID: "approved", State: enrollment.StateApproved, Facts: enrollment.DeviceFacts{UDID: "UDID-A"}},
-		"denied":   {ID: "denied", State: enrollment.StateDenied, Facts: enrollment.DeviceFacts{UDID: "UDID-D"}},
+		"pending":      {ID: "pending", State: enrollment.StatePending, Facts: enrollment.DeviceFacts{UDID: "UDID-P"}},
+		"approved":     {ID: "approved", State: enrollment.StateApproved, Facts: enrollment.DeviceFacts{UDID: "UDID-A", Serial: "SER-A"}},
+		"denied-since": {ID: "denied-since", State: enrollment.StateDenied, Facts: enrollment.DeviceFacts{UDID: "UDID-S"}},
+		"denied":       {ID: "denied", State: enrollment.StateDenied, Facts: enrollment.DeviceFacts{UDID: "UDID-D"}},
 		"asked": {ID: "asked", State: enrollment.StatePending, Facts: enrollment.DeviceFacts{UDID: "UDID-Q"},
-			Attestation: enrollment.Attestation{Status: enrollment.AttestAsked}, AttestCommand: "Q1"},
+			Attestation: enrollment.Attestation{Status: enrollment.AttestAsked}, AttestCommand: "Q1", AttestNonce: "N1"},
 	}
+	// Devices whose records carry their enrollment's state, read with the
+	// certificate as the store does: the rare paths read the whole
+	// enrollment, and judge it again.
+	withState := func(d device, st EnrollmentState, noCommands bool) device {
+		r := *p.record(d)
+		r.Enrollment, r.NoCommands = &st, noCommands
+		p.set(d, r)
+		return d
+	}
+	leanIdle := withState(p.issue(t, "approved", false, false), stateOf(enrollments["approved"]), true)
+	leanBusy := withState(p.issue(t, "approved", false, false), stateOf(enrollments["approved"]), false)
+	leanAsked := withState(p.issue(t, "asked", false, false), stateOf(enrollments["asked"]), false)
+	leanStale := withState(p.issue(t, "denied-since", false, false),
+		EnrollmentState{ID: "denied-since", State: enrollment.StateApproved, UDID: "UDID-S"}, true)
 	auth := func(udid string) []byte {
 		return plistBody(t, map[string]any{"MessageType": "Authenticate", "UDID": udid, "Topic": "t", "SerialNumber": "S"})
 	}
@@ -384,6 +405,45 @@ func TestEndpoints(t *testing.T) {
 		{"ok/an approved device with nothing queued", func() *http.Request {
 			return signedRequest(t, approvedDev, "/mdm/connect", rt, report("UDID-A", "Idle"))
 		}, nil, nil, 200, nil},
+		{"ok/lean/an idle device with nothing waiting is not asked about its queue", func() *http.Request {
+			return signedRequest(t, leanIdle, "/mdm/connect", rt, report("UDID-A", "Idle"))
+		}, nil, []byte("<plist>command</plist>"), 200, func(t *testing.T, g *fakeGate, q *fakeQueue, _ *auditLog, body string) {
+			if body != "" || len(q.reports) != 0 || g.seen != 1 {
+				t.Fatalf("body %q, reports %+v, seen %d", body, q.reports, g.seen)
+			}
+		}},
+		{"ok/lean/an idle device with commands waiting gets the next", func() *http.Request {
+			return signedRequest(t, leanBusy, "/mdm/connect", rt, report("UDID-A", "Idle"))
+		}, nil, []byte("<plist>command</plist>"), 200, func(t *testing.T, _ *fakeGate, q *fakeQueue, _ *auditLog, body string) {
+			if body != "<plist>command</plist>" || len(q.states) != 1 || q.states[0] != enrollment.StateApproved {
+				t.Fatalf("body %q, states %+v", body, q.states)
+			}
+		}},
+		{"error/lean/the body speaks for another device", func() *http.Request {
+			return signedRequest(t, leanIdle, "/mdm/connect", rt, report("UDID-P", "Idle"))
+		}, nil, nil, 401, nil},
+		{"ok/lean/a check-out is handed the whole enrollment", func() *http.Request {
+			return signedRequest(t, leanIdle, "/mdm/checkin", ct, plistBody(t, map[string]any{"MessageType": "CheckOut", "UDID": "UDID-A", "Topic": "t"}))
+		}, nil, nil, 200, func(t *testing.T, g *fakeGate, _ *fakeQueue, _ *auditLog, _ string) {
+			if len(g.checkedOut) != 1 || g.checkedOut[0].Facts.Serial != "SER-A" {
+				t.Fatalf("%+v", g.checkedOut)
+			}
+		}},
+		{"error/lean/a check-out of an enrollment denied since the record was read", func() *http.Request {
+			return signedRequest(t, leanStale, "/mdm/checkin", ct, plistBody(t, map[string]any{"MessageType": "CheckOut", "UDID": "UDID-S", "Topic": "t"}))
+		}, nil, nil, 401, func(t *testing.T, g *fakeGate, _ *fakeQueue, _ *auditLog, _ string) {
+			if len(g.checkedOut) != 0 {
+				t.Fatalf("%+v", g.checkedOut)
+			}
+		}},
+		{"ok/lean/the attestation answer is handed the whole enrollment", func() *http.Request {
+			return signedRequest(t, leanAsked, "/mdm/connect", rt, plistBody(t, map[string]any{"UDID": "UDID-Q", "Status": "Acknowledged",
+				"CommandUUID": "Q1", "QueryResponses": map[string]any{"DevicePropertiesAttestation": []any{[]byte{0x30, 0x03}}}}))
+		}, nil, nil, 200, func(t *testing.T, g *fakeGate, _ *fakeQueue, _ *auditLog, _ string) {
+			if len(g.attested) != 1 || g.attested[0].AttestNonce != "N1" || len(g.answers) != 1 {
+				t.Fatalf("%+v", g.attested)
+			}
+		}},
 		{"error/a report without a status", func() *http.Request {
 			return signedRequest(t, approvedDev, "/mdm/connect", rt, plistBody(t, map[string]any{"UDID": "UDID-A"}))
 		}, nil, nil, 400, nil},

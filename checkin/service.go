@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/vestibule-mdm/vestibule/enrollment"
 	"github.com/vestibule-mdm/vestibule/mdm"
@@ -18,13 +19,13 @@ type Gate interface {
 	Get(ctx context.Context, id string) (enrollment.Enrollment, error)
 	TokenUpdate(ctx context.Context, id string, p enrollment.PushInfo) error
 	CheckOut(ctx context.Context, e enrollment.Enrollment, remoteIP string) error
-	Seen(ctx context.Context, e enrollment.Enrollment) error
+	Seen(ctx context.Context, id string, lastSeen *time.Time) error
 	Attest(ctx context.Context, e enrollment.Enrollment, a enrollment.AttestationAnswer) (enrollment.Enrollment, error)
 }
 
 // Queue hands out commands to approved devices.
 type Queue interface {
-	Next(ctx context.Context, e enrollment.Enrollment, r enrollment.Report) (enrollment.Command, error)
+	Next(ctx context.Context, id string, state enrollment.State, r enrollment.Report) (enrollment.Command, error)
 }
 
 // Service dispatches the messages of identified devices: a check-in
@@ -82,7 +83,11 @@ func (s *Service) Checkin(ctx context.Context, id Identity, msg any, token, remo
 		if derr != nil {
 			return derr
 		}
-		if err := s.gate.CheckOut(ctx, e, remoteIP); err != nil {
+		whole, derr := s.whole(ctx, e)
+		if derr != nil {
+			return derr
+		}
+		if err := s.gate.CheckOut(ctx, whole, remoteIP); err != nil {
 			return fail(http.StatusInternalServerError, "check out: %w", err)
 		}
 		return nil
@@ -117,22 +122,22 @@ func (s *Service) authenticate(ctx context.Context, id Identity, m *mdm.Authenti
 // enrollmentOf finds the enrollment the certificate belongs to and checks
 // that the body speaks for the same device. allowPending admits devices
 // still waiting for approval.
-func (s *Service) enrollmentOf(ctx context.Context, id Identity, who mdm.Enrollment, allowPending bool) (enrollment.Enrollment, *deviceError) {
-	var e enrollment.Enrollment
-	var err error
+func (s *Service) enrollmentOf(ctx context.Context, id Identity, who mdm.Enrollment, allowPending bool) (EnrollmentState, *deviceError) {
+	var e EnrollmentState
 	if id.Record.Enrollment != nil {
 		e = *id.Record.Enrollment
 	} else {
-		e, err = s.gate.Get(ctx, id.Record.ReservationID)
+		whole, err := s.gate.Get(ctx, id.Record.ReservationID)
+		if errors.Is(err, enrollment.ErrNotFound) {
+			return e, fail(http.StatusUnauthorized, "certificate for reservation %s has no enrollment", id.Record.ReservationID)
+		}
+		if err != nil {
+			return e, fail(http.StatusInternalServerError, "enrollment: %w", err)
+		}
+		e = stateOf(whole)
 	}
-	if errors.Is(err, enrollment.ErrNotFound) {
-		return e, fail(http.StatusUnauthorized, "certificate for reservation %s has no enrollment", id.Record.ReservationID)
-	}
-	if err != nil {
-		return e, fail(http.StatusInternalServerError, "enrollment: %w", err)
-	}
-	if who.ID() != e.Facts.UDID {
-		return e, fail(http.StatusUnauthorized, "body speaks for %.64q but the certificate belongs to %q", who.ID(), e.Facts.UDID)
+	if who.ID() != e.UDID {
+		return e, fail(http.StatusUnauthorized, "body speaks for %.64q but the certificate belongs to %q", who.ID(), e.UDID)
 	}
 	switch {
 	case e.State == enrollment.StateApproved, e.State == enrollment.StatePending && allowPending:
@@ -140,6 +145,23 @@ func (s *Service) enrollmentOf(ctx context.Context, id Identity, who mdm.Enrollm
 	default:
 		return e, fail(http.StatusUnauthorized, "enrollment %s is %s", e.ID, e.State)
 	}
+}
+
+// whole reads all of an enrollment a check-in let in, for the rare paths
+// that need more than its state. The read is newer than the one that let
+// the device in, so it is judged again.
+func (s *Service) whole(ctx context.Context, st EnrollmentState) (enrollment.Enrollment, *deviceError) {
+	e, err := s.gate.Get(ctx, st.ID)
+	if errors.Is(err, enrollment.ErrNotFound) {
+		return e, fail(http.StatusUnauthorized, "enrollment %s is gone", st.ID)
+	}
+	if err != nil {
+		return e, fail(http.StatusInternalServerError, "enrollment: %w", err)
+	}
+	if e.State != enrollment.StateApproved && e.State != enrollment.StatePending {
+		return e, fail(http.StatusUnauthorized, "enrollment %s is %s", e.ID, e.State)
+	}
+	return e, nil
 }
 
 // Connect handles one command report and returns the next command's body,
@@ -151,7 +173,7 @@ func (s *Service) Connect(ctx context.Context, id Identity, report *mdm.CommandR
 	if derr != nil {
 		return nil, derr
 	}
-	if err := s.gate.Seen(ctx, e); err != nil {
+	if err := s.gate.Seen(ctx, e.ID, e.LastSeenAt); err != nil {
 		s.log.WarnContext(ctx, "record check-in time", "err", err)
 	}
 	if derr := s.attestation(ctx, e, report, remoteIP); derr != nil {
@@ -164,7 +186,7 @@ func (s *Service) Connect(ctx context.Context, id Identity, report *mdm.CommandR
 		// pushed, and the device comes back for it.
 		return nil, nil
 	}
-	cmd, err := s.queue.Next(ctx, e, enrollment.Report{Status: report.Status, CommandUUID: report.CommandUUID, Raw: report.Raw})
+	cmd, err := s.queue.Next(ctx, e.ID, e.State, enrollment.Report{Status: report.Status, CommandUUID: report.CommandUUID, Raw: report.Raw})
 	switch {
 	case errors.Is(err, enrollment.ErrNotFound):
 		return nil, nil
@@ -178,10 +200,14 @@ func (s *Service) Connect(ctx context.Context, id Identity, report *mdm.CommandR
 
 // attestation hands the answer to the attestation question to the gate:
 // only a report for the question's own command, while it is open.
-func (s *Service) attestation(ctx context.Context, e enrollment.Enrollment, report *mdm.CommandReport, remoteIP string) *deviceError {
-	if e.Attestation.Status != enrollment.AttestAsked || report.CommandUUID != e.AttestCommand ||
+func (s *Service) attestation(ctx context.Context, st EnrollmentState, report *mdm.CommandReport, remoteIP string) *deviceError {
+	if st.AttestStatus != enrollment.AttestAsked || report.CommandUUID != st.AttestCommand ||
 		report.Status == mdm.StatusIdle || report.Status == mdm.StatusNotNow {
 		return nil
+	}
+	e, derr := s.whole(ctx, st)
+	if derr != nil {
+		return derr
 	}
 	chain, answered, err := mdm.DecodeAttestation(report.Raw)
 	if err != nil {

@@ -379,16 +379,16 @@ func TestPushInfoAndSeen(t *testing.T) {
 		t.Fatal(err)
 	}
 	e, _ = c.gate.Get(c.ctx, e.ID)
-	if err := c.gate.Seen(c.ctx, e); err != nil {
+	if err := c.gate.Seen(c.ctx, e.ID, e.LastSeenAt); err != nil {
 		t.Fatal(err)
 	}
 	e, _ = c.gate.Get(c.ctx, e.ID)
 	c.clock.t = c.clock.t.Add(30 * time.Second)
-	if err := c.gate.Seen(c.ctx, e); err != nil || c.store.touched != 1 {
+	if err := c.gate.Seen(c.ctx, e.ID, e.LastSeenAt); err != nil || c.store.touched != 1 {
 		t.Fatalf("a check-in within a minute wrote again: %d writes", c.store.touched)
 	}
 	c.clock.t = c.clock.t.Add(31 * time.Second)
-	if err := c.gate.Seen(c.ctx, e); err != nil || c.store.touched != 2 {
+	if err := c.gate.Seen(c.ctx, e.ID, e.LastSeenAt); err != nil || c.store.touched != 2 {
 		t.Fatalf("a check-in after a minute: %d writes", c.store.touched)
 	}
 }

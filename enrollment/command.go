@@ -152,9 +152,9 @@ func (c *Commands) EnqueueFleet(ctx context.Context, actor Actor, enrollments []
 // ErrNotFound when it has none. An approved device gets its queue in
 // order; a pending device gets only the attestation question, which asks
 // and installs nothing.
-func (c *Commands) Next(ctx context.Context, e Enrollment, r Report) (Command, error) {
-	if e.State != StateApproved && e.State != StatePending {
-		return Command{}, fmt.Errorf("next command: %w: enrollment %s is %s", ErrForbidden, e.ID, e.State)
+func (c *Commands) Next(ctx context.Context, id string, state State, r Report) (Command, error) {
+	if state != StateApproved && state != StatePending {
+		return Command{}, fmt.Errorf("next command: %w: enrollment %s is %s", ErrForbidden, id, state)
 	}
 	now := c.now()
 	includeNotNow := false
@@ -167,16 +167,16 @@ func (c *Commands) Next(ctx context.Context, e Enrollment, r Report) (Command, e
 			"CommandFormatError": CommandFormatError, "NotNow": CommandNotNow}[r.Status]
 		// A report for a command not in flight (a duplicate, or one we
 		// never sent) changes nothing; the device still gets what it is owed.
-		if err := c.store.RecordResult(ctx, e.ID, r.CommandUUID, st, r.Raw, now); err != nil && !errors.Is(err, ErrNotFound) {
+		if err := c.store.RecordResult(ctx, id, r.CommandUUID, st, r.Raw, now); err != nil && !errors.Is(err, ErrNotFound) {
 			return Command{}, fmt.Errorf("record result: %w", err)
 		}
 	default:
 		return Command{}, fmt.Errorf("next command: %w: status %q", ErrInvalid, r.Status)
 	}
-	if e.State == StatePending {
-		return c.store.NextQuestion(ctx, e.ID, includeNotNow, now)
+	if state == StatePending {
+		return c.store.NextQuestion(ctx, id, includeNotNow, now)
 	}
-	return c.store.NextCommand(ctx, e.ID, includeNotNow, now)
+	return c.store.NextCommand(ctx, id, includeNotNow, now)
 }
 
 // List returns an enrollment's commands in queue order.

@@ -47,7 +47,7 @@ func TestNextByState(t *testing.T) {
 		{StateUnenrolled, "", ErrForbidden},
 	} {
 		log := &commandLog{}
-		_, err := NewCommands(log, nil).Next(context.Background(), Enrollment{ID: "e", State: tc.state}, Report{Status: "Idle"})
+		_, err := NewCommands(log, nil).Next(context.Background(), "e", tc.state, Report{Status: "Idle"})
 		if !errors.Is(err, tc.err) || (tc.want != "" && (len(log.calls) != 1 || log.calls[0] != tc.want)) || (tc.want == "" && len(log.calls) != 0) {
 			t.Errorf("%s: %v, calls %v", tc.state, err, log.calls)
 		}

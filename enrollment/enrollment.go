@@ -544,11 +544,12 @@ func (s *Enrollments) CheckOut(ctx context.Context, e Enrollment, remoteIP strin
 // would make each idle check-in a database write.
 const seenPrecision = time.Minute
 
-// Seen records that the device checked in, at most once a minute.
-func (s *Enrollments) Seen(ctx context.Context, e Enrollment) error {
+// Seen records that the device of enrollment id checked in, at most once
+// a minute; lastSeen is when it was last recorded.
+func (s *Enrollments) Seen(ctx context.Context, id string, lastSeen *time.Time) error {
 	now := s.now()
-	if e.LastSeenAt != nil && now.Sub(*e.LastSeenAt) < seenPrecision {
+	if lastSeen != nil && now.Sub(*lastSeen) < seenPrecision {
 		return nil
 	}
-	return s.store.Touch(ctx, e.ID, now)
+	return s.store.Touch(ctx, id, now)
 }

@@ -4,9 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/base64"
-	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -146,48 +144,56 @@ type CheckinRecord struct {
 	AttestedUDID   string
 	// Enrollment is nil when the reservation has none yet (a device
 	// between SCEP and Authenticate).
-	Enrollment *enrollment.Enrollment
+	Enrollment *CheckinEnrollment
 	// NoCommands: the same read found none of the enrollment's commands
 	// queued, sent or deferred, so an idle device has nothing to get.
 	NoCommands bool
 }
 
-type checkinRow struct {
-	enrollmentRow
-	CertReservationID string        `db:"cert_reservation_id"`
-	CertNotAfter      int64         `db:"cert_not_after"`
-	CertRevokedAt     sql.NullInt64 `db:"cert_revoked_at"`
-	HardwareBound     bool          `db:"cert_hardware_bound"`
-	AttestedSerial    string        `db:"cert_attested_serial"`
-	AttestedUDID      string        `db:"cert_attested_udid"`
-	NoCommands        bool          `db:"no_commands"`
+// CheckinEnrollment is what a check-in decides on of an enrollment: whose
+// it is, whether it is let in, when it was last seen, and whether its
+// attestation question is open. The rest of the enrollment is not read:
+// with its owner's row, it was most of the cost of an idle check-in.
+type CheckinEnrollment struct {
+	ID            string
+	State         enrollment.State
+	UDID          string
+	LastSeenAt    *time.Time
+	AttestStatus  enrollment.AttestationStatus
+	AttestCommand string
 }
 
-// selectCheckin reads a certificate's record and its enrollment in one
-// statement: one read, one snapshot, per check-in.
-var selectCheckin = strings.Replace(selectEnrollment, "SELECT ", `SELECT c.reservation_id AS cert_reservation_id, c.not_after AS cert_not_after,
-	c.revoked_at AS cert_revoked_at, c.hardware_bound <> 0 AS cert_hardware_bound, c.attested_serial AS cert_attested_serial,
-	c.attested_udid AS cert_attested_udid, NOT EXISTS (SELECT 1 FROM commands q WHERE q.enrollment_id = e.id
-		AND q.status IN ('queued', 'sent', 'not_now')) AS no_commands, `, 1) + ` JOIN certificates c ON c.reservation_id = e.id WHERE c.sha256 = ?`
+// selectCheckin reads a certificate's record and what a check-in needs of
+// its enrollment in one statement: one read, one snapshot, per check-in.
+// The enrollment's columns are NULL when there is none yet.
+const selectCheckin = `SELECT c.reservation_id, c.not_after, c.revoked_at, c.hardware_bound <> 0, c.attested_serial, c.attested_udid,
+	e.id, e.state, e.udid, e.last_seen_at, e.attest_status, e.attest_command,
+	NOT EXISTS (SELECT 1 FROM commands q WHERE q.enrollment_id = c.reservation_id AND q.status IN ('queued', 'sent', 'not_now'))
+	FROM certificates c LEFT JOIN enrollments e ON e.id = c.reservation_id WHERE c.sha256 = ?`
 
 // CheckinRecord returns the record of the certificate with this
-// fingerprint and, in the same read, its reservation's enrollment.
+// fingerprint and, in the same read, its reservation's enrollment. It
+// scans by position: sqlx's mapping by name cost as much as the columns.
 func (s *Store) CheckinRecord(ctx context.Context, fingerprint string) (CheckinRecord, error) {
-	var r checkinRow
-	err := s.getPrepared(ctx, &r, selectCheckin, fingerprint)
-	if errors.Is(err, sql.ErrNoRows) {
-		// No enrollment yet, or no such certificate.
-		c, err := s.CertificateBySHA256(ctx, fingerprint)
-		if err != nil {
-			return CheckinRecord{}, err
-		}
-		return CheckinRecord{ReservationID: c.ReservationID, NotAfter: c.NotAfter, RevokedAt: c.RevokedAt, HardwareBound: c.HardwareBound,
-			AttestedSerial: c.AttestedSerial, AttestedUDID: c.AttestedUDID}, nil
-	}
+	st, err := s.prepared(ctx, selectCheckin)
 	if err != nil {
 		return CheckinRecord{}, fmt.Errorf("certificate %s: %w", fingerprint, err)
 	}
-	e := r.enrollmentRow.enrollment()
-	return CheckinRecord{ReservationID: r.CertReservationID, NotAfter: fromMS(r.CertNotAfter), RevokedAt: fromNullMS(r.CertRevokedAt),
-		HardwareBound: r.HardwareBound, AttestedSerial: r.AttestedSerial, AttestedUDID: r.AttestedUDID, Enrollment: &e, NoCommands: r.NoCommands}, nil
+	var (
+		r                                      CheckinRecord
+		notAfter                               int64
+		revokedAt, lastSeen                    sql.NullInt64
+		id, state, udid, attStatus, attCommand sql.NullString
+	)
+	err = st.QueryRowContext(ctx, fingerprint).Scan(&r.ReservationID, &notAfter, &revokedAt, &r.HardwareBound, &r.AttestedSerial, &r.AttestedUDID,
+		&id, &state, &udid, &lastSeen, &attStatus, &attCommand, &r.NoCommands)
+	if err != nil {
+		return CheckinRecord{}, fmt.Errorf("certificate %s: %w", fingerprint, notFound(err))
+	}
+	r.NotAfter, r.RevokedAt = fromMS(notAfter), fromNullMS(revokedAt)
+	if id.Valid {
+		r.Enrollment = &CheckinEnrollment{ID: id.String, State: enrollment.State(state.String), UDID: udid.String, LastSeenAt: fromNullMS(lastSeen),
+			AttestStatus: enrollment.AttestationStatus(attStatus.String), AttestCommand: attCommand.String}
+	}
+	return r, nil
 }

@@ -36,8 +36,24 @@ func testCheckinRecord(t *testing.T, s *store.Store) {
 	got, err = s.CheckinRecord(ctx, fp)
 	want, _ := s.Enrollment(ctx, r.ID)
 	if err != nil || got.Enrollment == nil || got.Enrollment.ID != r.ID || got.Enrollment.State != enrollment.StatePending ||
-		got.Enrollment.Facts.UDID != "UDID-C" || got.Enrollment.UserEmail != want.UserEmail {
-		t.Fatalf("after Authenticate: %+v %v", got, err)
+		got.Enrollment.UDID != "UDID-C" || got.Enrollment.AttestStatus != want.Attestation.Status ||
+		got.Enrollment.AttestCommand != want.AttestCommand || !sameTime(got.Enrollment.LastSeenAt, want.LastSeenAt) || !got.NoCommands {
+		t.Fatalf("after Authenticate: %+v %+v %v", got, got.Enrollment, err)
+	}
+	// The last check-in's time, and a command waiting for the device,
+	// are seen in the same read.
+	if err := s.Touch(ctx, r.ID, testNow.Add(90*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.CheckinRecord(ctx, fp); got.Enrollment == nil || !sameTime(got.Enrollment.LastSeenAt, ptr(testNow.Add(90*time.Second))) {
+		t.Fatalf("after a check-in was seen: %+v", got.Enrollment)
+	}
+	cmd := enrollment.NewCommand{UUID: enrollment.NewID(), RequestType: "DeviceInformation", Body: []byte("b")}
+	if err := s.EnqueueCommands(ctx, r.ID, []enrollment.NewCommand{cmd}, "admin", testNow, enrollment.AuditEvent{At: testNow, Actor: "admin", Action: "command.enqueue"}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.CheckinRecord(ctx, fp); got.NoCommands {
+		t.Fatal("a queued command was not seen")
 	}
 	if _, err := s.Decide(ctx, r.ID, enrollment.StatePending, enrollment.StateApproved, "admin", "ok", testNow.Add(2*time.Minute),
 		enrollment.DecisionEffects(enrollment.StateApproved, nil), enrollment.AuditEvent{At: testNow.Add(2 * time.Minute), Actor: "admin", Action: "enrollment.approve", TargetID: r.ID}); err != nil {
@@ -47,3 +63,9 @@ func testCheckinRecord(t *testing.T, s *store.Store) {
 		t.Fatalf("after approval: %+v", got.Enrollment)
 	}
 }
+
+func sameTime(a, b *time.Time) bool {
+	return (a == nil) == (b == nil) && (a == nil || a.Equal(*b))
+}
+
+func ptr[T any](v T) *T { return &v }
