@@ -77,10 +77,16 @@ func New(o Options) (*Handler, error) {
 		audit: o.Audit, log: o.Logger, now: o.Now}, nil
 }
 
+// The device endpoints' patterns, as the mux reports them on a request.
+const (
+	RouteCheckin = "PUT /mdm/checkin"
+	RouteConnect = "PUT /mdm/connect"
+)
+
 // Routes mounts the device endpoints.
 func (h *Handler) Routes(mux *http.ServeMux) {
-	mux.HandleFunc("PUT /mdm/checkin", h.handleCheckin)
-	mux.HandleFunc("PUT /mdm/connect", h.handleConnect)
+	mux.HandleFunc(RouteCheckin, h.handleCheckin)
+	mux.HandleFunc(RouteConnect, h.handleConnect)
 }
 
 // CheckinContentType is what devices send check-in messages as.

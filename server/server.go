@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/vestibule-mdm/vestibule/checkin"
 	"github.com/vestibule-mdm/vestibule/config"
 	"github.com/vestibule-mdm/vestibule/depsync"
 	"github.com/vestibule-mdm/vestibule/enrollment"
@@ -111,7 +112,7 @@ func New(app *App) (*Server, error) {
 
 	var h http.Handler = mux
 	h = recoverPanics(s.log)(h)
-	h = observe(s.log, metrics)(h)
+	h = observe(s.log, metrics, map[string]bool{checkin.RouteCheckin: true, checkin.RouteConnect: true})(h)
 	h = limitBody(func(path string) int64 {
 		if path == "/mdm/connect" {
 			return mdm.MaxReportBody

@@ -108,10 +108,40 @@ func TestQueryStringsAreNotLogged(t *testing.T) {
 	var logs strings.Builder
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	m := newHTTPMetrics(prometheus.NewRegistry())
-	h := observe(log, m)(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(204) }))
+	h := observe(log, m, nil)(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(204) }))
 	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("PUT", "/mdm/checkin?t=SECRET-TOKEN", nil))
 	if strings.Contains(logs.String(), "SECRET-TOKEN") || !strings.Contains(logs.String(), "path=/mdm/checkin") {
 		t.Fatalf("log line: %s", logs.String())
+	}
+}
+
+// TestQuietRoutes: devices' successful check-ins are logged at debug;
+// their refusals, and every other route, at info.
+func TestQuietRoutes(t *testing.T) {
+	var logs strings.Builder
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	mux := http.NewServeMux()
+	mux.HandleFunc("PUT /quiet", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("refuse") != "" {
+			w.WriteHeader(http.StatusUnauthorized)
+		}
+	})
+	mux.HandleFunc("GET /loud", func(http.ResponseWriter, *http.Request) {})
+	h := observe(log, newHTTPMetrics(prometheus.NewRegistry()), map[string]bool{"PUT /quiet": true})(mux)
+	for _, tc := range []struct {
+		method, target string
+		logged         bool
+	}{
+		{"PUT", "/quiet", false},
+		{"PUT", "/quiet?refuse=1", true},
+		{"GET", "/loud", true},
+		{"GET", "/nowhere", true},
+	} {
+		logs.Reset()
+		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(tc.method, tc.target, nil))
+		if got := strings.Contains(logs.String(), "http request"); got != tc.logged {
+			t.Errorf("%s %s: logged %v, want %v: %q", tc.method, tc.target, got, tc.logged, logs.String())
+		}
 	}
 }
 
