@@ -206,14 +206,8 @@ func insertCert(ctx context.Context, tx *sqlx.Tx, table string, c scep.Certifica
 // two, where the full scan (renewals, unused challenges) runs rarely.
 func (s *Store) TrustProfilesDue(ctx context.Context, now time.Time, renewBefore, retryAfter time.Duration, onlyNew bool, limit int) ([]enrollment.Enrollment, error) {
 	var ids []string
-	requested, args := `(e.trust_requested_at IS NULL OR e.trust_requested_at < ?)`, []any{ms(now.Add(-retryAfter))}
-	if onlyNew {
-		requested, args = `e.trust_requested_at IS NULL`, nil
-	}
-	err := s.db.SelectContext(ctx, &ids, s.db.Rebind(`SELECT e.id FROM enrollments e WHERE e.trust_compliant <> 0 AND `+requested+`
-		AND NOT EXISTS (SELECT 1 FROM trust_certificates c WHERE c.reservation_id = e.id AND c.revoked_at IS NULL AND c.not_after > ?)
-		ORDER BY e.id LIMIT `+fmt.Sprint(limit)), append(args, ms(now.Add(renewBefore)))...)
-	if err != nil {
+	query, args := trustDueQuery(now, renewBefore, retryAfter, onlyNew, limit)
+	if err := s.db.SelectContext(ctx, &ids, s.db.Rebind(query), args...); err != nil {
 		return nil, fmt.Errorf("trust profiles due: %w", err)
 	}
 	byID, err := s.EnrollmentsByID(ctx, ids)
@@ -227,6 +221,21 @@ func (s *Store) TrustProfilesDue(ctx context.Context, now time.Time, renewBefore
 		}
 	}
 	return out, nil
+}
+
+// trustDueQuery is TrustProfilesDue's read. trust_compliant is 0 or 1 and
+// is compared with =: with <> neither database can seek the
+// (trust_compliant, trust_requested_at) index, and SQLite walked every
+// enrollment in ID order instead, every two seconds (at 100,000 devices,
+// a sixth of the server's CPU under load, by pprof).
+func trustDueQuery(now time.Time, renewBefore, retryAfter time.Duration, onlyNew bool, limit int) (string, []any) {
+	requested, args := `(e.trust_requested_at IS NULL OR e.trust_requested_at < ?)`, []any{ms(now.Add(-retryAfter))}
+	if onlyNew {
+		requested, args = `e.trust_requested_at IS NULL`, nil
+	}
+	return `SELECT e.id FROM enrollments e WHERE e.trust_compliant = 1 AND ` + requested + `
+		AND NOT EXISTS (SELECT 1 FROM trust_certificates c WHERE c.reservation_id = e.id AND c.revoked_at IS NULL AND c.not_after > ?)
+		ORDER BY e.id LIMIT ` + fmt.Sprint(limit), append(args, ms(now.Add(renewBefore)))
 }
 
 // QueueTrustProfile queues the command installing a trust profile, with
