@@ -206,6 +206,9 @@ func (g *fakeGate) Authenticate(_ context.Context, c enrollment.Claim) (enrollme
 	return g.enrollments[c.CertReservationID], g.authErr
 }
 func (g *fakeGate) Get(_ context.Context, id string) (enrollment.Enrollment, error) {
+	if strings.HasPrefix(id, "broken") {
+		return enrollment.Enrollment{}, errors.New("database unreachable")
+	}
 	e, ok := g.enrollments[id]
 	if !ok {
 		return e, enrollment.ErrNotFound
@@ -270,7 +273,9 @@ func TestEndpoints(t *testing.T) {
 		"pending":      {ID: "pending", State: enrollment.StatePending, Facts: enrollment.DeviceFacts{UDID: "UDID-P"}},
 		"approved":     {ID: "approved", State: enrollment.StateApproved, Facts: enrollment.DeviceFacts{UDID: "UDID-A", Serial: "SER-A"}},
 		"denied-since": {ID: "denied-since", State: enrollment.StateDenied, Facts: enrollment.DeviceFacts{UDID: "UDID-S"}},
-		"denied":       {ID: "denied", State: enrollment.StateDenied, Facts: enrollment.DeviceFacts{UDID: "UDID-D"}},
+		"asked-denied-since": {ID: "asked-denied-since", State: enrollment.StateDenied, Facts: enrollment.DeviceFacts{UDID: "UDID-R"},
+			Attestation: enrollment.Attestation{Status: enrollment.AttestAsked}, AttestCommand: "Q2"},
+		"denied": {ID: "denied", State: enrollment.StateDenied, Facts: enrollment.DeviceFacts{UDID: "UDID-D"}},
 		"asked": {ID: "asked", State: enrollment.StatePending, Facts: enrollment.DeviceFacts{UDID: "UDID-Q"},
 			Attestation: enrollment.Attestation{Status: enrollment.AttestAsked}, AttestCommand: "Q1", AttestNonce: "N1"},
 	}
@@ -288,6 +293,11 @@ func TestEndpoints(t *testing.T) {
 	leanAsked := withState(p.issue(t, "asked", false, false), stateOf(enrollments["asked"]), false)
 	leanStale := withState(p.issue(t, "denied-since", false, false),
 		EnrollmentState{ID: "denied-since", State: enrollment.StateApproved, UDID: "UDID-S"}, true)
+	leanStaleAsked := withState(p.issue(t, "asked-denied-since", false, false), EnrollmentState{ID: "asked-denied-since",
+		State: enrollment.StatePending, UDID: "UDID-R", AttestStatus: enrollment.AttestAsked, AttestCommand: "Q2"}, false)
+	leanGone := withState(p.issue(t, "gone", false, false), EnrollmentState{ID: "gone", State: enrollment.StateApproved, UDID: "UDID-G"}, true)
+	leanBroken := withState(p.issue(t, "broken", false, false), EnrollmentState{ID: "broken", State: enrollment.StateApproved, UDID: "UDID-B"}, true)
+	notYet, brokenDev := p.issue(t, "not-yet", false, false), p.issue(t, "broken-read", false, false)
 	auth := func(udid string) []byte {
 		return plistBody(t, map[string]any{"MessageType": "Authenticate", "UDID": udid, "Topic": "t", "SerialNumber": "S"})
 	}
@@ -444,6 +454,26 @@ func TestEndpoints(t *testing.T) {
 				t.Fatalf("%+v", g.attested)
 			}
 		}},
+		{"error/lean/an attestation answer of an enrollment denied since the record was read", func() *http.Request {
+			return signedRequest(t, leanStaleAsked, "/mdm/connect", rt, plistBody(t, map[string]any{"UDID": "UDID-R", "Status": "Acknowledged",
+				"CommandUUID": "Q2", "QueryResponses": map[string]any{"DevicePropertiesAttestation": []any{[]byte{0x30, 0x03}}}}))
+		}, nil, nil, 401, func(t *testing.T, g *fakeGate, _ *fakeQueue, _ *auditLog, _ string) {
+			if len(g.attested) != 0 {
+				t.Fatalf("%+v", g.attested)
+			}
+		}},
+		{"error/lean/a check-out of an enrollment gone since the record was read", func() *http.Request {
+			return signedRequest(t, leanGone, "/mdm/checkin", ct, plistBody(t, map[string]any{"MessageType": "CheckOut", "UDID": "UDID-G", "Topic": "t"}))
+		}, nil, nil, 401, nil},
+		{"error/lean/a check-out whose enrollment cannot be read is 500", func() *http.Request {
+			return signedRequest(t, leanBroken, "/mdm/checkin", ct, plistBody(t, map[string]any{"MessageType": "CheckOut", "UDID": "UDID-B", "Topic": "t"}))
+		}, nil, nil, 500, nil},
+		{"error/a certificate whose reservation has no enrollment yet", func() *http.Request {
+			return signedRequest(t, notYet, "/mdm/checkin", ct, tokenUpdate("UDID-N"))
+		}, nil, nil, 401, nil},
+		{"error/an enrollment that cannot be read is 500", func() *http.Request {
+			return signedRequest(t, brokenDev, "/mdm/connect", rt, report("UDID-B", "Idle"))
+		}, nil, nil, 500, nil},
 		{"error/a report without a status", func() *http.Request {
 			return signedRequest(t, approvedDev, "/mdm/connect", rt, plistBody(t, map[string]any{"UDID": "UDID-A"}))
 		}, nil, nil, 400, nil},

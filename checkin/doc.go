@@ -10,5 +10,6 @@
 //     of the body is believed;
 //   - Service (service.go), which dispatches an identified device's
 //     message to the approval gate in package enrollment or its report to
-//     the command queue; a pending device gets nothing.
+//     the command queue; a pending device gets only the attestation
+//     question, which asks and installs nothing.
 package checkin

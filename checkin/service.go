@@ -148,7 +148,8 @@ func (s *Service) enrollmentOf(ctx context.Context, id Identity, who mdm.Enrollm
 }
 
 // whole reads all of an enrollment a check-in let in, for the rare paths
-// that need more than its state. The read is newer than the one that let
+// that need more than its state (checking out, the attestation answer;
+// both admit a pending device). The read is newer than the one that let
 // the device in, so it is judged again.
 func (s *Service) whole(ctx context.Context, st EnrollmentState) (enrollment.Enrollment, *deviceError) {
 	e, err := s.gate.Get(ctx, st.ID)

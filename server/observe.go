@@ -97,6 +97,9 @@ func observe(log *slog.Logger, m *httpMetrics, quiet map[string]bool) func(http.
 			case rec.status < 400 && quiet[route]:
 				level = slog.LevelDebug
 			}
+			if !log.Enabled(r.Context(), level) {
+				return
+			}
 			log.LogAttrs(r.Context(), level, "http request",
 				slog.String("request_id", RequestIDFrom(r.Context())),
 				slog.String("method", method), slog.String("path", truncate(r.URL.Path, 256)), slog.String("route", route),

@@ -172,8 +172,9 @@ const selectCheckin = `SELECT c.reservation_id, c.not_after, c.revoked_at, c.har
 	FROM certificates c LEFT JOIN enrollments e ON e.id = c.reservation_id WHERE c.sha256 = ?`
 
 // CheckinRecord returns the record of the certificate with this
-// fingerprint and, in the same read, its reservation's enrollment. It
-// scans by position: sqlx's mapping by name cost as much as the columns.
+// fingerprint and, in the same read, what a check-in decides on of its
+// reservation's enrollment. It scans by position: sqlx's mapping by name
+// cost as much as the columns.
 func (s *Store) CheckinRecord(ctx context.Context, fingerprint string) (CheckinRecord, error) {
 	st, err := s.prepared(ctx, selectCheckin)
 	if err != nil {

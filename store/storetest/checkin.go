@@ -11,8 +11,10 @@ import (
 	"github.com/vestibule-mdm/vestibule/store"
 )
 
-// testCheckinRecord: the certificate record and its enrollment come in one
-// read, and the read sees what changed since: the enrollment's decision.
+// testCheckinRecord: the certificate record and what a check-in decides
+// on of its enrollment come in one read, every column in its place, and
+// the read sees what changed since: the question answered, the last
+// check-in, a queued command, the decision, the revocation.
 func testCheckinRecord(t *testing.T, s *store.Store) {
 	ctx := context.Background()
 	r := reserve(t, s, "checkin@example.com")
@@ -22,23 +24,47 @@ func testCheckinRecord(t *testing.T, s *store.Store) {
 	if err := s.RecordIssued(ctx, cert, r.ChallengeHash, testNow, enrollment.AuditEvent{At: testNow, Actor: "scep", Action: "scep.issue"}); err != nil {
 		t.Fatal(err)
 	}
+	// As the ACME path records a key Apple attested (SCEP records none), so
+	// that every column of the read is told apart from its neighbours.
+	db := s.DB()
+	if _, err := db.ExecContext(ctx, db.Rebind(`UPDATE certificates SET hardware_bound = 1, attested_serial = 'ATT-SER', attested_udid = 'ATT-UDID'
+		WHERE sha256 = ?`), fp); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := s.CheckinRecord(ctx, "unknown"); !errors.Is(err, enrollment.ErrNotFound) {
 		t.Fatalf("unknown certificate: %v", err)
 	}
 	// Between SCEP and Authenticate: the record, no enrollment.
 	got, err := s.CheckinRecord(ctx, fp)
-	if err != nil || got.ReservationID != r.ID || got.Enrollment != nil || got.RevokedAt != nil || !got.NotAfter.Equal(cert.NotAfter) {
+	if err != nil || got.ReservationID != r.ID || got.Enrollment != nil || got.RevokedAt != nil || !got.NotAfter.Equal(cert.NotAfter) ||
+		!got.HardwareBound || got.AttestedSerial != "ATT-SER" || got.AttestedUDID != "ATT-UDID" {
 		t.Fatalf("before Authenticate: %+v %v", got, err)
 	}
-	if _, err := claim(s, r, device("UDID-C", "SER-C"), testNow.Add(time.Minute)); err != nil {
+	// Authenticate asks the attestation question: open, and waiting.
+	at := testNow.Add(time.Minute)
+	q := &enrollment.Question{NonceHex: "nonce", Event: enrollment.AuditEvent{At: at, Actor: "vestibule", Action: "enrollment.attest_ask", TargetID: r.ID},
+		Command: enrollment.NewCommand{UUID: enrollment.NewID(), RequestType: "DeviceInformation", Body: []byte("<plist>question</plist>")}}
+	if _, err := s.ClaimReservation(ctx, r.ID, r.TokenNonce, device("UDID-C", "SER-C"), at,
+		enrollment.AuditEvent{At: at, Actor: "device:UDID-C", Action: "enrollment.authenticate", TargetID: r.ID}, q); err != nil {
 		t.Fatal(err)
 	}
 	got, err = s.CheckinRecord(ctx, fp)
 	want, _ := s.Enrollment(ctx, r.ID)
 	if err != nil || got.Enrollment == nil || got.Enrollment.ID != r.ID || got.Enrollment.State != enrollment.StatePending ||
-		got.Enrollment.UDID != "UDID-C" || got.Enrollment.AttestStatus != want.Attestation.Status ||
-		got.Enrollment.AttestCommand != want.AttestCommand || !sameTime(got.Enrollment.LastSeenAt, want.LastSeenAt) || !got.NoCommands {
+		got.Enrollment.UDID != "UDID-C" || got.Enrollment.AttestStatus != enrollment.AttestAsked || got.Enrollment.AttestStatus != want.Attestation.Status ||
+		got.Enrollment.AttestCommand != q.Command.UUID || !sameTime(got.Enrollment.LastSeenAt, want.LastSeenAt) || got.NoCommands ||
+		!got.HardwareBound || got.AttestedSerial != "ATT-SER" || got.AttestedUDID != "ATT-UDID" {
 		t.Fatalf("after Authenticate: %+v %+v %v", got, got.Enrollment, err)
+	}
+	// Sent and answered, nothing waits.
+	if c, err := s.NextQuestion(ctx, r.ID, true, at); err != nil || c.UUID != q.Command.UUID {
+		t.Fatalf("the question: %+v %v", c, err)
+	}
+	if err := s.RecordResult(ctx, r.ID, q.Command.UUID, enrollment.CommandAcknowledged, []byte("<plist/>"), at); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.CheckinRecord(ctx, fp); !got.NoCommands {
+		t.Fatal("an answered question still waits")
 	}
 	// The last check-in's time, and a command waiting for the device,
 	// are seen in the same read.
@@ -55,12 +81,22 @@ func testCheckinRecord(t *testing.T, s *store.Store) {
 	if got, _ := s.CheckinRecord(ctx, fp); got.NoCommands {
 		t.Fatal("a queued command was not seen")
 	}
-	if _, err := s.Decide(ctx, r.ID, enrollment.StatePending, enrollment.StateApproved, "admin", "ok", testNow.Add(2*time.Minute),
-		enrollment.DecisionEffects(enrollment.StateApproved, nil), enrollment.AuditEvent{At: testNow.Add(2 * time.Minute), Actor: "admin", Action: "enrollment.approve", TargetID: r.ID}); err != nil {
-		t.Fatal(err)
+	decide := func(from, to enrollment.State, at time.Time) {
+		t.Helper()
+		if _, err := s.Decide(ctx, r.ID, from, to, "admin", "because", at, enrollment.DecisionEffects(to, nil),
+			enrollment.AuditEvent{At: at, Actor: "admin", Action: "enrollment.decide", TargetID: r.ID}); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if got, _ := s.CheckinRecord(ctx, fp); got.Enrollment == nil || got.Enrollment.State != enrollment.StateApproved {
-		t.Fatalf("after approval: %+v", got.Enrollment)
+	decide(enrollment.StatePending, enrollment.StateApproved, testNow.Add(2*time.Minute))
+	if got, _ := s.CheckinRecord(ctx, fp); got.Enrollment == nil || got.Enrollment.State != enrollment.StateApproved || got.RevokedAt != nil {
+		t.Fatalf("after approval: %+v %+v", got, got.Enrollment)
+	}
+	// Denied after approval: the enrollment refused, its certificate revoked.
+	decide(enrollment.StateApproved, enrollment.StateDenied, testNow.Add(3*time.Minute))
+	if got, _ := s.CheckinRecord(ctx, fp); got.Enrollment == nil || got.Enrollment.State != enrollment.StateDenied ||
+		got.RevokedAt == nil || !got.RevokedAt.Equal(testNow.Add(3*time.Minute)) {
+		t.Fatalf("after denial: %+v %+v", got, got.Enrollment)
 	}
 }
 
