@@ -282,21 +282,21 @@ func TestEndpoints(t *testing.T) {
 	// Devices whose records carry their enrollment's state, read with the
 	// certificate as the store does: the rare paths read the whole
 	// enrollment, and judge it again.
-	withState := func(d device, st EnrollmentState, noCommands bool) device {
+	withState := func(d device, st enrollment.CheckinView, noCommands bool) device {
 		r := *p.record(d)
 		r.Enrollment, r.NoCommands = &st, noCommands
 		p.set(d, r)
 		return d
 	}
-	leanIdle := withState(p.issue(t, "approved", false, false), stateOf(enrollments["approved"]), true)
-	leanBusy := withState(p.issue(t, "approved", false, false), stateOf(enrollments["approved"]), false)
-	leanAsked := withState(p.issue(t, "asked", false, false), stateOf(enrollments["asked"]), false)
+	leanIdle := withState(p.issue(t, "approved", false, false), enrollments["approved"].CheckinView(), true)
+	leanBusy := withState(p.issue(t, "approved", false, false), enrollments["approved"].CheckinView(), false)
+	leanAsked := withState(p.issue(t, "asked", false, false), enrollments["asked"].CheckinView(), false)
 	leanStale := withState(p.issue(t, "denied-since", false, false),
-		EnrollmentState{ID: "denied-since", State: enrollment.StateApproved, UDID: "UDID-S"}, true)
-	leanStaleAsked := withState(p.issue(t, "asked-denied-since", false, false), EnrollmentState{ID: "asked-denied-since",
+		enrollment.CheckinView{ID: "denied-since", State: enrollment.StateApproved, UDID: "UDID-S"}, true)
+	leanStaleAsked := withState(p.issue(t, "asked-denied-since", false, false), enrollment.CheckinView{ID: "asked-denied-since",
 		State: enrollment.StatePending, UDID: "UDID-R", AttestStatus: enrollment.AttestAsked, AttestCommand: "Q2"}, false)
-	leanGone := withState(p.issue(t, "gone", false, false), EnrollmentState{ID: "gone", State: enrollment.StateApproved, UDID: "UDID-G"}, true)
-	leanBroken := withState(p.issue(t, "broken", false, false), EnrollmentState{ID: "broken", State: enrollment.StateApproved, UDID: "UDID-B"}, true)
+	leanGone := withState(p.issue(t, "gone", false, false), enrollment.CheckinView{ID: "gone", State: enrollment.StateApproved, UDID: "UDID-G"}, true)
+	leanBroken := withState(p.issue(t, "broken", false, false), enrollment.CheckinView{ID: "broken", State: enrollment.StateApproved, UDID: "UDID-B"}, true)
 	notYet, brokenDev := p.issue(t, "not-yet", false, false), p.issue(t, "broken-read", false, false)
 	auth := func(udid string) []byte {
 		return plistBody(t, map[string]any{"MessageType": "Authenticate", "UDID": udid, "Topic": "t", "SerialNumber": "S"})

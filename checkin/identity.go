@@ -35,27 +35,10 @@ type CertRecord struct {
 	// enrollment, when the store read it in the same statement as the
 	// record (one read per check-in); nil when it did not, or when there
 	// is none yet.
-	Enrollment *EnrollmentState
+	Enrollment *enrollment.CheckinView
 	// NoCommands: that same read found none of the enrollment's commands
 	// queued, sent or deferred.
 	NoCommands bool
-}
-
-// EnrollmentState is the part of an enrollment every check-in decides on.
-// Paths that need more of it (checking out, the attestation answer) read
-// the whole enrollment.
-type EnrollmentState struct {
-	ID            string
-	State         enrollment.State
-	UDID          string
-	LastSeenAt    *time.Time
-	AttestStatus  enrollment.AttestationStatus
-	AttestCommand string
-}
-
-func stateOf(e enrollment.Enrollment) EnrollmentState {
-	return EnrollmentState{ID: e.ID, State: e.State, UDID: e.Facts.UDID, LastSeenAt: e.LastSeenAt,
-		AttestStatus: e.Attestation.Status, AttestCommand: e.AttestCommand}
 }
 
 // CertificateStore finds issued certificates by their SHA-256 fingerprint.

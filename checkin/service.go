@@ -122,8 +122,8 @@ func (s *Service) authenticate(ctx context.Context, id Identity, m *mdm.Authenti
 // enrollmentOf finds the enrollment the certificate belongs to and checks
 // that the body speaks for the same device. allowPending admits devices
 // still waiting for approval.
-func (s *Service) enrollmentOf(ctx context.Context, id Identity, who mdm.Enrollment, allowPending bool) (EnrollmentState, *deviceError) {
-	var e EnrollmentState
+func (s *Service) enrollmentOf(ctx context.Context, id Identity, who mdm.Enrollment, allowPending bool) (enrollment.CheckinView, *deviceError) {
+	var e enrollment.CheckinView
 	if id.Record.Enrollment != nil {
 		e = *id.Record.Enrollment
 	} else {
@@ -134,7 +134,7 @@ func (s *Service) enrollmentOf(ctx context.Context, id Identity, who mdm.Enrollm
 		if err != nil {
 			return e, fail(http.StatusInternalServerError, "enrollment: %w", err)
 		}
-		e = stateOf(whole)
+		e = whole.CheckinView()
 	}
 	if who.ID() != e.UDID {
 		return e, fail(http.StatusUnauthorized, "body speaks for %.64q but the certificate belongs to %q", who.ID(), e.UDID)
@@ -151,7 +151,7 @@ func (s *Service) enrollmentOf(ctx context.Context, id Identity, who mdm.Enrollm
 // that need more than its state (checking out, the attestation answer;
 // both admit a pending device). The read is newer than the one that let
 // the device in, so it is judged again.
-func (s *Service) whole(ctx context.Context, st EnrollmentState) (enrollment.Enrollment, *deviceError) {
+func (s *Service) whole(ctx context.Context, st enrollment.CheckinView) (enrollment.Enrollment, *deviceError) {
 	e, err := s.gate.Get(ctx, st.ID)
 	if errors.Is(err, enrollment.ErrNotFound) {
 		return e, fail(http.StatusUnauthorized, "enrollment %s is gone", st.ID)
@@ -201,7 +201,7 @@ func (s *Service) Connect(ctx context.Context, id Identity, report *mdm.CommandR
 
 // attestation hands the answer to the attestation question to the gate:
 // only a report for the question's own command, while it is open.
-func (s *Service) attestation(ctx context.Context, st EnrollmentState, report *mdm.CommandReport, remoteIP string) *deviceError {
+func (s *Service) attestation(ctx context.Context, st enrollment.CheckinView, report *mdm.CommandReport, remoteIP string) *deviceError {
 	if st.AttestStatus != enrollment.AttestAsked || report.CommandUUID != st.AttestCommand ||
 		report.Status == mdm.StatusIdle || report.Status == mdm.StatusNotNow {
 		return nil

@@ -142,6 +142,26 @@ type Claim struct {
 	RemoteIP string
 }
 
+// CheckinView is the part of an enrollment a device's check-in decides
+// on: whose it is, whether it is let in, when it last checked in, and
+// whether its attestation question is open. The store reads it with the
+// certificate's record, in one statement, for every check-in; paths that
+// need more read the whole enrollment.
+type CheckinView struct {
+	ID            string
+	State         State
+	UDID          string
+	LastSeenAt    *time.Time
+	AttestStatus  AttestationStatus
+	AttestCommand string
+}
+
+// CheckinView is e as a check-in sees it.
+func (e Enrollment) CheckinView() CheckinView {
+	return CheckinView{ID: e.ID, State: e.State, UDID: e.Facts.UDID, LastSeenAt: e.LastSeenAt,
+		AttestStatus: e.Attestation.Status, AttestCommand: e.AttestCommand}
+}
+
 // IdentityAttestation is what Apple vouched for a device's identity key:
 // made in the Secure Enclave (HardwareBound), of the device with this
 // serial number and UDID.

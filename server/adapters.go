@@ -20,13 +20,5 @@ func (c checkinCertificates) CertificateBySHA256(ctx context.Context, fingerprin
 	}
 	return checkin.CertRecord{ReservationID: r.ReservationID, NotAfter: r.NotAfter, RevokedAt: r.RevokedAt,
 		Attested:   enrollment.IdentityAttestation{HardwareBound: r.HardwareBound, Serial: r.AttestedSerial, UDID: r.AttestedUDID},
-		Enrollment: stateOf(r.Enrollment), NoCommands: r.NoCommands}, nil
-}
-
-func stateOf(e *store.CheckinEnrollment) *checkin.EnrollmentState {
-	if e == nil {
-		return nil
-	}
-	return &checkin.EnrollmentState{ID: e.ID, State: e.State, UDID: e.UDID, LastSeenAt: e.LastSeenAt,
-		AttestStatus: e.AttestStatus, AttestCommand: e.AttestCommand}
+		Enrollment: r.Enrollment, NoCommands: r.NoCommands}, nil
 }

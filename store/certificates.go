@@ -144,28 +144,17 @@ type CheckinRecord struct {
 	AttestedUDID   string
 	// Enrollment is nil when the reservation has none yet (a device
 	// between SCEP and Authenticate).
-	Enrollment *CheckinEnrollment
+	Enrollment *enrollment.CheckinView
 	// NoCommands: the same read found none of the enrollment's commands
 	// queued, sent or deferred, so an idle device has nothing to get.
 	NoCommands bool
 }
 
-// CheckinEnrollment is what a check-in decides on of an enrollment: whose
-// it is, whether it is let in, when it was last seen, and whether its
-// attestation question is open. The rest of the enrollment is not read:
-// with its owner's row, it was most of the cost of an idle check-in.
-type CheckinEnrollment struct {
-	ID            string
-	State         enrollment.State
-	UDID          string
-	LastSeenAt    *time.Time
-	AttestStatus  enrollment.AttestationStatus
-	AttestCommand string
-}
-
 // selectCheckin reads a certificate's record and what a check-in needs of
 // its enrollment in one statement: one read, one snapshot, per check-in.
-// The enrollment's columns are NULL when there is none yet.
+// The enrollment's columns are NULL when there is none yet. The rest of
+// the enrollment is not read: with its owner's row, it was most of the
+// cost of an idle check-in.
 const selectCheckin = `SELECT c.reservation_id, c.not_after, c.revoked_at, c.hardware_bound <> 0, c.attested_serial, c.attested_udid,
 	e.id, e.state, e.udid, e.last_seen_at, e.attest_status, e.attest_command,
 	NOT EXISTS (SELECT 1 FROM commands q WHERE q.enrollment_id = c.reservation_id AND q.status IN ('queued', 'sent', 'not_now'))
@@ -193,7 +182,7 @@ func (s *Store) CheckinRecord(ctx context.Context, fingerprint string) (CheckinR
 	}
 	r.NotAfter, r.RevokedAt = fromMS(notAfter), fromNullMS(revokedAt)
 	if id.Valid {
-		r.Enrollment = &CheckinEnrollment{ID: id.String, State: enrollment.State(state.String), UDID: udid.String, LastSeenAt: fromNullMS(lastSeen),
+		r.Enrollment = &enrollment.CheckinView{ID: id.String, State: enrollment.State(state.String), UDID: udid.String, LastSeenAt: fromNullMS(lastSeen),
 			AttestStatus: enrollment.AttestationStatus(attStatus.String), AttestCommand: attCommand.String}
 	}
 	return r, nil
