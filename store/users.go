@@ -106,9 +106,7 @@ func (s *Store) ListUsers(ctx context.Context) ([]enrollment.User, error) {
 	return out, nil
 }
 
-// SetUserPassword replaces a local account's password hash and ends the
-// account's sessions: whoever signed in with the old password is signed
-// out with it.
+// SetUserPassword replaces a local account's password hash.
 func (s *Store) SetUserPassword(ctx context.Context, userID, hash string, ev enrollment.AuditEvent) error {
 	return s.inTx(ctx, func(tx *sqlx.Tx) error {
 		res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?`),
@@ -118,9 +116,6 @@ func (s *Store) SetUserPassword(ctx context.Context, userID, hash string, ev enr
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
 			return fmt.Errorf("set password: user %s: %w", userID, enrollment.ErrNotFound)
-		}
-		if _, err := tx.ExecContext(ctx, tx.Rebind(`DELETE FROM sessions WHERE user_id = ?`), userID); err != nil {
-			return fmt.Errorf("set password: end sessions: %w", err)
 		}
 		return appendAudit(ctx, tx, ev)
 	})

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vestibule-mdm/vestibule/auth"
 	"github.com/vestibule-mdm/vestibule/enrollment"
 	"github.com/vestibule-mdm/vestibule/store"
 )
@@ -61,23 +60,11 @@ func testUsers(t *testing.T, s *store.Store) {
 		t.Errorf("unknown id: got %v, want ErrNotFound", err)
 	}
 	ev := enrollment.AuditEvent{At: testNow, Actor: "cli:test", Action: "user.password"}
-	// A new password signs out whoever held the old one.
-	sess := auth.Session{IDHash: "sess-" + u.ID, UserID: u.ID, Method: "password", CreatedAt: testNow, LastSeenAt: testNow,
-		ExpiresAt: testNow.Add(time.Hour)}
-	if err := s.CreateSession(ctx, sess, enrollment.AuditEvent{At: testNow, Actor: "user:" + u.Email, Action: "session.create"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := s.SessionByHash(ctx, sess.IDHash); err != nil {
-		t.Fatalf("session: %v", err)
-	}
 	if err := s.SetUserPassword(ctx, u.ID, "hash", ev); err != nil {
 		t.Fatalf("set password: %v", err)
 	}
 	if got, _ := s.UserByID(ctx, u.ID); got.PasswordHash != "hash" {
 		t.Errorf("password hash not stored")
-	}
-	if _, _, err := s.SessionByHash(ctx, sess.IDHash); !errors.Is(err, enrollment.ErrNotFound) {
-		t.Errorf("a session outlived the password it signed in with: %v", err)
 	}
 	if err := s.SetUserPassword(ctx, enrollment.NewID(), "hash", ev); !errors.Is(err, enrollment.ErrNotFound) {
 		t.Errorf("password of unknown user: got %v", err)
