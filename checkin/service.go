@@ -127,24 +127,16 @@ func (s *Service) enrollmentOf(ctx context.Context, id Identity, who mdm.Enrollm
 	if id.Record.Enrollment != nil {
 		e = *id.Record.Enrollment
 	} else {
-		whole, err := s.gate.Get(ctx, id.Record.ReservationID)
-		if errors.Is(err, enrollment.ErrNotFound) {
-			return e, fail(http.StatusUnauthorized, "certificate for reservation %s has no enrollment", id.Record.ReservationID)
-		}
-		if err != nil {
-			return e, fail(http.StatusInternalServerError, "enrollment: %w", err)
+		whole, derr := s.read(ctx, id.Record.ReservationID, "certificate for reservation %s has no enrollment")
+		if derr != nil {
+			return e, derr
 		}
 		e = whole.CheckinView()
 	}
 	if who.ID() != e.UDID {
 		return e, fail(http.StatusUnauthorized, "body speaks for %.64q but the certificate belongs to %q", who.ID(), e.UDID)
 	}
-	switch {
-	case e.State == enrollment.StateApproved, e.State == enrollment.StatePending && allowPending:
-		return e, nil
-	default:
-		return e, fail(http.StatusUnauthorized, "enrollment %s is %s", e.ID, e.State)
-	}
+	return e, admitted(e.ID, e.State, allowPending)
 }
 
 // whole reads all of an enrollment a check-in let in, for the rare paths
@@ -152,17 +144,33 @@ func (s *Service) enrollmentOf(ctx context.Context, id Identity, who mdm.Enrollm
 // both admit a pending device). The read is newer than the one that let
 // the device in, so it is judged again.
 func (s *Service) whole(ctx context.Context, st enrollment.CheckinView) (enrollment.Enrollment, *deviceError) {
-	e, err := s.gate.Get(ctx, st.ID)
+	e, derr := s.read(ctx, st.ID, "enrollment %s is gone")
+	if derr != nil {
+		return e, derr
+	}
+	return e, admitted(e.ID, e.State, true)
+}
+
+// read is the gate's Get as a device's answer: missing (a format with the
+// ID) says why a device whose enrollment is not there is refused.
+func (s *Service) read(ctx context.Context, id, missing string) (enrollment.Enrollment, *deviceError) {
+	e, err := s.gate.Get(ctx, id)
 	if errors.Is(err, enrollment.ErrNotFound) {
-		return e, fail(http.StatusUnauthorized, "enrollment %s is gone", st.ID)
+		return e, fail(http.StatusUnauthorized, missing, id)
 	}
 	if err != nil {
 		return e, fail(http.StatusInternalServerError, "enrollment: %w", err)
 	}
-	if e.State != enrollment.StateApproved && e.State != enrollment.StatePending {
-		return e, fail(http.StatusUnauthorized, "enrollment %s is %s", e.ID, e.State)
-	}
 	return e, nil
+}
+
+// admitted refuses an enrollment that is not let in: only approved ones,
+// and pending ones when allowPending.
+func admitted(id string, state enrollment.State, allowPending bool) *deviceError {
+	if state == enrollment.StateApproved || state == enrollment.StatePending && allowPending {
+		return nil
+	}
+	return fail(http.StatusUnauthorized, "enrollment %s is %s", id, state)
 }
 
 // Connect handles one command report and returns the next command's body,
