@@ -87,6 +87,9 @@ func BuildCore(ctx context.Context, cfg config.Config, log *slog.Logger, migrate
 	}
 	a.Store = st
 	a.closers = append(a.closers, st.Close)
+	if st.Dialect() == store.SQLite {
+		registerCheckpointMetrics(a.Registry, st)
+	}
 	// Whatever was opened is closed again when a later step fails.
 	defer func() {
 		if err != nil {
@@ -344,4 +347,24 @@ func (a *App) Close() error {
 		}
 	}
 	return first
+}
+
+// registerCheckpointMetrics shows the SQLite checkpointer's work: a WAL
+// that keeps growing, or failing rounds, is a database that will slow
+// every read.
+func registerCheckpointMetrics(reg prometheus.Registerer, st *store.Store) {
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "vestibule_sqlite_wal_pages",
+			Help: "Pages in the SQLite WAL at the last checkpoint round."},
+			func() float64 { return float64(st.Checkpoints().WALFrames) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "vestibule_sqlite_checkpoints_total",
+			Help: "SQLite checkpoint rounds run."},
+			func() float64 { return float64(st.Checkpoints().Rounds) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "vestibule_sqlite_checkpoint_restarts_total",
+			Help: "SQLite checkpoint rounds that restarted a long WAL."},
+			func() float64 { return float64(st.Checkpoints().Restarts) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "vestibule_sqlite_checkpoint_failures_total",
+			Help: "SQLite checkpoint rounds that failed."},
+			func() float64 { return float64(st.Checkpoints().Failed) }),
+	)
 }

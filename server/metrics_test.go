@@ -106,6 +106,10 @@ func TestMetricsOnTheirOwnListener(t *testing.T) {
 	if code != 200 || !strings.Contains(body, "vestibule_http_requests_total") {
 		t.Errorf("metrics listener: HTTP %d", code)
 	}
+	// The server runs on SQLite here: its checkpointer is watched.
+	if !strings.Contains(body, "vestibule_sqlite_checkpoints_total") || !strings.Contains(body, "vestibule_sqlite_wal_pages") {
+		t.Errorf("no SQLite checkpoint metrics on the metrics listener")
+	}
 	if code, _ := fetch(t, "http://"+ln.Addr().String()+"/readyz"); code != http.StatusNotFound {
 		t.Errorf("the metrics listener serves /readyz: %d", code)
 	}

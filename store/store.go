@@ -41,6 +41,10 @@ type Options struct {
 	// Webhook: a webhook is configured, so each new pending enrollment
 	// queues its announcement in the webhook outbox.
 	Webhook bool
+	// CheckpointInterval is how often SQLite's WAL is folded back into
+	// the database file (checkpoint.go); zero means
+	// DefaultCheckpointInterval.
+	CheckpointInterval time.Duration
 }
 
 // Store is the database behind every store interface.
@@ -54,6 +58,8 @@ type Store struct {
 	// depMu keeps one DEP sync at a time on SQLite (one process).
 	depMu sync.Mutex
 	stmts stmts
+	// ckpt folds SQLite's WAL back; nil on PostgreSQL.
+	ckpt *checkpointer
 }
 
 // Open connects to the database a DSN names (postgres://... or
@@ -90,8 +96,15 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		s.db.Close()
 		return nil, fmt.Errorf("open store: ping %s: %w", kind, err)
 	}
+	if kind == SQLite {
+		s.ckpt = startCheckpointer(s.db, s.log, opts.CheckpointInterval)
+	}
 	return s, nil
 }
+
+// busyTimeout is how long a SQLite connection waits for another's write
+// lock before it fails.
+const busyTimeout = 10 * time.Second
 
 // sqliteIdleConns is how many idle SQLite connections are kept open.
 const sqliteIdleConns = 8
@@ -110,8 +123,11 @@ func openSQLite(path string, opts Options) (*sqlx.DB, error) {
 	// WAL lets readers run beside the writer; busy_timeout makes a second
 	// writer wait instead of failing; immediate transactions take the write
 	// lock up front, so two read-then-write transactions cannot deadlock.
-	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)" +
-		"&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)&_txlock=immediate"
+	// No connection checkpoints when it commits: the Store's checkpointer
+	// does (checkpoint.go).
+	dsn := "file:" + path + fmt.Sprintf("?_pragma=journal_mode(WAL)&_pragma=busy_timeout(%d)", busyTimeout.Milliseconds()) +
+		"&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)&_pragma=wal_autocheckpoint(0)" +
+		fmt.Sprintf("&_pragma=journal_size_limit(%d)", walSizeLimit) + "&_txlock=immediate"
 	// The registered driver, opened through connections that keep their
 	// statements (sqlitestmts.go).
 	plain, err := sql.Open("sqlite", dsn)
@@ -148,8 +164,20 @@ func (s *Store) Dialect() string { return s.dialect }
 
 // Close closes the database.
 func (s *Store) Close() error {
+	if s.ckpt != nil {
+		s.ckpt.close()
+	}
 	s.closeStmts()
 	return s.db.Close()
+}
+
+// Checkpoints says what SQLite's checkpointer has done; zero on
+// PostgreSQL.
+func (s *Store) Checkpoints() CheckpointStats {
+	if s.ckpt == nil {
+		return CheckpointStats{}
+	}
+	return s.ckpt.snapshot()
 }
 
 // Ping checks the database answers.
