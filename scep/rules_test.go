@@ -1,6 +1,7 @@
 package scep_test
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/rand"
@@ -302,6 +303,33 @@ func TestSCEPRules(t *testing.T) {
 			return d.Renew(ctx)
 		}, "", func(t *testing.T, r *rules) {
 			if len(r.store.certs) != 2 {
+				t.Fatalf("%d certificates", len(r.store.certs))
+			}
+		}},
+		{"error/renewal signed by a look-alike of our certificate", func(t *testing.T, r *rules) error {
+			// Our CA's name and the device's own record, signed by
+			// another key: not one of ours, so no renewal.
+			d, id, _ := r.enrolled(t)
+			r.store.approved[id] = true
+			ca := sharedCA(t).Certificate()
+			if !bytes.Equal(d.Cert.RawIssuer, ca.RawSubject) {
+				t.Fatal("the issued certificate does not name the CA")
+			}
+			impostor := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: ca.Subject, NotBefore: ca.NotBefore, NotAfter: ca.NotAfter,
+				IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+			der, err := x509.CreateCertificate(rand.Reader, d.Cert, impostor, d.Key.Public(), key(1))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.Cert, err = x509.ParseCertificate(der); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(d.Cert.RawIssuer, ca.RawSubject) {
+				t.Fatal("the look-alike does not name our CA")
+			}
+			return d.Renew(ctx)
+		}, "badMessageCheck", func(t *testing.T, r *rules) {
+			if len(r.store.certs) != 1 {
 				t.Fatalf("%d certificates", len(r.store.certs))
 			}
 		}},

@@ -1,6 +1,7 @@
 package scep
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/rand"
@@ -308,7 +309,10 @@ func (s *Service) handle(ctx context.Context, msg *smallscep.PKIMessage, data []
 // device's self-signed key, and a refusal when it is one of ours but may
 // not renew.
 func (s *Service) renewalSigner(ctx context.Context, signer *x509.Certificate) (*Certificate, *refusal) {
-	if signer == nil || signer.CheckSignatureFrom(s.ca.Certificate()) != nil {
+	// A first enrollment is signed by the device's own self-signed key:
+	// the names tell it apart before an RSA verification would.
+	ca := s.ca.Certificate()
+	if signer == nil || !bytes.Equal(signer.RawIssuer, ca.RawSubject) || signer.CheckSignatureFrom(ca) != nil {
 		return nil, nil
 	}
 	sum := sha256.Sum256(signer.Raw)
