@@ -2,155 +2,183 @@ package store
 
 import (
 	"context"
-	"database/sql/driver"
+	"database/sql"
 	"fmt"
 	"log/slog"
 	"sync"
 	"time"
-
-	"github.com/jmoiron/sqlx"
 )
 
 // SQLite's automatic checkpoint runs inside the COMMIT that takes the WAL
 // past 1,000 pages, on the request that happened to commit. Under
 // concurrent load it cannot finish while readers hold older snapshots,
-// so every later COMMIT tries again, each try with two fsyncs: a profile
-// of 3,000 devices authenticating at concurrency 8 put 18 % of the
-// server's CPU in checkpoints run by COMMIT, more than the WAL writes of
-// the transactions themselves. Connections are therefore opened with
-// wal_autocheckpoint(0), and one goroutine per Store folds the WAL back
-// into the database file at a steady pace: each page once per round, however
-// often it was written since, and no request waits for it.
+// so every later COMMIT tries again, each try with two fsyncs, and the WAL
+// never starts over: a profile of 3,000 devices authenticating at
+// concurrency 8 put 18 % of the server's CPU in checkpoints run by
+// COMMIT, more than the WAL writes of the transactions themselves, and a
+// 2,000-device ceremony grew the WAL to 226 MB. Connections are
+// therefore opened with wal_autocheckpoint(0), and one goroutine per
+// Store folds the WAL back into the database file at a steady pace, on a
+// connection of its own: each page once per round however often it was
+// written since, and no request waits for it.
 
 // DefaultCheckpointInterval is how often the WAL is folded back when
 // Options.CheckpointInterval is zero.
 const DefaultCheckpointInterval = 500 * time.Millisecond
 
-// walSizeLimit is what a WAL file is cut back to once a checkpoint has
-// folded it whole; a burst that grew it does not keep the disk space.
-const walSizeLimit = 32 << 20
+// walSizeLimit is what a WAL file is cut back to by the first commit
+// after the WAL starts over; a burst that grew it does not keep the space.
+const walSizeLimit = 16 << 20
 
 // walRestartFrames is the WAL length, in pages, at which a round also
-// restarts it. A PASSIVE round folds the WAL but never restarts it: the
-// next writer does, when it begins after a round folded everything, and
-// under writes that never pause one always begins during a round, so the
-// WAL would only grow. A RESTART round waits for the readers of the old
-// WAL to finish and holds new writers meanwhile, a few milliseconds.
+// starts the WAL over. A PASSIVE round folds the WAL but never restarts
+// it: the next writer does, when it begins after a round folded
+// everything, and under writes that never pause one always begins during
+// a round, so the WAL would only grow. A TRUNCATE round holds new writers
+// while it waits for readers still in the old WAL, at most restartWait,
+// then empties the file.
 const walRestartFrames = 4096
+
+// restartWait bounds how long a TRUNCATE round waits for readers, and so
+// how long it holds writers, beyond the time it takes to copy what is left
+// and sync. One that runs out leaves the WAL folded but not started over.
+const restartWait = 100 * time.Millisecond
+
+// A TRUNCATE round that ran out of time is not tried again for
+// restartBackoff, doubled after each one up to maxRestartBackoff: a long
+// reader (a backup, a large listing) must not hold every writer for
+// restartWait twice a second.
+const (
+	restartBackoff    = time.Second
+	maxRestartBackoff = time.Minute
+)
 
 // CheckpointStats says what the checkpointer has done since Open.
 type CheckpointStats struct {
 	Rounds   int64 // checkpoints run
-	Restarts int64 // rounds that restarted a long WAL (walRestartFrames)
+	Restarts int64 // rounds that started a long WAL over
+	GaveUp   int64 // restarts that ran out of restartWait
 	Failed   int64 // rounds that returned an error
 	// WALFrames is the WAL's length at the last round, in pages, and
-	// Folded how many of them are in the database file. The WAL starts
-	// again from its first page once it is folded whole and a writer
-	// begins.
+	// Folded how many of them are in the database file.
 	WALFrames, Folded int64
 }
 
 type checkpointer struct {
-	db       *sqlx.DB
+	// db is a connection of the checkpointer's own, with restartWait as
+	// its busy timeout; it takes no request's connection.
+	db       *sql.DB
 	log      *slog.Logger
 	interval time.Duration
-	stop     chan struct{}
+	stop     context.CancelFunc
 	done     chan struct{}
-	stopOnce sync.Once
+
+	// Touched by the goroutine alone.
+	backoff      time.Duration
+	restartAfter time.Time
+	failing      bool
 
 	mu    sync.Mutex
 	stats CheckpointStats
 }
 
-func startCheckpointer(db *sqlx.DB, log *slog.Logger, interval time.Duration) *checkpointer {
+func startCheckpointer(db *sql.DB, log *slog.Logger, interval time.Duration) *checkpointer {
 	if interval <= 0 {
 		interval = DefaultCheckpointInterval
 	}
-	c := &checkpointer{db: db, log: log, interval: interval, stop: make(chan struct{}), done: make(chan struct{})}
-	go c.run()
+	ctx, stop := context.WithCancel(context.Background())
+	c := &checkpointer{db: db, log: log, interval: interval, stop: stop, done: make(chan struct{})}
+	go c.run(ctx)
 	return c
 }
 
-func (c *checkpointer) run() {
+func (c *checkpointer) run(ctx context.Context) {
 	defer close(c.done)
 	t := time.NewTicker(c.interval)
 	defer t.Stop()
 	for {
 		select {
-		case <-c.stop:
+		case <-ctx.Done():
 			return
 		case <-t.C:
-			c.round(context.Background())
+			c.round(ctx, time.Now())
 		}
 	}
 }
 
 // round runs one PASSIVE checkpoint: it copies what no reader still needs
-// and waits for nobody, so it never holds up a request. Past
-// walRestartFrames it also restarts the WAL, waiting at most
-// restartWait for readers.
-func (c *checkpointer) round(ctx context.Context) {
+// and waits for nobody. When that folded a long WAL whole, it also starts
+// it over (restart).
+func (c *checkpointer) round(ctx context.Context, now time.Time) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	restarted, err := c.checkpoint(ctx)
+	restarted, gaveUp, err := c.checkpoint(ctx, now)
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.stats.Rounds++
 	if restarted {
 		c.stats.Restarts++
 	}
+	if gaveUp {
+		c.stats.GaveUp++
+	}
 	if err != nil {
 		c.stats.Failed++
-		c.log.WarnContext(ctx, "SQLite checkpoint failed", "err", err)
+	}
+	c.mu.Unlock()
+	// One line when rounds start failing and one when they recover, not
+	// one a round.
+	switch {
+	case err != nil && !c.failing && ctx.Err() == nil:
+		c.log.WarnContext(ctx, "SQLite checkpoints are failing; the WAL grows until they succeed", "err", err)
+		c.failing = true
+	case err == nil && c.failing:
+		c.log.InfoContext(ctx, "SQLite checkpoints succeed again")
+		c.failing = false
 	}
 }
 
-// restartWait bounds how long a RESTART round holds writers while it
-// waits for the old WAL's readers; one that runs out leaves the WAL
-// folded, and the next round tries again.
-const restartWait = 100 * time.Millisecond
-
-func (c *checkpointer) checkpoint(ctx context.Context) (restarted bool, err error) {
-	conn, err := c.db.Connx(ctx)
-	if err != nil {
-		return false, fmt.Errorf("checkpoint: %w", err)
-	}
-	defer conn.Close()
+func (c *checkpointer) checkpoint(ctx context.Context, now time.Time) (restarted, gaveUp bool, err error) {
 	var busy, frames, folded int64
-	if err := conn.QueryRowContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &frames, &folded); err != nil {
-		return false, fmt.Errorf("checkpoint: %w", err)
+	if err := c.db.QueryRowContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &frames, &folded); err != nil {
+		return false, false, fmt.Errorf("checkpoint: %w", err)
 	}
 	c.note(frames, folded)
-	if frames < walRestartFrames {
-		return false, nil
+	// Only a WAL folded whole is started over: one a reader still needs
+	// part of would hold the round, and every writer behind it, for all
+	// of restartWait.
+	if frames < walRestartFrames || folded != frames || now.Before(c.restartAfter) {
+		return false, false, nil
 	}
-	if _, err := conn.ExecContext(ctx, fmt.Sprintf(`PRAGMA busy_timeout = %d`, restartWait.Milliseconds())); err != nil {
-		return false, fmt.Errorf("checkpoint: %w", err)
+	if err := c.db.QueryRowContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &frames, &folded); err != nil {
+		return false, false, fmt.Errorf("checkpoint restart: %w", err)
 	}
-	err = conn.QueryRowContext(ctx, `PRAGMA wal_checkpoint(RESTART)`).Scan(&busy, &frames, &folded)
-	if _, rerr := conn.ExecContext(ctx, fmt.Sprintf(`PRAGMA busy_timeout = %d`, busyTimeout.Milliseconds())); rerr != nil {
-		// A connection that kept the short wait would fail writes other
-		// requests expect to wait for: it is not given back to the pool.
-		_ = conn.Raw(func(any) error { return driver.ErrBadConn })
-		return false, fmt.Errorf("checkpoint: restore busy_timeout: %w", rerr)
+	if busy != 0 {
+		c.backoff = min(max(2*c.backoff, restartBackoff), maxRestartBackoff)
+		c.restartAfter = now.Add(c.backoff)
+		return false, true, nil
 	}
-	if err != nil {
-		return false, fmt.Errorf("checkpoint restart: %w", err)
-	}
+	c.backoff, c.restartAfter = 0, time.Time{}
 	c.note(frames, folded)
-	return busy == 0, nil
+	return true, false, nil
 }
 
+// note keeps the WAL's length; SQLite reports -1 when it could not tell.
 func (c *checkpointer) note(frames, folded int64) {
+	if frames < 0 || folded < 0 {
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.stats.WALFrames, c.stats.Folded = frames, folded
 }
 
-// close stops the rounds; the last connection's close folds what is left.
-func (c *checkpointer) close() {
-	c.stopOnce.Do(func() { close(c.stop) })
+// close stops the rounds, interrupting one that runs, and closes the
+// checkpointer's connection; the Store's last connection to close folds
+// what is left.
+func (c *checkpointer) close() error {
+	c.stop()
 	<-c.done
+	return c.db.Close()
 }
 
 func (c *checkpointer) snapshot() CheckpointStats {

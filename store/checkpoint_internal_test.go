@@ -72,25 +72,31 @@ func TestCheckpointerKeepsTheWALShort(t *testing.T) {
 	s.Close()
 }
 
-// TestCheckpointerDoesNotHoldWritersLong: a reader that keeps the old WAL
-// open does not stall writers behind a RESTART round for longer than
-// restartWait; the round gives up and the next tries again.
-func TestCheckpointerDoesNotHoldWritersLong(t *testing.T) {
+// fillWAL writes about 3 WAL pages per row.
+func fillWAL(t *testing.T, s *Store, rows int) {
+	t.Helper()
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "v.db")
-	s, err := Open(ctx, "sqlite:"+path, Options{CheckpointInterval: time.Hour})
-	if err != nil {
+	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS ballast (id INTEGER PRIMARY KEY, v BLOB)`); err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
-	if _, err := s.db.ExecContext(ctx, `CREATE TABLE ballast (id INTEGER PRIMARY KEY, v BLOB)`); err != nil {
-		t.Fatal(err)
-	}
-	for range 1500 {
+	for range rows {
 		if _, err := s.db.ExecContext(ctx, `INSERT INTO ballast (v) VALUES (randomblob(3000))`); err != nil {
 			t.Fatal(err)
 		}
 	}
+}
+
+// TestCheckpointerLeavesALongReaderAlone: while a reader holds an old
+// snapshot the rounds fold what they may and do not keep trying to start
+// the WAL over, so a writer beside them waits for a round at most once.
+func TestCheckpointerLeavesALongReaderAlone(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "v.db"), Options{CheckpointInterval: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	fillWAL(t, s, 2000)
 	// A long read (rows still open) holds a snapshot in the WAL.
 	reader, err := s.db.QueryContext(ctx, `SELECT id FROM ballast`)
 	if err != nil {
@@ -100,29 +106,75 @@ func TestCheckpointerDoesNotHoldWritersLong(t *testing.T) {
 	if !reader.Next() {
 		t.Fatal(reader.Err())
 	}
-	if _, err := s.db.ExecContext(ctx, `INSERT INTO ballast (v) VALUES (randomblob(3000))`); err != nil {
+	before := s.Checkpoints()
+	var slow int
+	for end := time.Now().Add(1500 * time.Millisecond); time.Now().Before(end); {
+		start := time.Now()
+		if _, err := s.db.ExecContext(ctx, `INSERT INTO ballast (v) VALUES (randomblob(100))`); err != nil {
+			t.Fatal(err)
+		}
+		// A restart that waits for the reader holds a writer for
+		// restartWait; a write on a loaded machine takes a few ms.
+		if time.Since(start) >= restartWait {
+			slow++
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	after := s.Checkpoints()
+	if after.Rounds-before.Rounds < 10 {
+		t.Fatalf("only %d rounds in 1.5 s", after.Rounds-before.Rounds)
+	}
+	// A round may fold the WAL whole before the first write, try a
+	// restart and give up once; then the writes keep the WAL ahead of
+	// the reader's snapshot, and the backoff keeps the rounds from trying
+	// again (TestCheckpointerBacksOff).
+	if after.GaveUp-before.GaveUp > 1 || after.Restarts != before.Restarts || slow > 1 {
+		t.Errorf("%d writes held by a round; %+v -> %+v", slow, before, after)
+	}
+}
+
+// TestCheckpointerBacksOff: a restart that runs out of time is not tried
+// again at the next round, and one that succeeds empties the WAL.
+func TestCheckpointerBacksOff(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "v.db")
+	s, err := Open(ctx, "sqlite:"+path, Options{CheckpointInterval: time.Hour})
+	if err != nil {
 		t.Fatal(err)
 	}
+	defer s.Close()
+	fillWAL(t, s, 1500)
+	// A reader of the newest snapshot lets a round fold everything but
+	// keeps the WAL in use.
+	reader, err := s.db.QueryContext(ctx, `SELECT id FROM ballast`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	if !reader.Next() {
+		t.Fatal(reader.Err())
+	}
+	now := time.Now()
 	start := time.Now()
-	restarted, err := s.ckpt.checkpoint(ctx)
-	if err != nil || restarted {
-		t.Fatalf("restarted %v, %v; want a round that gives up while the reader holds the WAL", restarted, err)
+	restarted, gaveUp, err := s.ckpt.checkpoint(ctx, now)
+	if err != nil || restarted || !gaveUp {
+		t.Fatalf("restarted %v, gave up %v, %v; want a restart that gives up while the reader holds the WAL", restarted, gaveUp, err)
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("the round waited %v", d)
 	}
-	// The connection it used waits the full busy_timeout again.
-	var timeout int
-	for range 4 {
-		if err := s.db.GetContext(ctx, &timeout, `PRAGMA busy_timeout`); err != nil {
-			t.Fatal(err)
-		}
-		if timeout != int(busyTimeout.Milliseconds()) {
-			t.Fatalf("a pooled connection has busy_timeout %d ms", timeout)
-		}
+	if restarted, gaveUp, err := s.ckpt.checkpoint(ctx, now.Add(restartBackoff/2)); err != nil || restarted || gaveUp {
+		t.Fatalf("within the backoff: restarted %v, gave up %v, %v; want no restart tried", restarted, gaveUp, err)
 	}
 	reader.Close()
-	if restarted, err := s.ckpt.checkpoint(ctx); err != nil || !restarted {
-		t.Fatalf("with the reader gone: restarted %v, %v", restarted, err)
+	if restarted, _, err := s.ckpt.checkpoint(ctx, now.Add(restartBackoff)); err != nil || !restarted {
+		t.Fatalf("after the backoff, with the reader gone: restarted %v, %v", restarted, err)
+	}
+	if fi, err := os.Stat(path + "-wal"); err != nil || fi.Size() != 0 {
+		t.Fatalf("WAL after a restart: %v %v; want it emptied", fi.Size(), err)
+	}
+	// A WAL already started over is not restarted again at every round.
+	if restarted, _, err := s.ckpt.checkpoint(ctx, now.Add(2*restartBackoff)); err != nil || restarted {
+		t.Fatalf("an empty WAL: restarted %v, %v", restarted, err)
 	}
 }

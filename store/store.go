@@ -97,7 +97,15 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open store: ping %s: %w", kind, err)
 	}
 	if kind == SQLite {
-		s.ckpt = startCheckpointer(s.db, s.log, opts.CheckpointInterval)
+		// The checkpointer's own connection waits restartWait, not
+		// busyTimeout, for readers and writers.
+		ck, err := sql.Open("sqlite", sqliteDSN(target, restartWait))
+		if err != nil {
+			s.db.Close()
+			return nil, fmt.Errorf("open store: checkpointer: %w", err)
+		}
+		ck.SetMaxOpenConns(1)
+		s.ckpt = startCheckpointer(ck, s.log, opts.CheckpointInterval)
 	}
 	return s, nil
 }
@@ -105,6 +113,12 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 // busyTimeout is how long a SQLite connection waits for another's write
 // lock before it fails.
 const busyTimeout = 10 * time.Second
+
+func sqliteDSN(path string, busy time.Duration) string {
+	return "file:" + path + fmt.Sprintf("?_pragma=journal_mode(WAL)&_pragma=busy_timeout(%d)", busy.Milliseconds()) +
+		"&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)&_pragma=wal_autocheckpoint(0)" +
+		fmt.Sprintf("&_pragma=journal_size_limit(%d)", walSizeLimit) + "&_txlock=immediate"
+}
 
 // sqliteIdleConns is how many idle SQLite connections are kept open.
 const sqliteIdleConns = 8
@@ -125,9 +139,7 @@ func openSQLite(path string, opts Options) (*sqlx.DB, error) {
 	// lock up front, so two read-then-write transactions cannot deadlock.
 	// No connection checkpoints when it commits: the Store's checkpointer
 	// does (checkpoint.go).
-	dsn := "file:" + path + fmt.Sprintf("?_pragma=journal_mode(WAL)&_pragma=busy_timeout(%d)", busyTimeout.Milliseconds()) +
-		"&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)&_pragma=wal_autocheckpoint(0)" +
-		fmt.Sprintf("&_pragma=journal_size_limit(%d)", walSizeLimit) + "&_txlock=immediate"
+	dsn := sqliteDSN(path, busyTimeout)
 	// The registered driver, opened through connections that keep their
 	// statements (sqlitestmts.go).
 	plain, err := sql.Open("sqlite", dsn)
@@ -164,11 +176,12 @@ func (s *Store) Dialect() string { return s.dialect }
 
 // Close closes the database.
 func (s *Store) Close() error {
+	var errs []error
 	if s.ckpt != nil {
-		s.ckpt.close()
+		errs = append(errs, s.ckpt.close())
 	}
 	s.closeStmts()
-	return s.db.Close()
+	return errors.Join(append(errs, s.db.Close())...)
 }
 
 // Checkpoints says what SQLite's checkpointer has done; zero on
