@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"os"
 	"path/filepath"
 	"testing"
@@ -72,6 +73,33 @@ func TestCheckpointerKeepsTheWALShort(t *testing.T) {
 	s.Close()
 }
 
+// openWithWAL opens a SQLite store and writes about 3 WAL pages per row.
+func openWithWAL(t *testing.T, path string, interval time.Duration, rows int) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), "sqlite:"+path, Options{CheckpointInterval: interval})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	fillWAL(t, s, rows)
+	return s
+}
+
+// holdReader starts a long read: its rows stay open, and with them its
+// snapshot of the WAL, until the test closes them or ends.
+func holdReader(t *testing.T, s *Store) *sql.Rows {
+	t.Helper()
+	reader, err := s.db.QueryContext(context.Background(), `SELECT id FROM ballast`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reader.Close() })
+	if !reader.Next() {
+		t.Fatal(reader.Err())
+	}
+	return reader
+}
+
 // fillWAL writes about 3 WAL pages per row.
 func fillWAL(t *testing.T, s *Store, rows int) {
 	t.Helper()
@@ -91,21 +119,8 @@ func fillWAL(t *testing.T, s *Store, rows int) {
 // the WAL over, so a writer beside them waits for a round at most once.
 func TestCheckpointerLeavesALongReaderAlone(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "v.db"), Options{CheckpointInterval: 10 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	fillWAL(t, s, 2000)
-	// A long read (rows still open) holds a snapshot in the WAL.
-	reader, err := s.db.QueryContext(ctx, `SELECT id FROM ballast`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reader.Close()
-	if !reader.Next() {
-		t.Fatal(reader.Err())
-	}
+	s := openWithWAL(t, filepath.Join(t.TempDir(), "v.db"), 10*time.Millisecond, 2000)
+	holdReader(t, s)
 	before := s.Checkpoints()
 	var slow int
 	for end := time.Now().Add(1500 * time.Millisecond); time.Now().Before(end); {
@@ -138,22 +153,10 @@ func TestCheckpointerLeavesALongReaderAlone(t *testing.T) {
 func TestCheckpointerBacksOff(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "v.db")
-	s, err := Open(ctx, "sqlite:"+path, Options{CheckpointInterval: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	fillWAL(t, s, 1500)
+	s := openWithWAL(t, path, time.Hour, 1500)
 	// A reader of the newest snapshot lets a round fold everything but
 	// keeps the WAL in use.
-	reader, err := s.db.QueryContext(ctx, `SELECT id FROM ballast`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reader.Close()
-	if !reader.Next() {
-		t.Fatal(reader.Err())
-	}
+	reader := holdReader(t, s)
 	now := time.Now()
 	start := time.Now()
 	restarted, gaveUp, err := s.ckpt.checkpoint(ctx, now)
