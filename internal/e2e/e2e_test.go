@@ -305,6 +305,11 @@ func TestAttacks(t *testing.T) {
 			if len(audit) != 1 || audit[0].Outcome != enrollment.OutcomeRefused || !strings.Contains(audit[0].Detail, "already claimed by another device") {
 				t.Errorf("the refused claim is not audited with its reason: %+v", audit)
 			}
+			// The address the request came from (the test's loopback
+			// client), as the admin reading the log needs it.
+			if len(audit) == 1 && audit[0].RemoteIP != "127.0.0.1" {
+				t.Errorf("the refused claim is audited from %q, want the client's 127.0.0.1", audit[0].RemoteIP)
+			}
 		})
 
 		t.Run("re-enrollment of an approved device", func(t *testing.T) {

@@ -3,6 +3,7 @@ package storetest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -121,7 +122,8 @@ func testAudit(t *testing.T, s *store.Store) {
 	ctx := context.Background()
 	for i, action := range []string{"a.one", "a.two", "a.three"} {
 		ev := enrollment.AuditEvent{At: testNow.Add(time.Duration(i) * time.Second), Actor: "device:X", Action: action,
-			TargetType: "reservation", TargetID: "r1", Outcome: enrollment.OutcomeRefused, Detail: "why"}
+			TargetType: "reservation", TargetID: "r1", RemoteIP: fmt.Sprintf("192.0.2.%d", i+1), Outcome: enrollment.OutcomeRefused,
+			Detail: "why " + action}
 		if err := s.AppendAudit(ctx, ev); err != nil {
 			t.Fatal(err)
 		}
@@ -129,6 +131,18 @@ func testAudit(t *testing.T, s *store.Store) {
 	all, err := s.ListAudit(ctx, enrollment.AuditFilter{TargetType: "reservation", TargetID: "r1"})
 	if err != nil || len(all) != 3 || all[0].Action != "a.three" || all[2].Outcome != enrollment.OutcomeRefused {
 		t.Fatalf("list: %+v %v", all, err)
+	}
+	// Every field comes back as written, each from its own column.
+	want := enrollment.AuditEvent{At: testNow.Add(2 * time.Second), Actor: "device:X", Action: "a.three", TargetType: "reservation",
+		TargetID: "r1", RemoteIP: "192.0.2.3", Outcome: enrollment.OutcomeRefused, Detail: "why a.three"}
+	got := all[0]
+	got.ID = ""
+	if !got.At.Equal(want.At) {
+		t.Errorf("at: %v, want %v", got.At, want.At)
+	}
+	got.At = want.At
+	if got != want {
+		t.Errorf("read back:\n got %+v\nwant %+v", got, want)
 	}
 	some, err := s.ListAudit(ctx, enrollment.AuditFilter{Since: testNow.Add(time.Second), Until: testNow.Add(2 * time.Second)})
 	if err != nil || len(some) != 1 || some[0].Action != "a.two" {
