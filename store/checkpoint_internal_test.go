@@ -41,15 +41,16 @@ func TestCheckpointerKeepsTheWALShort(t *testing.T) {
 		}
 		// A server's writes come from requests, with gaps between them;
 		// a loop that never lets go of the write lock would starve the
-		// RESTART round of it.
+		// TRUNCATE round of it (SQLite's busy wait is not fair).
 		if i%8 == 0 {
-			time.Sleep(100 * time.Microsecond)
+			time.Sleep(time.Millisecond)
 		}
 		if fi, err := os.Stat(path + "-wal"); err == nil {
 			longest = max(longest, fi.Size()/frameBytes)
 		}
 	}
-	if longest > 2*walRestartFrames {
+	// Without restarts it reaches about 18,000 pages, everything written.
+	if longest > 3*walRestartFrames {
 		t.Errorf("the WAL reached %d pages; restarts should keep it near %d", longest, walRestartFrames)
 	}
 	deadline := time.Now().Add(10 * time.Second)
