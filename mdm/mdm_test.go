@@ -381,3 +381,21 @@ func BenchmarkDecodeCheckin(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkVerifySignature is the Mdm-Signature check of a body the
+// server has not seen signed before (Authenticate, TokenUpdate, a
+// command's answer): parse the CMS, check the digest, verify the RSA
+// signature.
+func BenchmarkVerifySignature(b *testing.B) {
+	cert, key := selfSigned(b)
+	body := readTestdata(b, "authenticate_macos.plist")
+	sig, err := Sign(body, cert, key)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if _, err := VerifySignature(sig, body); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
