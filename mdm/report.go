@@ -37,7 +37,9 @@ type CommandReport struct {
 // DecodeCommandReport parses a command report and checks its status.
 func DecodeCommandReport(body []byte) (*CommandReport, error) {
 	r := new(CommandReport)
-	if err := plistguard.Unmarshal(body, r, plistguard.DefaultLimits()); err != nil {
+	if quick, ok := quickReport(body); ok {
+		*r = quick
+	} else if err := plistguard.Unmarshal(body, r, plistguard.DefaultLimits()); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	if r.ID() == "" {
