@@ -46,6 +46,10 @@ func TestQuickReport(t *testing.T) {
 		{"empty string", reportBody("<key>Status</key><string/><key>UDID</key><string></string>"), true},
 		{"empty dict", reportBody(""), true},
 		{"text with spaces and punctuation", reportBody("<key>UserLongName</key><string>Jane Q. Appleseed (IT) #4</string><key>Status</key><string>Idle</string>"), true},
+		{"every field", reportBody("<key>Status</key><string>Idle</string><key>UDID</key><string>u</string><key>CommandUUID</key><string>c</string>" +
+			"<key>EnrollmentID</key><string>e</string><key>EnrollmentUserID</key><string>eu</string><key>UserID</key><string>i</string>" +
+			"<key>UserShortName</key><string>s</string><key>UserLongName</key><string>l</string>"), true},
+		{"carriage returns between elements", []byte("<plist version=\"1.0\">\r<dict>\r<key>Status</key>\r<string>Idle</string>\r</dict>\r</plist>\r"), true},
 
 		// The decoder decides each of these.
 		{"entity", reportBody("<key>Status</key><string>Idle</string><key>UserLongName</key><string>A &amp; B</string>"), false},
@@ -54,6 +58,10 @@ func TestQuickReport(t *testing.T) {
 		{"comment", reportBody("<!-- x --><key>Status</key><string>Idle</string>"), false},
 		{"carriage return in text", reportBody("<key>UserLongName</key><string>a\rb</string>"), false},
 		{"newline in text", reportBody("<key>UserLongName</key><string>a\nb</string>"), false},
+		{"]]> in text", reportBody("<key>Status</key><string>a]]>b</string>"), false},
+		{"string closed by another end tag", []byte("<plist version=\"1.0\"><dict><key>Status</key><string>Idle</key></dict></plist>"), false},
+		{"form feed between elements", []byte("<plist version=\"1.0\"><dict>\f<key>Status</key><string>Idle</string></dict></plist>"), false},
+		{"no end of plist", []byte("<plist version=\"1.0\"><dict><key>Status</key><string>Idle</string></dict>"), false},
 		{"non-ASCII text", reportBody("<key>UserLongName</key><string>Zoë</string>"), false},
 		{"duplicate key", reportBody("<key>Status</key><string>Idle</string><key>Status</key><string>NotNow</string>"), false},
 		{"unknown key", reportBody("<key>Status</key><string>Idle</string><key>QueryResponses</key><string>x</string>"), false},
