@@ -119,6 +119,14 @@ type envelope struct {
 // (as a pointer). It refuses a malformed plist, an unknown MessageType and a
 // message without the identifier its channel needs.
 func DecodeCheckin(body []byte) (any, error) {
+	if all, ok := quickCheckin(body); ok {
+		return all.checked()
+	}
+	return decodeGuarded(body)
+}
+
+// decodeGuarded is DecodeCheckin behind the guard, with the plist decoder.
+func decodeGuarded(body []byte) (any, error) {
 	doc, err := plistguard.Check(body, plistguard.DefaultLimits())
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
@@ -131,12 +139,18 @@ func DecodeCheckin(body []byte) (any, error) {
 	if doc.Decode(&all) != nil {
 		return decodeByEnvelope(doc)
 	}
-	msg, err := all.message()
+	return all.checked()
+}
+
+// checked is the message a's MessageType names, with the identifier
+// its channel needs.
+func (a *anyCheckin) checked() (any, error) {
+	msg, err := a.message()
 	if err != nil {
 		return nil, err
 	}
 	if err := checkIdentity(msg); err != nil {
-		return nil, fmt.Errorf("%s: %w", all.MessageType, err)
+		return nil, fmt.Errorf("%s: %w", a.MessageType, err)
 	}
 	return msg, nil
 }
