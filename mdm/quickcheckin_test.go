@@ -3,28 +3,7 @@ package mdm
 import (
 	"reflect"
 	"testing"
-
-	"github.com/vestibule-mdm/vestibule/mdm/plistguard"
 )
-
-// checkinAgreesWithDecoder fails t when quickCheckin accepts body and the
-// plist decoder, behind its guard, reads it otherwise or refuses it.
-// DecodeCheckin goes on the same way from either reading.
-func checkinAgreesWithDecoder(t *testing.T, body []byte) (quick bool) {
-	t.Helper()
-	got, ok := quickCheckin(body)
-	if !ok {
-		return false
-	}
-	var want anyCheckin
-	if err := plistguard.Unmarshal(body, &want, plistguard.DefaultLimits()); err != nil {
-		t.Fatalf("quickCheckin read a body the decoder refuses (%v): %q", err, body)
-	}
-	if !reflect.DeepEqual(got, want) {
-		t.Fatalf("quickCheckin read %+v, the decoder %+v, from %q", got, want, body)
-	}
-	return true
-}
 
 func TestQuickCheckin(t *testing.T) {
 	tokenUpdate := func(token string) []byte {
@@ -72,7 +51,7 @@ func TestQuickCheckin(t *testing.T) {
 		{"binary", []byte("bplist00\xd1\x01\x02"), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if quick := checkinAgreesWithDecoder(t, tc.body); quick != tc.quick {
+			if quick := agreesWithDecoder(t, tc.body, quickCheckin); quick != tc.quick {
 				t.Fatalf("read quickly: %v, want %v", quick, tc.quick)
 			}
 			// The whole decode ends the same either way.
@@ -93,6 +72,6 @@ func FuzzQuickCheckin(f *testing.F) {
 	f.Add(reportBody("<key>MessageType</key><string>TokenUpdate</string><key>Token</key><data>\n\tAQID\r\n</data><key>AwaitingConfiguration</key><true/>"))
 	addHostileSeeds(f)
 	f.Fuzz(func(t *testing.T, body []byte) {
-		checkinAgreesWithDecoder(t, body)
+		agreesWithDecoder(t, body, quickCheckin)
 	})
 }

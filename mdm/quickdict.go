@@ -92,8 +92,47 @@ func (v quickValue) bytes() ([]byte, bool) {
 			b64 = append(b64, c)
 		}
 	}
-	out, err := base64.StdEncoding.DecodeString(string(b64))
-	return out, err == nil
+	// As DecodeString does, without its copy into a string.
+	out := make([]byte, base64.StdEncoding.DecodedLen(len(b64)))
+	n, err := base64.StdEncoding.Decode(out, b64)
+	return out[:n], err == nil
+}
+
+// quickField is a field a quick reader fills: the key the decoder fills
+// it from (its field name, matched exactly), the value's type, and how
+// to store the value (false where the decoder would fail on it).
+type quickField[T any] struct {
+	key  string
+	kind quickKind
+	set  func(*T, quickValue) bool
+}
+
+func stringField[T any](key string, field func(*T) *string) quickField[T] {
+	return quickField[T]{key, quickString, func(m *T, v quickValue) bool { *field(m) = string(v.text); return true }}
+}
+
+func dataField[T any](key string, field func(*T) *[]byte) quickField[T] {
+	return quickField[T]{key, quickData, func(m *T, v quickValue) (ok bool) { *field(m), ok = v.bytes(); return ok }}
+}
+
+// quickRead fills a T from body through quickDict: each key is one of
+// fields, once, with a value of its type; anything else gives up.
+func quickRead[T any](body []byte, max int, fields []quickField[T]) (m T, ok bool) {
+	seen := make([]bool, len(fields))
+	ok = quickDict(body, max, func(key []byte, v quickValue) bool {
+		for i, f := range fields {
+			if string(key) != f.key {
+				continue
+			}
+			if seen[i] || v.kind != f.kind {
+				return false
+			}
+			seen[i] = true
+			return f.set(&m, v)
+		}
+		return false
+	})
+	return m, ok
 }
 
 // The prolog Apple's client writes, verbatim.

@@ -7,44 +7,19 @@ package mdm
 // with the plist decoder, which tokenizes with encoding/xml and allocated
 // some ninety times for these two fields. Otherwise ok is false and the
 // caller decodes the body behind the guard.
-func quickReport(body []byte) (r CommandReport, ok bool) {
-	var seen [len(reportFields)]bool
+func quickReport(body []byte) (CommandReport, bool) {
 	// A report past 4 KB is far past any Idle or Acknowledged one.
-	ok = quickDict(body, 4<<10, func(key []byte, v quickValue) bool {
-		field, i := r.field(key)
-		if field == nil || seen[i] || v.kind != quickString {
-			return false
-		}
-		seen[i] = true
-		*field = string(v.text)
-		return true
-	})
-	return r, ok
+	return quickRead(body, 4<<10, reportFields)
 }
 
-// reportFields are the string fields of a CommandReport, by the key
-// the decoder fills each from (its field name, matched exactly).
-var reportFields = [...]struct {
-	key   string
-	field func(*CommandReport) *string
-}{
-	{"Status", func(r *CommandReport) *string { return &r.Status }},
-	{"UDID", func(r *CommandReport) *string { return &r.UDID }},
-	{"CommandUUID", func(r *CommandReport) *string { return &r.CommandUUID }},
-	{"EnrollmentID", func(r *CommandReport) *string { return &r.EnrollmentID }},
-	{"EnrollmentUserID", func(r *CommandReport) *string { return &r.EnrollmentUserID }},
-	{"UserID", func(r *CommandReport) *string { return &r.UserID }},
-	{"UserShortName", func(r *CommandReport) *string { return &r.UserShortName }},
-	{"UserLongName", func(r *CommandReport) *string { return &r.UserLongName }},
-}
-
-// field is the string field a report's key names, with its index in
-// reportFields; nil for any other key (the decoder decides those).
-func (r *CommandReport) field(key []byte) (*string, int) {
-	for i, f := range reportFields {
-		if string(key) == f.key {
-			return f.field(r), i
-		}
-	}
-	return nil, 0
+// reportFields are the string fields of a CommandReport.
+var reportFields = []quickField[CommandReport]{
+	stringField("Status", func(r *CommandReport) *string { return &r.Status }),
+	stringField("UDID", func(r *CommandReport) *string { return &r.UDID }),
+	stringField("CommandUUID", func(r *CommandReport) *string { return &r.CommandUUID }),
+	stringField("EnrollmentID", func(r *CommandReport) *string { return &r.EnrollmentID }),
+	stringField("EnrollmentUserID", func(r *CommandReport) *string { return &r.EnrollmentUserID }),
+	stringField("UserID", func(r *CommandReport) *string { return &r.UserID }),
+	stringField("UserShortName", func(r *CommandReport) *string { return &r.UserShortName }),
+	stringField("UserLongName", func(r *CommandReport) *string { return &r.UserLongName }),
 }

@@ -13,20 +13,21 @@ func reportBody(dict string) []byte {
 	return []byte(xmlDeclaration + "\n" + plistDoctype + "\n<plist version=\"1.0\">\n<dict>\n" + dict + "</dict>\n</plist>\n")
 }
 
-// agreesWithDecoder fails t when quickReport accepts body and the plist
-// decoder, behind its guard, reads it otherwise or refuses it.
-func agreesWithDecoder(t *testing.T, body []byte) (quick bool) {
+// agreesWithDecoder fails t when read (a quick reader) accepts body and
+// the plist decoder, behind its guard, reads it otherwise into a T or
+// refuses it.
+func agreesWithDecoder[T any](t *testing.T, body []byte, read func([]byte) (T, bool)) (quick bool) {
 	t.Helper()
-	got, ok := quickReport(body)
+	got, ok := read(body)
 	if !ok {
 		return false
 	}
-	var want CommandReport
+	var want T
 	if err := plistguard.Unmarshal(body, &want, plistguard.DefaultLimits()); err != nil {
-		t.Fatalf("quickReport read a body the decoder refuses (%v): %q", err, body)
+		t.Fatalf("the quick reader read a body the decoder refuses (%v): %q", err, body)
 	}
 	if !reflect.DeepEqual(got, want) {
-		t.Fatalf("quickReport read %+v, the decoder %+v, from %q", got, want, body)
+		t.Fatalf("the quick reader read %+v, the decoder %+v, from %q", got, want, body)
 	}
 	return true
 }
@@ -88,7 +89,7 @@ func TestQuickReport(t *testing.T) {
 		{"empty", nil, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if quick := agreesWithDecoder(t, tc.body); quick != tc.quick {
+			if quick := agreesWithDecoder(t, tc.body, quickReport); quick != tc.quick {
 				t.Fatalf("read quickly: %v, want %v", quick, tc.quick)
 			}
 		})
@@ -139,7 +140,7 @@ func FuzzQuickReport(f *testing.F) {
 	f.Add([]byte("<plist version=\"1.0\"><dict><key>Status</key><string>Idle</string></dict></plist>"))
 	addHostileSeeds(f)
 	f.Fuzz(func(t *testing.T, body []byte) {
-		agreesWithDecoder(t, body)
+		agreesWithDecoder(t, body, quickReport)
 	})
 }
 
