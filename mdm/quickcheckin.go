@@ -7,9 +7,12 @@ package mdm
 // and 230 to 300 allocations for each. Otherwise ok is false and the
 // caller decodes the body behind the guard.
 func quickCheckin(body []byte) (anyCheckin, bool) {
-	// An iOS TokenUpdate with its UnlockToken is a few KB.
-	return quickRead(body, 16<<10, checkinFields)
+	return quickRead(body, maxQuickCheckin, checkinFields)
 }
+
+// maxQuickCheckin is the largest check-in read by hand: an iOS
+// TokenUpdate with its UnlockToken is a few KB.
+const maxQuickCheckin = 16 << 10
 
 // checkinFields are anyCheckin's fields.
 var checkinFields = []quickField[anyCheckin]{

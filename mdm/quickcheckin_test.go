@@ -2,6 +2,7 @@ package mdm
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -48,6 +49,9 @@ func TestQuickCheckin(t *testing.T) {
 		{"an unknown key", reportBody("<key>MessageType</key><string>Authenticate</string><key>NotOnConsole</key><false/>"), false},
 		{"a key twice", reportBody("<key>UDID</key><string>a</string><key>UDID</key><string>b</string>"), false},
 		{"a DeviceName with a line break", reportBody("<key>DeviceName</key><string>a\nb</string>"), false},
+		{"data running into the next key", tokenUpdate("<data>AQ==<key>UnlockToken</key><data>Ag==</data>"), false},
+		{"string running into the next key", reportBody("<key>UDID</key><string>u<key>MessageType</key><string>CheckOut</string>"), false},
+		{"too large", reportBody("<key>MessageType</key><string>CheckOut</string>" + strings.Repeat("\n", maxQuickCheckin)), false},
 		{"binary", []byte("bplist00\xd1\x01\x02"), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -61,6 +61,10 @@ func TestQuickReport(t *testing.T) {
 		{"newline in text", reportBody("<key>UserLongName</key><string>a\nb</string>"), false},
 		{"]]> in text", reportBody("<key>Status</key><string>a]]>b</string>"), false},
 		{"string closed by another end tag", []byte("<plist version=\"1.0\"><dict><key>Status</key><string>Idle</key></dict></plist>"), false},
+		// Text must end at its own end tag: a reader that stops at any '<'
+		// would take these, and the decoder refuses each.
+		{"key running into the value", []byte("<plist version=\"1.0\"><dict><key>Status<string>Idle</string></dict></plist>"), false},
+		{"string running into the next key", reportBody("<key>Status</key><string>Idle<key>UDID</key><string>u</string>"), false},
 		{"form feed between elements", []byte("<plist version=\"1.0\"><dict>\f<key>Status</key><string>Idle</string></dict></plist>"), false},
 		{"no end of plist", []byte("<plist version=\"1.0\"><dict><key>Status</key><string>Idle</string></dict>"), false},
 		{"non-ASCII text", reportBody("<key>UserLongName</key><string>Zoë’s 🍎 \uFFFD</string>"), true},
