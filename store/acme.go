@@ -21,11 +21,11 @@ func (s *Store) ACME() ACME { return ACME{s} }
 
 // AddNonce stores a nonce, pruning expired ones now and then.
 func (a ACME) AddNonce(ctx context.Context, nonce string, expires time.Time) error {
-	if _, err := a.s.db.ExecContext(ctx, a.s.db.Rebind(`INSERT INTO acme_nonces (nonce, expires_at) VALUES (?, ?)`), nonce, ms(expires)); err != nil {
+	if _, err := a.s.exec(ctx, `INSERT INTO acme_nonces (nonce, expires_at) VALUES (?, ?)`, nonce, ms(expires)); err != nil {
 		return fmt.Errorf("ACME nonce: %w", err)
 	}
 	if nonce[0] < '0' { // "-" starts one nonce in 64: prune then
-		_, _ = a.s.db.ExecContext(ctx, a.s.db.Rebind(`DELETE FROM acme_nonces WHERE expires_at < ?`), ms(time.Now()))
+		_, _ = a.s.exec(ctx, `DELETE FROM acme_nonces WHERE expires_at < ?`, ms(time.Now()))
 	}
 	return nil
 }
@@ -36,7 +36,7 @@ func (a ACME) UseNonce(ctx context.Context, nonce string, now time.Time) (bool, 
 	if nonce == "" || len(nonce) > 64 {
 		return false, nil
 	}
-	res, err := a.s.db.ExecContext(ctx, a.s.db.Rebind(`DELETE FROM acme_nonces WHERE nonce = ? AND expires_at > ?`), nonce, ms(now))
+	res, err := a.s.exec(ctx, `DELETE FROM acme_nonces WHERE nonce = ? AND expires_at > ?`, nonce, ms(now))
 	if err != nil {
 		return false, fmt.Errorf("ACME nonce: %w", err)
 	}
@@ -58,8 +58,8 @@ func (r acmeAccountRow) account() acme.Account {
 
 // CreateAccount stores an account, or returns the one with the same key.
 func (a ACME) CreateAccount(ctx context.Context, acct acme.Account) (acme.Account, bool, error) {
-	_, err := a.s.db.ExecContext(ctx, a.s.db.Rebind(`INSERT INTO acme_accounts (id, thumbprint, jwk, status, created_at) VALUES (?, ?, ?, ?, ?)
-		ON CONFLICT (thumbprint) DO NOTHING`), acct.ID, acct.Thumbprint, acct.JWK, acct.Status, ms(acct.CreatedAt))
+	_, err := a.s.exec(ctx, `INSERT INTO acme_accounts (id, thumbprint, jwk, status, created_at) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (thumbprint) DO NOTHING`, acct.ID, acct.Thumbprint, acct.JWK, acct.Status, ms(acct.CreatedAt))
 	if err != nil {
 		return acme.Account{}, false, fmt.Errorf("ACME account: %w", err)
 	}

@@ -54,7 +54,7 @@ func (s *Store) APITokenByHash(ctx context.Context, hash string) (auth.APIToken,
 
 // TouchAPIToken records a use.
 func (s *Store) TouchAPIToken(ctx context.Context, id string, at time.Time) error {
-	if _, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE api_tokens SET last_used_at = ? WHERE id = ?`), ms(at), id); err != nil {
+	if _, err := s.exec(ctx, `UPDATE api_tokens SET last_used_at = ? WHERE id = ?`, ms(at), id); err != nil {
 		return fmt.Errorf("touch API token: %w", err)
 	}
 	return nil

@@ -23,7 +23,7 @@ type auditRow struct {
 	Detail     string `db:"detail"`
 }
 
-func appendAudit(ctx context.Context, ext sqlx.ExtContext, ev enrollment.AuditEvent) error {
+func appendAudit(ctx context.Context, ext execer, ev enrollment.AuditEvent) error {
 	if err := insertAudits(ctx, ext, []enrollment.AuditEvent{ev}); err != nil {
 		return fmt.Errorf("append audit %s: %w", ev.Action, err)
 	}
@@ -44,7 +44,7 @@ func appendAudits(ctx context.Context, tx *sqlx.Tx, evs []enrollment.AuditEvent)
 // insertAudits writes events positionally, not through sqlx's named
 // queries, which would parse the query and map the struct by reflection
 // on every audited action.
-func insertAudits(ctx context.Context, ext sqlx.ExtContext, evs []enrollment.AuditEvent) error {
+func insertAudits(ctx context.Context, ext execer, evs []enrollment.AuditEvent) error {
 	args := make([]any, 0, 9*len(evs))
 	for _, ev := range evs {
 		r, err := newAuditRow(ev)
@@ -77,7 +77,7 @@ func (s *Store) AppendAudit(ctx context.Context, ev enrollment.AuditEvent) error
 	if ev.At.IsZero() {
 		ev.At = s.now()
 	}
-	return appendAudit(ctx, s.db, ev)
+	return s.withWriter(ctx, func(w writer) error { return appendAudit(ctx, w, ev) })
 }
 
 // ListAudit returns events newest first.

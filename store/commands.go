@@ -252,8 +252,8 @@ func (s *Store) RecordResult(ctx context.Context, enrollmentID, uuid string, sta
 	if status == enrollment.CommandNotNow {
 		notNow = 1
 	}
-	res, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE commands SET status = ?, result = ?, result_at = ?, not_now_count = not_now_count + ?
-		WHERE enrollment_id = ? AND id = ? AND status = 'sent'`), string(status), string(result), ms(at), notNow, enrollmentID, uuid)
+	res, err := s.exec(ctx, `UPDATE commands SET status = ?, result = ?, result_at = ?, not_now_count = not_now_count + ?
+		WHERE enrollment_id = ? AND id = ? AND status = 'sent'`, string(status), string(result), ms(at), notNow, enrollmentID, uuid)
 	if err != nil {
 		return fmt.Errorf("record result: %w", err)
 	}

@@ -49,8 +49,8 @@ func (s *Store) DEPCursor(ctx context.Context, name string) (string, error) {
 
 // SetDEPCursor records sync progress.
 func (s *Store) SetDEPCursor(ctx context.Context, name, cursor string, at time.Time, lastErr string) error {
-	_, err := s.db.ExecContext(ctx, s.db.Rebind(`INSERT INTO dep_servers (name, cursor, last_sync_at, last_error) VALUES (?, ?, ?, ?)
-		ON CONFLICT (name) DO UPDATE SET cursor = excluded.cursor, last_sync_at = excluded.last_sync_at, last_error = excluded.last_error`),
+	_, err := s.exec(ctx, `INSERT INTO dep_servers (name, cursor, last_sync_at, last_error) VALUES (?, ?, ?, ?)
+		ON CONFLICT (name) DO UPDATE SET cursor = excluded.cursor, last_sync_at = excluded.last_sync_at, last_error = excluded.last_error`,
 		name, cursor, ms(at), lastErr)
 	return err
 }

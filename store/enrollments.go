@@ -428,8 +428,8 @@ func (s *Store) Retire(ctx context.Context, id, by, note string, at time.Time, e
 
 // UpdatePushInfo stores what TokenUpdate delivered.
 func (s *Store) UpdatePushInfo(ctx context.Context, id string, p enrollment.PushInfo, at time.Time) error {
-	res, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE enrollments SET push_token = ?, push_magic = ?, push_topic = ?,
-		token_updated_at = ?, last_seen_at = ?, updated_at = ?, push_invalid_at = NULL WHERE id = ?`), p.Token, p.Magic, p.Topic, ms(at), ms(at), ms(at), id)
+	res, err := s.exec(ctx, `UPDATE enrollments SET push_token = ?, push_magic = ?, push_topic = ?,
+		token_updated_at = ?, last_seen_at = ?, updated_at = ?, push_invalid_at = NULL WHERE id = ?`, p.Token, p.Magic, p.Topic, ms(at), ms(at), ms(at), id)
 	if err != nil {
 		return fmt.Errorf("update push info: %w", err)
 	}
@@ -458,7 +458,7 @@ func (s *Store) MarkUnenrolled(ctx context.Context, id string, at time.Time, ev 
 
 // Touch records a check-in time.
 func (s *Store) Touch(ctx context.Context, id string, at time.Time) error {
-	_, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE enrollments SET last_seen_at = ? WHERE id = ?`), ms(at), id)
+	_, err := s.exec(ctx, `UPDATE enrollments SET last_seen_at = ? WHERE id = ?`, ms(at), id)
 	if err != nil {
 		return fmt.Errorf("touch enrollment: %w", err)
 	}

@@ -32,8 +32,8 @@ func (s *Store) TakeOIDCLogin(ctx context.Context, stateHash string) (auth.Login
 		CreatedAt int64  `db:"created_at"`
 		ExpiresAt int64  `db:"expires_at"`
 	}
-	err := s.db.GetContext(ctx, &r, s.db.Rebind(`DELETE FROM oidc_logins WHERE state_hash = ?
-		RETURNING state_hash, nonce, verifier, next, created_at, expires_at`), stateHash)
+	err := s.getWritten(ctx, &r, `DELETE FROM oidc_logins WHERE state_hash = ?
+		RETURNING state_hash, nonce, verifier, next, created_at, expires_at`, stateHash)
 	if err != nil {
 		return auth.LoginRecord{}, fmt.Errorf("sign-in in progress: %w", notFound(err))
 	}

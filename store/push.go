@@ -119,7 +119,7 @@ func (s *Store) CompleteOutbox(ctx context.Context, items []push.Item) error {
 			if err != nil {
 				return err
 			}
-			if _, err := s.db.ExecContext(ctx, s.db.Rebind(q), args...); err != nil {
+			if _, err := s.exec(ctx, q, args...); err != nil {
 				return fmt.Errorf("complete pushes: %w", err)
 			}
 		}
@@ -129,8 +129,8 @@ func (s *Store) CompleteOutbox(ctx context.Context, items []push.Item) error {
 
 // RetryOutbox schedules a push again, while the claim still holds it.
 func (s *Store) RetryOutbox(ctx context.Context, it push.Item, next time.Time, lastErr string) error {
-	_, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE push_outbox SET attempts = attempts + 1, next_attempt_at = ?, lease_until = NULL,
-		last_error = ? WHERE enrollment_id = ? AND lease_until = ?`), ms(next), lastErr, it.EnrollmentID, ms(it.LeaseUntil))
+	_, err := s.exec(ctx, `UPDATE push_outbox SET attempts = attempts + 1, next_attempt_at = ?, lease_until = NULL,
+		last_error = ? WHERE enrollment_id = ? AND lease_until = ?`, ms(next), lastErr, it.EnrollmentID, ms(it.LeaseUntil))
 	return err
 }
 

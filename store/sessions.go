@@ -56,18 +56,18 @@ func (s *Store) SessionByHash(ctx context.Context, hash string) (auth.Session, e
 
 // TouchSession records activity.
 func (s *Store) TouchSession(ctx context.Context, hash string, at time.Time) error {
-	_, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE sessions SET last_seen_at = ? WHERE id_hash = ?`), ms(at), hash)
+	_, err := s.exec(ctx, `UPDATE sessions SET last_seen_at = ? WHERE id_hash = ?`, ms(at), hash)
 	return err
 }
 
 // DeleteSession ends a session.
 func (s *Store) DeleteSession(ctx context.Context, hash string) error {
-	_, err := s.db.ExecContext(ctx, s.db.Rebind(`DELETE FROM sessions WHERE id_hash = ?`), hash)
+	_, err := s.exec(ctx, `DELETE FROM sessions WHERE id_hash = ?`, hash)
 	return err
 }
 
 // DeleteUserSessions ends every session of a user.
 func (s *Store) DeleteUserSessions(ctx context.Context, userID string) error {
-	_, err := s.db.ExecContext(ctx, s.db.Rebind(`DELETE FROM sessions WHERE user_id = ?`), userID)
+	_, err := s.exec(ctx, `DELETE FROM sessions WHERE user_id = ?`, userID)
 	return err
 }

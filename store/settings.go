@@ -8,8 +8,8 @@ import (
 
 // SetSetting records a fact of the running server.
 func (s *Store) SetSetting(ctx context.Context, name, value string, at time.Time) error {
-	_, err := s.db.ExecContext(ctx, s.db.Rebind(`INSERT INTO settings (name, value, updated_at) VALUES (?, ?, ?)
-		ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`), name, value, ms(at))
+	_, err := s.exec(ctx, `INSERT INTO settings (name, value, updated_at) VALUES (?, ?, ?)
+		ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`, name, value, ms(at))
 	if err != nil {
 		return fmt.Errorf("setting %s: %w", name, err)
 	}

@@ -169,7 +169,7 @@ func (s *Store) AddSubject(ctx context.Context, streamID, key, subject string, m
 
 // RemoveSubject removes a subject from a stream.
 func (s *Store) RemoveSubject(ctx context.Context, streamID, key string) error {
-	if _, err := s.db.ExecContext(ctx, s.db.Rebind(`DELETE FROM ssf_subjects WHERE stream_id = ? AND subject_key = ?`), streamID, key); err != nil {
+	if _, err := s.exec(ctx, `DELETE FROM ssf_subjects WHERE stream_id = ? AND subject_key = ?`, streamID, key); err != nil {
 		return fmt.Errorf("remove subject: %w", err)
 	}
 	return nil
@@ -246,7 +246,7 @@ func (s *Store) FanOut(ctx context.Context, limit int,
 	return n, err
 }
 
-func insertOutgoing(ctx context.Context, ext sqlx.ExtContext, o ssf.Outgoing) error {
+func insertOutgoing(ctx context.Context, ext execer, o ssf.Outgoing) error {
 	_, err := ext.ExecContext(ctx, ext.Rebind(`INSERT INTO ssf_outbox (jti, stream_id, event_id, enrollment_id, event_type, claims, created_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (stream_id, event_id) DO NOTHING`),
 		o.JTI, o.StreamID, o.EventID, o.EnrollmentID, o.EventType, o.Claims, ms(o.CreatedAt))
@@ -258,14 +258,14 @@ func insertOutgoing(ctx context.Context, ext sqlx.ExtContext, o ssf.Outgoing) er
 
 // Enqueue queues one SET (a verification).
 func (s *Store) Enqueue(ctx context.Context, o ssf.Outgoing) error {
-	return insertOutgoing(ctx, s.db, o)
+	return s.withWriter(ctx, func(w writer) error { return insertOutgoing(ctx, w, o) })
 }
 
 // AllowVerification records a verification request for a stream, unless
 // one was made since (ErrConflict): atomic, so replicas share the limit.
 func (s *Store) AllowVerification(ctx context.Context, streamID string, since, at time.Time) error {
-	res, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE ssf_streams SET last_verification_at = ? WHERE id = ?
-		AND (last_verification_at IS NULL OR last_verification_at < ?)`), ms(at), streamID, ms(since))
+	res, err := s.exec(ctx, `UPDATE ssf_streams SET last_verification_at = ? WHERE id = ?
+		AND (last_verification_at IS NULL OR last_verification_at < ?)`, ms(at), streamID, ms(since))
 	if err != nil {
 		return fmt.Errorf("verification: %w", err)
 	}
@@ -354,7 +354,7 @@ func (s *Store) ClaimStreams(ctx context.Context, limit, perStream int, now, lea
 // ReleaseStream ends a push worker's lease of a stream, if it is still
 // that worker's.
 func (s *Store) ReleaseStream(ctx context.Context, streamID string, leaseUntil time.Time) error {
-	_, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE ssf_streams SET lease_until = NULL WHERE id = ? AND lease_until = ?`),
+	_, err := s.exec(ctx, `UPDATE ssf_streams SET lease_until = NULL WHERE id = ? AND lease_until = ?`,
 		streamID, ms(leaseUntil))
 	return err
 }
@@ -426,7 +426,7 @@ func (s *Store) PruneTrust(ctx context.Context, before time.Time) (int64, error)
 		// A change stays while any stream still owes its SET.
 		`DELETE FROM trust_events WHERE fanned_out_at < ? AND NOT EXISTS
 			(SELECT 1 FROM ssf_outbox o WHERE o.event_id = trust_events.id AND o.delivered_at IS NULL)`} {
-		res, err := s.db.ExecContext(ctx, s.db.Rebind(q), ms(before))
+		res, err := s.exec(ctx, q, ms(before))
 		if err != nil {
 			return total, fmt.Errorf("prune: %w", err)
 		}

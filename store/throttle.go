@@ -61,7 +61,7 @@ func (s *Store) LoginAttempt(ctx context.Context, key string, now time.Time, win
 // ForgiveLoginAttempt takes back one counted attempt of key (a sign-in
 // that succeeded from a shared address is not a guess).
 func (s *Store) ForgiveLoginAttempt(ctx context.Context, key string) error {
-	_, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE login_throttle SET failures = failures - 1 WHERE key = ? AND failures > 0`), key)
+	_, err := s.exec(ctx, `UPDATE login_throttle SET failures = failures - 1 WHERE key = ? AND failures > 0`, key)
 	if err != nil {
 		return fmt.Errorf("forgive login attempt: %w", err)
 	}
@@ -70,7 +70,7 @@ func (s *Store) ForgiveLoginAttempt(ctx context.Context, key string) error {
 
 // ClearLoginFailures forgets key's attempts and any block (after a success).
 func (s *Store) ClearLoginFailures(ctx context.Context, key string) error {
-	if _, err := s.db.ExecContext(ctx, s.db.Rebind(`DELETE FROM login_throttle WHERE key = ?`), key); err != nil {
+	if _, err := s.exec(ctx, `DELETE FROM login_throttle WHERE key = ?`, key); err != nil {
 		return fmt.Errorf("clear login failures: %w", err)
 	}
 	return nil

@@ -360,14 +360,14 @@ func (s *Store) LatestCRL(ctx context.Context) (trust.CRL, error) {
 func (s *Store) SaveCRL(ctx context.Context, prev int64, crl trust.CRL) error {
 	der := base64.StdEncoding.EncodeToString(crl.DER)
 	if prev == 0 {
-		_, err := s.db.ExecContext(ctx, s.db.Rebind(`INSERT INTO trust_crl (id, number, generation, this_update, der) VALUES (1, ?, ?, ?, ?)`),
+		_, err := s.exec(ctx, `INSERT INTO trust_crl (id, number, generation, this_update, der) VALUES (1, ?, ?, ?, ?)`,
 			crl.Number, crl.Generation, ms(crl.ThisUpdate), der)
 		if err != nil && isUniqueViolation(err) {
 			return fmt.Errorf("save CRL: %w", enrollment.ErrConflict)
 		}
 		return err
 	}
-	res, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE trust_crl SET number = ?, generation = ?, this_update = ?, der = ? WHERE id = 1 AND number = ?`),
+	res, err := s.exec(ctx, `UPDATE trust_crl SET number = ?, generation = ?, this_update = ?, der = ? WHERE id = 1 AND number = ?`,
 		crl.Number, crl.Generation, ms(crl.ThisUpdate), der, prev)
 	if err != nil {
 		return fmt.Errorf("save CRL: %w", err)

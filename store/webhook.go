@@ -50,19 +50,19 @@ func (s *Store) ClaimWebhooks(ctx context.Context, limit int, now, leaseUntil ti
 
 // WebhookDelivered marks an announcement delivered.
 func (s *Store) WebhookDelivered(ctx context.Context, id string, at time.Time) error {
-	_, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE webhook_outbox SET delivered_at = ?, lease_until = NULL WHERE id = ?`), ms(at), id)
+	_, err := s.exec(ctx, `UPDATE webhook_outbox SET delivered_at = ?, lease_until = NULL WHERE id = ?`, ms(at), id)
 	return err
 }
 
 // RetryWebhook schedules an announcement again.
 func (s *Store) RetryWebhook(ctx context.Context, id string, next time.Time, lastErr string) error {
-	_, err := s.db.ExecContext(ctx, s.db.Rebind(`UPDATE webhook_outbox SET attempts = attempts + 1, next_attempt_at = ?, lease_until = NULL,
-		last_error = ? WHERE id = ?`), ms(next), lastErr, id)
+	_, err := s.exec(ctx, `UPDATE webhook_outbox SET attempts = attempts + 1, next_attempt_at = ?, lease_until = NULL,
+		last_error = ? WHERE id = ?`, ms(next), lastErr, id)
 	return err
 }
 
 // PruneWebhooks deletes announcements delivered before.
 func (s *Store) PruneWebhooks(ctx context.Context, before time.Time) error {
-	_, err := s.db.ExecContext(ctx, s.db.Rebind(`DELETE FROM webhook_outbox WHERE delivered_at < ?`), ms(before))
+	_, err := s.exec(ctx, `DELETE FROM webhook_outbox WHERE delivered_at < ?`, ms(before))
 	return err
 }
