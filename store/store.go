@@ -347,9 +347,9 @@ type execer interface {
 // writer in at a time; writers racing for its lock back off by sleeping
 // (1 ms, 2 ms, 5 ms, ... up to 100 ms a try), so under load the last of
 // them waited far longer than the writes took: Authenticate's p99 was
-// 58–106 ms with 1,000 devices at concurrency 8. On SQLite every write
+// 56–106 ms with 1,000 devices at concurrency 8. On SQLite every write
 // therefore goes through one connection; writers wait for it in this
-// process, and one goes in as soon as it is free (p99 13–22 ms). The wait
+// process, and one goes in as soon as it is free (p99 13–23 ms). The wait
 // is bounded as SQLite's own was, by writeWait (busyTimeout). Other
 // processes (the CLI) still meet this one at SQLite's lock; the
 // checkpointer holds this connection while it restarts the WAL.
