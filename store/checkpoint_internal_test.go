@@ -17,11 +17,7 @@ import (
 func TestCheckpointerKeepsTheWALShort(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "v.db")
-	s, err := Open(ctx, "sqlite:"+path, Options{CheckpointInterval: 20 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := scratchSQLite(t, path, Options{CheckpointInterval: 20 * time.Millisecond}, `CREATE TABLE ballast (id INTEGER PRIMARY KEY, v BLOB)`)
 
 	var auto int
 	if err := s.db.GetContext(ctx, &auto, `PRAGMA wal_autocheckpoint`); err != nil {
@@ -29,9 +25,6 @@ func TestCheckpointerKeepsTheWALShort(t *testing.T) {
 	}
 	if auto != 0 {
 		t.Fatalf("wal_autocheckpoint = %d: a COMMIT would checkpoint on a request's time", auto)
-	}
-	if _, err := s.db.ExecContext(ctx, `CREATE TABLE ballast (id INTEGER PRIMARY KEY, v BLOB)`); err != nil {
-		t.Fatal(err)
 	}
 	// About 18,000 WAL pages in all, four times walRestartFrames.
 	const frameBytes = 4096 + 24

@@ -19,14 +19,7 @@ import (
 // and reads go on while a write is in progress.
 func TestSQLiteWritersQueue(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "v.db"), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if _, err := s.exec(ctx, `CREATE TABLE counter (n INTEGER NOT NULL)`); err != nil {
-		t.Fatal(err)
-	}
+	s := scratchSQLite(t, filepath.Join(t.TempDir(), "v.db"), Options{}, `CREATE TABLE counter (n INTEGER NOT NULL)`)
 	if _, err := s.exec(ctx, `INSERT INTO counter (n) VALUES (0)`); err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +75,7 @@ func TestSQLiteWritersQueue(t *testing.T) {
 	if err := s.db.GetContext(ctx, &n, `SELECT n FROM counter`); err != nil {
 		t.Fatalf("a read while a write is open: %v", err)
 	}
-	_, err = s.exec(ctx, `UPDATE counter SET n = 0`)
+	_, err := s.exec(ctx, `UPDATE counter SET n = 0`)
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("a second writer past writeWait: %v, want a deadline error", err)
 	}
@@ -100,14 +93,7 @@ func TestSQLiteWritersQueue(t *testing.T) {
 // next write.
 func TestSQLiteWriterSurvivesAPanic(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "v.db"), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if _, err := s.exec(ctx, `CREATE TABLE t (n INTEGER NOT NULL)`); err != nil {
-		t.Fatal(err)
-	}
+	s := scratchSQLite(t, filepath.Join(t.TempDir(), "v.db"), Options{}, `CREATE TABLE t (n INTEGER NOT NULL)`)
 	s.writeWait = time.Second
 	panicked := make(chan any, 1)
 	go func() {
@@ -144,14 +130,7 @@ func TestSQLiteWriterSurvivesAPanic(t *testing.T) {
 func TestCheckpointerRestartsBetweenBackToBackWriters(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "v.db")
-	s, err := Open(ctx, "sqlite:"+path, Options{CheckpointInterval: 20 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if _, err := s.exec(ctx, `CREATE TABLE ballast (id INTEGER PRIMARY KEY, v BLOB)`); err != nil {
-		t.Fatal(err)
-	}
+	s := scratchSQLite(t, path, Options{CheckpointInterval: 20 * time.Millisecond}, `CREATE TABLE ballast (id INTEGER PRIMARY KEY, v BLOB)`)
 	// Eight writers with no pause between their transactions.
 	const writers, frameBytes = 8, 4096 + 24
 	var longest atomic.Int64
@@ -201,4 +180,19 @@ func TestCheckpointerRestartsBetweenBackToBackWriters(t *testing.T) {
 		t.Errorf("the WAL reached %d pages with %d restarts (%d given up); restarts should keep it near %d",
 			l, st.Restarts, st.GaveUp, walRestartFrames)
 	}
+}
+
+// scratchSQLite opens a Store on a new SQLite file at path, closed when
+// the test ends, with the one table create makes and no migrations.
+func scratchSQLite(t *testing.T, path string, opts Options, create string) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), "sqlite:"+path, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if _, err := s.exec(context.Background(), create); err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
