@@ -412,6 +412,14 @@ func TestEndpoints(t *testing.T) {
 				t.Fatalf("body %q, reports %+v", body, q.reports)
 			}
 		}},
+		{"ok/a user channel's report gets no device command and records nothing", func() *http.Request {
+			return signedRequest(t, approvedDev, "/mdm/connect", rt, plistBody(t, map[string]any{"UDID": "UDID-A", "UserID": "u", "Status": "Acknowledged",
+				"CommandUUID": "C1"}))
+		}, nil, []byte("<plist>command</plist>"), 200, func(t *testing.T, g *fakeGate, q *fakeQueue, _ *auditLog, body string) {
+			if body != "" || len(q.reports) != 0 || g.seen != 0 {
+				t.Fatalf("body %q, reports %+v, seen %d", body, q.reports, g.seen)
+			}
+		}},
 		{"ok/an approved device with nothing queued", func() *http.Request {
 			return signedRequest(t, approvedDev, "/mdm/connect", rt, report("UDID-A", "Idle"))
 		}, nil, nil, 200, nil},

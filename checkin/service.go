@@ -182,6 +182,13 @@ func (s *Service) Connect(ctx context.Context, id Identity, report *mdm.CommandR
 	if derr != nil {
 		return nil, derr
 	}
+	if !report.DeviceChannel() {
+		// The device's commands are not for one of its users, and a
+		// user's report is not the device's result. This server refuses
+		// UserAuthenticate, so no user channel should be open; one that
+		// connects anyway gets nothing.
+		return nil, nil
+	}
 	if err := s.gate.Seen(ctx, e.ID, e.LastSeenAt); err != nil {
 		s.log.WarnContext(ctx, "record check-in time", "err", err)
 	}
