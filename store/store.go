@@ -97,7 +97,11 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if s.migrations == nil {
 		s.migrations = migrations.For(kind)
 	}
-	if err := s.Ping(ctx); err != nil {
+	err = s.Ping(ctx)
+	if err == nil && s.write != nil {
+		err = s.write.PingContext(ctx)
+	}
+	if err != nil {
 		s.closeDBs()
 		return nil, fmt.Errorf("open store: ping %s: %w", kind, err)
 	}
@@ -213,15 +217,9 @@ func (s *Store) Checkpoints() CheckpointStats {
 	return s.ckpt.snapshot()
 }
 
-// Ping checks the database answers, on both of SQLite's pools.
-func (s *Store) Ping(ctx context.Context) error {
-	if s.write != nil {
-		if err := s.write.PingContext(ctx); err != nil {
-			return err
-		}
-	}
-	return s.db.PingContext(ctx)
-}
+// Ping checks the database answers. Not through SQLite's writer: a
+// readiness probe must not wait behind a long write (a bulk approval).
+func (s *Store) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
 
 // DB exposes the handle for tests and benchmarks in other packages.
 func (s *Store) DB() *sqlx.DB { return s.db }

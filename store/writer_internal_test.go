@@ -16,7 +16,7 @@ import (
 // TestSQLiteWritersQueue: on SQLite every write goes through one
 // connection. Many writers at once all get in, one after the other; a
 // writer kept waiting past writeWait gets an error instead of hanging;
-// and reads go on while a write is in progress.
+// and reads and the readiness ping go on while a write is in progress.
 func TestSQLiteWritersQueue(t *testing.T) {
 	ctx := context.Background()
 	s := scratchSQLite(t, filepath.Join(t.TempDir(), "v.db"), Options{}, `CREATE TABLE counter (n INTEGER NOT NULL)`)
@@ -74,6 +74,11 @@ func TestSQLiteWritersQueue(t *testing.T) {
 	<-holding
 	if err := s.db.GetContext(ctx, &n, `SELECT n FROM counter`); err != nil {
 		t.Fatalf("a read while a write is open: %v", err)
+	}
+	pingCtx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if err := s.Ping(pingCtx); err != nil {
+		t.Fatalf("readiness waited behind the open write: %v", err)
 	}
 	_, err := s.exec(ctx, `UPDATE counter SET n = 0`)
 	if !errors.Is(err, context.DeadlineExceeded) {
