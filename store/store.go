@@ -311,9 +311,10 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
 }
 
 // exec runs one statement that writes, outside a transaction.
-func (s *Store) exec(ctx context.Context, query string, args ...any) (res sql.Result, err error) {
-	err = s.withWriter(ctx, func(w writer) error {
-		res, err = w.ExecContext(ctx, s.db.Rebind(query), args...)
+func (s *Store) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	var res sql.Result
+	err := s.withWriter(ctx, func(w writer) (err error) {
+		res, err = w.ExecContext(ctx, w.Rebind(query), args...)
 		return err
 	})
 	return res, err
@@ -323,7 +324,7 @@ func (s *Store) exec(ctx context.Context, query string, args ...any) (res sql.Re
 // outside a transaction.
 func (s *Store) getWritten(ctx context.Context, dest any, query string, args ...any) error {
 	return s.withWriter(ctx, func(w writer) error {
-		return w.GetContext(ctx, dest, s.db.Rebind(query), args...)
+		return w.GetContext(ctx, dest, w.Rebind(query), args...)
 	})
 }
 
