@@ -14,7 +14,6 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -22,6 +21,7 @@ import (
 	"github.com/vestibule-mdm/vestibule/enrollment"
 	"github.com/vestibule-mdm/vestibule/internal/devicesim"
 	"github.com/vestibule-mdm/vestibule/internal/gcfloor"
+	"github.com/vestibule-mdm/vestibule/internal/proccpu"
 	"github.com/vestibule-mdm/vestibule/internal/testserver"
 	"github.com/vestibule-mdm/vestibule/server"
 	"github.com/vestibule-mdm/vestibule/store/storetest"
@@ -332,11 +332,11 @@ func benchmarkIssuance(b *testing.B) {
 	var issue, sign, cpu time.Duration
 	b.ResetTimer()
 	for i := range msgs {
-		t0, c0 := time.Now(), processCPU()
+		t0, c0 := time.Now(), proccpu.Used()
 		if _, err := f.app.SCEP.PKIOperation(ctx, msgs[i], "127.0.0.1"); err != nil {
 			b.Fatal(err)
 		}
-		t1, c1 := time.Now(), processCPU()
+		t1, c1 := time.Now(), proccpu.Used()
 		refSign()
 		issue, sign, cpu = issue+t1.Sub(t0), sign+time.Since(t1), cpu+c1-c0
 	}
@@ -350,15 +350,6 @@ func benchmarkIssuance(b *testing.B) {
 	if n := f.certsAll(b); n != b.N {
 		b.Fatalf("%d certificates for %d requests", n, b.N)
 	}
-}
-
-// processCPU is the CPU time this process has used, every thread.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkRSA2048Sign is the ceiling issuance is measured against.
