@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/jmoiron/sqlx"
-
 	"github.com/vestibule-mdm/vestibule/acme"
 	"github.com/vestibule-mdm/vestibule/enrollment"
 )
@@ -133,7 +131,7 @@ type acmeOrderRow struct {
 
 // CreateOrder stores a new order.
 func (a ACME) CreateOrder(ctx context.Context, o acme.Order, ev enrollment.AuditEvent) error {
-	return a.s.inTx(ctx, func(tx *sqlx.Tx) error {
+	return a.s.inTx(ctx, func(tx txn) error {
 		if _, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO acme_orders (id, account_id, reservation_id, client_hash, renewal, status, expires_at,
 			token, challenge_status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`), o.ID, o.AccountID, o.ReservationID, o.ClientHash,
 			boolInt(o.Renewal), o.Status, ms(o.ExpiresAt), o.Token, o.ChallengeStatus, ms(o.CreatedAt)); err != nil {
@@ -161,7 +159,7 @@ func (a ACME) Order(ctx context.Context, id string) (acme.Order, error) {
 
 // ValidateChallenge records the challenge's outcome, once.
 func (a ACME) ValidateChallenge(ctx context.Context, o acme.Order, ev enrollment.AuditEvent) error {
-	return a.s.inTx(ctx, func(tx *sqlx.Tx) error {
+	return a.s.inTx(ctx, func(tx txn) error {
 		res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE acme_orders SET status = ?, challenge_status = ?, error = ?, attested_serial = ?,
 			attested_udid = ?, attested_key = ?, validated_at = ? WHERE id = ? AND challenge_status = 'pending' AND status = 'pending'`),
 			o.Status, o.ChallengeStatus, enrollment.TrustReason(o.Error), o.AttestedSerial, o.AttestedUDID,
@@ -178,7 +176,7 @@ func (a ACME) ValidateChallenge(ctx context.Context, o acme.Order, ev enrollment
 
 // FailOrder makes a pending or ready order invalid.
 func (a ACME) FailOrder(ctx context.Context, id, reason string, ev enrollment.AuditEvent) error {
-	return a.s.inTx(ctx, func(tx *sqlx.Tx) error {
+	return a.s.inTx(ctx, func(tx txn) error {
 		if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE acme_orders SET status = 'invalid', error = ? WHERE id = ? AND status IN ('pending', 'ready')`),
 			enrollment.TrustReason(reason), id); err != nil {
 			return fmt.Errorf("ACME order: %w", err)
@@ -191,7 +189,7 @@ func (a ACME) FailOrder(ctx context.Context, id, reason string, ev enrollment.Au
 // ClientIdentifier of its reservation and makes the order valid, in one
 // transaction: the consuming UPDATE is the gate, as for SCEP challenges.
 func (a ACME) RecordACMEIssued(ctx context.Context, orderID string, c acme.Certificate, clientHash string, now time.Time, ev enrollment.AuditEvent) error {
-	return a.s.inTx(ctx, func(tx *sqlx.Tx) error {
+	return a.s.inTx(ctx, func(tx txn) error {
 		if err := consumeChallenge(ctx, tx, c.ReservationID, clientHash, "acme", "ClientIdentifier", now); err != nil {
 			return err
 		}
@@ -205,7 +203,7 @@ func (a ACME) RecordACMEIssued(ctx context.Context, orderID string, c acme.Certi
 // meanwhile either comes before (and refuses) or after (and revokes this
 // certificate too).
 func (a ACME) RecordACMERenewal(ctx context.Context, orderID string, c acme.Certificate, now time.Time, ev enrollment.AuditEvent) error {
-	return a.s.inTx(ctx, func(tx *sqlx.Tx) error {
+	return a.s.inTx(ctx, func(tx txn) error {
 		res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE enrollments SET updated_at = updated_at WHERE id = ? AND state = 'approved'
 			AND identity_hardware <> 0 AND identity_serial = ?
 			AND user_id IN (SELECT id FROM users WHERE disabled_at IS NULL)`), c.ReservationID, c.AttestedSerial)
@@ -225,7 +223,7 @@ func (a ACME) RecordACMERenewal(ctx context.Context, orderID string, c acme.Cert
 	})
 }
 
-func recordACMECert(ctx context.Context, tx *sqlx.Tx, orderID string, c acme.Certificate, ev enrollment.AuditEvent) error {
+func recordACMECert(ctx context.Context, tx txn, orderID string, c acme.Certificate, ev enrollment.AuditEvent) error {
 	res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE acme_orders SET status = 'valid', cert_serial = ? WHERE id = ? AND status = 'ready'`),
 		c.Serial, orderID)
 	if err != nil {

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/jmoiron/sqlx"
-
 	"github.com/vestibule-mdm/vestibule/auth"
 	"github.com/vestibule-mdm/vestibule/enrollment"
 )
@@ -30,7 +28,7 @@ func (r apiTokenRow) token() auth.APIToken {
 
 // CreateAPIToken stores a token's hash; a name in use is ErrConflict.
 func (s *Store) CreateAPIToken(ctx context.Context, t auth.APIToken, ev enrollment.AuditEvent) error {
-	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+	return s.inTx(ctx, func(tx txn) error {
 		_, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO api_tokens (id, name, role, token_hash, created_at, created_by)
 			VALUES (?, ?, ?, ?, ?, ?)`), t.ID, t.Name, string(t.Role), t.Hash, ms(t.CreatedAt), t.CreatedBy)
 		if err != nil {
@@ -75,7 +73,7 @@ func (s *Store) ListAPITokens(ctx context.Context) ([]auth.APIToken, error) {
 
 // RevokeAPIToken revokes a live token by name.
 func (s *Store) RevokeAPIToken(ctx context.Context, name string, at time.Time, ev enrollment.AuditEvent) error {
-	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+	return s.inTx(ctx, func(tx txn) error {
 		res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE api_tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL`), ms(at), name)
 		if err != nil {
 			return fmt.Errorf("revoke API token: %w", err)

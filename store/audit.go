@@ -6,7 +6,6 @@ import (
 	"strings"
 
 	"github.com/google/uuid"
-	"github.com/jmoiron/sqlx"
 
 	"github.com/vestibule-mdm/vestibule/enrollment"
 )
@@ -31,7 +30,7 @@ func appendAudit(ctx context.Context, ext execer, ev enrollment.AuditEvent) erro
 }
 
 // appendAudits records many events in one statement.
-func appendAudits(ctx context.Context, tx *sqlx.Tx, evs []enrollment.AuditEvent) error {
+func appendAudits(ctx context.Context, tx txn, evs []enrollment.AuditEvent) error {
 	if len(evs) == 0 {
 		return nil
 	}

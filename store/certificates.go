@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/jmoiron/sqlx"
-
 	"github.com/vestibule-mdm/vestibule/enrollment"
 	"github.com/vestibule-mdm/vestibule/scep"
 )
@@ -72,7 +70,7 @@ func (s *Store) IssuedByTransaction(ctx context.Context, transactionID, keySHA25
 // transaction. The consuming UPDATE is the gate: of concurrent requests
 // with one challenge, exactly one sees a row to update.
 func (s *Store) RecordIssued(ctx context.Context, c scep.Certificate, challengeHash string, now time.Time, ev enrollment.AuditEvent) error {
-	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+	return s.inTx(ctx, func(tx txn) error {
 		if challengeHash != "" {
 			if err := consumeChallenge(ctx, tx, c.ReservationID, challengeHash, "scep", "challenge", now); err != nil {
 				return err
@@ -89,7 +87,7 @@ func (s *Store) RecordIssued(ctx context.Context, c scep.Certificate, challengeH
 // challenge, or the ACME ClientIdentifier, by identity): the gate of
 // issuance, since of concurrent requests with one secret exactly one sees
 // a row to update. what names the secret in errors.
-func consumeChallenge(ctx context.Context, tx *sqlx.Tx, reservationID, hash, identity, what string, now time.Time) error {
+func consumeChallenge(ctx context.Context, tx txn, reservationID, hash, identity, what string, now time.Time) error {
 	res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE reservations SET challenge_used_at = ? WHERE id = ? AND challenge_hash = ?
 		AND challenge_used_at IS NULL AND state = 'open' AND expires_at > ? AND identity = ?`), ms(now), reservationID, hash, ms(now), identity)
 	if err != nil {

@@ -8,8 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jmoiron/sqlx"
-
 	"github.com/vestibule-mdm/vestibule/enrollment"
 )
 
@@ -38,7 +36,7 @@ func (r commandRow) command() enrollment.Command {
 // EnqueueCommands appends commands to an enrollment's queue.
 func (s *Store) EnqueueCommands(ctx context.Context, enrollmentID string, cmds []enrollment.NewCommand, by string, at time.Time,
 	ev enrollment.AuditEvent) error {
-	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+	return s.inTx(ctx, func(tx txn) error {
 		return enqueueAndWake(ctx, tx, enrollmentID, cmds, by, at, ev)
 	})
 }
@@ -58,7 +56,7 @@ func (s *Store) EnqueueFleet(ctx context.Context, items []enrollment.FleetComman
 	// with it; run again, the transaction finds the superseded row and
 	// refuses the request.
 	return retryDeadlocks(func() error {
-		return s.inTx(ctx, func(tx *sqlx.Tx) error { return enqueueFleet(ctx, tx, s.dialect == "postgres", sorted, by, at) })
+		return s.inTx(ctx, func(tx txn) error { return enqueueFleet(ctx, tx, s.dialect == "postgres", sorted, by, at) })
 	})
 }
 
@@ -82,7 +80,7 @@ func fleetChunks(items []enrollment.FleetCommand) [][]enrollment.FleetCommand {
 	return out
 }
 
-func enqueueFleet(ctx context.Context, tx *sqlx.Tx, postgres bool, items []enrollment.FleetCommand, by string, at time.Time) error {
+func enqueueFleet(ctx context.Context, tx txn, postgres bool, items []enrollment.FleetCommand, by string, at time.Time) error {
 	for _, chunk := range fleetChunks(items) {
 		ids := make([]any, len(chunk))
 		for i, it := range chunk {
@@ -163,7 +161,7 @@ func enqueueFleet(ctx context.Context, tx *sqlx.Tx, postgres bool, items []enrol
 
 // enqueueAndWake queues commands, asks for a push when the device is
 // approved and records the audit event.
-func enqueueAndWake(ctx context.Context, tx *sqlx.Tx, enrollmentID string, cmds []enrollment.NewCommand, by string, at time.Time,
+func enqueueAndWake(ctx context.Context, tx txn, enrollmentID string, cmds []enrollment.NewCommand, by string, at time.Time,
 	ev enrollment.AuditEvent) error {
 	if err := enqueue(ctx, tx, enrollmentID, cmds, by, at); err != nil {
 		return err
@@ -181,12 +179,12 @@ func enqueueAndWake(ctx context.Context, tx *sqlx.Tx, enrollmentID string, cmds 
 	return appendAudit(ctx, tx, ev)
 }
 
-func enqueue(ctx context.Context, tx *sqlx.Tx, enrollmentID string, cmds []enrollment.NewCommand, by string, at time.Time) error {
+func enqueue(ctx context.Context, tx txn, enrollmentID string, cmds []enrollment.NewCommand, by string, at time.Time) error {
 	return enqueueAs(ctx, tx, enrollmentID, cmds, by, at, false)
 }
 
 // enqueueAs appends commands; preApproval marks the attestation question.
-func enqueueAs(ctx context.Context, tx *sqlx.Tx, enrollmentID string, cmds []enrollment.NewCommand, by string, at time.Time, preApproval bool) error {
+func enqueueAs(ctx context.Context, tx txn, enrollmentID string, cmds []enrollment.NewCommand, by string, at time.Time, preApproval bool) error {
 	if len(cmds) == 0 {
 		return nil
 	}
@@ -222,7 +220,7 @@ type queuedCommand struct {
 }
 
 // insertCommands queues rows, in one statement.
-func insertCommands(ctx context.Context, tx *sqlx.Tx, rows []queuedCommand, by string, at time.Time) error {
+func insertCommands(ctx context.Context, tx txn, rows []queuedCommand, by string, at time.Time) error {
 	args := make([]any, 0, 8*len(rows))
 	for _, r := range rows {
 		args = append(args, r.cmd.UUID, r.enrollmentID, r.seq, r.cmd.RequestType, string(r.cmd.Body), ms(at), by, boolInt(r.preApproval))
@@ -295,7 +293,7 @@ func (s *Store) next(ctx context.Context, enrollmentID, query string, at time.Ti
 	if err := s.getPrepared(ctx, &probe, query, enrollmentID); err != nil {
 		return enrollment.Command{}, fmt.Errorf("next command: %w", notFound(err))
 	}
-	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+	err := s.inTx(ctx, func(tx txn) error {
 		var r commandRow
 		if err := tx.GetContext(ctx, &r, tx.Rebind(query), enrollmentID); err != nil {
 			return fmt.Errorf("next command: %w", notFound(err))

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/jmoiron/sqlx"
-
 	"github.com/vestibule-mdm/vestibule/depsync"
 	"github.com/vestibule-mdm/vestibule/enrollment"
 )
@@ -16,7 +14,7 @@ import (
 // UpsertDEPDevices stores one page of inventory. A deleted device keeps
 // its row, marked deleted, so the approver can see it left.
 func (s *Store) UpsertDEPDevices(ctx context.Context, devices []depsync.Device, at time.Time) error {
-	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+	return s.inTx(ctx, func(tx txn) error {
 		for _, d := range devices {
 			var opDate sql.NullInt64
 			if d.OpDate != nil {
@@ -57,7 +55,7 @@ func (s *Store) SetDEPCursor(ctx context.Context, name, cursor string, at time.T
 
 // SaveDEPTokens stores a DEP server's sealed OAuth tokens.
 func (s *Store) SaveDEPTokens(ctx context.Context, name, sealed string, expiry time.Time, ev enrollment.AuditEvent) error {
-	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+	return s.inTx(ctx, func(tx txn) error {
 		_, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO dep_servers (name, tokens_sealed, token_expiry) VALUES (?, ?, ?)
 			ON CONFLICT (name) DO UPDATE SET tokens_sealed = excluded.tokens_sealed, token_expiry = excluded.token_expiry`), name, sealed, ms(expiry))
 		if err != nil {

@@ -93,11 +93,8 @@ func getEnrollment(ctx context.Context, q sqlx.QueryerContext, id string) (enrol
 }
 
 func rebind(q sqlx.QueryerContext, query string) string {
-	switch v := q.(type) {
-	case *sqlx.DB:
-		return v.Rebind(query)
-	case *sqlx.Tx:
-		return v.Rebind(query)
+	if r, ok := q.(interface{ Rebind(string) string }); ok {
+		return r.Rebind(query)
 	}
 	return query
 }
@@ -117,7 +114,7 @@ func (s *Store) ClaimReservation(ctx context.Context, resID, nonce string, e enr
 	ev enrollment.AuditEvent, q *enrollment.Question) (enrollment.ClaimResult, error) {
 	var out enrollment.ClaimResult
 	var refused error
-	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+	err := s.inTx(ctx, func(tx txn) error {
 		var userID string
 		err := tx.GetContext(ctx, &userID, tx.Rebind(`UPDATE reservations SET state = 'claimed', claimed_at = ?, claimed_udid = ?
 			WHERE id = ? AND token_nonce = ? AND state = 'open' AND expires_at > ? RETURNING user_id`), ms(now), e.Facts.UDID, resID, nonce, ms(now))
@@ -210,7 +207,7 @@ func (s *Store) ClaimReservation(ctx context.Context, resID, nonce string, e enr
 // missedUpdate explains a conditional UPDATE of enrollment id that touched
 // no row: it is unknown (ErrNotFound), or no longer in the state the
 // decision started from (ErrConflict, naming the state it is in).
-func missedUpdate(ctx context.Context, tx *sqlx.Tx, res sql.Result, op, id string) error {
+func missedUpdate(ctx context.Context, tx txn, res sql.Result, op, id string) error {
 	if n, _ := res.RowsAffected(); n > 0 {
 		return nil
 	}
@@ -224,7 +221,7 @@ func missedUpdate(ctx context.Context, tx *sqlx.Tx, res sql.Result, op, id strin
 // earlierEnrollments finds the enrollments that share a UDID or a serial,
 // with two indexed lookups rather than one OR (which the planners answer by
 // scanning the table).
-func earlierEnrollments(ctx context.Context, tx *sqlx.Tx, udid, serial string) ([]enrollment.Earlier, error) {
+func earlierEnrollments(ctx context.Context, tx txn, udid, serial string) ([]enrollment.Earlier, error) {
 	var rows []struct {
 		ID        string `db:"id"`
 		UserID    string `db:"user_id"`
@@ -322,7 +319,7 @@ func (s *Store) Decide(ctx context.Context, id string, from, to enrollment.State
 func (s *Store) decide(ctx context.Context, id string, from, to enrollment.State, by, note string, at time.Time,
 	eff enrollment.Effects, ev enrollment.AuditEvent) (enrollment.Enrollment, error) {
 	var out enrollment.Enrollment
-	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+	err := s.inTx(ctx, func(tx txn) error {
 		res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE enrollments SET state = ?, decided_at = ?, decided_by = ?, decision_note = ?, updated_at = ?
 			WHERE id = ? AND state = ?`), string(to), ms(at), by, note, ms(at), id, string(from))
 		if err != nil {
@@ -374,7 +371,7 @@ func (s *Store) decide(ctx context.Context, id string, from, to enrollment.State
 // supersede retires the earlier enrollments that approving e replaces
 // (enrollment.Superseded decides which: the same user's only), and revokes
 // their certificates: one identity per device and owner.
-func (s *Store) supersede(ctx context.Context, tx *sqlx.Tx, e enrollment.Enrollment, at time.Time) error {
+func (s *Store) supersede(ctx context.Context, tx txn, e enrollment.Enrollment, at time.Time) error {
 	earlier, err := earlierEnrollments(ctx, tx, e.Facts.UDID, e.Facts.Serial)
 	if err != nil {
 		return fmt.Errorf("supersede: %w", err)
@@ -401,7 +398,7 @@ func (s *Store) supersede(ctx context.Context, tx *sqlx.Tx, e enrollment.Enrollm
 // event, only from pending or approved.
 func (s *Store) Retire(ctx context.Context, id, by, note string, at time.Time, ev enrollment.AuditEvent) (enrollment.Enrollment, error) {
 	var out enrollment.Enrollment
-	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+	err := s.inTx(ctx, func(tx txn) error {
 		res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE enrollments SET state = 'superseded', decided_at = ?, decided_by = ?, decision_note = ?,
 			updated_at = ? WHERE id = ? AND state IN ('pending', 'approved')`), ms(at), by, note, ms(at), id)
 		if err != nil {
@@ -441,7 +438,7 @@ func (s *Store) UpdatePushInfo(ctx context.Context, id string, p enrollment.Push
 
 // MarkUnenrolled records a CheckOut.
 func (s *Store) MarkUnenrolled(ctx context.Context, id string, at time.Time, ev enrollment.AuditEvent) error {
-	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+	return s.inTx(ctx, func(tx txn) error {
 		if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE enrollments SET state = 'unenrolled', updated_at = ? WHERE id = ?`), ms(at), id); err != nil {
 			return fmt.Errorf("unenroll: %w", err)
 		}
@@ -467,7 +464,7 @@ func (s *Store) Touch(ctx context.Context, id string, at time.Time) error {
 
 // revokeEnrollmentCerts revokes every live certificate issued for the
 // enrollments' reservations (an enrollment's ID is its reservation's).
-func revokeEnrollmentCerts(ctx context.Context, tx *sqlx.Tx, ids []string, reason string, at time.Time) error {
+func revokeEnrollmentCerts(ctx context.Context, tx txn, ids []string, reason string, at time.Time) error {
 	q, args, err := sqlx.In(`UPDATE certificates SET revoked_at = ?, revoke_reason = ? WHERE reservation_id IN (?) AND revoked_at IS NULL`,
 		ms(at), reason, ids)
 	if err != nil {
@@ -483,7 +480,7 @@ func revokeEnrollmentCerts(ctx context.Context, tx *sqlx.Tx, ids []string, reaso
 // and denies it if it is still pending (revoking its certificates).
 func (s *Store) MarkSuspicious(ctx context.Context, id string, at time.Time, ev enrollment.AuditEvent) (enrollment.Enrollment, error) {
 	var out enrollment.Enrollment
-	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+	err := s.inTx(ctx, func(tx txn) error {
 		if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE enrollments SET suspicious = 1, updated_at = ? WHERE id = ?`), ms(at), id); err != nil {
 			return fmt.Errorf("mark suspicious: %w", err)
 		}
@@ -561,7 +558,7 @@ func (s *Store) ApprovedCounts(ctx context.Context, userIDs []string, atMost int
 // ask stores the attestation question q on enrollment id and queues it as
 // the one pre-approval command, unless id was asked already (a concurrent
 // retry's question stands). Nothing when q is nil.
-func ask(ctx context.Context, tx *sqlx.Tx, id string, q *enrollment.Question, at time.Time) error {
+func ask(ctx context.Context, tx txn, id string, q *enrollment.Question, at time.Time) error {
 	if q == nil {
 		return nil
 	}
@@ -581,7 +578,7 @@ func ask(ctx context.Context, tx *sqlx.Tx, id string, q *enrollment.Question, at
 
 // RecordAttestation stores the result of the attestation question.
 func (s *Store) RecordAttestation(ctx context.Context, id, nonceHex string, a enrollment.Attestation, ev enrollment.AuditEvent) error {
-	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+	return s.inTx(ctx, func(tx txn) error {
 		var issued, checked sql.NullInt64
 		if a.IssuedAt != nil {
 			issued = sql.NullInt64{Int64: ms(*a.IssuedAt), Valid: true}

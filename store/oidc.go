@@ -4,14 +4,12 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/jmoiron/sqlx"
-
 	"github.com/vestibule-mdm/vestibule/auth"
 )
 
 // CreateOIDCLogin records a sign-in in progress and prunes stale ones.
 func (s *Store) CreateOIDCLogin(ctx context.Context, l auth.LoginRecord) error {
-	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+	return s.inTx(ctx, func(tx txn) error {
 		if _, err := tx.ExecContext(ctx, tx.Rebind(`DELETE FROM oidc_logins WHERE expires_at < ?`), ms(l.CreatedAt)); err != nil {
 			return err
 		}

@@ -13,7 +13,7 @@ import (
 
 // enqueuePush owes a device a push, coalescing with one already owed. A
 // device without a valid push token is left to its next poll.
-func enqueuePush(ctx context.Context, tx *sqlx.Tx, enrollmentID string, at time.Time) error {
+func enqueuePush(ctx context.Context, tx txn, enrollmentID string, at time.Time) error {
 	var n int
 	err := tx.GetContext(ctx, &n, tx.Rebind(`SELECT COUNT(*) FROM enrollments WHERE id = ? AND push_token <> '' AND push_invalid_at IS NULL`), enrollmentID)
 	if err != nil || n == 0 {
@@ -24,7 +24,7 @@ func enqueuePush(ctx context.Context, tx *sqlx.Tx, enrollmentID string, at time.
 
 // insertPushes owes each enrollment a push, in one statement, coalescing
 // with one already owed (it is due now again, its attempts start over).
-func insertPushes(ctx context.Context, tx *sqlx.Tx, enrollmentIDs []string, at time.Time) error {
+func insertPushes(ctx context.Context, tx txn, enrollmentIDs []string, at time.Time) error {
 	if len(enrollmentIDs) == 0 {
 		return nil
 	}
@@ -42,7 +42,7 @@ func insertPushes(ctx context.Context, tx *sqlx.Tx, enrollmentIDs []string, at t
 
 // EnqueuePush owes a device a push now.
 func (s *Store) EnqueuePush(ctx context.Context, enrollmentID string, at time.Time) error {
-	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+	return s.inTx(ctx, func(tx txn) error {
 		var state, token string
 		err := tx.QueryRowxContext(ctx, tx.Rebind(`SELECT state, push_token FROM enrollments WHERE id = ?`), enrollmentID).Scan(&state, &token)
 		if err != nil {
@@ -68,7 +68,7 @@ type outboxRow struct {
 // SQLite the write lock of the transaction serializes them.
 func (s *Store) ClaimOutbox(ctx context.Context, limit int, now, leaseUntil time.Time) ([]push.Item, error) {
 	var rows []outboxRow
-	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+	err := s.inTx(ctx, func(tx txn) error {
 		lock := ""
 		if s.dialect == Postgres {
 			lock = " FOR UPDATE OF o SKIP LOCKED"
@@ -136,7 +136,7 @@ func (s *Store) RetryOutbox(ctx context.Context, it push.Item, next time.Time, l
 
 // DropOutbox gives up on a push; invalidToken marks the device's token.
 func (s *Store) DropOutbox(ctx context.Context, enrollmentID string, invalidToken bool, at time.Time, reason string) error {
-	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+	return s.inTx(ctx, func(tx txn) error {
 		if _, err := tx.ExecContext(ctx, tx.Rebind(`DELETE FROM push_outbox WHERE enrollment_id = ?`), enrollmentID); err != nil {
 			return err
 		}

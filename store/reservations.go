@@ -53,7 +53,7 @@ const selectReservation = `SELECT r.id, r.org_id, r.user_id, u.email AS user_ema
 
 // CreateReservation stores a new open reservation.
 func (s *Store) CreateReservation(ctx context.Context, r enrollment.Reservation, ev enrollment.AuditEvent) error {
-	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+	return s.inTx(ctx, func(tx txn) error {
 		_, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO reservations
 			(id, org_id, user_id, state, challenge_hash, token_nonce, token_key_version, created_at, expires_at, created_by, created_ip, dep_serial, dep_udid,
 			identity)
@@ -115,7 +115,7 @@ func (s *Store) ListReservations(ctx context.Context, f enrollment.ReservationFi
 // RefreshReservation swaps in new secrets in one conditional statement, so
 // a download racing a device's SCEP request or a revocation cannot both win.
 func (s *Store) RefreshReservation(ctx context.Context, id string, f enrollment.Refresh, ev enrollment.AuditEvent) error {
-	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+	return s.inTx(ctx, func(tx txn) error {
 		res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE reservations
 			SET challenge_hash = ?, token_nonce = ?, token_key_version = ?, expires_at = ?, downloaded_at = ?, downloaded_ip = ?, identity = ?
 			WHERE id = ? AND state = 'open' AND expires_at > ? AND challenge_used_at IS NULL`),
@@ -132,7 +132,7 @@ func (s *Store) RefreshReservation(ctx context.Context, id string, f enrollment.
 
 // RevokeReservation revokes an open (or expired) reservation.
 func (s *Store) RevokeReservation(ctx context.Context, id, by string, at time.Time, ev enrollment.AuditEvent) error {
-	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+	return s.inTx(ctx, func(tx txn) error {
 		res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE reservations SET state = 'revoked', revoked_at = ?, revoked_by = ?
 			WHERE id = ? AND state = 'open'`), ms(at), by, id)
 		if err != nil {
@@ -147,7 +147,7 @@ func (s *Store) RevokeReservation(ctx context.Context, id, by string, at time.Ti
 
 // explainMiss tells "no such reservation" from "not in a state that allows
 // this" after a conditional update touched no row.
-func (s *Store) explainMiss(ctx context.Context, tx *sqlx.Tx, id, op string) error {
+func (s *Store) explainMiss(ctx context.Context, tx txn, id, op string) error {
 	var state string
 	err := tx.GetContext(ctx, &state, tx.Rebind(`SELECT state FROM reservations WHERE id = ?`), id)
 	if err != nil {

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/jmoiron/sqlx"
-
 	"github.com/vestibule-mdm/vestibule/auth"
 	"github.com/vestibule-mdm/vestibule/enrollment"
 )
@@ -25,7 +23,7 @@ type sessionRow struct {
 
 // CreateSession stores a session.
 func (s *Store) CreateSession(ctx context.Context, sess auth.Session, ev enrollment.AuditEvent) error {
-	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+	return s.inTx(ctx, func(tx txn) error {
 		_, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO sessions (id_hash, user_id, method, created_at, last_seen_at, expires_at, remote_ip, user_agent)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`), sess.IDHash, sess.UserID, sess.Method, ms(sess.CreatedAt), ms(sess.LastSeenAt), ms(sess.ExpiresAt),
 			sess.RemoteIP, sess.UserAgent)

@@ -54,7 +54,7 @@ const selectStream = `SELECT s.*, (SELECT COUNT(*) FROM ssf_outbox o WHERE o.str
 // serialized per token, so concurrent creations cannot pass the limit.
 func (s *Store) CreateStream(ctx context.Context, st ssf.Stream, max int, ev enrollment.AuditEvent) error {
 	events, _ := json.Marshal(st.EventsRequested)
-	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+	return s.inTx(ctx, func(tx txn) error {
 		if s.dialect == Postgres {
 			if _, err := tx.ExecContext(ctx, `SELECT id FROM api_tokens WHERE id = $1 FOR UPDATE`, st.TokenID); err != nil {
 				return fmt.Errorf("create stream: %w", err)
@@ -107,7 +107,7 @@ func (s *Store) Streams(ctx context.Context, tokenID string) ([]ssf.Stream, erro
 // UpdateStream stores a stream's receiver-set fields and status.
 func (s *Store) UpdateStream(ctx context.Context, st ssf.Stream, ev enrollment.AuditEvent) error {
 	events, _ := json.Marshal(st.EventsRequested)
-	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+	return s.inTx(ctx, func(tx txn) error {
 		res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE ssf_streams SET description = ?, events_requested = ?, delivery_method = ?,
 			endpoint_url = ?, authorization_header = ?, status = ?, status_reason = ?, updated_at = ? WHERE id = ?`),
 			st.Description, string(events), st.Method, st.EndpointURL, st.AuthorizationHeader, st.Status, st.StatusReason, ms(st.UpdatedAt), st.ID)
@@ -123,7 +123,7 @@ func (s *Store) UpdateStream(ctx context.Context, st ssf.Stream, ev enrollment.A
 
 // DeleteStream removes a stream with its subjects and undelivered SETs.
 func (s *Store) DeleteStream(ctx context.Context, id string, ev enrollment.AuditEvent) error {
-	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+	return s.inTx(ctx, func(tx txn) error {
 		for _, q := range []string{`DELETE FROM ssf_outbox WHERE stream_id = ?`, `DELETE FROM ssf_subjects WHERE stream_id = ?`,
 			`DELETE FROM ssf_streams WHERE id = ?`} {
 			if _, err := tx.ExecContext(ctx, tx.Rebind(q), id); err != nil {
@@ -137,7 +137,7 @@ func (s *Store) DeleteStream(ctx context.Context, id string, ev enrollment.Audit
 // AddSubject adds a subject to a stream (idempotent), unless the stream
 // has max subjects already (ErrConflict).
 func (s *Store) AddSubject(ctx context.Context, streamID, key, subject string, max int) error {
-	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+	return s.inTx(ctx, func(tx txn) error {
 		if s.dialect == Postgres {
 			// Serializes additions to one stream, so the count holds.
 			if _, err := tx.ExecContext(ctx, `SELECT id FROM ssf_streams WHERE id = $1 FOR UPDATE`, streamID); err != nil {
@@ -191,7 +191,7 @@ type trustEventRow struct {
 func (s *Store) FanOut(ctx context.Context, limit int,
 	build func(c enrollment.TrustChange, at time.Time, streams []ssf.Stream) ([]ssf.Outgoing, error)) (int, error) {
 	n := 0
-	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+	err := s.inTx(ctx, func(tx txn) error {
 		lock := ""
 		if s.dialect == Postgres {
 			lock = " FOR UPDATE SKIP LOCKED"
@@ -315,7 +315,7 @@ func undelivered(ctx context.Context, q sqlx.QueryerContext, streamID string, ma
 // on SQLite the transaction's write lock serializes them.
 func (s *Store) ClaimStreams(ctx context.Context, limit, perStream int, now, leaseUntil time.Time) ([]ssf.Batch, error) {
 	var out []ssf.Batch
-	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+	err := s.inTx(ctx, func(tx txn) error {
 		lock := ""
 		if s.dialect == Postgres {
 			lock = " FOR UPDATE OF s SKIP LOCKED"
@@ -365,7 +365,7 @@ func (s *Store) Delivered(ctx context.Context, streamID string, jtis []string, r
 	if len(jtis) == 0 {
 		return nil
 	}
-	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+	return s.inTx(ctx, func(tx txn) error {
 		q, args, err := sqlx.In(`UPDATE ssf_outbox SET delivered_at = ?, last_error = ?
 			WHERE stream_id = ? AND delivered_at IS NULL AND jti IN (?)`, ms(at), refusal, streamID, jtis)
 		if err != nil {
@@ -394,7 +394,7 @@ func (s *Store) Delivered(ctx context.Context, streamID string, jtis []string, r
 // cut the backoff short.
 func (s *Store) RetryStream(ctx context.Context, streamID, jti string, next time.Time, lastErr string, at time.Time) error {
 	lastErr = enrollment.TrustReason(lastErr)
-	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+	return s.inTx(ctx, func(tx txn) error {
 		if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE ssf_outbox SET attempts = attempts + 1, last_error = ? WHERE jti = ? AND stream_id = ?`),
 			lastErr, jti, streamID); err != nil {
 			return err

@@ -291,23 +291,42 @@ func (s *Store) Migrations(ctx context.Context) (MigrationStatus, error) {
 }
 
 // inTx runs fn in a transaction, committed when fn returns nil.
-func (s *Store) inTx(ctx context.Context, fn func(tx *sqlx.Tx) error) error {
-	return s.withWriter(ctx, func(w writer) error {
-		tx, err := w.BeginTxx(ctx, nil)
-		if err != nil {
-			return fmt.Errorf("begin: %w", err)
-		}
-		// Also when fn panics: the one writing connection would be left
-		// in its transaction, and every later write would wait for it.
-		defer func() { _ = tx.Rollback() }()
-		if err := fn(tx); err != nil {
-			return err
-		}
-		if err := tx.Commit(); err != nil {
-			return fmt.Errorf("commit: %w", err)
-		}
-		return nil
-	})
+func (s *Store) inTx(ctx context.Context, fn func(tx txn) error) error {
+	if s.write != nil {
+		return s.withSQLiteWriter(ctx, func(w sqliteWriter) error { return w.transaction(ctx, fn) })
+	}
+	tx, err := s.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	if err := fn(tx); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// txn is a transaction as the statements in it see it: *sqlx.Tx on
+// PostgreSQL, SQLite's writing connection inside BEGIN IMMEDIATE
+// otherwise (sqliteWriter).
+type txn interface {
+	sqlx.QueryerContext
+	execer
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	GetContext(ctx context.Context, dest any, query string, args ...any) error
+	SelectContext(ctx context.Context, dest any, query string, args ...any) error
+}
+
+// execNamed runs a write whose arguments are named after arg's db tags.
+func execNamed(ctx context.Context, tx execer, query string, arg any) (sql.Result, error) {
+	q, args, err := sqlx.Named(query, arg)
+	if err != nil {
+		return nil, err
+	}
+	return tx.ExecContext(ctx, tx.Rebind(q), args...)
 }
 
 // exec runs one statement that writes, outside a transaction.
@@ -332,7 +351,6 @@ func (s *Store) getWritten(ctx context.Context, dest any, query string, args ...
 // writing connection otherwise.
 type writer interface {
 	execer
-	BeginTxx(ctx context.Context, opts *sql.TxOptions) (*sqlx.Tx, error)
 	GetContext(ctx context.Context, dest any, query string, args ...any) error
 }
 
@@ -358,6 +376,12 @@ func (s *Store) withWriter(ctx context.Context, fn func(w writer) error) error {
 	if s.write == nil {
 		return fn(s.db)
 	}
+	return s.withSQLiteWriter(ctx, func(w sqliteWriter) error { return fn(w) })
+}
+
+// withSQLiteWriter waits for SQLite's writing connection, at most
+// writeWait, and runs fn on it.
+func (s *Store) withSQLiteWriter(ctx context.Context, fn func(w sqliteWriter) error) error {
 	waitCtx, cancel := context.WithTimeout(ctx, s.writeWait)
 	conn, err := s.write.Connx(waitCtx)
 	cancel()
@@ -365,7 +389,7 @@ func (s *Store) withWriter(ctx context.Context, fn func(w writer) error) error {
 		return fmt.Errorf("wait for the database writer: %w", err)
 	}
 	defer conn.Close()
-	return fn(conn)
+	return fn(sqliteWriter{conn})
 }
 
 // ms and fromMS convert between time and the Unix milliseconds every table

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"time"
-
-	"github.com/jmoiron/sqlx"
 )
 
 // LoginAttempt counts a sign-in attempt under key at now, unless key is
@@ -18,7 +16,7 @@ import (
 func (s *Store) LoginAttempt(ctx context.Context, key string, now time.Time, window time.Duration,
 	block func(attempts int) time.Time) (time.Time, error) {
 	var blocked time.Time
-	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+	err := s.inTx(ctx, func(tx txn) error {
 		if _, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO login_throttle (key, failures, last_failure) VALUES (?, 0, ?)
 			ON CONFLICT (key) DO NOTHING`), key, ms(now)); err != nil {
 			return fmt.Errorf("login attempt: %w", err)

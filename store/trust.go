@@ -8,8 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jmoiron/sqlx"
-
 	"github.com/vestibule-mdm/vestibule/enrollment"
 	"github.com/vestibule-mdm/vestibule/scep"
 	"github.com/vestibule-mdm/vestibule/trust"
@@ -45,7 +43,7 @@ var selectEnrollmentTrust = strings.Replace(selectEnrollment, "SELECT ", "SELECT
 // compliance event, and a loss of trust revokes the device-trust
 // certificates and voids unused trust challenges. Calling it when nothing
 // changed does nothing, so every state change may call it.
-func syncTrust(ctx context.Context, tx *sqlx.Tx, ids []string, cause trustCause, at time.Time) error {
+func syncTrust(ctx context.Context, tx txn, ids []string, cause trustCause, at time.Time) error {
 	for _, id := range ids {
 		// The enrollment and the trust last announced for it, in one read.
 		var r trustRow
@@ -134,7 +132,7 @@ func (t TrustIssuance) AppendAudit(ctx context.Context, ev enrollment.AuditEvent
 // transaction, while the enrollment is still trusted. The device holds one
 // trust certificate: the ones it replaces are revoked as superseded.
 func (t TrustIssuance) RecordIssued(ctx context.Context, c scep.Certificate, challengeHash string, now time.Time, ev enrollment.AuditEvent) error {
-	return t.s.inTx(ctx, func(tx *sqlx.Tx) error {
+	return t.s.inTx(ctx, func(tx txn) error {
 		// The enrollment's row is locked first: a concurrent loss of trust
 		// (which updates that row, then revokes) either commits before this
 		// check, or waits and then revokes this certificate too. A plain
@@ -188,7 +186,7 @@ func (s *Store) certRowBy(ctx context.Context, table, where string, args ...any)
 	return r, nil
 }
 
-func insertCert(ctx context.Context, tx *sqlx.Tx, table string, c scep.Certificate) error {
+func insertCert(ctx context.Context, tx txn, table string, c scep.Certificate) error {
 	_, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO `+table+` (serial, sha256, subject, not_before, not_after, reservation_id,
 		key_sha256, transaction_id, der, issued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
 		c.Serial, c.SHA256, c.Subject, ms(c.NotBefore), ms(c.NotAfter), c.ReservationID, c.KeySHA256, c.TransactionID,
@@ -244,7 +242,7 @@ func trustDueQuery(now time.Time, renewBefore, retryAfter time.Duration, onlyNew
 // others get ErrConflict. Unused challenges of earlier profiles are void.
 func (s *Store) QueueTrustProfile(ctx context.Context, id, challengeHash string, expires time.Time, cmd enrollment.NewCommand,
 	retryAfter time.Duration, at time.Time, ev enrollment.AuditEvent) error {
-	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+	return s.inTx(ctx, func(tx txn) error {
 		res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE enrollments SET trust_requested_at = ? WHERE id = ? AND trust_compliant <> 0
 			AND (trust_requested_at IS NULL OR trust_requested_at < ?)`), ms(at), id, ms(at.Add(-retryAfter)))
 		if err != nil {

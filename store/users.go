@@ -39,8 +39,8 @@ const insertUser = `INSERT INTO users (id, email, name, role, password_hash, cre
 
 // CreateUser adds a user; an e-mail already known is ErrConflict.
 func (s *Store) CreateUser(ctx context.Context, u enrollment.User, ev enrollment.AuditEvent) error {
-	return s.inTx(ctx, func(tx *sqlx.Tx) error {
-		if _, err := tx.NamedExecContext(ctx, insertUser, newUserRow(u)); err != nil {
+	return s.inTx(ctx, func(tx txn) error {
+		if _, err := execNamed(ctx, tx, insertUser, newUserRow(u)); err != nil {
 			if isUniqueViolation(err) {
 				return fmt.Errorf("create user: %w: %s already exists", enrollment.ErrConflict, u.Email)
 			}
@@ -52,14 +52,14 @@ func (s *Store) CreateUser(ctx context.Context, u enrollment.User, ev enrollment
 
 // UpsertUsers creates or updates users by e-mail in one transaction.
 func (s *Store) UpsertUsers(ctx context.Context, users []enrollment.User, ev enrollment.AuditEvent) (created, updated int, err error) {
-	err = s.inTx(ctx, func(tx *sqlx.Tx) error {
+	err = s.inTx(ctx, func(tx txn) error {
 		created, updated = 0, 0
 		for _, u := range users {
 			var id string
 			err := tx.GetContext(ctx, &id, tx.Rebind(`SELECT id FROM users WHERE email = ?`), u.Email)
 			switch {
 			case err == sql.ErrNoRows:
-				if _, err := tx.NamedExecContext(ctx, insertUser, newUserRow(u)); err != nil {
+				if _, err := execNamed(ctx, tx, insertUser, newUserRow(u)); err != nil {
 					return fmt.Errorf("upsert user %s: %w", u.Email, err)
 				}
 				created++
@@ -108,7 +108,7 @@ func (s *Store) ListUsers(ctx context.Context) ([]enrollment.User, error) {
 
 // SetUserPassword replaces a local account's password hash.
 func (s *Store) SetUserPassword(ctx context.Context, userID, hash string, ev enrollment.AuditEvent) error {
-	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+	return s.inTx(ctx, func(tx txn) error {
 		res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?`),
 			hash, ms(ev.At), userID)
 		if err != nil {
@@ -125,7 +125,7 @@ func (s *Store) SetUserPassword(ctx context.Context, userID, hash string, ev enr
 // user's open reservations, ends their sessions and denies their pending
 // enrollments (revoking those certificates), in one transaction.
 func (s *Store) SetUserDisabled(ctx context.Context, userID string, disabled bool, at time.Time, ev enrollment.AuditEvent) error {
-	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+	return s.inTx(ctx, func(tx txn) error {
 		var res sql.Result
 		var err error
 		if disabled {
@@ -198,7 +198,7 @@ func getUser(ctx context.Context, q sqlx.QueryerContext, id string) (enrollment.
 
 // SetUserName changes a user's display name.
 func (s *Store) SetUserName(ctx context.Context, userID, name string, ev enrollment.AuditEvent) error {
-	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+	return s.inTx(ctx, func(tx txn) error {
 		if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE users SET name = ?, updated_at = ? WHERE id = ?`), name, ms(ev.At), userID); err != nil {
 			return fmt.Errorf("rename user: %w", err)
 		}
@@ -208,7 +208,7 @@ func (s *Store) SetUserName(ctx context.Context, userID, name string, ev enrollm
 
 // SetUserRole changes a user's role.
 func (s *Store) SetUserRole(ctx context.Context, userID string, role enrollment.Role, ev enrollment.AuditEvent) error {
-	return s.inTx(ctx, func(tx *sqlx.Tx) error {
+	return s.inTx(ctx, func(tx txn) error {
 		if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE users SET role = ?, updated_at = ? WHERE id = ?`), string(role), ms(ev.At), userID); err != nil {
 			return fmt.Errorf("set role: %w", err)
 		}

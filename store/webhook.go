@@ -20,7 +20,7 @@ type WebhookItem struct {
 // PostgreSQL, the transaction's write lock on SQLite.
 func (s *Store) ClaimWebhooks(ctx context.Context, limit int, now, leaseUntil time.Time) ([]WebhookItem, error) {
 	var rows []WebhookItem
-	err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+	err := s.inTx(ctx, func(tx txn) error {
 		lock := ""
 		if s.dialect == Postgres {
 			lock = " FOR UPDATE SKIP LOCKED"

@@ -3,14 +3,13 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/jmoiron/sqlx"
 )
 
 // TestSQLiteWritersQueue: on SQLite every write goes through one
@@ -36,7 +35,7 @@ func TestSQLiteWritersQueue(t *testing.T) {
 				errs <- err
 				return
 			}
-			errs <- s.inTx(ctx, func(tx *sqlx.Tx) error {
+			errs <- s.inTx(ctx, func(tx txn) error {
 				var n int
 				if err := tx.GetContext(ctx, &n, `SELECT n FROM counter`); err != nil {
 					return err
@@ -64,7 +63,7 @@ func TestSQLiteWritersQueue(t *testing.T) {
 	holding, release := make(chan struct{}), make(chan struct{})
 	done := make(chan error)
 	go func() {
-		done <- s.inTx(ctx, func(tx *sqlx.Tx) error {
+		done <- s.inTx(ctx, func(tx txn) error {
 			close(holding)
 			<-release
 			_, err := tx.ExecContext(ctx, `UPDATE counter SET n = n + 1`)
@@ -103,7 +102,7 @@ func TestSQLiteWriterSurvivesAPanic(t *testing.T) {
 	panicked := make(chan any, 1)
 	go func() {
 		defer func() { panicked <- recover() }()
-		_ = s.inTx(ctx, func(tx *sqlx.Tx) error {
+		_ = s.inTx(ctx, func(tx txn) error {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO t (n) VALUES (1)`); err != nil {
 				return err
 			}
@@ -124,6 +123,84 @@ func TestSQLiteWriterSurvivesAPanic(t *testing.T) {
 	var n []int
 	if err := s.db.SelectContext(ctx, &n, `SELECT n FROM t`); err != nil || len(n) != 1 || n[0] != 2 {
 		t.Fatalf("rows %v, %v; want only the write after the panic", n, err)
+	}
+}
+
+// TestSQLiteWriterTransactionEnds: SQLite's transactions are BEGIN
+// IMMEDIATE and COMMIT on the writing connection, with statements that
+// run to their end. Each way a transaction can end keeps only what it
+// should, and leaves the connection ready for the next write.
+func TestSQLiteWriterTransactionEnds(t *testing.T) {
+	errFn := errors.New("refused by fn")
+	cases := []struct {
+		name string
+		// fn runs after the transaction's INSERT of 1; cancel ends the
+		// caller's context.
+		fn      func(ctx context.Context, tx txn, cancel context.CancelFunc) error
+		wantErr error
+		kept    bool
+	}{
+		{"fn succeeds", func(context.Context, txn, context.CancelFunc) error { return nil }, nil, true},
+		{"fn fails", func(context.Context, txn, context.CancelFunc) error { return errFn }, errFn, false},
+		{"a statement fails", func(ctx context.Context, tx txn, _ context.CancelFunc) error {
+			_, err := tx.ExecContext(ctx, `INSERT INTO nowhere (n) VALUES (1)`)
+			return err
+		}, nil, false},
+		// The caller went away: its statements still ran, but nothing is
+		// committed, as database/sql's Tx would not have.
+		{"the context ends", func(ctx context.Context, tx txn, cancel context.CancelFunc) error {
+			cancel()
+			var n int
+			if err := tx.GetContext(ctx, &n, `SELECT COUNT(*) FROM t`); err != nil || n != 1 {
+				return fmt.Errorf("read in the transaction after its context ended: %d, %v", n, err)
+			}
+			return nil
+		}, context.Canceled, false},
+		// fn ended the transaction itself: the ROLLBACK after its error
+		// fails, and the connection is replaced, not trusted.
+		{"fn commits and fails", func(ctx context.Context, tx txn, _ context.CancelFunc) error {
+			if _, err := tx.ExecContext(ctx, `COMMIT`); err != nil {
+				return err
+			}
+			return errFn
+		}, errFn, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := scratchSQLite(t, filepath.Join(t.TempDir(), "v.db"), Options{}, `CREATE TABLE t (n INTEGER NOT NULL)`)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			err := s.inTx(ctx, func(tx txn) error {
+				if _, err := tx.ExecContext(ctx, `INSERT INTO t (n) VALUES (1)`); err != nil {
+					return err
+				}
+				return tc.fn(ctx, tx, cancel)
+			})
+			switch {
+			case tc.wantErr == nil && tc.kept && err != nil:
+				t.Fatalf("inTx: %v", err)
+			case tc.wantErr != nil && !errors.Is(err, tc.wantErr):
+				t.Fatalf("inTx = %v; want %v", err, tc.wantErr)
+			case !tc.kept && err == nil:
+				t.Fatal("inTx succeeded; want an error")
+			}
+			var n []int
+			if err := s.db.SelectContext(context.Background(), &n, `SELECT n FROM t`); err != nil {
+				t.Fatal(err)
+			}
+			if tc.kept != (len(n) == 1) {
+				t.Fatalf("rows %v after the transaction; kept = %v", n, tc.kept)
+			}
+			if _, err := s.exec(context.Background(), `INSERT INTO t (n) VALUES (2)`); err != nil {
+				t.Fatalf("the write after the transaction: %v", err)
+			}
+			if err := s.inTx(context.Background(), func(tx txn) error {
+				_, err := tx.ExecContext(context.Background(), `INSERT INTO t (n) VALUES (3)`)
+				return err
+			}); err != nil {
+				t.Fatalf("the transaction after: %v", err)
+			}
+		})
 	}
 }
 
@@ -164,7 +241,7 @@ func TestCheckpointerRestartsBetweenBackToBackWriters(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for range each {
-				if err := s.inTx(ctx, func(tx *sqlx.Tx) error {
+				if err := s.inTx(ctx, func(tx txn) error {
 					_, err := tx.ExecContext(ctx, `INSERT INTO ballast (v) VALUES (randomblob(3000))`)
 					return err
 				}); err != nil {
