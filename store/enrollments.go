@@ -181,16 +181,17 @@ func (s *Store) ClaimReservation(ctx context.Context, resID, nonce string, e enr
 		if lin.ConflictID != "" {
 			ev.Detail += " conflict_with=" + lin.ConflictID
 		}
-		if err := appendAudit(ctx, tx, ev); err != nil {
-			return err
-		}
+		events := []enrollment.AuditEvent{ev}
 		if q != nil {
 			if err := insertCommands(ctx, tx, []queuedCommand{{enrollmentID: resID, seq: 1, cmd: q.Command, preApproval: true}}, "vestibule", now); err != nil {
 				return err
 			}
-			if err := appendAudit(ctx, tx, q.Event); err != nil {
-				return err
-			}
+			events = append(events, q.Event)
+		}
+		// One statement for both events: the claim is on every new
+		// device's path.
+		if err := appendAudits(ctx, tx, events); err != nil {
+			return err
 		}
 		out.Enrollment, err = getEnrollment(ctx, tx, resID)
 		return err
