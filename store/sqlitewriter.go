@@ -11,58 +11,96 @@ import (
 )
 
 // sqliteWriter is SQLite's one writing connection (withWriter), as the
-// writes on it see it. Its statements run to their end even when their
-// context ends before, and its transactions are BEGIN IMMEDIATE and COMMIT
-// run on it, not database/sql's Tx. Both for the same reason: goroutines.
-// database/sql starts one for every Tx and one for every query in it, and
-// the driver one for every statement whose context can end, each to
-// cancel its work; each start and end woke a thread on the other core
-// (futex calls outnumbered the transactions four to one). On this
-// connection the statements are short writes, one at a time, so there is
-// nothing worth interrupting. A transaction whose context ended is still
-// rolled back, not committed, as database/sql's Tx does.
-type sqliteWriter struct{ c *sqlx.Conn }
+// writes on it see it. Its statements, once started, run to their end
+// even if their context ends meanwhile, and its transactions are BEGIN
+// IMMEDIATE and COMMIT run on it, not database/sql's Tx. Both for the same
+// reason: goroutines. database/sql starts one for every Tx and one for
+// every query in it, and the driver one for every statement whose context
+// can end, each to cancel its work; each start and end woke a thread on
+// the other core (futex calls outnumbered the transactions four to one).
+// On this connection the statements are short writes, one at a time, so
+// there is little to interrupt: a statement does not start once its
+// context has ended, so a long transaction (a fleet-wide command) stops
+// at its next statement, and a transaction whose context ended is rolled
+// back, not committed, as database/sql's Tx does.
+type sqliteWriter struct {
+	c *sqlx.Conn
+	// open are the rows queries in a transaction opened. A sql.Conn
+	// does not close while rows on it are open, and nothing else would
+	// close these: they are closed before the transaction ends.
+	open *[]*sql.Rows
+}
 
 func (w sqliteWriter) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	return w.c.ExecContext(context.WithoutCancel(ctx), query, args...)
+	return w.c.ExecContext(w.statementContext(ctx), query, args...)
 }
 
 func (w sqliteWriter) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	return w.c.QueryContext(context.WithoutCancel(ctx), query, args...)
+	rows, err := w.c.QueryContext(w.statementContext(ctx), query, args...)
+	if err == nil && w.open != nil {
+		*w.open = append(*w.open, rows)
+	}
+	return rows, err
 }
 
 func (w sqliteWriter) QueryxContext(ctx context.Context, query string, args ...any) (*sqlx.Rows, error) {
-	return w.c.QueryxContext(context.WithoutCancel(ctx), query, args...)
+	rows, err := w.c.QueryxContext(w.statementContext(ctx), query, args...)
+	if err == nil && w.open != nil {
+		*w.open = append(*w.open, rows.Rows)
+	}
+	return rows, err
 }
 
+// QueryRowxContext's row holds its rows open until it is scanned, as
+// every caller does at once.
 func (w sqliteWriter) QueryRowxContext(ctx context.Context, query string, args ...any) *sqlx.Row {
-	return w.c.QueryRowxContext(context.WithoutCancel(ctx), query, args...)
+	return w.c.QueryRowxContext(w.statementContext(ctx), query, args...)
 }
 
 func (w sqliteWriter) GetContext(ctx context.Context, dest any, query string, args ...any) error {
-	return w.c.GetContext(context.WithoutCancel(ctx), dest, query, args...)
+	return w.c.GetContext(w.statementContext(ctx), dest, query, args...)
 }
 
 func (w sqliteWriter) SelectContext(ctx context.Context, dest any, query string, args ...any) error {
-	return w.c.SelectContext(context.WithoutCancel(ctx), dest, query, args...)
+	return w.c.SelectContext(w.statementContext(ctx), dest, query, args...)
 }
 
 func (w sqliteWriter) Rebind(query string) string { return w.c.Rebind(query) }
 
+// statementContext is ctx without its end, unless it has ended already:
+// then database/sql fails the statement at once, with ctx's error.
+func (w sqliteWriter) statementContext(ctx context.Context) context.Context {
+	if ctx.Err() != nil {
+		return ctx
+	}
+	return context.WithoutCancel(ctx)
+}
+
 // transaction runs fn between BEGIN IMMEDIATE and COMMIT, and rolls back
-// when fn fails, panics, or COMMIT fails. A connection that cannot roll
-// back is closed: left inside its transaction, it would fail every later
-// BEGIN.
+// when fn fails or panics, when ctx has ended, or when COMMIT fails (SQLite
+// can stay in the transaction then). A connection that cannot roll back
+// is closed: left inside its transaction, it would fail every later BEGIN.
 func (w sqliteWriter) transaction(ctx context.Context, fn func(tx txn) error) (err error) {
 	if _, err := w.ExecContext(ctx, `BEGIN IMMEDIATE`); err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
-	done := false
+	var open []*sql.Rows
+	w.open = &open
+	closeRows := func() {
+		for _, r := range open {
+			_ = r.Close()
+		}
+		open = open[:0]
+	}
+	committed := false
 	defer func() {
-		if done {
+		if committed {
 			return
 		}
-		if _, rerr := w.ExecContext(ctx, `ROLLBACK`); rerr != nil {
+		closeRows()
+		// Not under ctx: a caller that went away still gets its work
+		// undone, and the connection kept.
+		if _, rerr := w.c.ExecContext(context.Background(), `ROLLBACK`); rerr != nil {
 			_ = w.c.Raw(func(any) error { return driver.ErrBadConn })
 			if err != nil {
 				err = errors.Join(err, fmt.Errorf("rollback: %w", rerr))
@@ -75,9 +113,10 @@ func (w sqliteWriter) transaction(ctx context.Context, fn func(tx txn) error) (e
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
-	if _, err := w.ExecContext(ctx, `COMMIT`); err != nil {
+	closeRows()
+	if _, err := w.c.ExecContext(context.Background(), `COMMIT`); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
-	done = true
+	committed = true
 	return nil
 }

@@ -389,7 +389,7 @@ func (s *Store) withSQLiteWriter(ctx context.Context, fn func(w sqliteWriter) er
 		return fmt.Errorf("wait for the database writer: %w", err)
 	}
 	defer conn.Close()
-	return fn(sqliteWriter{conn})
+	return fn(sqliteWriter{c: conn})
 }
 
 // ms and fromMS convert between time and the Unix milliseconds every table
