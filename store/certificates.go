@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jmoiron/sqlx"
+
 	"github.com/vestibule-mdm/vestibule/enrollment"
 	"github.com/vestibule-mdm/vestibule/scep"
 )
@@ -163,18 +165,27 @@ const selectCheckin = `SELECT c.reservation_id, c.not_after, c.revoked_at, c.har
 // reservation's enrollment. It scans by position: sqlx's mapping by name
 // cost as much as the columns.
 func (s *Store) CheckinRecord(ctx context.Context, fingerprint string) (CheckinRecord, error) {
-	st, err := s.prepared(ctx, selectCheckin)
-	if err != nil {
-		return CheckinRecord{}, fmt.Errorf("certificate %s: %w", fingerprint, err)
-	}
 	var (
 		r                                      CheckinRecord
 		notAfter                               int64
 		revokedAt, lastSeen                    sql.NullInt64
 		id, state, udid, attStatus, attCommand sql.NullString
 	)
-	err = st.QueryRowContext(ctx, fingerprint).Scan(&r.ReservationID, &notAfter, &revokedAt, &r.HardwareBound, &r.AttestedSerial, &r.AttestedUDID,
-		&id, &state, &udid, &lastSeen, &attStatus, &attCommand, &r.NoCommands)
+	scan := func(row *sql.Row) error {
+		return row.Scan(&r.ReservationID, &notAfter, &revokedAt, &r.HardwareBound, &r.AttestedSerial, &r.AttestedUDID,
+			&id, &state, &udid, &lastSeen, &attStatus, &attCommand, &r.NoCommands)
+	}
+	var err error
+	if s.write != nil {
+		err = s.withSQLiteReader(ctx, func(c *sqlx.Conn, ctx context.Context) error {
+			return scan(c.QueryRowContext(ctx, selectCheckin, fingerprint))
+		})
+	} else {
+		var st *sqlx.Stmt
+		if st, err = s.prepared(ctx, selectCheckin); err == nil {
+			err = scan(st.QueryRowContext(ctx, fingerprint))
+		}
+	}
 	if err != nil {
 		return CheckinRecord{}, fmt.Errorf("certificate %s: %w", fingerprint, notFound(err))
 	}

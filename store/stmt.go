@@ -35,11 +35,33 @@ func (s *Store) prepared(ctx context.Context, query string) (*sqlx.Stmt, error) 
 
 // getPrepared runs a single-row query through a prepared statement.
 func (s *Store) getPrepared(ctx context.Context, dest any, query string, args ...any) error {
+	if s.write != nil {
+		return s.withSQLiteReader(ctx, func(c *sqlx.Conn, ctx context.Context) error {
+			return c.GetContext(ctx, dest, query, args...)
+		})
+	}
 	st, err := s.prepared(ctx, query)
 	if err != nil {
 		return err
 	}
 	return st.GetContext(ctx, dest, args...)
+}
+
+// withSQLiteReader runs fn's one short read on a connection of SQLite's
+// read pool, waited for as long as ctx allows, under ctx without its end.
+// These are the lookups every check-in and SCEP request makes, by index:
+// nothing in them is worth interrupting, and a query under a context that
+// can end costs two goroutines (database/sql's and the driver's, each to
+// cancel it), each woken on the other core at its start and end. The
+// connection keeps its statements (sqlitestmts.go), as a prepared
+// statement would.
+func (s *Store) withSQLiteReader(ctx context.Context, fn func(c *sqlx.Conn, ctx context.Context) error) error {
+	c, err := s.db.Connx(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return fn(c, context.WithoutCancel(ctx))
 }
 
 func (s *Store) closeStmts() {
