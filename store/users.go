@@ -117,6 +117,12 @@ func (s *Store) SetUserPassword(ctx context.Context, userID, hash string, ev enr
 		if n, _ := res.RowsAffected(); n == 0 {
 			return fmt.Errorf("set password: user %s: %w", userID, enrollment.ErrNotFound)
 		}
+		// A session opened with the old password ends with it: the dev
+		// admin's new password at every start is worth nothing if a
+		// browser signed in with the last one stays signed in.
+		if _, err := tx.ExecContext(ctx, tx.Rebind(`DELETE FROM sessions WHERE user_id = ?`), userID); err != nil {
+			return fmt.Errorf("set password: end sessions: %w", err)
+		}
 		return appendAudit(ctx, tx, ev)
 	})
 }
