@@ -33,7 +33,9 @@ func (s *Store) prepared(ctx context.Context, query string) (*sqlx.Stmt, error) 
 	return st, nil
 }
 
-// getPrepared runs a single-row query through a prepared statement.
+// getPrepared runs a single-row query through a prepared statement. It is
+// for lookups by index whose cost does not grow with a table: on SQLite
+// they are not interrupted once started (withSQLiteReader).
 func (s *Store) getPrepared(ctx context.Context, dest any, query string, args ...any) error {
 	if s.write != nil {
 		return s.withSQLiteReader(ctx, func(c *sqlx.Conn, ctx context.Context) error {
@@ -54,7 +56,8 @@ func (s *Store) getPrepared(ctx context.Context, dest any, query string, args ..
 // can end costs two goroutines (database/sql's and the driver's, each to
 // cancel it), each woken on the other core at its start and end. The
 // connection keeps its statements (sqlitestmts.go), as a prepared
-// statement would.
+// statement would. The longest such a read can wait is SQLite's
+// busy_timeout, reached only while a WAL is recovered after a crash.
 func (s *Store) withSQLiteReader(ctx context.Context, fn func(c *sqlx.Conn, ctx context.Context) error) error {
 	c, err := s.db.Connx(ctx)
 	if err != nil {

@@ -106,7 +106,8 @@ func (s *Store) ListUsers(ctx context.Context) ([]enrollment.User, error) {
 	return out, nil
 }
 
-// SetUserPassword replaces a local account's password hash.
+// SetUserPassword replaces a local account's password hash and ends the
+// account's sessions.
 func (s *Store) SetUserPassword(ctx context.Context, userID, hash string, ev enrollment.AuditEvent) error {
 	return s.inTx(ctx, func(tx txn) error {
 		res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?`),
