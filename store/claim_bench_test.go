@@ -8,8 +8,47 @@ import (
 
 	"github.com/vestibule-mdm/vestibule/enrollment"
 	"github.com/vestibule-mdm/vestibule/internal/proccpu"
+	"github.com/vestibule-mdm/vestibule/scep"
+	"github.com/vestibule-mdm/vestibule/store"
 	"github.com/vestibule-mdm/vestibule/store/storetest"
 )
+
+// benchStore opens a store of dialect with n open reservations of one
+// user, made before the clock, and a request's context: one that can end,
+// as the handlers pass it, which the driver treats apart from one that
+// cannot.
+func benchStore(b *testing.B, dialect string, n int, now time.Time) (*store.Store, context.Context, []enrollment.Reservation) {
+	s := storetest.Open(b, dialect)
+	ctx, cancel := context.WithCancel(context.Background())
+	b.Cleanup(cancel)
+	users := enrollment.NewUsers(s, func() time.Time { return now })
+	u, err := users.Add(ctx, enrollment.Actor{Name: "bench"}, enrollment.UserInput{Email: "bench@example.com"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	res := make([]enrollment.Reservation, n)
+	for i := range res {
+		res[i] = enrollment.Reservation{ID: enrollment.NewID(), OrgID: "acme", UserID: u.ID, UserEmail: u.Email, State: enrollment.ReservationOpen,
+			ChallengeHash: enrollment.HashChallenge(enrollment.NewID()), TokenNonce: "nonce-" + enrollment.NewID(), TokenKeyVersion: 1,
+			CreatedAt: now, ExpiresAt: now.Add(time.Hour), CreatedBy: "bench"}
+		if err := s.CreateReservation(ctx, res[i], enrollment.AuditEvent{At: now, Actor: "bench", Action: "reservation.create"}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return s, ctx, res
+}
+
+// reportCPU reports the process's CPU per operation since cpu, every
+// thread: the goroutines database/sql and the driver wake run on the
+// other core.
+func reportCPU(b *testing.B, cpu time.Duration) {
+	b.ReportMetric(float64((proccpu.Used()-cpu).Microseconds())/1000/float64(b.N), "cpu-ms/op")
+}
+
+func benchDevice(i int) enrollment.Enrollment {
+	udid := fmt.Sprintf("UDID-BENCH-%08d", i)
+	return enrollment.Enrollment{Facts: enrollment.DeviceFacts{UDID: udid, Serial: fmt.Sprintf("SER%08d", i), Model: "Mac14,2"}, CheckinIP: "192.0.2.1"}
+}
 
 // BenchmarkClaimReservation is Authenticate's transaction: the claim of an
 // open reservation by a new device, with the attestation question asked
@@ -17,41 +56,49 @@ import (
 func BenchmarkClaimReservation(b *testing.B) {
 	for _, dialect := range storetest.Dialects {
 		b.Run(dialect, func(b *testing.B) {
-			s := storetest.Open(b, dialect)
-			// A request's context, which can end, as the check-in handler
-			// passes it: the driver treats it apart from one that cannot.
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
 			now := time.Now()
-			users := enrollment.NewUsers(s, func() time.Time { return now })
-			u, err := users.Add(ctx, enrollment.Actor{Name: "bench"}, enrollment.UserInput{Email: "claims@example.com"})
-			if err != nil {
-				b.Fatal(err)
-			}
-			res := make([]enrollment.Reservation, b.N)
-			for i := range res {
-				res[i] = enrollment.Reservation{ID: enrollment.NewID(), OrgID: "acme", UserID: u.ID, UserEmail: u.Email, State: enrollment.ReservationOpen,
-					ChallengeHash: enrollment.HashChallenge(enrollment.NewID()), TokenNonce: "nonce-" + enrollment.NewID(), TokenKeyVersion: 1,
-					CreatedAt: now, ExpiresAt: now.Add(time.Hour), CreatedBy: "bench"}
-				if err := s.CreateReservation(ctx, res[i], enrollment.AuditEvent{At: now, Actor: "bench", Action: "reservation.create"}); err != nil {
-					b.Fatal(err)
-				}
-			}
+			s, ctx, res := benchStore(b, dialect, b.N, now)
 			b.ResetTimer()
 			cpu := proccpu.Used()
 			for i, r := range res {
-				udid := fmt.Sprintf("UDID-CLAIM-%08d", i)
-				e := enrollment.Enrollment{Facts: enrollment.DeviceFacts{UDID: udid, Serial: fmt.Sprintf("SER%08d", i), Model: "Mac14,2"}, CheckinIP: "192.0.2.1"}
+				e := benchDevice(i)
 				q := &enrollment.Question{NonceHex: "00", Command: enrollment.NewCommand{UUID: enrollment.NewID(), RequestType: "DeviceInformation", Body: []byte("<plist/>")},
 					Event: enrollment.AuditEvent{At: now, Actor: "vestibule", Action: "attestation.ask", TargetID: r.ID}}
-				ev := enrollment.AuditEvent{At: now, Actor: "device:" + udid, Action: "enrollment.authenticate", TargetID: r.ID}
+				ev := enrollment.AuditEvent{At: now, Actor: "device:" + e.Facts.UDID, Action: "enrollment.authenticate", TargetID: r.ID}
 				if _, err := s.ClaimReservation(ctx, r.ID, r.TokenNonce, e, now, ev, q); err != nil {
 					b.Fatal(err)
 				}
 			}
-			// Every thread's CPU, not only wall time: the goroutines
-			// database/sql and the driver wake run on the other core.
-			b.ReportMetric(float64((proccpu.Used()-cpu).Microseconds())/1000/float64(b.N), "cpu-ms/op")
+			reportCPU(b, cpu)
+		})
+	}
+}
+
+// BenchmarkCheckinRecord is the one read of an idle check-in: the
+// certificate's record and its enrollment, under a request's context.
+func BenchmarkCheckinRecord(b *testing.B) {
+	for _, dialect := range storetest.Dialects {
+		b.Run(dialect, func(b *testing.B) {
+			now := time.Now()
+			s, ctx, res := benchStore(b, dialect, 1, now)
+			r, ev := res[0], enrollment.AuditEvent{At: now, Actor: "bench", Action: "bench"}
+			fp := "bench" + enrollment.NewID()
+			cert := scep.Certificate{Serial: "BE4C", SHA256: fp, Subject: "CN=" + r.ID, NotBefore: now, NotAfter: now.Add(time.Hour),
+				ReservationID: r.ID, KeySHA256: "k", TransactionID: "tx", DER: []byte{0x30}, IssuedAt: now}
+			if err := s.RecordIssued(ctx, cert, r.ChallengeHash, now, ev); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := s.ClaimReservation(ctx, r.ID, r.TokenNonce, benchDevice(0), now, ev, nil); err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			cpu := proccpu.Used()
+			for b.Loop() {
+				if rec, err := s.CheckinRecord(ctx, fp); err != nil || rec.Enrollment == nil {
+					b.Fatalf("CheckinRecord: %+v %v", rec, err)
+				}
+			}
+			reportCPU(b, cpu)
 		})
 	}
 }
