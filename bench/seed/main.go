@@ -31,6 +31,8 @@ type options struct {
 	dataDir, dsn, out, prefix string
 	devices, pending, users   int
 	keys, workers, export     int
+	// appendTo: seed a database that already holds enrollments.
+	appendTo bool
 }
 
 func main() {
@@ -45,6 +47,7 @@ func main() {
 	flag.IntVar(&o.export, "export", 1000, "approved devices written to -out, spread over the seeded range")
 	flag.StringVar(&o.out, "out", "seed.json", "where to write the devices' identities and keys")
 	flag.StringVar(&o.prefix, "prefix", "", "serial number prefix (default: one of this run's)")
+	flag.BoolVar(&o.appendTo, "append", false, "seed a database that already holds enrollments (never a production one)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
@@ -75,6 +78,16 @@ func run(ctx context.Context, o options) error {
 	defer st.Close()
 	if _, err := st.Migrate(ctx); err != nil {
 		return err
+	}
+	// Seeded devices are approved, with certificates of the server's own
+	// CA: in a production database they would be trusted devices nobody
+	// owns. A database with enrollments is seeded only when asked.
+	var enrolled int
+	if err := st.DB().GetContext(ctx, &enrolled, `SELECT COUNT(*) FROM enrollments`); err != nil {
+		return fmt.Errorf("count enrollments: %w", err)
+	}
+	if enrolled > 0 && !o.appendTo {
+		return fmt.Errorf("the database already holds %d enrollments: seed a new one (serve --dev on an empty -data), or pass -append if it is a test database", enrolled)
 	}
 	keys, err := seed.Keys(o.keys)
 	if err != nil {
