@@ -112,8 +112,6 @@ type UserStore interface {
 	UpsertUsers(ctx context.Context, users []User, ev AuditEvent) (created, updated int, err error)
 	UserByEmail(ctx context.Context, email string) (User, error)
 	ListUsers(ctx context.Context) ([]User, error)
-	// SetUserPassword sets a user's password hash and ends the user's
-	// sessions, in one transaction.
 	SetUserPassword(ctx context.Context, userID, hash string, ev AuditEvent) error
 	UserByID(ctx context.Context, id string) (User, error)
 	// SetUserDisabled disables (revoking the user's open reservations and

@@ -106,8 +106,7 @@ func (s *Store) ListUsers(ctx context.Context) ([]enrollment.User, error) {
 	return out, nil
 }
 
-// SetUserPassword replaces a local account's password hash and ends the
-// account's sessions.
+// SetUserPassword replaces a local account's password hash.
 func (s *Store) SetUserPassword(ctx context.Context, userID, hash string, ev enrollment.AuditEvent) error {
 	return s.inTx(ctx, func(tx txn) error {
 		res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?`),
@@ -117,12 +116,6 @@ func (s *Store) SetUserPassword(ctx context.Context, userID, hash string, ev enr
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
 			return fmt.Errorf("set password: user %s: %w", userID, enrollment.ErrNotFound)
-		}
-		// A session opened with the old password ends with it: the dev
-		// admin's new password at every start is worth nothing if a
-		// browser signed in with the last one stays signed in.
-		if _, err := tx.ExecContext(ctx, tx.Rebind(`DELETE FROM sessions WHERE user_id = ?`), userID); err != nil {
-			return fmt.Errorf("set password: end sessions: %w", err)
 		}
 		return appendAudit(ctx, tx, ev)
 	})

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vestibule-mdm/vestibule/auth"
 	"github.com/vestibule-mdm/vestibule/enrollment"
 	"github.com/vestibule-mdm/vestibule/store"
 )
@@ -17,7 +16,6 @@ import (
 func Run(t *testing.T, open func(t *testing.T) *store.Store) {
 	t.Run("users", func(t *testing.T) { testUsers(t, open(t)) })
 	t.Run("user import is all or nothing", func(t *testing.T) { testImportAtomic(t, open(t)) })
-	t.Run("a new password ends the user's sessions", func(t *testing.T) { testPasswordEndsSessions(t, open(t)) })
 	t.Run("audit", func(t *testing.T) { testAudit(t, open(t)) })
 	t.Run("token claims", func(t *testing.T) { testClaims(t, open(t)) })
 	t.Run("attestation question in the claim", func(t *testing.T) { testQuestionInClaim(t, open(t)) })
@@ -152,36 +150,5 @@ func testAudit(t *testing.T, s *store.Store) {
 	}
 	if one, _ := s.ListAudit(ctx, enrollment.AuditFilter{Limit: 1}); len(one) != 1 {
 		t.Errorf("limit: %d", len(one))
-	}
-}
-
-// testPasswordEndsSessions: a session opened with the old password ends
-// when the password changes (the dev admin's at every start); another
-// user's does not.
-func testPasswordEndsSessions(t *testing.T, s *store.Store) {
-	ctx := context.Background()
-	users := enrollment.NewUsers(s, func() time.Time { return testNow })
-	actor := enrollment.Actor{Name: "test"}
-	var ids []string
-	for _, email := range []string{"changes@example.com", "keeps@example.com"} {
-		u, err := users.Add(ctx, actor, enrollment.UserInput{Email: email})
-		if err != nil {
-			t.Fatal(err)
-		}
-		sess := auth.Session{IDHash: "session-of-" + email, UserID: u.ID, Method: "password", CreatedAt: testNow, LastSeenAt: testNow,
-			ExpiresAt: testNow.Add(time.Hour)}
-		if err := s.CreateSession(ctx, sess, enrollment.AuditEvent{At: testNow, Actor: "test", Action: "session.create"}); err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, u.ID)
-	}
-	if err := s.SetUserPassword(ctx, ids[0], "new-hash", enrollment.AuditEvent{At: testNow, Actor: "test", Action: "user.password.reset"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := s.SessionByHash(ctx, "session-of-changes@example.com"); !errors.Is(err, enrollment.ErrNotFound) {
-		t.Errorf("the session opened before the new password: %v; want it ended (ErrNotFound)", err)
-	}
-	if _, _, err := s.SessionByHash(ctx, "session-of-keeps@example.com"); err != nil {
-		t.Errorf("another user's session after the password change: %v", err)
 	}
 }
