@@ -38,13 +38,6 @@ func benchStore(b *testing.B, dialect string, n int, now time.Time) (*store.Stor
 	return s, ctx, res
 }
 
-// reportCPU reports the process's CPU per operation since cpu, every
-// thread: the goroutines database/sql and the driver wake run on the
-// other core.
-func reportCPU(b *testing.B, cpu time.Duration) {
-	b.ReportMetric(float64((proccpu.Used()-cpu).Microseconds())/1000/float64(b.N), "cpu-ms/op")
-}
-
 func benchDevice(i int) enrollment.Enrollment {
 	udid := fmt.Sprintf("UDID-BENCH-%08d", i)
 	return enrollment.Enrollment{Facts: enrollment.DeviceFacts{UDID: udid, Serial: fmt.Sprintf("SER%08d", i), Model: "Mac14,2"}, CheckinIP: "192.0.2.1"}
@@ -69,7 +62,7 @@ func BenchmarkClaimReservation(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			reportCPU(b, cpu)
+			proccpu.ReportPerOp(b, cpu)
 		})
 	}
 }
@@ -98,7 +91,7 @@ func BenchmarkCheckinRecord(b *testing.B) {
 					b.Fatalf("CheckinRecord: %+v %v", rec, err)
 				}
 			}
-			reportCPU(b, cpu)
+			proccpu.ReportPerOp(b, cpu)
 		})
 	}
 }

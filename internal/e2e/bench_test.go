@@ -59,17 +59,9 @@ func BenchmarkAuthenticate(b *testing.B) {
 					b.Fatalf("TokenUpdate: %d %v", code, err)
 				}
 			}
-			reportCPU(b, cpu)
+			proccpu.ReportPerOp(b, cpu)
 		})
 	}
-}
-
-// reportCPU reports the process's CPU per operation since cpu, every
-// thread: the server's goroutines, the collector, SQLite's checkpointer
-// and the simulated device's HTTP client alike (its signing is done before
-// the clock).
-func reportCPU(b *testing.B, cpu time.Duration) {
-	b.ReportMetric(float64((proccpu.Used()-cpu).Microseconds())/1000/float64(b.N), "cpu-ms/op")
 }
 
 // BenchmarkConnect is the command connection of an approved device: with
@@ -90,7 +82,7 @@ func BenchmarkConnect(b *testing.B) {
 					b.Fatalf("Connect: %d %v %v", code, cmd, err)
 				}
 			}
-			reportCPU(b, cpu)
+			proccpu.ReportPerOp(b, cpu)
 		})
 		b.Run(dialect+"/queued", func(b *testing.B) {
 			e := newEnv(b, dialect)

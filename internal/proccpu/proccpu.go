@@ -6,6 +6,7 @@ package proccpu
 
 import (
 	"syscall"
+	"testing"
 	"time"
 )
 
@@ -17,4 +18,13 @@ func Used() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// ReportPerOp reports, as cpu-ms/op, the process's CPU per operation of b
+// since since, a value of Used taken when the clock started. It counts
+// every thread: goroutines woken on the other core, the collector,
+// SQLite's checkpointer, and a client running in the same process (the
+// e2e benchmarks' simulated devices) alike.
+func ReportPerOp(b *testing.B, since time.Duration) {
+	b.ReportMetric(float64((Used()-since).Microseconds())/1000/float64(b.N), "cpu-ms/op")
 }
