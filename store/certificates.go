@@ -177,7 +177,7 @@ func (s *Store) CheckinRecord(ctx context.Context, fingerprint string) (CheckinR
 	}
 	var err error
 	if s.write != nil {
-		err = s.withSQLiteReader(ctx, func(c *sqlx.Conn, ctx context.Context) error {
+		err = s.withSQLiteReader(ctx, func(ctx context.Context, c *sqlx.Conn) error {
 			return scan(c.QueryRowContext(ctx, selectCheckin, fingerprint))
 		})
 	} else {

@@ -38,7 +38,7 @@ func (s *Store) prepared(ctx context.Context, query string) (*sqlx.Stmt, error) 
 // they are not interrupted once started (withSQLiteReader).
 func (s *Store) getPrepared(ctx context.Context, dest any, query string, args ...any) error {
 	if s.write != nil {
-		return s.withSQLiteReader(ctx, func(c *sqlx.Conn, ctx context.Context) error {
+		return s.withSQLiteReader(ctx, func(ctx context.Context, c *sqlx.Conn) error {
 			return c.GetContext(ctx, dest, query, args...)
 		})
 	}
@@ -58,13 +58,13 @@ func (s *Store) getPrepared(ctx context.Context, dest any, query string, args ..
 // connection keeps its statements (sqlitestmts.go), as a prepared
 // statement would. The longest such a read can wait is SQLite's
 // busy_timeout, reached only while a WAL is recovered after a crash.
-func (s *Store) withSQLiteReader(ctx context.Context, fn func(c *sqlx.Conn, ctx context.Context) error) error {
+func (s *Store) withSQLiteReader(ctx context.Context, fn func(ctx context.Context, c *sqlx.Conn) error) error {
 	c, err := s.db.Connx(ctx)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	return fn(c, context.WithoutCancel(ctx))
+	return fn(context.WithoutCancel(ctx), c)
 }
 
 func (s *Store) closeStmts() {
