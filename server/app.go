@@ -369,5 +369,11 @@ func registerCheckpointMetrics(reg prometheus.Registerer, st *store.Store) {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "vestibule_sqlite_checkpoint_failures_total",
 			Help: "SQLite checkpoint rounds that failed."},
 			func() float64 { return float64(st.Checkpoints().Failed) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "vestibule_sqlite_transactions_total",
+			Help: "SQLite write transactions run."},
+			func() float64 { return float64(st.WriteGroups().Transactions) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "vestibule_sqlite_commits_total",
+			Help: "SQLite COMMITs: write transactions waiting together are committed together."},
+			func() float64 { return float64(st.WriteGroups().Groups) }),
 	)
 }
