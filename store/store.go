@@ -384,12 +384,16 @@ type execer interface {
 // processes (the CLI) still meet this one at SQLite's lock; the
 // checkpointer holds this connection while it restarts the WAL.
 //
+// On SQLite fn runs as a transaction of its own, committed with the
+// others waiting (inTx): a TokenUpdate's one UPDATE shares its COMMIT
+// with the claims around it.
+//
 // fn must not write through the Store again: the connection is its.
 func (s *Store) withWriter(ctx context.Context, fn func(w writer) error) error {
 	if s.write == nil {
 		return fn(s.db)
 	}
-	return s.withSQLiteWriter(ctx, func(w sqliteWriter) error { return fn(w) })
+	return s.inGroup(ctx, func(tx txn) error { return fn(tx) })
 }
 
 // withSQLiteWriter waits for SQLite's writing connection, at most
