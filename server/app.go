@@ -370,10 +370,10 @@ func registerCheckpointMetrics(reg prometheus.Registerer, st *store.Store) {
 			Help: "SQLite checkpoint rounds that failed."},
 			func() float64 { return float64(st.Checkpoints().Failed) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "vestibule_sqlite_transactions_total",
-			Help: "SQLite write transactions run."},
+			Help: "SQLite writes committed."},
 			func() float64 { return float64(st.WriteGroups().Transactions) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "vestibule_sqlite_commits_total",
-			Help: "SQLite COMMITs: write transactions waiting together are committed together."},
-			func() float64 { return float64(st.WriteGroups().Groups) }),
+			Help: "SQLite COMMITs: writes waiting together are committed together."},
+			func() float64 { return float64(st.WriteGroups().Commits) }),
 	)
 }

@@ -100,8 +100,8 @@ func BenchmarkClaimReservationConcurrent(b *testing.B) {
 				}
 			})
 			proccpu.ReportPerOp(b, cpu)
-			if after := s.WriteGroups(); after.Groups > groups.Groups {
-				b.ReportMetric(float64(after.Transactions-groups.Transactions)/float64(after.Groups-groups.Groups), "tx/commit")
+			if after := s.WriteGroups(); after.Commits > groups.Commits {
+				b.ReportMetric(float64(after.Transactions-groups.Transactions)/float64(after.Commits-groups.Commits), "tx/commit")
 			}
 		})
 	}

@@ -56,7 +56,7 @@ func (s *Store) EnqueueFleet(ctx context.Context, items []enrollment.FleetComman
 	// with it; run again, the transaction finds the superseded row and
 	// refuses the request.
 	return retryDeadlocks(func() error {
-		return s.inTx(ctx, func(tx txn) error { return enqueueFleet(ctx, tx, s.dialect == "postgres", sorted, by, at) })
+		return s.inTxAlone(ctx, func(tx txn) error { return enqueueFleet(ctx, tx, s.dialect == "postgres", sorted, by, at) })
 	})
 }
 

@@ -14,7 +14,7 @@ import (
 // UpsertDEPDevices stores one page of inventory. A deleted device keeps
 // its row, marked deleted, so the approver can see it left.
 func (s *Store) UpsertDEPDevices(ctx context.Context, devices []depsync.Device, at time.Time) error {
-	return s.inTx(ctx, func(tx txn) error {
+	return s.inTxAlone(ctx, func(tx txn) error {
 		for _, d := range devices {
 			var opDate sql.NullInt64
 			if d.OpDate != nil {

@@ -27,8 +27,8 @@ import (
 // for the last to run before it is answered.
 const maxGroup = 32
 
-// writeGroup queues SQLite's transactions for the writing connection.
-// One caller at a time leads: it takes what is queued, runs it on the
+// writeGroup queues SQLite's writes for the writing connection. One
+// caller at a time leads: it takes what is queued, runs it on the
 // connection, and hands the lead to the next caller still waiting.
 type writeGroup struct {
 	mu      sync.Mutex
@@ -37,16 +37,18 @@ type writeGroup struct {
 	stats   WriteGroupStats
 }
 
-// WriteGroupStats says how SQLite's transactions were grouped since Open.
+// WriteGroupStats says how SQLite's writes were committed since Open.
 type WriteGroupStats struct {
-	Transactions int64 // transactions run
-	Groups       int64 // groups they ran in, each one COMMIT
+	Transactions int64 // writes committed
+	Commits      int64 // the COMMITs they took
 }
 
-// groupTx is one caller's transaction, from its queueing to its answer.
+// groupTx is one caller's write, from its queueing to its answer.
 type groupTx struct {
-	ctx  context.Context
-	fn   func(tx txn) error
+	ctx context.Context
+	fn  func(tx txn) error
+	// kind says how it may run: see writeKind.
+	kind writeKind
 	wake chan struct{}
 	// Under writeGroup.mu:
 	state txState
@@ -55,25 +57,51 @@ type groupTx struct {
 	panicked any
 }
 
+// writeKind is how a write may be run.
+type writeKind int
+
+const (
+	// grouped: a transaction, committed with others in a savepoint.
+	grouped writeKind = iota
+	// single: one write of withWriter's. With others it runs in a
+	// savepoint; by itself it is SQLite's own autocommit, with no BEGIN
+	// and COMMIT of ours.
+	single
+	// alone: a bulk transaction (a fleet-wide command, a purge), always
+	// in a group of its own. In a savepoint SQLite keeps a copy of every
+	// page it changes, in memory (temp_store): for a fleet of 10,000
+	// devices tens of MB.
+	alone
+)
+
 type txState int
 
 const (
-	txQueued txState = iota // waiting in writeGroup.queue
-	txTaken                 // a leader is running it
-	txLead                  // handed the lead: it runs next
-	txDone                  // err and panicked hold its outcome
+	txQueued    txState = iota // waiting in writeGroup.queue
+	txTaken                    // in a leader's group, not started: it may still withdraw
+	txRunning                  // its fn runs or has run
+	txWithdrawn                // its caller stopped waiting before it ran
+	txLead                     // handed the lead: it runs next
+	txDone                     // err and panicked hold its outcome
 )
 
-// errTransactionLost is the error of a transaction that had succeeded in
-// a group, when SQLite ended the group's transaction before its COMMIT.
-var errTransactionLost = errors.New("the transaction it was grouped with was lost")
+var (
+	// errTransactionLost is the error of a transaction that had succeeded
+	// in a group, when SQLite ended the group's transaction before its
+	// COMMIT.
+	errTransactionLost = errors.New("the transaction it was grouped with was lost")
+	// errLeaderStopped is the error of the transactions of a group whose
+	// leader's goroutine ended before it answered them (runtime.Goexit,
+	// a panic outside any fn).
+	errLeaderStopped = errors.New("the writer running it stopped")
+)
 
-// inGroup runs fn in a transaction on SQLite's writing connection,
-// committed with whatever other transactions are waiting then. It waits
-// in the queue at most writeWait, and not past ctx's end.
-func (s *Store) inGroup(ctx context.Context, fn func(tx txn) error) error {
+// inGroup runs fn on SQLite's writing connection, committed with whatever
+// other writes are waiting then (kind says how). It waits at most
+// writeWait, and not past ctx's end, until fn starts.
+func (s *Store) inGroup(ctx context.Context, kind writeKind, fn func(tx txn) error) error {
 	g := &s.group
-	t := &groupTx{ctx: ctx, fn: fn, wake: make(chan struct{}, 1)}
+	t := &groupTx{ctx: ctx, fn: fn, kind: kind, wake: make(chan struct{}, 1)}
 	g.mu.Lock()
 	if !g.leading {
 		g.leading = true
@@ -103,21 +131,24 @@ func (s *Store) inGroup(ctx context.Context, fn func(tx txn) error) error {
 		case txLead:
 			g.mu.Unlock()
 			return s.lead(t)
-		case txQueued:
+		case txQueued, txTaken:
 			if why != nil {
-				g.remove(t)
+				if t.state == txQueued {
+					g.remove(t)
+				}
+				t.state = txWithdrawn
 				g.mu.Unlock()
 				return fmt.Errorf("wait for the database writer: %w", why)
 			}
-		case txTaken:
-			// Running: only its outcome is awaited now.
+		case txRunning:
+			// Started: only its outcome is awaited now.
 			ended, waited = nil, nil
 		}
 		g.mu.Unlock()
 	}
 }
 
-// WriteGroups says how SQLite's transactions were grouped; zero on
+// WriteGroups says how SQLite's writes were committed; zero on
 // PostgreSQL.
 func (s *Store) WriteGroups() WriteGroupStats {
 	s.group.mu.Lock()
@@ -125,7 +156,7 @@ func (s *Store) WriteGroups() WriteGroupStats {
 	return s.group.stats
 }
 
-// remove takes a waiting transaction out of the queue; under mu.
+// remove takes a waiting write out of the queue; under mu.
 func (g *writeGroup) remove(t *groupTx) {
 	for i, q := range g.queue {
 		if q == t {
@@ -135,41 +166,72 @@ func (g *writeGroup) remove(t *groupTx) {
 	}
 }
 
-// lead runs t with the transactions queued behind it, then hands the
-// lead on, and answers t.
+// start marks t running, unless its caller withdrew: then it is skipped.
+func (g *writeGroup) start(t *groupTx) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if t.state == txWithdrawn {
+		return false
+	}
+	t.state = txRunning
+	return true
+}
+
+// lead runs t with the writes queued behind it, then hands the lead on,
+// and answers t.
 func (s *Store) lead(t *groupTx) error {
 	g := &s.group
 	g.mu.Lock()
-	n := min(len(g.queue), maxGroup-1)
-	batch := append([]*groupTx{t}, g.queue[:n]...)
-	g.queue = append(g.queue[:0], g.queue[n:]...)
+	batch := []*groupTx{t}
+	if t.kind != alone {
+		n := 0
+		for n < len(g.queue) && len(batch) < maxGroup && g.queue[n].kind != alone {
+			batch = append(batch, g.queue[n])
+			n++
+		}
+		g.queue = append(g.queue[:0], g.queue[n:]...)
+	}
 	for _, b := range batch {
 		b.state = txTaken
 	}
 	g.mu.Unlock()
 
-	s.commitGroup(batch)
-
-	g.mu.Lock()
-	g.stats.Groups++
-	g.stats.Transactions += int64(len(batch))
-	for _, b := range batch[1:] {
-		b.state = txDone
-		b.wake <- struct{}{}
-	}
-	if len(g.queue) > 0 {
-		next := g.queue[0]
-		g.queue = g.queue[1:]
-		next.state = txLead
-		next.wake <- struct{}{}
-	} else {
-		g.leading = false
-	}
-	g.mu.Unlock()
+	var committed, commits int64
+	finished := false
+	// Deferred, so that the lead is handed on and every caller answered
+	// even when this goroutine ends early.
+	defer func() {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		g.stats.Transactions += committed
+		g.stats.Commits += commits
+		for _, b := range batch {
+			if b.state == txWithdrawn {
+				continue
+			}
+			if !finished {
+				b.err, b.panicked = fmt.Errorf("commit: %w", errLeaderStopped), nil
+			}
+			b.state = txDone
+			if b != t {
+				b.wake <- struct{}{}
+			}
+		}
+		if len(g.queue) > 0 {
+			next := g.queue[0]
+			g.queue = g.queue[1:]
+			next.state = txLead
+			next.wake <- struct{}{}
+		} else {
+			g.leading = false
+		}
+	}()
+	committed, commits = s.commitGroup(batch)
+	finished = true
 	return t.outcome()
 }
 
-// outcome is the transaction's error, or its panic, raised again on the
+// outcome is the write's error, or its panic, raised again on the
 // caller's own goroutine.
 func (t *groupTx) outcome() error {
 	if t.panicked != nil {
@@ -178,65 +240,103 @@ func (t *groupTx) outcome() error {
 	return t.err
 }
 
-// commitGroup runs batch on the writing connection and sets every
-// transaction's outcome. A lost transaction is run again without the
-// ones before it (runGroup).
-func (s *Store) commitGroup(batch []*groupTx) {
+// commitGroup runs batch on the writing connection, sets every write's
+// outcome, and counts the writes committed and the COMMITs they took.
+// When SQLite ends a group's transaction early, the writes after the one
+// that ended it are run again (runGroup), on the connection that the
+// pool hands out next.
+func (s *Store) commitGroup(batch []*groupTx) (committed, commits int64) {
 	for len(batch) > 0 {
-		rest := batch[:0:0]
+		var rest []*groupTx
 		// Not under any caller's context: the others' work goes on when
 		// one caller goes away.
 		err := s.withSQLiteWriter(context.Background(), func(w sqliteWriter) error {
 			if len(batch) == 1 {
-				batch[0].err, batch[0].panicked = w.transactionRecovered(batch[0])
+				t := batch[0]
+				if !s.group.start(t) {
+					return nil
+				}
+				if t.err, t.panicked = w.runOne(t); t.err == nil && t.panicked == nil {
+					committed++
+					commits++
+				}
 				return nil
 			}
-			rest = w.runGroup(batch)
+			var n int
+			rest, n = w.runGroup(&s.group, batch)
+			if n > 0 {
+				committed += int64(n)
+				commits++
+			}
 			return nil
 		})
 		if err != nil {
 			for _, t := range batch {
-				t.err = err
+				if s.group.start(t) {
+					t.err = err
+				}
 			}
-			return
+			return committed, commits
 		}
 		batch = rest
 	}
+	return committed, commits
 }
 
-// transactionRecovered is transaction, with a panic in fn kept for its
+// runOne runs a write by itself: a single write as SQLite's own
+// autocommit, any other in a transaction. A panic in fn is kept for its
 // caller: it must not unwind the leader, whose goroutine it ran on.
-func (w sqliteWriter) transactionRecovered(t *groupTx) (err error, panicked any) {
+func (w sqliteWriter) runOne(t *groupTx) (err error, panicked any) {
 	defer func() {
 		if p := recover(); p != nil {
 			panicked = p
 		}
 	}()
+	if t.kind == single {
+		return t.fn(w), nil
+	}
 	return w.transaction(t.ctx, t.fn), nil
 }
 
-// runGroup runs batch in one transaction, each in a savepoint, and
-// commits it. When SQLite ends the transaction before that (a failed
-// ROLLBACK TO or RELEASE says so), what succeeded in it is lost with it:
-// those fail, and the transactions after the one that ended it are
-// returned, to be run again.
-func (w sqliteWriter) runGroup(batch []*groupTx) (rest []*groupTx) {
+// runGroup runs batch in one transaction, each write in a savepoint, and
+// commits it; it returns how many writes it committed. When SQLite ends
+// the transaction before that (a failed ROLLBACK TO or RELEASE says
+// so), what succeeded in it is lost with it: those fail, and the writes
+// after the one that ended it are returned, to be run again.
+func (w sqliteWriter) runGroup(g *writeGroup, batch []*groupTx) (rest []*groupTx, committed int) {
 	bg := context.Background()
 	if _, err := w.c.ExecContext(bg, `BEGIN IMMEDIATE`); err != nil {
 		for _, t := range batch {
-			t.err = fmt.Errorf("begin: %w", err)
+			if g.start(t) {
+				t.err = fmt.Errorf("begin: %w", err)
+			}
 		}
-		return nil
+		// A connection that could not begin may be inside a transaction
+		// already: it is not kept unless it rolls back.
+		w.rollback()
+		return nil, 0
 	}
+	ended := false
+	defer func() {
+		// This goroutine is ending inside the transaction: the
+		// connection is not handed back in it.
+		if !ended {
+			w.rollback()
+		}
+	}()
 	var kept []*groupTx
-	lost := func(i int, err error) []*groupTx {
+	lost := func(i int, err error) ([]*groupTx, int) {
 		for _, k := range kept {
 			k.err = fmt.Errorf("commit: %w: %w", errTransactionLost, err)
 		}
 		w.rollback()
-		return batch[i+1:]
+		ended = true
+		return batch[i+1:], 0
 	}
 	for i, t := range batch {
+		if !g.start(t) {
+			continue
+		}
 		if err := t.ctx.Err(); err != nil {
 			t.err = fmt.Errorf("begin: %w", err)
 			continue
@@ -262,18 +362,20 @@ func (w sqliteWriter) runGroup(batch []*groupTx) (rest []*groupTx) {
 			return lost(i, err)
 		}
 	}
+	ended = true
 	if _, err := w.c.ExecContext(bg, `COMMIT`); err != nil {
 		for _, k := range kept {
 			k.err = fmt.Errorf("commit: %w", err)
 		}
 		w.rollback()
+		return nil, 0
 	}
-	return nil
+	return nil, len(kept)
 }
 
-// savepoint runs one transaction's fn inside the group's savepoint: it
-// fails when fn fails or panics, or when its context ended meanwhile.
-// Rows fn left open are closed.
+// savepoint runs one write's fn inside the group's savepoint: it fails
+// when fn fails or panics, or when its context ended meanwhile. Rows fn
+// left open are closed.
 func (w sqliteWriter) savepoint(t *groupTx) (err error, panicked any) {
 	var open []*sql.Rows
 	w.open = &open

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -225,8 +226,8 @@ func TestSQLiteGroupCommit(t *testing.T) {
 		t.Errorf("rows %v, want %v", rows, want)
 	}
 	after := f.s.WriteGroups()
-	if g, n := after.Groups-before.Groups, after.Transactions-before.Transactions; g != 2 || n != 8 {
-		t.Errorf("%d transactions in %d groups; want 8 in 2: the held one alone, then the seven still queued together", n, g)
+	if c, n := after.Commits-before.Commits, after.Transactions-before.Transactions; c != 2 || n != 4 {
+		t.Errorf("%d writes committed in %d COMMITs; want 4 in 2: the held one alone, then 1, 7 and 8 together", n, c)
 	}
 	if err := f.s.inTx(bg, func(tx txn) error { return insertN(9)(bg, tx) }); err != nil {
 		t.Fatalf("the transaction after the group: %v", err)
@@ -346,5 +347,122 @@ func TestSQLiteGroupQueueWait(t *testing.T) {
 	}
 	if rows, want := f.rows(), []int{0}; !slices.Equal(rows, want) {
 		t.Errorf("rows %v, want %v", rows, want)
+	}
+}
+
+// TestSQLiteGroupWithdraw: a caller whose write was taken into a group
+// but has not started still stops waiting at its deadline or after
+// writeWait, and its write is skipped, however long the writes before it
+// in the group run.
+func TestSQLiteGroupWithdraw(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// wait bounds the second caller's wait: its context, or writeWait.
+		wait func(f *groupFixture) (context.Context, context.CancelFunc)
+	}{
+		{"its context ends", func(*groupFixture) (context.Context, context.CancelFunc) {
+			return context.WithTimeout(context.Background(), 100*time.Millisecond)
+		}},
+		{"writeWait passes", func(f *groupFixture) (context.Context, context.CancelFunc) {
+			f.s.writeWait = 300 * time.Millisecond
+			return context.WithCancel(context.Background())
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newGroupFixture(t)
+			bg := context.Background()
+			ctx, cancel := tc.wait(f)
+			defer cancel()
+			slow, running := make(chan struct{}), make(chan struct{})
+			f.queue(bg, func(ctx context.Context, tx txn) error {
+				close(running)
+				<-slow
+				return insertN(1)(ctx, tx)
+			})
+			f.queue(ctx, insertN(2))
+			close(f.release)
+			<-running
+			select {
+			case r := <-f.results[1]:
+				if !errors.Is(r.err, context.DeadlineExceeded) {
+					t.Errorf("the caller past its deadline: %v; want a deadline error", r.err)
+				}
+				f.results[1] <- r
+			case <-time.After(10 * time.Second):
+				t.Fatal("the caller waited past its deadline behind the slow write of its group")
+			}
+			close(slow)
+			f.release = make(chan struct{})
+			got := f.run()
+			if got[0].err != nil {
+				t.Errorf("the slow write: %v", got[0].err)
+			}
+			if rows, want := f.rows(), []int{0, 1}; !slices.Equal(rows, want) {
+				t.Errorf("rows %v, want %v: the withdrawn write ran", rows, want)
+			}
+		})
+	}
+}
+
+// TestSQLiteGroupLeaderStops: a fn that ends its goroutine
+// (runtime.Goexit) ends the leader's: the group's writes are rolled
+// back and their callers told, the lead is handed on, and the writer
+// takes the next write.
+func TestSQLiteGroupLeaderStops(t *testing.T) {
+	f := newGroupFixture(t)
+	bg := context.Background()
+	f.queue(bg, insertN(1))
+	f.queue(bg, func(ctx context.Context, tx txn) error {
+		if err := insertN(2)(ctx, tx); err != nil {
+			return err
+		}
+		runtime.Goexit()
+		return nil
+	})
+	f.queue(bg, insertN(3))
+	got := f.run()
+	// got[0] is the leader's caller, whose goroutine ended with it.
+	for _, i := range []int{1, 2} {
+		if !errors.Is(got[i].err, errLeaderStopped) {
+			t.Errorf("queued write %d: %v; want it told its leader stopped", i, got[i].err)
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- f.s.inTx(bg, func(tx txn) error { return insertN(4)(bg, tx) }) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("the write after: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the write after never ran: the lead was not handed on")
+	}
+	if rows, want := f.rows(), []int{0, 4}; !slices.Equal(rows, want) {
+		t.Errorf("rows %v, want %v", rows, want)
+	}
+}
+
+// TestSQLiteGroupAlone: a bulk transaction is committed by itself, never
+// with the writes queued around it; and a single write by itself runs in
+// SQLite's autocommit (VACUUM refuses to run inside a transaction).
+func TestSQLiteGroupAlone(t *testing.T) {
+	f := newGroupFixture(t)
+	bg := context.Background()
+	before := f.s.WriteGroups()
+	f.queue(bg, insertN(1))
+	f.queueWrite(func() error { return f.s.inTxAlone(bg, func(tx txn) error { return insertN(2)(bg, tx) }) })
+	f.queue(bg, insertN(3))
+	f.queue(bg, insertN(4))
+	for i, r := range f.run() {
+		if r.err != nil {
+			t.Errorf("queued write %d: %v", i, r.err)
+		}
+	}
+	after := f.s.WriteGroups()
+	if c, n := after.Commits-before.Commits, after.Transactions-before.Transactions; c != 4 || n != 5 {
+		t.Errorf("%d writes in %d COMMITs; want 5 in 4: the held one, 1, the bulk one by itself, then 3 and 4", n, c)
+	}
+	if _, err := f.s.exec(bg, `VACUUM`); err != nil {
+		t.Errorf("a single write by itself: %v; want it run outside any transaction", err)
 	}
 }

@@ -22,7 +22,9 @@ import (
 // there is little to interrupt: a statement does not start once its
 // context has ended, so a long transaction (a fleet-wide command) stops
 // at its next statement, and a transaction whose context ended is rolled
-// back, not committed, as database/sql's Tx does.
+// back, not committed, as database/sql's Tx does. Writes that queued
+// for the connection together share one such transaction, each in a
+// savepoint of its own (sqlitegroup.go).
 type sqliteWriter struct {
 	c *sqlx.Conn
 	// open are the rows queries in a transaction opened. A sql.Conn

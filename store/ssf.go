@@ -123,7 +123,7 @@ func (s *Store) UpdateStream(ctx context.Context, st ssf.Stream, ev enrollment.A
 
 // DeleteStream removes a stream with its subjects and undelivered SETs.
 func (s *Store) DeleteStream(ctx context.Context, id string, ev enrollment.AuditEvent) error {
-	return s.inTx(ctx, func(tx txn) error {
+	return s.inTxAlone(ctx, func(tx txn) error {
 		for _, q := range []string{`DELETE FROM ssf_outbox WHERE stream_id = ?`, `DELETE FROM ssf_subjects WHERE stream_id = ?`,
 			`DELETE FROM ssf_streams WHERE id = ?`} {
 			if _, err := tx.ExecContext(ctx, tx.Rebind(q), id); err != nil {
@@ -426,7 +426,7 @@ func (s *Store) PruneTrust(ctx context.Context, before time.Time) (int64, error)
 		// A change stays while any stream still owes its SET.
 		`DELETE FROM trust_events WHERE fanned_out_at < ? AND NOT EXISTS
 			(SELECT 1 FROM ssf_outbox o WHERE o.event_id = trust_events.id AND o.delivered_at IS NULL)`} {
-		res, err := s.exec(ctx, q, ms(before))
+		res, err := s.execAlone(ctx, q, ms(before))
 		if err != nil {
 			return total, fmt.Errorf("prune: %w", err)
 		}

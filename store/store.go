@@ -171,13 +171,16 @@ func openSQLite(path string, opts Options) (db, write *sqlx.DB, err error) {
 	// closed connections), eight gave 61-78 MB at the CPU of all twenty.
 	read.SetMaxIdleConns(min(opts.MaxOpenConns, sqliteIdleConns))
 	// The writer is kept open, and with it its page cache and statements.
-	// Its temporary files are kept in memory: a transaction committed in a
-	// group (sqlitegroup.go) runs in a savepoint, and SQLite copies each
-	// page it changes into a journal of that savepoint, spilled to a
-	// file past 64 KiB. Spilled, those writes were a third of a grouped
-	// claim's CPU (pprof of BenchmarkClaimReservationConcurrent). The
-	// copies last until the savepoint is released, and each is a page the
-	// transaction changed.
+	// Its temporary files are kept in memory: a write committed in a group
+	// (sqlitegroup.go) runs in a savepoint, and SQLite copies each page
+	// that existed when the savepoint opened into the savepoint's journal
+	// before changing it, spilled to a file past 64 KiB. Spilled, those
+	// writes were a third of a grouped claim's CPU (pprof of
+	// BenchmarkClaimReservationConcurrent). The copies last until the
+	// savepoint is released; bulk writes run alone, outside savepoints
+	// (inTxAlone), so they stay a few dozen pages. The writer's statement
+	// journals, sorts and temporary tables are in memory too: its
+	// statements are single-row writes and chunks of 64.
 	writer := sql.OpenDB(sqliteConnector{dsn: dsn + "&_pragma=temp_store(memory)", drv: connector.drv})
 	writer.SetMaxOpenConns(1)
 	writer.SetMaxIdleConns(1)
@@ -305,8 +308,20 @@ func (s *Store) Migrations(ctx context.Context) (MigrationStatus, error) {
 // caller's goroutine leads, under its own ctx, and must not write
 // through the Store again.
 func (s *Store) inTx(ctx context.Context, fn func(tx txn) error) error {
+	return s.inTxKind(ctx, grouped, fn)
+}
+
+// inTxAlone is inTx for a bulk transaction (a fleet-wide command, a
+// sync of thousands of rows): on SQLite it is committed by itself, not
+// in a savepoint, whose copies of the pages it changes would be kept in
+// memory.
+func (s *Store) inTxAlone(ctx context.Context, fn func(tx txn) error) error {
+	return s.inTxKind(ctx, alone, fn)
+}
+
+func (s *Store) inTxKind(ctx context.Context, kind writeKind, fn func(tx txn) error) error {
 	if s.write != nil {
-		return s.inGroup(ctx, fn)
+		return s.inGroup(ctx, kind, fn)
 	}
 	tx, err := s.db.BeginTxx(ctx, nil)
 	if err != nil {
@@ -342,10 +357,21 @@ func execNamed(ctx context.Context, tx execer, query string, arg any) (sql.Resul
 	return tx.ExecContext(ctx, tx.Rebind(q), args...)
 }
 
-// exec runs one statement that writes, outside a transaction.
+// exec runs one statement that writes, as a transaction of its own
+// (withWriter).
 func (s *Store) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	return s.execKind(ctx, single, query, args...)
+}
+
+// execAlone is exec for a statement that may change many rows (a purge):
+// on SQLite it is never committed with others (inTxAlone says why).
+func (s *Store) execAlone(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	return s.execKind(ctx, alone, query, args...)
+}
+
+func (s *Store) execKind(ctx context.Context, kind writeKind, query string, args ...any) (sql.Result, error) {
 	var res sql.Result
-	err := s.withWriter(ctx, func(w writer) (err error) {
+	err := s.writeKind(ctx, kind, func(w writer) (err error) {
 		res, err = w.ExecContext(ctx, w.Rebind(query), args...)
 		return err
 	})
@@ -353,7 +379,7 @@ func (s *Store) exec(ctx context.Context, query string, args ...any) (sql.Result
 }
 
 // getWritten runs one statement that writes and returns a row (RETURNING),
-// outside a transaction.
+// as a transaction of its own (withWriter).
 func (s *Store) getWritten(ctx context.Context, dest any, query string, args ...any) error {
 	return s.withWriter(ctx, func(w writer) error {
 		return w.GetContext(ctx, dest, w.Rebind(query), args...)
@@ -379,21 +405,27 @@ type execer interface {
 // them waited far longer than the writes took: Authenticate's p99 was
 // 56–106 ms with 1,000 devices at concurrency 8. On SQLite every write
 // therefore goes through one connection; writers wait for it in this
-// process, and one goes in as soon as it is free (p99 13–23 ms). The wait
-// is bounded as SQLite's own was, by writeWait (busyTimeout). Other
+// process, and one goes in as soon as it is free (p99 13–23 ms). The wait,
+// until fn starts, is bounded as SQLite's own was, by writeWait
+// (busyTimeout). Other
 // processes (the CLI) still meet this one at SQLite's lock; the
 // checkpointer holds this connection while it restarts the WAL.
 //
-// On SQLite fn runs as a transaction of its own, committed with the
-// others waiting (inTx): a TokenUpdate's one UPDATE shares its COMMIT
-// with the claims around it.
+// On SQLite fn is a transaction of its own. With other writes waiting it
+// is committed with them, in a savepoint (inTx): a TokenUpdate's one
+// UPDATE shares its COMMIT with the claims around it. By itself it runs
+// in SQLite's own autocommit.
 //
 // fn must not write through the Store again: the connection is its.
 func (s *Store) withWriter(ctx context.Context, fn func(w writer) error) error {
+	return s.writeKind(ctx, single, fn)
+}
+
+func (s *Store) writeKind(ctx context.Context, kind writeKind, fn func(w writer) error) error {
 	if s.write == nil {
 		return fn(s.db)
 	}
-	return s.inGroup(ctx, func(tx txn) error { return fn(tx) })
+	return s.inGroup(ctx, kind, func(tx txn) error { return fn(tx) })
 }
 
 // withSQLiteWriter waits for SQLite's writing connection, at most

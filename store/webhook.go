@@ -63,6 +63,6 @@ func (s *Store) RetryWebhook(ctx context.Context, id string, next time.Time, las
 
 // PruneWebhooks deletes announcements delivered before.
 func (s *Store) PruneWebhooks(ctx context.Context, before time.Time) error {
-	_, err := s.exec(ctx, `DELETE FROM webhook_outbox WHERE delivered_at < ?`, ms(before))
+	_, err := s.execAlone(ctx, `DELETE FROM webhook_outbox WHERE delivered_at < ?`, ms(before))
 	return err
 }
