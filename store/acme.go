@@ -23,7 +23,7 @@ func (a ACME) AddNonce(ctx context.Context, nonce string, expires time.Time) err
 		return fmt.Errorf("ACME nonce: %w", err)
 	}
 	if nonce[0] < '0' { // "-" starts one nonce in 64: prune then
-		_, _ = a.s.execAlone(ctx, `DELETE FROM acme_nonces WHERE expires_at < ?`, ms(time.Now()))
+		_, _ = a.s.exec(ctx, `DELETE FROM acme_nonces WHERE expires_at < ?`, ms(time.Now()))
 	}
 	return nil
 }

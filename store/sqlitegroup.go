@@ -20,8 +20,11 @@ import (
 // together: each in a savepoint of its own, all committed at once, and
 // a page they share is written once. This is the group commit of
 // server databases. Each transaction still succeeds or fails alone: one
-// that fails is rolled back to its savepoint, the others go on; only a
-// failed COMMIT, or SQLite ending the whole transaction, fails them all.
+// that fails is rolled back to its savepoint, the others go on. What
+// fails them all is what fails the transaction they share: the wait for
+// the connection, BEGIN, a SAVEPOINT or COMMIT that fails, SQLite ending
+// the transaction itself, or the leader's goroutine ending (a fn must not
+// call runtime.Goexit: it would end another caller's goroutine).
 
 // maxGroup bounds the transactions committed together: the first waits
 // for the last to run before it is answered.
@@ -47,9 +50,12 @@ type WriteGroupStats struct {
 type groupTx struct {
 	ctx context.Context
 	fn  func(tx txn) error
-	// kind says how it may run: see writeKind.
+	// kind says whether it may share a group: see writeKind.
 	kind writeKind
-	wake chan struct{}
+	// statement: fn runs one statement (withWriter's). By itself it runs
+	// as SQLite's own autocommit, with no BEGIN and COMMIT of ours.
+	statement bool
+	wake      chan struct{}
 	// Under writeGroup.mu:
 	state txState
 	// Set by the leader before it moves state to txDone.
@@ -57,20 +63,16 @@ type groupTx struct {
 	panicked any
 }
 
-// writeKind is how a write may be run.
+// writeKind says whether a write may share a group.
 type writeKind int
 
 const (
-	// grouped: a transaction, committed with others in a savepoint.
+	// grouped: committed with others, in a savepoint.
 	grouped writeKind = iota
-	// single: one write of withWriter's. With others it runs in a
-	// savepoint; by itself it is SQLite's own autocommit, with no BEGIN
-	// and COMMIT of ours.
-	single
-	// alone: a bulk transaction (a fleet-wide command, a purge), always
-	// in a group of its own. In a savepoint SQLite keeps a copy of every
-	// page it changes, in memory (temp_store): for a fleet of 10,000
-	// devices tens of MB.
+	// alone: a bulk write (a fleet-wide command, a user import, a purge),
+	// always in a group of its own. In a savepoint SQLite keeps a copy of
+	// every page it changes, in memory (temp_store): for a fleet of
+	// 10,000 devices tens of MB.
 	alone
 )
 
@@ -97,11 +99,13 @@ var (
 )
 
 // inGroup runs fn on SQLite's writing connection, committed with whatever
-// other writes are waiting then (kind says how). It waits at most
-// writeWait, and not past ctx's end, until fn starts.
-func (s *Store) inGroup(ctx context.Context, kind writeKind, fn func(tx txn) error) error {
+// other writes are waiting then (kind says whether it may). Queued, it
+// waits at most writeWait, and not past ctx's end, until fn starts; a
+// caller that leads waits up to writeWait more for the connection, then
+// for its group.
+func (s *Store) inGroup(ctx context.Context, kind writeKind, statement bool, fn func(tx txn) error) error {
 	g := &s.group
-	t := &groupTx{ctx: ctx, fn: fn, kind: kind, wake: make(chan struct{}, 1)}
+	t := &groupTx{ctx: ctx, fn: fn, kind: kind, statement: statement, wake: make(chan struct{}, 1)}
 	g.mu.Lock()
 	if !g.leading {
 		g.leading = true
@@ -283,8 +287,8 @@ func (s *Store) commitGroup(batch []*groupTx) (committed, commits int64) {
 	return committed, commits
 }
 
-// runOne runs a write by itself: a single write as SQLite's own
-// autocommit, any other in a transaction. A panic in fn is kept for its
+// runOne runs a write by itself: one statement as SQLite's own
+// autocommit, anything else in a transaction. A panic in fn is kept for its
 // caller: it must not unwind the leader, whose goroutine it ran on.
 func (w sqliteWriter) runOne(t *groupTx) (err error, panicked any) {
 	defer func() {
@@ -292,7 +296,7 @@ func (w sqliteWriter) runOne(t *groupTx) (err error, panicked any) {
 			panicked = p
 		}
 	}()
-	if t.kind == single {
+	if t.statement {
 		return t.fn(w), nil
 	}
 	return w.transaction(t.ctx, t.fn), nil
@@ -300,9 +304,10 @@ func (w sqliteWriter) runOne(t *groupTx) (err error, panicked any) {
 
 // runGroup runs batch in one transaction, each write in a savepoint, and
 // commits it; it returns how many writes it committed. When SQLite ends
-// the transaction before that (a failed ROLLBACK TO or RELEASE says
-// so), what succeeded in it is lost with it: those fail, and the writes
-// after the one that ended it are returned, to be run again.
+// the transaction before that (a failed SAVEPOINT, ROLLBACK TO or
+// RELEASE says so), what succeeded in it is lost with it: those fail,
+// and the writes after the one that ended it are returned, to be run
+// again.
 func (w sqliteWriter) runGroup(g *writeGroup, batch []*groupTx) (rest []*groupTx, committed int) {
 	bg := context.Background()
 	if _, err := w.c.ExecContext(bg, `BEGIN IMMEDIATE`); err != nil {
@@ -311,9 +316,8 @@ func (w sqliteWriter) runGroup(g *writeGroup, batch []*groupTx) (rest []*groupTx
 				t.err = fmt.Errorf("begin: %w", err)
 			}
 		}
-		// A connection that could not begin may be inside a transaction
-		// already: it is not kept unless it rolls back.
-		w.rollback()
+		// As transaction: a BEGIN that failed (SQLite's lock held past
+		// busy_timeout by another process) leaves the connection as it was.
 		return nil, 0
 	}
 	ended := false

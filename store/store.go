@@ -179,8 +179,9 @@ func openSQLite(path string, opts Options) (db, write *sqlx.DB, err error) {
 	// BenchmarkClaimReservationConcurrent). The copies last until the
 	// savepoint is released; bulk writes run alone, outside savepoints
 	// (inTxAlone), so they stay a few dozen pages. The writer's statement
-	// journals, sorts and temporary tables are in memory too: its
-	// statements are single-row writes and chunks of 64.
+	// journals are in memory too: inside a transaction, a statement that
+	// changes many rows (a chunk of 500 deliveries) keeps a copy of each
+	// page it changes until it ends.
 	writer := sql.OpenDB(sqliteConnector{dsn: dsn + "&_pragma=temp_store(memory)", drv: connector.drv})
 	writer.SetMaxOpenConns(1)
 	writer.SetMaxIdleConns(1)
@@ -305,8 +306,8 @@ func (s *Store) Migrations(ctx context.Context) (MigrationStatus, error) {
 // inTx runs fn in a transaction, committed when fn returns nil. On
 // SQLite, transactions that wait for the writer together are committed
 // together, each in a savepoint (sqlitegroup.go): fn runs on whichever
-// caller's goroutine leads, under its own ctx, and must not write
-// through the Store again.
+// caller's goroutine leads, under its own ctx. It must not write through
+// the Store again, nor end its goroutine (runtime.Goexit, t.FailNow).
 func (s *Store) inTx(ctx context.Context, fn func(tx txn) error) error {
 	return s.inTxKind(ctx, grouped, fn)
 }
@@ -321,7 +322,7 @@ func (s *Store) inTxAlone(ctx context.Context, fn func(tx txn) error) error {
 
 func (s *Store) inTxKind(ctx context.Context, kind writeKind, fn func(tx txn) error) error {
 	if s.write != nil {
-		return s.inGroup(ctx, kind, fn)
+		return s.inGroup(ctx, kind, false, fn)
 	}
 	tx, err := s.db.BeginTxx(ctx, nil)
 	if err != nil {
@@ -360,7 +361,7 @@ func execNamed(ctx context.Context, tx execer, query string, arg any) (sql.Resul
 // exec runs one statement that writes, as a transaction of its own
 // (withWriter).
 func (s *Store) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	return s.execKind(ctx, single, query, args...)
+	return s.execKind(ctx, grouped, query, args...)
 }
 
 // execAlone is exec for a statement that may change many rows (a purge):
@@ -371,7 +372,7 @@ func (s *Store) execAlone(ctx context.Context, query string, args ...any) (sql.R
 
 func (s *Store) execKind(ctx context.Context, kind writeKind, query string, args ...any) (sql.Result, error) {
 	var res sql.Result
-	err := s.writeKind(ctx, kind, func(w writer) (err error) {
+	err := s.writeStatement(ctx, kind, func(w writer) (err error) {
 		res, err = w.ExecContext(ctx, w.Rebind(query), args...)
 		return err
 	})
@@ -411,21 +412,21 @@ type execer interface {
 // processes (the CLI) still meet this one at SQLite's lock; the
 // checkpointer holds this connection while it restarts the WAL.
 //
-// On SQLite fn is a transaction of its own. With other writes waiting it
-// is committed with them, in a savepoint (inTx): a TokenUpdate's one
-// UPDATE shares its COMMIT with the claims around it. By itself it runs
-// in SQLite's own autocommit.
+// fn runs exactly one statement. On SQLite it is a transaction of its
+// own: with other writes waiting it is committed with them, in a
+// savepoint (inTx), so a TokenUpdate's one UPDATE shares its COMMIT with
+// the claims around it; by itself it runs in SQLite's own autocommit.
 //
 // fn must not write through the Store again: the connection is its.
 func (s *Store) withWriter(ctx context.Context, fn func(w writer) error) error {
-	return s.writeKind(ctx, single, fn)
+	return s.writeStatement(ctx, grouped, fn)
 }
 
-func (s *Store) writeKind(ctx context.Context, kind writeKind, fn func(w writer) error) error {
+func (s *Store) writeStatement(ctx context.Context, kind writeKind, fn func(w writer) error) error {
 	if s.write == nil {
 		return fn(s.db)
 	}
-	return s.inGroup(ctx, kind, func(tx txn) error { return fn(tx) })
+	return s.inGroup(ctx, kind, true, func(tx txn) error { return fn(tx) })
 }
 
 // withSQLiteWriter waits for SQLite's writing connection, at most

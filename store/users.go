@@ -52,7 +52,7 @@ func (s *Store) CreateUser(ctx context.Context, u enrollment.User, ev enrollment
 
 // UpsertUsers creates or updates users by e-mail in one transaction.
 func (s *Store) UpsertUsers(ctx context.Context, users []enrollment.User, ev enrollment.AuditEvent) (created, updated int, err error) {
-	err = s.inTx(ctx, func(tx txn) error {
+	err = s.inTxAlone(ctx, func(tx txn) error {
 		created, updated = 0, 0
 		for _, u := range users {
 			var id string
