@@ -2,8 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
-	"database/sql/driver"
 	"errors"
 	"fmt"
 	"sync"
@@ -291,15 +289,15 @@ func (s *Store) commitGroup(batch []*groupTx) (committed, commits int64) {
 // autocommit, anything else in a transaction. A panic in fn is kept for its
 // caller: it must not unwind the leader, whose goroutine it ran on.
 func (w sqliteWriter) runOne(t *groupTx) (err error, panicked any) {
+	if !t.statement {
+		return w.transaction(t)
+	}
 	defer func() {
 		if p := recover(); p != nil {
 			panicked = p
 		}
 	}()
-	if t.statement {
-		return t.fn(w), nil
-	}
-	return w.transaction(t.ctx, t.fn), nil
+	return t.fn(w), nil
 }
 
 // runGroup runs batch in one transaction, each write in a savepoint, and
@@ -325,7 +323,7 @@ func (w sqliteWriter) runGroup(g *writeGroup, batch []*groupTx) (rest []*groupTx
 		// This goroutine is ending inside the transaction: the
 		// connection is not handed back in it.
 		if !ended {
-			w.rollback()
+			_ = w.rollback()
 		}
 	}()
 	var kept []*groupTx
@@ -333,7 +331,7 @@ func (w sqliteWriter) runGroup(g *writeGroup, batch []*groupTx) (rest []*groupTx
 		for _, k := range kept {
 			k.err = fmt.Errorf("commit: %w: %w", errTransactionLost, err)
 		}
-		w.rollback()
+		_ = w.rollback()
 		ended = true
 		return batch[i+1:], 0
 	}
@@ -349,7 +347,7 @@ func (w sqliteWriter) runGroup(g *writeGroup, batch []*groupTx) (rest []*groupTx
 			t.err = fmt.Errorf("begin: %w", err)
 			return lost(i, err)
 		}
-		t.err, t.panicked = w.savepoint(t)
+		t.err, t.panicked = w.runFn(t)
 		if t.err == nil && t.panicked == nil {
 			if _, err := w.c.ExecContext(bg, `RELEASE grouped`); err != nil {
 				t.err = fmt.Errorf("commit: %w", err)
@@ -371,41 +369,8 @@ func (w sqliteWriter) runGroup(g *writeGroup, batch []*groupTx) (rest []*groupTx
 		for _, k := range kept {
 			k.err = fmt.Errorf("commit: %w", err)
 		}
-		w.rollback()
+		_ = w.rollback()
 		return nil, 0
 	}
 	return nil, len(kept)
-}
-
-// savepoint runs one write's fn inside the group's savepoint: it fails
-// when fn fails or panics, or when its context ended meanwhile. Rows fn
-// left open are closed.
-func (w sqliteWriter) savepoint(t *groupTx) (err error, panicked any) {
-	var open []*sql.Rows
-	w.open = &open
-	defer func() {
-		for _, r := range open {
-			_ = r.Close()
-		}
-		if p := recover(); p != nil {
-			panicked = p
-		}
-	}()
-	if err := t.fn(w); err != nil {
-		return err, nil
-	}
-	if err := t.ctx.Err(); err != nil {
-		return fmt.Errorf("commit: %w", err), nil
-	}
-	return nil, nil
-}
-
-// rollback ends the connection's transaction. A connection that cannot
-// roll back is closed: left inside its transaction it would fail every
-// later BEGIN, and one whose transaction SQLite ended is not trusted
-// either (a statement of fn's may have ended it).
-func (w sqliteWriter) rollback() {
-	if _, err := w.c.ExecContext(context.Background(), `ROLLBACK`); err != nil {
-		_ = w.c.Raw(func(any) error { return driver.ErrBadConn })
-	}
 }

@@ -78,47 +78,66 @@ func (w sqliteWriter) statementContext(ctx context.Context) context.Context {
 	return context.WithoutCancel(ctx)
 }
 
-// transaction runs fn between BEGIN IMMEDIATE and COMMIT, and rolls back
-// when fn fails or panics, when ctx has ended, or when COMMIT fails (SQLite
-// can stay in the transaction then). A connection that cannot roll back
-// is closed: left inside its transaction, it would fail every later BEGIN.
-func (w sqliteWriter) transaction(ctx context.Context, fn func(tx txn) error) (err error) {
-	if _, err := w.ExecContext(ctx, `BEGIN IMMEDIATE`); err != nil {
-		return fmt.Errorf("begin: %w", err)
-	}
-	var open []*sql.Rows
-	w.open = &open
-	closeRows := func() {
-		for _, r := range open {
-			_ = r.Close()
-		}
-		open = open[:0]
+// transaction runs t's fn between BEGIN IMMEDIATE and COMMIT, and rolls
+// back when fn fails or panics (the panic is returned, as runFn does),
+// when t's context has ended, or when COMMIT fails (SQLite can stay in the
+// transaction then).
+func (w sqliteWriter) transaction(t *groupTx) (err error, panicked any) {
+	if _, err := w.ExecContext(t.ctx, `BEGIN IMMEDIATE`); err != nil {
+		return fmt.Errorf("begin: %w", err), nil
 	}
 	committed := false
 	defer func() {
 		if committed {
 			return
 		}
-		closeRows()
-		// Not under ctx: a caller that went away still gets its work
-		// undone, and the connection kept.
-		if _, rerr := w.c.ExecContext(context.Background(), `ROLLBACK`); rerr != nil {
-			_ = w.c.Raw(func(any) error { return driver.ErrBadConn })
-			if err != nil {
-				err = errors.Join(err, fmt.Errorf("rollback: %w", rerr))
-			}
+		if rerr := w.rollback(); rerr != nil && err != nil {
+			err = errors.Join(err, fmt.Errorf("rollback: %w", rerr))
 		}
 	}()
-	if err := fn(w); err != nil {
-		return err
+	if err, panicked = w.runFn(t); err != nil || panicked != nil {
+		return err, panicked
 	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
-	closeRows()
 	if _, err := w.c.ExecContext(context.Background(), `COMMIT`); err != nil {
-		return fmt.Errorf("commit: %w", err)
+		return fmt.Errorf("commit: %w", err), nil
 	}
 	committed = true
-	return nil
+	return nil, nil
+}
+
+// runFn runs one write's fn inside its transaction or savepoint: it fails
+// when fn fails or panics (the panic is returned, for its caller to raise
+// on its own goroutine), or when its context ended meanwhile. Rows fn
+// left open are closed (sqliteWriter.open says why).
+func (w sqliteWriter) runFn(t *groupTx) (err error, panicked any) {
+	var open []*sql.Rows
+	w.open = &open
+	defer func() {
+		for _, r := range open {
+			_ = r.Close()
+		}
+		if p := recover(); p != nil {
+			panicked = p
+		}
+	}()
+	if err := t.fn(w); err != nil {
+		return err, nil
+	}
+	if err := t.ctx.Err(); err != nil {
+		return fmt.Errorf("commit: %w", err), nil
+	}
+	return nil, nil
+}
+
+// rollback ends the connection's transaction, not under any caller's
+// context: a caller that went away still gets its work undone. A
+// connection that cannot roll back is closed: left inside its transaction
+// it would fail every later BEGIN, and one whose transaction SQLite ended
+// is not trusted either (a statement of fn's may have ended it).
+func (w sqliteWriter) rollback() error {
+	_, err := w.c.ExecContext(context.Background(), `ROLLBACK`)
+	if err != nil {
+		_ = w.c.Raw(func(any) error { return driver.ErrBadConn })
+	}
+	return err
 }

@@ -406,11 +406,10 @@ type execer interface {
 // them waited far longer than the writes took: Authenticate's p99 was
 // 56–106 ms with 1,000 devices at concurrency 8. On SQLite every write
 // therefore goes through one connection; writers wait for it in this
-// process, and one goes in as soon as it is free (p99 13–23 ms). The wait,
-// until fn starts, is bounded as SQLite's own was, by writeWait
-// (busyTimeout). Other
-// processes (the CLI) still meet this one at SQLite's lock; the
-// checkpointer holds this connection while it restarts the WAL.
+// process, and one goes in as soon as it is free (p99 13–23 ms). The wait
+// is bounded as SQLite's own was, by writeWait (busyTimeout; inGroup says
+// how). Other processes (the CLI) still meet this one at SQLite's lock;
+// the checkpointer holds this connection while it restarts the WAL.
 //
 // fn runs exactly one statement. On SQLite it is a transaction of its
 // own: with other writes waiting it is committed with them, in a
