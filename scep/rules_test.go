@@ -15,8 +15,11 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	smallscep "github.com/smallstep/scep"
 
 	"github.com/vestibule-mdm/vestibule/enrollment"
 	"github.com/vestibule-mdm/vestibule/internal/devicesim"
@@ -69,6 +72,8 @@ type memStore struct {
 	approved   map[string]bool
 	audit      []enrollment.AuditEvent
 	down       bool
+	// onRecord, when set, runs as RecordIssued starts, outside the lock.
+	onRecord func()
 }
 
 var errDown = errors.New("database is down")
@@ -105,6 +110,9 @@ func (m *memStore) IssuedByTransaction(_ context.Context, tx, key string) (scep.
 }
 
 func (m *memStore) RecordIssued(_ context.Context, c scep.Certificate, hash string, _ time.Time, ev enrollment.AuditEvent) error {
+	if m.onRecord != nil {
+		m.onRecord()
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.down {
@@ -158,6 +166,76 @@ func (m *memStore) revokeAll() {
 	for i := range m.certs {
 		m.certs[i].RevokedAt = &now
 	}
+}
+
+// TestReplyWaitsForTheRecord: the reply is signed while the certificate's
+// record is written, and leaves only once that is done. A record that
+// fails (here the challenge, used by another request in the meantime)
+// turns it into a failure with no certificate; a record that panics
+// panics in the request's goroutine, where the server recovers it.
+func TestReplyWaitsForTheRecord(t *testing.T) {
+	st := newMemStore()
+	svc, err := scep.New(scep.Options{Authority: sharedCA(t), Store: st, Validity: 24 * time.Hour, MinRSABits: 2048})
+	if err != nil {
+		t.Fatal(err)
+	}
+	request := func(t *testing.T) []byte {
+		resID, challenge := enrollment.NewID(), enrollment.NewID()
+		st.challenges[enrollment.HashChallenge(challenge)] = resID
+		d := devicesim.New(http.DefaultClient, "SER")
+		d.Key = key(1)
+		msg, _, err := d.PKCSReq(sharedCA(t).cert, challenge, resID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return msg
+	}
+	ctx := context.Background()
+
+	t.Run("slow record", func(t *testing.T) {
+		var recorded atomic.Bool
+		st.onRecord = func() { time.Sleep(50 * time.Millisecond); recorded.Store(true) }
+		defer func() { st.onRecord = nil }()
+		rep, err := svc.PKIOperation(ctx, request(t), "127.0.0.1")
+		if err != nil || len(rep) == 0 {
+			t.Fatalf("PKIOperation: %d bytes, %v", len(rep), err)
+		}
+		if !recorded.Load() {
+			t.Fatal("the reply left before the certificate was recorded")
+		}
+	})
+	t.Run("challenge used meanwhile", func(t *testing.T) {
+		before := len(st.certs)
+		st.onRecord = func() {
+			st.mu.Lock()
+			clear(st.challenges)
+			st.mu.Unlock()
+		}
+		defer func() { st.onRecord = nil }()
+		rep, err := svc.PKIOperation(ctx, request(t), "127.0.0.1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg, err := smallscep.ParsePKIMessage(rep)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if msg.PKIStatus != smallscep.FAILURE || msg.FailInfo != smallscep.BadRequest || len(st.certs) != before {
+			t.Fatalf("status %s, fail info %s, %d certificates recorded; want a badRequest failure and none", msg.PKIStatus, msg.FailInfo,
+				len(st.certs)-before)
+		}
+	})
+	t.Run("record panics", func(t *testing.T) {
+		st.onRecord = func() { panic("record exploded") }
+		defer func() { st.onRecord = nil }()
+		defer func() {
+			if p := recover(); p != "record exploded" {
+				t.Fatalf("recovered %v; want the record's panic in the request's goroutine", p)
+			}
+		}()
+		svc.PKIOperation(ctx, request(t), "127.0.0.1")
+		t.Fatal("PKIOperation returned")
+	})
 }
 
 // rules is the SCEP service over the memory store, served on loopback so
