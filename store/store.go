@@ -131,8 +131,9 @@ func sqliteDSN(path string, busy time.Duration) string {
 		fmt.Sprintf("&_pragma=journal_size_limit(%d)", walSizeLimit) + "&_txlock=immediate"
 }
 
-// sqliteIdleConns is how many idle SQLite connections are kept open.
-const sqliteIdleConns = 8
+// sqliteReadConns is how many SQLite connections read at once, each kept
+// open with its page cache and statements.
+const sqliteReadConns = 8
 
 // openSQLite opens two pools on the file: db for reads, and write, of
 // one connection, for writes (withWriter).
@@ -162,14 +163,18 @@ func openSQLite(path string, opts Options) (db, write *sqlx.DB, err error) {
 	connector := sqliteConnector{dsn: dsn, drv: plain.Driver()}
 	plain.Close()
 	read := sql.OpenDB(connector)
-	read.SetMaxOpenConns(opts.MaxOpenConns)
-	// Idle connections are kept, with their statements (database/sql's
-	// default of two closed the rest, and they parsed again). Each holds
-	// a page cache and its statements, several MB. With 100,000 devices
-	// under load, keeping all twenty took the process to 93-120 MB,
-	// keeping four cost a fifth more CPU per check-in (caches lost with
-	// closed connections), eight gave 61-78 MB at the CPU of all twenty.
-	read.SetMaxIdleConns(min(opts.MaxOpenConns, sqliteIdleConns))
+	// At most eight connections read, and all are kept open with their
+	// statements and page caches (database/sql's default of two idle
+	// closed the rest, and they parsed again). Each holds several MB.
+	// With 100,000 devices under load, keeping all twenty took the
+	// process to 93-120 MB, keeping four cost a fifth more CPU per
+	// check-in, eight gave 61-78 MB at the CPU of all twenty. Opening
+	// more than the eight kept, for a moment, cost a third more CPU per
+	// idle check-in at concurrency 16 (each opened cold, its cache
+	// empty, then closed): reads are CPU work on a few cores, so a
+	// ninth caller waits for a connection instead.
+	read.SetMaxOpenConns(min(opts.MaxOpenConns, sqliteReadConns))
+	read.SetMaxIdleConns(min(opts.MaxOpenConns, sqliteReadConns))
 	// The writer is kept open, and with it its page cache and statements.
 	// Its temporary files are kept in memory: a write committed in a group
 	// (sqlitegroup.go) runs in a savepoint, and SQLite copies each page

@@ -330,3 +330,50 @@ func scratchSQLite(t *testing.T, path string, opts Options, create string) *Stor
 	}
 	return s
 }
+
+// TestSQLiteReadPool: at most sqliteReadConns connections read at once,
+// and every one of them is kept open afterwards with its page cache; a
+// reader beyond them waits for one instead of opening a cold connection.
+func TestSQLiteReadPool(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct{ maxOpen, want int }{{20, sqliteReadConns}, {3, 3}} {
+		t.Run(fmt.Sprint(tc.maxOpen), func(t *testing.T) {
+			s := scratchSQLite(t, filepath.Join(t.TempDir(), "v.db"), Options{MaxOpenConns: tc.maxOpen}, `CREATE TABLE t (n INTEGER)`)
+			held := make([]func() error, 0, tc.want)
+			for range tc.want {
+				c, err := s.db.Connx(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				held = append(held, c.Close)
+			}
+			short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+			defer cancel()
+			if c, err := s.db.Connx(short); !errors.Is(err, context.DeadlineExceeded) {
+				if c != nil {
+					c.Close()
+				}
+				t.Fatalf("a reader beyond %d got a connection (%v); want it to wait", tc.want, err)
+			}
+			for _, release := range held {
+				release()
+			}
+			var wg sync.WaitGroup
+			for range 4 * tc.want {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					var n int
+					if err := s.db.GetContext(ctx, &n, `SELECT COUNT(*) FROM t`); err != nil {
+						t.Error(err)
+					}
+				}()
+			}
+			wg.Wait()
+			st := s.db.Stats()
+			if st.OpenConnections != tc.want || st.MaxIdleClosed != 0 || st.MaxLifetimeClosed != 0 {
+				t.Fatalf("%d open, %d closed as surplus idle; want all %d kept open, none closed", st.OpenConnections, st.MaxIdleClosed, tc.want)
+			}
+		})
+	}
+}
