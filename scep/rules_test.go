@@ -13,6 +13,7 @@ import (
 	"math/big"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -229,12 +230,24 @@ func TestReplyWaitsForTheRecord(t *testing.T) {
 		st.onRecord = func() { panic("record exploded") }
 		defer func() { st.onRecord = nil }()
 		defer func() {
-			if p := recover(); p != "record exploded" {
-				t.Fatalf("recovered %v; want the record's panic in the request's goroutine", p)
+			// The value and the stack where it was raised, which the
+			// server's recovery logs.
+			p, _ := recover().(error)
+			if p == nil || !strings.Contains(p.Error(), "record exploded") || !strings.Contains(p.Error(), "memStore).RecordIssued") {
+				t.Fatalf("recovered %v; want the record's panic, with its stack, in the request's goroutine", p)
 			}
 		}()
 		svc.PKIOperation(ctx, request(t), "127.0.0.1")
 		t.Fatal("PKIOperation returned")
+	})
+	t.Run("record goroutine exits", func(t *testing.T) {
+		before := len(st.certs)
+		st.onRecord = runtime.Goexit
+		defer func() { st.onRecord = nil }()
+		rep, err := svc.PKIOperation(ctx, request(t), "127.0.0.1")
+		if !errors.Is(err, scep.ErrUnavailable) || rep != nil || len(st.certs) != before {
+			t.Fatalf("%d bytes, %v, %d certificates recorded; want ErrUnavailable and none", len(rep), err, len(st.certs)-before)
+		}
 	})
 }
 

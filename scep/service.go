@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/big"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -216,9 +217,20 @@ type issued struct {
 
 type recordOutcome struct {
 	refusal *refusal
-	// panicked holds what the record's goroutine panicked with: it is
-	// raised again in the request's, where the server recovers it.
-	panicked any
+	// panicked is the record goroutine's panic: it is raised again in the
+	// request's, where the server recovers it.
+	panicked *recordPanic
+}
+
+// recordPanic carries the stack where the record panicked: the server
+// logs the stack of the goroutine it recovers in, which does not show it.
+type recordPanic struct {
+	value any
+	stack []byte
+}
+
+func (p *recordPanic) Error() string {
+	return fmt.Sprintf("%v\n\nin the goroutine recording the certificate: %s", p.value, p.stack)
 }
 
 // wait returns once the record is written, with its refusal if it was not.
@@ -417,13 +429,18 @@ func (s *Service) issue(ctx context.Context, csr *x509.CertificateRequest, resID
 	recorded := make(chan recordOutcome, 1)
 	go func() {
 		var out recordOutcome
+		finished := false
 		defer func() {
 			if p := recover(); p != nil {
-				out.panicked = p
+				out.panicked = &recordPanic{value: p, stack: debug.Stack()}
+			} else if !finished {
+				// runtime.Goexit: no outcome, so no certificate leaves.
+				out.refusal = unavailable("record: its goroutine ended without an outcome")
 			}
 			recorded <- out
 		}()
 		out.refusal = s.record(ctx, rec, challengeHash, now, ev, how)
+		finished = true
 	}()
 	return issued{cert: cert, recorded: recorded}, nil
 }

@@ -50,7 +50,7 @@ func (s *Store) getPrepared(ctx context.Context, dest any, query string, args ..
 }
 
 // withSQLiteReader runs fn's one short read on a connection of SQLite's
-// read pool, waited for as long as ctx allows, under ctx without its end.
+// lookup pool, waited for as long as ctx allows, under ctx without its end.
 // These are the lookups every check-in and SCEP request makes, by index:
 // nothing in them is worth interrupting, and a query under a context that
 // can end costs two goroutines (database/sql's and the driver's, each to
@@ -59,7 +59,7 @@ func (s *Store) getPrepared(ctx context.Context, dest any, query string, args ..
 // statement would. The longest such a read can wait is SQLite's
 // busy_timeout, reached only while a WAL is recovered after a crash.
 func (s *Store) withSQLiteReader(ctx context.Context, fn func(ctx context.Context, c *sqlx.Conn) error) error {
-	c, err := s.db.Connx(ctx)
+	c, err := s.lookup.Connx(ctx)
 	if err != nil {
 		return err
 	}

@@ -53,6 +53,9 @@ type Store struct {
 	// write is SQLite's one writing connection; nil on PostgreSQL, where
 	// writes go to db. See withWriter.
 	write *sqlx.DB
+	// lookup is SQLite's pool for the lookups of device requests
+	// (withSQLiteReader); nil on PostgreSQL.
+	lookup *sqlx.DB
 	// writeWait bounds the wait for write.
 	writeWait  time.Duration
 	dialect    string
@@ -88,7 +91,9 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	s := &Store{dialect: kind, log: opts.Logger, now: opts.Now, webhook: opts.Webhook, writeWait: busyTimeout}
 	switch kind {
 	case SQLite:
-		s.db, s.write, err = openSQLite(target, opts)
+		var pools sqlitePools
+		pools, err = openSQLite(target, opts)
+		s.db, s.lookup, s.write = pools.read, pools.lookup, pools.write
 	case Postgres:
 		s.db, err = openPostgres(target, opts)
 	}
@@ -99,9 +104,9 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if s.migrations == nil {
 		s.migrations = migrations.For(kind)
 	}
-	err = s.Ping(ctx)
+	err = s.db.PingContext(ctx)
 	if err == nil && s.write != nil {
-		err = s.write.PingContext(ctx)
+		err = errors.Join(s.lookup.PingContext(ctx), s.write.PingContext(ctx))
 	}
 	if err != nil {
 		s.closeDBs()
@@ -131,21 +136,35 @@ func sqliteDSN(path string, busy time.Duration) string {
 		fmt.Sprintf("&_pragma=journal_size_limit(%d)", walSizeLimit) + "&_txlock=immediate"
 }
 
-// sqliteReadConns is how many SQLite connections read at once, each kept
-// open with its page cache and statements.
-const sqliteReadConns = 8
+// sqliteLookupConns is how many SQLite connections make the lookups of
+// check-ins and SCEP at once, each kept open with its page cache and
+// statements. sqliteIdleConns is how many of the other readers' are kept.
+const (
+	sqliteLookupConns = 8
+	sqliteIdleConns   = 4
+)
 
-// openSQLite opens two pools on the file: db for reads, and write, of
-// one connection, for writes (withWriter).
-func openSQLite(path string, opts Options) (db, write *sqlx.DB, err error) {
+// sqlitePools are the connections to one SQLite file.
+type sqlitePools struct {
+	// read serves the console, the API and the background loops, whose
+	// reads can take long (a filtered audit log reads the table).
+	read *sqlx.DB
+	// lookup serves the lookups by index every device request makes
+	// (withSQLiteReader): they never queue behind a slow read.
+	lookup *sqlx.DB
+	// write is the one writing connection (withWriter).
+	write *sqlx.DB
+}
+
+func openSQLite(path string, opts Options) (sqlitePools, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, nil, fmt.Errorf("sqlite: %w", err)
+		return sqlitePools{}, fmt.Errorf("sqlite: %w", err)
 	}
 	// Create the file ourselves so it is private from the first byte; SQLite
 	// gives its -wal and -shm files the same mode.
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, nil, fmt.Errorf("sqlite: %w", err)
+		return sqlitePools{}, fmt.Errorf("sqlite: %w", err)
 	}
 	f.Close()
 	// WAL lets readers run beside the writer; busy_timeout makes a second
@@ -158,23 +177,28 @@ func openSQLite(path string, opts Options) (db, write *sqlx.DB, err error) {
 	// statements (sqlitestmts.go).
 	plain, err := sql.Open("sqlite", dsn)
 	if err != nil {
-		return nil, nil, fmt.Errorf("sqlite: %w", err)
+		return sqlitePools{}, fmt.Errorf("sqlite: %w", err)
 	}
 	connector := sqliteConnector{dsn: dsn, drv: plain.Driver()}
 	plain.Close()
+	// Idle connections are kept, with their statements and page caches
+	// (database/sql's default of two closed the rest, and they parsed
+	// again). Each holds several MB. With 100,000 devices under load,
+	// keeping all twenty took the process to 93-120 MB, keeping four cost
+	// a fifth more CPU per check-in, eight gave 61-78 MB at the CPU of
+	// all twenty.
 	read := sql.OpenDB(connector)
-	// At most eight connections read, and all are kept open with their
-	// statements and page caches (database/sql's default of two idle
-	// closed the rest, and they parsed again). Each holds several MB.
-	// With 100,000 devices under load, keeping all twenty took the
-	// process to 93-120 MB, keeping four cost a fifth more CPU per
-	// check-in, eight gave 61-78 MB at the CPU of all twenty. Opening
-	// more than the eight kept, for a moment, cost a third more CPU per
-	// idle check-in at concurrency 16 (each opened cold, its cache
-	// empty, then closed): reads are CPU work on a few cores, so a
-	// ninth caller waits for a connection instead.
-	read.SetMaxOpenConns(min(opts.MaxOpenConns, sqliteReadConns))
-	read.SetMaxIdleConns(min(opts.MaxOpenConns, sqliteReadConns))
+	read.SetMaxOpenConns(opts.MaxOpenConns)
+	read.SetMaxIdleConns(min(opts.MaxOpenConns, sqliteIdleConns))
+	// The lookups open no more connections than they keep: at
+	// concurrency 16, connections opened beyond the eight kept, cold (an
+	// empty cache, statements parsed again) and closed after one use,
+	// cost a third more CPU per idle check-in. They are CPU work on a
+	// few cores, so a ninth waits for a connection instead. Their pool
+	// of their own keeps the console's slow reads from taking them.
+	lookup := sql.OpenDB(connector)
+	lookup.SetMaxOpenConns(min(opts.MaxOpenConns, sqliteLookupConns))
+	lookup.SetMaxIdleConns(min(opts.MaxOpenConns, sqliteLookupConns))
 	// The writer is kept open, and with it its page cache and statements.
 	// Its temporary files are kept in memory: a write committed in a group
 	// (sqlitegroup.go) runs in a savepoint, and SQLite copies each page
@@ -191,7 +215,7 @@ func openSQLite(path string, opts Options) (db, write *sqlx.DB, err error) {
 	writer.SetMaxOpenConns(1)
 	writer.SetMaxIdleConns(1)
 	// sqlx picks the placeholder style by driver name; "sqlite3" means "?".
-	return sqlx.NewDb(read, "sqlite3"), sqlx.NewDb(writer, "sqlite3"), nil
+	return sqlitePools{read: sqlx.NewDb(read, "sqlite3"), lookup: sqlx.NewDb(lookup, "sqlite3"), write: sqlx.NewDb(writer, "sqlite3")}, nil
 }
 
 func openPostgres(dsn string, opts Options) (*sqlx.DB, error) {
@@ -221,7 +245,7 @@ func (s *Store) Close() error {
 func (s *Store) closeDBs() error {
 	var errs []error
 	if s.write != nil {
-		errs = append(errs, s.write.Close())
+		errs = append(errs, s.write.Close(), s.lookup.Close())
 	}
 	return errors.Join(append(errs, s.db.Close())...)
 }
@@ -235,9 +259,15 @@ func (s *Store) Checkpoints() CheckpointStats {
 	return s.ckpt.snapshot()
 }
 
-// Ping checks the database answers. Not through SQLite's writer: a
-// readiness probe must not wait behind a long write (a bulk approval).
-func (s *Store) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
+// Ping checks the database answers as devices need it: on SQLite through
+// the lookups' pool, not behind the writer (a bulk approval) or the
+// console's slow reads.
+func (s *Store) Ping(ctx context.Context) error {
+	if s.lookup != nil {
+		return s.lookup.PingContext(ctx)
+	}
+	return s.db.PingContext(ctx)
+}
 
 // DB exposes the handle for tests and benchmarks in other packages.
 func (s *Store) DB() *sqlx.DB { return s.db }

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/jmoiron/sqlx"
 )
 
 // TestSQLiteWritersQueue: on SQLite every write goes through one
@@ -331,48 +333,75 @@ func scratchSQLite(t *testing.T, path string, opts Options, create string) *Stor
 	return s
 }
 
-// TestSQLiteReadPool: at most sqliteReadConns connections read at once,
-// and every one of them is kept open afterwards with its page cache; a
-// reader beyond them waits for one instead of opening a cold connection.
-func TestSQLiteReadPool(t *testing.T) {
+// TestSQLiteLookupPool: at most sqliteLookupConns connections make the
+// device lookups at once, and every one of them is kept open afterwards
+// with its page cache; a lookup beyond them waits for one instead of
+// opening a cold connection. The console's reads, all of their pool
+// taken, hold up neither the lookups nor the readiness ping.
+func TestSQLiteLookupPool(t *testing.T) {
 	ctx := context.Background()
-	for _, tc := range []struct{ maxOpen, want int }{{20, sqliteReadConns}, {3, 3}} {
+	for _, tc := range []struct{ maxOpen, want int }{{20, sqliteLookupConns}, {3, 3}} {
 		t.Run(fmt.Sprint(tc.maxOpen), func(t *testing.T) {
 			s := scratchSQLite(t, filepath.Join(t.TempDir(), "v.db"), Options{MaxOpenConns: tc.maxOpen}, `CREATE TABLE t (n INTEGER)`)
-			held := make([]func() error, 0, tc.want)
-			for range tc.want {
-				c, err := s.db.Connx(ctx)
-				if err != nil {
-					t.Fatal(err)
+			take := func(db *sqlx.DB, n int) (release func()) {
+				var held []*sqlx.Conn
+				for range n {
+					c, err := db.Connx(ctx)
+					if err != nil {
+						t.Fatal(err)
+					}
+					held = append(held, c)
 				}
-				held = append(held, c.Close)
-			}
-			short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
-			defer cancel()
-			if c, err := s.db.Connx(short); !errors.Is(err, context.DeadlineExceeded) {
-				if c != nil {
-					c.Close()
+				return func() {
+					for _, c := range held {
+						if err := c.Close(); err != nil {
+							t.Error(err)
+						}
+					}
 				}
-				t.Fatalf("a reader beyond %d got a connection (%v); want it to wait", tc.want, err)
 			}
-			for _, release := range held {
-				release()
+			short := func() context.Context {
+				c, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+				t.Cleanup(cancel)
+				return c
 			}
+			lookup := func(ctx context.Context) error {
+				return s.withSQLiteReader(ctx, func(ctx context.Context, c *sqlx.Conn) error {
+					var n int
+					return c.GetContext(ctx, &n, `SELECT COUNT(*) FROM t`)
+				})
+			}
+
+			release := take(s.lookup, tc.want)
+			if err := lookup(short()); !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("a lookup beyond %d: %v; want it to wait for a connection", tc.want, err)
+			}
+			release()
+
+			release = take(s.db, tc.maxOpen)
+			if err := lookup(short()); err != nil {
+				t.Fatalf("a lookup with every console connection taken: %v", err)
+			}
+			if err := s.Ping(short()); err != nil {
+				t.Fatalf("readiness with every console connection taken: %v", err)
+			}
+			release()
+
 			var wg sync.WaitGroup
 			for range 4 * tc.want {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					var n int
-					if err := s.db.GetContext(ctx, &n, `SELECT COUNT(*) FROM t`); err != nil {
+					if err := lookup(ctx); err != nil {
 						t.Error(err)
 					}
 				}()
 			}
 			wg.Wait()
-			st := s.db.Stats()
+			st := s.lookup.Stats()
 			if st.OpenConnections != tc.want || st.MaxIdleClosed != 0 || st.MaxLifetimeClosed != 0 {
-				t.Fatalf("%d open, %d closed as surplus idle; want all %d kept open, none closed", st.OpenConnections, st.MaxIdleClosed, tc.want)
+				t.Fatalf("%d open, %d closed as surplus idle, %d as too old; want all %d kept open, none closed",
+					st.OpenConnections, st.MaxIdleClosed, st.MaxLifetimeClosed, tc.want)
 			}
 		})
 	}
