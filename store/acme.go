@@ -68,7 +68,7 @@ func (a ACME) CreateAccount(ctx context.Context, acct acme.Account) (acme.Accoun
 // AccountByThumbprint finds an account by its key.
 func (a ACME) AccountByThumbprint(ctx context.Context, thumbprint string) (acme.Account, error) {
 	var r acmeAccountRow
-	if err := a.s.db.GetContext(ctx, &r, a.s.db.Rebind(`SELECT * FROM acme_accounts WHERE thumbprint = ?`), thumbprint); err != nil {
+	if err := a.s.getPrepared(ctx, &r, `SELECT * FROM acme_accounts WHERE thumbprint = ?`, thumbprint); err != nil {
 		return acme.Account{}, fmt.Errorf("ACME account: %w", notFound(err))
 	}
 	return r.account(), nil
@@ -77,7 +77,7 @@ func (a ACME) AccountByThumbprint(ctx context.Context, thumbprint string) (acme.
 // Account finds an account by ID.
 func (a ACME) Account(ctx context.Context, id string) (acme.Account, error) {
 	var r acmeAccountRow
-	if err := a.s.db.GetContext(ctx, &r, a.s.db.Rebind(`SELECT * FROM acme_accounts WHERE id = ?`), id); err != nil {
+	if err := a.s.getPrepared(ctx, &r, `SELECT * FROM acme_accounts WHERE id = ?`, id); err != nil {
 		return acme.Account{}, fmt.Errorf("ACME account: %w", notFound(err))
 	}
 	return r.account(), nil
@@ -94,10 +94,10 @@ func (a ACME) ACMEReservation(ctx context.Context, clientHash string, now time.T
 		Expires  int64         `db:"expires_at"`
 		Approved bool          `db:"approved"`
 	}
-	err := a.s.db.GetContext(ctx, &row, a.s.db.Rebind(`SELECT r.id, r.state, r.challenge_used_at, r.expires_at,
+	err := a.s.getPrepared(ctx, &row, `SELECT r.id, r.state, r.challenge_used_at, r.expires_at,
 		COALESCE((SELECT e.state = 'approved' AND u.disabled_at IS NULL FROM enrollments e JOIN users u ON u.id = e.user_id WHERE e.id = r.id), false)
 			AS approved
-		FROM reservations r WHERE r.challenge_hash = ? AND r.identity = 'acme'`), clientHash)
+		FROM reservations r WHERE r.challenge_hash = ? AND r.identity = 'acme'`, clientHash)
 	if err != nil {
 		return "", false, fmt.Errorf("reservation for ClientIdentifier: %w", notFound(err))
 	}
@@ -144,7 +144,7 @@ func (a ACME) CreateOrder(ctx context.Context, o acme.Order, ev enrollment.Audit
 // Order reads an order.
 func (a ACME) Order(ctx context.Context, id string) (acme.Order, error) {
 	var r acmeOrderRow
-	if err := a.s.db.GetContext(ctx, &r, a.s.db.Rebind(`SELECT * FROM acme_orders WHERE id = ?`), id); err != nil {
+	if err := a.s.getPrepared(ctx, &r, `SELECT * FROM acme_orders WHERE id = ?`, id); err != nil {
 		return acme.Order{}, fmt.Errorf("ACME order: %w", notFound(err))
 	}
 	key, err := base64.StdEncoding.DecodeString(r.AttestedKey)

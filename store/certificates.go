@@ -121,8 +121,8 @@ func (s *Store) EnrollmentApproved(ctx context.Context, reservationID string) (b
 		State         string `db:"state"`
 		OwnerDisabled bool   `db:"owner_disabled"`
 	}
-	err := s.db.GetContext(ctx, &row, s.db.Rebind(`SELECT e.state, u.disabled_at IS NOT NULL AS owner_disabled
-		FROM enrollments e JOIN users u ON u.id = e.user_id WHERE e.id = ?`), reservationID)
+	err := s.getPrepared(ctx, &row, `SELECT e.state, u.disabled_at IS NOT NULL AS owner_disabled
+		FROM enrollments e JOIN users u ON u.id = e.user_id WHERE e.id = ?`, reservationID)
 	if err == sql.ErrNoRows {
 		return false, nil
 	}

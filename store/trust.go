@@ -116,7 +116,7 @@ func (t TrustIssuance) CertificateBySHA256(ctx context.Context, fingerprint stri
 // may its trust certificate renew.
 func (t TrustIssuance) EnrollmentApproved(ctx context.Context, id string) (bool, error) {
 	var ok bool
-	err := t.s.db.GetContext(ctx, &ok, t.s.db.Rebind(`SELECT trust_compliant <> 0 FROM enrollments WHERE id = ?`), id)
+	err := t.s.getPrepared(ctx, &ok, `SELECT trust_compliant <> 0 FROM enrollments WHERE id = ?`, id)
 	if err == sql.ErrNoRows {
 		return false, nil
 	}

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
+
+	"github.com/vestibule-mdm/vestibule/enrollment"
 )
 
 // TestSQLiteWritersQueue: on SQLite every write goes through one
@@ -404,5 +406,51 @@ func TestSQLiteLookupPool(t *testing.T) {
 					st.OpenConnections, st.MaxIdleClosed, st.MaxLifetimeClosed, tc.want)
 			}
 		})
+	}
+}
+
+// TestDeviceLookupsBesideTheConsole: the reads of device requests (a
+// check-in's record, SCEP's challenge and renewal checks, ACME's account,
+// order and reservation, a trust renewal) answer while the console's
+// reads hold every connection of theirs: none of them is on that pool.
+func TestDeviceLookupsBesideTheConsole(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "v.db"), Options{MaxOpenConns: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if _, err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		c, err := s.db.Connx(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	now := time.Now()
+	for name, lookup := range map[string]func(context.Context) error{
+		"check-in record":       func(ctx context.Context) error { _, err := s.CheckinRecord(ctx, "00"); return err },
+		"certificate":           func(ctx context.Context) error { _, err := s.CertificateBySHA256(ctx, "00"); return err },
+		"SCEP challenge":        func(ctx context.Context) error { _, err := s.OpenReservationForChallenge(ctx, "00", now); return err },
+		"SCEP retry":            func(ctx context.Context) error { _, err := s.IssuedByTransaction(ctx, "t", "k"); return err },
+		"renewal's enrollment":  func(ctx context.Context) error { _, err := s.EnrollmentApproved(ctx, "e"); return err },
+		"ACME account":          func(ctx context.Context) error { _, err := s.ACME().Account(ctx, "a"); return err },
+		"ACME account by key":   func(ctx context.Context) error { _, err := s.ACME().AccountByThumbprint(ctx, "k"); return err },
+		"ACME order":            func(ctx context.Context) error { _, err := s.ACME().Order(ctx, "o"); return err },
+		"ACME reservation":      func(ctx context.Context) error { _, _, err := s.ACME().ACMEReservation(ctx, "h", now); return err },
+		"trust renewal's state": func(ctx context.Context) error { _, err := s.TrustIssuance().EnrollmentApproved(ctx, "e"); return err },
+		"enrollment":            func(ctx context.Context) error { _, err := s.Enrollment(ctx, "e"); return err },
+	} {
+		short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		err := lookup(short)
+		cancel()
+		if errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("%s waited for a console connection", name)
+		} else if err != nil && !errors.Is(err, enrollment.ErrNotFound) {
+			t.Errorf("%s: %v", name, err)
+		}
 	}
 }
