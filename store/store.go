@@ -137,7 +137,7 @@ func sqliteDSN(path string, busy time.Duration) string {
 }
 
 // sqliteLookupConns is how many SQLite connections make the lookups of
-// check-ins and SCEP at once, each kept open with its page cache and
+// device requests at once, each kept open with its page cache and
 // statements. sqliteIdleConns is how many of the other readers' are kept.
 const (
 	sqliteLookupConns = 8
@@ -181,21 +181,21 @@ func openSQLite(path string, opts Options) (sqlitePools, error) {
 	}
 	connector := sqliteConnector{dsn: dsn, drv: plain.Driver()}
 	plain.Close()
-	// Idle connections are kept, with their statements and page caches
-	// (database/sql's default of two closed the rest, and they parsed
-	// again). Each holds several MB. With 100,000 devices under load,
-	// keeping all twenty took the process to 93-120 MB, keeping four cost
-	// a fifth more CPU per check-in, eight gave 61-78 MB at the CPU of
-	// all twenty.
+	// The console's and the API's reads keep four idle connections (with
+	// their statements and page caches; database/sql's default is two):
+	// no device request reads through them, and each holds several MB.
 	read := sql.OpenDB(connector)
 	read.SetMaxOpenConns(opts.MaxOpenConns)
 	read.SetMaxIdleConns(min(opts.MaxOpenConns, sqliteIdleConns))
-	// The lookups open no more connections than they keep: at
-	// concurrency 16, connections opened beyond the eight kept, cold (an
-	// empty cache, statements parsed again) and closed after one use,
-	// cost a third more CPU per idle check-in. They are CPU work on a
-	// few cores, so a ninth waits for a connection instead. Their pool
-	// of their own keeps the console's slow reads from taking them.
+	// The lookups keep eight: with 100,000 devices under load, keeping
+	// twenty took the process to 93-120 MB, keeping four cost a fifth
+	// more CPU per check-in, eight gave 61-78 MB at the CPU of twenty.
+	// They open no more than they keep: at concurrency 16, connections
+	// opened beyond the eight, cold (an empty cache, statements parsed
+	// again) and closed after one use, cost a third more CPU per idle
+	// check-in. They are CPU work on a few cores, so a ninth waits for a
+	// connection instead. Their pool of their own keeps the console's
+	// slow reads from taking them.
 	lookup := sql.OpenDB(connector)
 	lookup.SetMaxOpenConns(min(opts.MaxOpenConns, sqliteLookupConns))
 	lookup.SetMaxIdleConns(min(opts.MaxOpenConns, sqliteLookupConns))
