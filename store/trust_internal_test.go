@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,14 +13,7 @@ import (
 // planner sees a new deployment.
 func TestTrustDueSeeksItsIndex(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "v.db"), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if _, err := s.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	s := migratedSQLite(t, Options{})
 	for _, onlyNew := range []bool{true, false} {
 		q, args := trustDueQuery(time.Now(), time.Hour, time.Hour, onlyNew, 200)
 		rows, err := s.db.QueryContext(ctx, "EXPLAIN QUERY PLAN "+q, args...)

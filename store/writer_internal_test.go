@@ -335,6 +335,21 @@ func scratchSQLite(t *testing.T, path string, opts Options, create string) *Stor
 	return s
 }
 
+// migratedSQLite opens a store on a new SQLite file with the project's
+// schema, closed when the test ends.
+func migratedSQLite(t *testing.T, opts Options) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), "sqlite:"+filepath.Join(t.TempDir(), "v.db"), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if _, err := s.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 // TestSQLiteLookupPool: at most sqliteLookupConns connections make the
 // device lookups at once, and every one of them is kept open afterwards
 // with its page cache; a lookup beyond them waits for one instead of
@@ -415,14 +430,7 @@ func TestSQLiteLookupPool(t *testing.T) {
 // reads hold every connection of theirs: none of them is on that pool.
 func TestDeviceLookupsBesideTheConsole(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "v.db"), Options{MaxOpenConns: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	if _, err := s.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	s := migratedSQLite(t, Options{MaxOpenConns: 2})
 	for range 2 {
 		c, err := s.db.Connx(ctx)
 		if err != nil {
