@@ -198,18 +198,29 @@ func (p *Pusher) Start(ctx context.Context) {
 // answered and completed: the store must stay open until then.
 func (p *Pusher) Wait() { p.workers.Wait() }
 
-// Run drains the outbox until ctx ends.
+// Run drains the outbox until ctx ends. It claims the next batch as soon
+// as every push of the last one has started, not once APNs has answered
+// them all: waiting for a batch's last answers (tens of milliseconds over
+// the Internet) and its completion write before each claim held a worker
+// to about half its rate.
 func (p *Pusher) Run(ctx context.Context) {
 	t := time.NewTicker(p.o.Poll)
 	defer t.Stop()
+	f := p.newFlight()
+	defer f.settle(ctx)
 	for {
-		n, err := p.Drain(ctx)
+		n, err := f.drain(ctx)
 		if err != nil && ctx.Err() == nil {
 			p.log.Error("push outbox", "err", err)
 		}
-		if n > 0 {
-			continue // more may be waiting
+		if n >= p.claimSize() {
+			continue // a full batch: more may be waiting
 		}
+		// A short batch: the outbox is empty for now. Claiming again at
+		// once would spin, a write per handful of items, beside the
+		// approvals filling it. What is on its way is answered and
+		// leaves the outbox before the worker sleeps.
+		f.settle(ctx)
 		select {
 		case <-ctx.Done():
 			return
@@ -230,8 +241,39 @@ func (p *Pusher) claimSize() int {
 }
 
 // Drain claims one batch and pushes it at the paced rate; it returns how
-// many it handled.
+// many it handled once APNs has answered them all and the pushed ones
+// have left the outbox.
 func (p *Pusher) Drain(ctx context.Context) (int, error) {
+	f := p.newFlight()
+	defer f.settle(ctx)
+	return f.drain(ctx)
+}
+
+// flight is a worker's pushes on their way, across the batches it claims:
+// at most InFlight at once (HTTP/2 streams on one connection), and the
+// pushed ones waiting to leave the outbox completeEvery at a time, in one
+// write instead of one each (SQLite has one writer). A worker killed
+// before that pushes them again after the lease, which only wakes devices
+// twice.
+type flight struct {
+	p      *Pusher
+	slots  chan struct{}
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	pushed []Item
+}
+
+func (p *Pusher) newFlight() *flight {
+	return &flight{p: p, slots: make(chan struct{}, p.o.InFlight)}
+}
+
+// drain claims one batch and starts its pushes at their paced turns; it
+// returns once the last has started.
+func (f *flight) drain(ctx context.Context) (int, error) {
+	p := f.p
+	// Answered pushes of earlier batches leave the outbox before the next
+	// claim, however few, so none outlives its lease waiting for company.
+	f.complete(ctx, true)
 	now := p.o.Now()
 	items, err := p.o.Store.ClaimOutbox(ctx, p.claimSize(), now, now.Add(pushLease))
 	if err != nil {
@@ -242,35 +284,6 @@ func (p *Pusher) Drain(ctx context.Context) (int, error) {
 	// when the lease ends and another worker takes its item. claimSize
 	// makes the paced batch fit; slow answers filling every slot may not.
 	startBy := now.Add(pushLease / 3)
-	// Each push starts at its paced turn and runs beside the others
-	// (HTTP/2 streams on one connection), InFlight at most. Pushed items
-	// leave the outbox completeEvery at a time, in one write instead of
-	// one each (SQLite has one writer); a worker killed before that
-	// pushes them again after the lease, which only wakes devices twice.
-	slots := make(chan struct{}, p.o.InFlight)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var pushed []Item
-	complete := func(all bool) {
-		mu.Lock()
-		if len(pushed) == 0 || !all && len(pushed) < completeEvery {
-			mu.Unlock()
-			return
-		}
-		done := pushed
-		pushed = nil
-		mu.Unlock()
-		// Completed even when the worker is stopping, within bounds.
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		if err := p.o.Store.CompleteOutbox(cctx, done); err != nil {
-			p.log.Error("complete pushes", "count", len(done), "err", err)
-		}
-	}
-	defer func() {
-		wg.Wait()
-		complete(true)
-	}()
 	for i, it := range items {
 		if p.o.Now().After(startBy) {
 			// The rest go back when the lease ends.
@@ -281,23 +294,48 @@ func (p *Pusher) Drain(ctx context.Context) (int, error) {
 			return i, err
 		}
 		select {
-		case slots <- struct{}{}:
+		case f.slots <- struct{}{}:
 		case <-ctx.Done():
 			return i, ctx.Err()
 		}
-		wg.Add(1)
+		f.wg.Add(1)
 		go func() {
-			defer wg.Done()
-			defer func() { <-slots }()
+			defer f.wg.Done()
+			defer func() { <-f.slots }()
 			if p.send(ctx, it) {
-				mu.Lock()
-				pushed = append(pushed, it)
-				mu.Unlock()
-				complete(false)
+				f.mu.Lock()
+				f.pushed = append(f.pushed, it)
+				f.mu.Unlock()
+				f.complete(ctx, false)
 			}
 		}()
 	}
 	return len(items), nil
+}
+
+// settle waits for every push on its way and completes the pushed ones.
+func (f *flight) settle(ctx context.Context) {
+	f.wg.Wait()
+	f.complete(ctx, true)
+}
+
+// complete removes the pushed items from the outbox once completeEvery
+// have gathered, or all of them.
+func (f *flight) complete(ctx context.Context, all bool) {
+	f.mu.Lock()
+	if len(f.pushed) == 0 || !all && len(f.pushed) < completeEvery {
+		f.mu.Unlock()
+		return
+	}
+	done := f.pushed
+	f.pushed = nil
+	f.mu.Unlock()
+	// Completed even when the worker is stopping, within bounds.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := f.p.o.Store.CompleteOutbox(cctx, done); err != nil {
+		f.p.log.Error("complete pushes", "count", len(done), "err", err)
+	}
 }
 
 // completeEvery is how many pushed items leave the outbox in one write.
