@@ -71,8 +71,10 @@ type Options struct {
 	// Workers is how many goroutines run this pusher's Run, sharing Rate.
 	Workers int
 	// InFlight is how many pushes one worker has on its way at once (0:
-	// 32). APNs answers each over the Internet in tens of milliseconds:
-	// one at a time, a worker would push far below Rate.
+	// enough for its share of Rate with APNs answering in 100 ms, from 32
+	// to 1,000). APNs answers each over the Internet in tens of
+	// milliseconds: one at a time, a worker would push far below Rate, and
+	// a fixed 32 answering in 20 ms caps it at 1,600 a second.
 	InFlight int
 	// Pace waits for the next push's turn; nil paces at Rate (tests count
 	// the turns).
@@ -131,7 +133,7 @@ func New(o Options) (*Pusher, error) {
 		o.Workers = 1
 	}
 	if o.InFlight <= 0 {
-		o.InFlight = 32
+		o.InFlight = min(1000, max(32, int(o.Rate/float64(o.Workers)*apnsAnswer.Seconds())))
 	}
 	if o.Pace == nil {
 		// A burst of a tenth of a second's worth: pushes go out evenly,
@@ -228,6 +230,10 @@ func (p *Pusher) Run(ctx context.Context) {
 		}
 	}
 }
+
+// apnsAnswer is how long APNs takes to answer a push, for sizing
+// InFlight: tens of milliseconds over the Internet.
+const apnsAnswer = 100 * time.Millisecond
 
 // pushLease is how long a claimed batch is a worker's own.
 const pushLease = time.Minute

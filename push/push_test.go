@@ -592,3 +592,33 @@ func TestRunClaimsAheadOfAnswers(t *testing.T) {
 		t.Fatalf("%d devices pushed, want %d", got, batch*batches)
 	}
 }
+
+// TestInFlightFollowsTheRate: left unset, a worker's pushes on their way
+// cover its rate with APNs answering in 100 ms: at 500 a second, 50 at
+// once. A fixed 32 capped a worker at 320 a second with such answers.
+func TestInFlightFollowsTheRate(t *testing.T) {
+	st := storetest.Open(t, "sqlite")
+	apns := newBlockingAPNs(t)
+	c := &clock{t: time.Now()}
+	const want = 50
+	for i := range want + 5 {
+		approvedDevice(t, st, hexToken(600+i), c.now())
+	}
+	p, err := push.New(push.Options{Certificate: pushCert(t), Host: apns.URL, RootCAs: apns.Roots(), Store: st, Now: c.now, Rate: 500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan int)
+	go func() {
+		n, _ := p.Drain(context.Background())
+		done <- n
+	}()
+	reached := apns.awaitWaiting(want)
+	close(apns.release)
+	if n := <-done; n != want+5 {
+		t.Fatalf("drained %d, want %d", n, want+5)
+	}
+	if most := apns.peak(); !reached || most != want {
+		t.Fatalf("%d pushes on their way at most, want %d", most, want)
+	}
+}
