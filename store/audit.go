@@ -79,8 +79,9 @@ func (s *Store) AppendAudit(ctx context.Context, ev enrollment.AuditEvent) error
 	return s.withWriter(ctx, func(w writer) error { return appendAudit(ctx, w, ev) })
 }
 
-// ListAudit returns events newest first.
-func (s *Store) ListAudit(ctx context.Context, f enrollment.AuditFilter) ([]enrollment.AuditEvent, error) {
+// auditListQuery selects the events f asks for, newest first; a filter by
+// actor or by target has an index ending in id (migration 00019).
+func auditListQuery(f enrollment.AuditFilter) (string, []any) {
 	var where []string
 	var args []any
 	add := func(cond string, v any) { where = append(where, cond); args = append(args, v) }
@@ -110,7 +111,12 @@ func (s *Store) ListAudit(ctx context.Context, f enrollment.AuditFilter) ([]enro
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
-	q += fmt.Sprintf(" ORDER BY id DESC LIMIT %d", limit)
+	return q + fmt.Sprintf(" ORDER BY id DESC LIMIT %d", limit), args
+}
+
+// ListAudit returns events newest first.
+func (s *Store) ListAudit(ctx context.Context, f enrollment.AuditFilter) ([]enrollment.AuditEvent, error) {
+	q, args := auditListQuery(f)
 	var rows []auditRow
 	if err := s.db.SelectContext(ctx, &rows, s.db.Rebind(q), args...); err != nil {
 		return nil, fmt.Errorf("list audit: %w", err)
