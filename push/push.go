@@ -72,9 +72,11 @@ type Options struct {
 	Workers int
 	// InFlight is how many pushes one worker has on its way at once (0:
 	// enough for its share of Rate with APNs answering in 100 ms, from 32
-	// to 1,000). APNs answers each over the Internet in tens of
+	// to 500). APNs answers each over the Internet in tens of
 	// milliseconds: one at a time, a worker would push far below Rate, and
-	// a fixed 32 answering in 20 ms caps it at 1,600 a second.
+	// a fixed 32 answering in 20 ms caps it at 1,600 a second. Where APNs
+	// allows fewer streams on a connection, the transport opens another;
+	// 500 stays under every limit APNs is known to have advertised.
 	InFlight int
 	// Pace waits for the next push's turn; nil paces at Rate (tests count
 	// the turns).
@@ -133,7 +135,7 @@ func New(o Options) (*Pusher, error) {
 		o.Workers = 1
 	}
 	if o.InFlight <= 0 {
-		o.InFlight = min(1000, max(32, int(o.Rate/float64(o.Workers)*apnsAnswer.Seconds())))
+		o.InFlight = min(500, max(32, int(o.Rate/float64(o.Workers)*apnsAnswer.Seconds())))
 	}
 	if o.Pace == nil {
 		// A burst of a tenth of a second's worth: pushes go out evenly,
@@ -142,7 +144,8 @@ func New(o Options) (*Pusher, error) {
 		o.Pace = func(ctx context.Context) error { return l.Wait(ctx) }
 	}
 	tlsCfg := &tls.Config{Certificates: []tls.Certificate{o.Certificate}, RootCAs: o.RootCAs, MinVersion: tls.VersionTLS12}
-	transport := &http2.Transport{TLSClientConfig: tlsCfg, ReadIdleTimeout: 15 * time.Second,
+	// Connections opened beyond APNs' stream limit close once idle.
+	transport := &http2.Transport{TLSClientConfig: tlsCfg, ReadIdleTimeout: 15 * time.Second, IdleConnTimeout: 10 * time.Minute,
 		DialTLSContext: func(ctx context.Context, network, addr string, cfg *tls.Config) (net.Conn, error) {
 			d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 20 * time.Second, KeepAlive: 60 * time.Second}, Config: cfg}
 			return d.DialContext(ctx, network, addr)
@@ -196,8 +199,9 @@ func (p *Pusher) Start(ctx context.Context) {
 	}
 }
 
-// Wait returns once the workers Start ran have stopped, their last pushes
-// answered and completed: the store must stay open until then.
+// Wait returns once the workers Start ran have stopped and the pushes APNs
+// answered have left the outbox: the store must stay open until then.
+// Pushes the stop cut short go back when their lease ends.
 func (p *Pusher) Wait() { p.workers.Wait() }
 
 // Run drains the outbox until ctx ends. It claims the next batch as soon
@@ -256,7 +260,7 @@ func (p *Pusher) Drain(ctx context.Context) (int, error) {
 }
 
 // flight is a worker's pushes on their way, across the batches it claims:
-// at most InFlight at once (HTTP/2 streams on one connection), and the
+// at most InFlight at once (HTTP/2 streams), and the
 // pushed ones waiting to leave the outbox completeEvery at a time, in one
 // write instead of one each (SQLite has one writer). A worker killed
 // before that pushes them again after the lease, which only wakes devices
@@ -267,6 +271,11 @@ type flight struct {
 	wg     sync.WaitGroup
 	mu     sync.Mutex
 	pushed []Item
+	// flush completes the pushed items completeWithin after the first of
+	// them was answered, however few and whatever else is on its way;
+	// flushes counts the flushes running or due.
+	flush   *time.Timer
+	flushes sync.WaitGroup
 }
 
 func (p *Pusher) newFlight() *flight {
@@ -278,8 +287,8 @@ func (p *Pusher) newFlight() *flight {
 func (f *flight) drain(ctx context.Context) (int, error) {
 	p := f.p
 	// Answered pushes of earlier batches leave the outbox before the next
-	// claim, however few, so none outlives its lease waiting for company.
-	f.complete(ctx, true)
+	// claim, however few.
+	f.complete(ctx)
 	now := p.o.Now()
 	items, err := p.o.Store.ClaimOutbox(ctx, p.claimSize(), now, now.Add(pushLease))
 	if err != nil {
@@ -304,37 +313,65 @@ func (f *flight) drain(ctx context.Context) (int, error) {
 		case <-ctx.Done():
 			return i, ctx.Err()
 		}
+		if p.o.Now().After(startBy) {
+			// The wait for a slot ran past the first third.
+			<-f.slots
+			return i, nil
+		}
 		f.wg.Add(1)
 		go func() {
 			defer f.wg.Done()
 			defer func() { <-f.slots }()
 			if p.send(ctx, it) {
-				f.mu.Lock()
-				f.pushed = append(f.pushed, it)
-				f.mu.Unlock()
-				f.complete(ctx, false)
+				f.answered(ctx, it)
 			}
 		}()
 	}
 	return len(items), nil
 }
 
+// answered keeps a pushed item to leave the outbox with others: once
+// completeEvery have gathered, or completeWithin after the first. Waiting
+// for company (the next claim, or pushes that hang until the client's
+// timeout) could outlast the item's lease, and another worker would push
+// it again.
+func (f *flight) answered(ctx context.Context, it Item) {
+	f.mu.Lock()
+	f.pushed = append(f.pushed, it)
+	full := len(f.pushed) >= completeEvery
+	if !full && f.flush == nil {
+		f.flushes.Add(1)
+		f.flush = time.AfterFunc(completeWithin, func() {
+			defer f.flushes.Done()
+			f.complete(ctx)
+		})
+	}
+	f.mu.Unlock()
+	if full {
+		f.complete(ctx)
+	}
+}
+
 // settle waits for every push on its way and completes the pushed ones.
 func (f *flight) settle(ctx context.Context) {
 	f.wg.Wait()
-	f.complete(ctx, true)
+	f.complete(ctx)
+	f.flushes.Wait()
 }
 
-// complete removes the pushed items from the outbox once completeEvery
-// have gathered, or all of them.
-func (f *flight) complete(ctx context.Context, all bool) {
+// complete removes the answered items from the outbox.
+func (f *flight) complete(ctx context.Context) {
 	f.mu.Lock()
-	if len(f.pushed) == 0 || !all && len(f.pushed) < completeEvery {
+	if len(f.pushed) == 0 {
 		f.mu.Unlock()
 		return
 	}
 	done := f.pushed
 	f.pushed = nil
+	if f.flush != nil && f.flush.Stop() {
+		f.flushes.Done() // its work is done here
+	}
+	f.flush = nil
 	f.mu.Unlock()
 	// Completed even when the worker is stopping, within bounds.
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -344,8 +381,12 @@ func (f *flight) complete(ctx context.Context, all bool) {
 	}
 }
 
-// completeEvery is how many pushed items leave the outbox in one write.
-const completeEvery = 32
+// completeEvery is how many pushed items leave the outbox in one write;
+// completeWithin is the longest an answered one waits for the others.
+const (
+	completeEvery  = 32
+	completeWithin = time.Second
+)
 
 // send pushes it and handles a failure; it reports whether APNs took the
 // push, for the caller to complete.
@@ -357,6 +398,10 @@ func (p *Pusher) send(ctx context.Context, it Item) (pushed bool) {
 	}
 	start := time.Now()
 	res, err := p.client.PushWithContext(ctx, n)
+	if err != nil && ctx.Err() != nil {
+		// Stopping cut it short: the item goes back when its lease ends.
+		return false
+	}
 	p.m.latency.Observe(time.Since(start).Seconds())
 	now := p.o.Now()
 	switch {

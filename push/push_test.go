@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
@@ -467,10 +468,10 @@ func TestPushesRunSideBySide(t *testing.T) {
 }
 
 // TestNoPushStartsLateInItsLease: a worker whose batch runs slow (APNs
-// answering slowly) starts no push after the first third of the batch's
-// lease, so none is still on its way when the lease ends and another
-// worker pushes the item again; what it did not start goes back after the
-// lease.
+// answering slowly) starts no push whose turn comes after the first third
+// of the batch's lease, so none is still on its way when the lease ends
+// and another worker pushes the item again; what it did not start goes
+// back after the lease.
 func TestNoPushStartsLateInItsLease(t *testing.T) {
 	ctx := context.Background()
 	st := storetest.Open(t, "sqlite")
@@ -479,20 +480,21 @@ func TestNoPushStartsLateInItsLease(t *testing.T) {
 	for i := range 5 {
 		approvedDevice(t, st, hexToken(400+i), c.now())
 	}
-	// Each turn takes ten seconds of the one-minute lease.
+	// Each turn takes ten seconds of the one-minute lease: the third
+	// comes at 30 s.
 	pace := func(context.Context) error {
 		c.add(10 * time.Second)
 		return nil
 	}
 	p := newPusher(t, st, apns, c, func(o *push.Options) { o.Rate, o.Pace = 200, pace })
-	if n, err := p.Drain(ctx); n != 3 || err != nil {
-		t.Fatalf("pushed %d (%v), want the 3 started within 20 s", n, err)
+	if n, err := p.Drain(ctx); n != 2 || err != nil {
+		t.Fatalf("pushed %d (%v), want the 2 whose turn came within 20 s", n, err)
 	}
-	if got := len(apns.got()); got != 3 {
-		t.Fatalf("%d pushes, want 3", got)
+	if got := len(apns.got()); got != 2 {
+		t.Fatalf("%d pushes, want 2", got)
 	}
-	if n, _ := st.OutboxLen(ctx); n != 2 {
-		t.Fatalf("%d left in the outbox, want 2", n)
+	if n, _ := st.OutboxLen(ctx); n != 3 {
+		t.Fatalf("%d left in the outbox, want 3", n)
 	}
 	c.add(time.Minute)
 	if n, err := p.Drain(ctx); n != 2 || err != nil {
@@ -621,4 +623,138 @@ func TestInFlightFollowsTheRate(t *testing.T) {
 	if most := apns.peak(); !reached || most != want {
 		t.Fatalf("%d pushes on their way at most, want %d", most, want)
 	}
+}
+
+// TestAnsweredPushLeavesWhileOthersHang: a push APNs answered leaves the
+// outbox within a second or so, even when fewer than a write's worth have
+// gathered and the pushes after it hang until the client's timeout.
+// Waiting for those could outlast its lease, and another worker would
+// push it again.
+func TestAnsweredPushLeavesWhileOthersHang(t *testing.T) {
+	st := storetest.Open(t, "sqlite")
+	c := &clock{t: time.Now()}
+	token := func(i int) string { return hexToken(700 + i) }
+	release := make(chan struct{})
+	var mu sync.Mutex
+	hung := 0
+	// The first batch's three answer after 300 ms, the last of them once
+	// the second batch is claimed; the second batch's two hang.
+	apns := apnstest.Start(func(tok string) {
+		for i := range 3 {
+			if tok == token(i) {
+				time.Sleep(300 * time.Millisecond)
+				return
+			}
+		}
+		mu.Lock()
+		hung++
+		mu.Unlock()
+		select {
+		case <-release:
+		case <-time.After(20 * time.Second):
+		}
+	})
+	defer apns.Close()
+	defer close(release)
+	for i := range 5 {
+		approvedDevice(t, st, token(i), c.now())
+		c.add(time.Millisecond) // claimed in this order
+	}
+	p, err := push.New(push.Options{Certificate: pushCert(t), Host: apns.URL, RootCAs: apns.Roots(), Store: st, Now: c.now,
+		Rate: 10_000, Batch: 3, InFlight: 2, Poll: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p.Start(ctx)
+	defer func() {
+		cancel()
+		p.Wait()
+	}()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		mu.Lock()
+		h := hung
+		mu.Unlock()
+		if h == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d pushes hang, want 2", h)
+		}
+	}
+	for deadline := time.Now().Add(4 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		n, err := st.OutboxLen(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d items in the outbox, want the 2 hanging: an answered push waits behind them", n)
+		}
+	}
+}
+
+// TestStopCutsPushesShortQuietly: stopping cancels the pushes on their
+// way; each goes back to the outbox when its lease ends, without a retry
+// scheduled or an error logged for each.
+func TestStopCutsPushesShortQuietly(t *testing.T) {
+	st := storetest.Open(t, "sqlite")
+	apns := newBlockingAPNs(t)
+	defer close(apns.release)
+	c := &clock{t: time.Now()}
+	const n = 10
+	for i := range n {
+		approvedDevice(t, st, hexToken(800+i), c.now())
+	}
+	var logs safeBuffer
+	p, err := push.New(push.Options{Certificate: pushCert(t), Host: apns.URL, RootCAs: apns.Roots(), Store: st, Now: c.now,
+		Rate: 10_000, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p.Start(ctx)
+	if !apns.awaitWaiting(n) {
+		t.Fatalf("%d pushes on their way, want %d", apns.peak(), n)
+	}
+	cancel()
+	p.Wait()
+	if got := logs.String(); got != "" {
+		t.Fatalf("logged on stopping:\n%s", got)
+	}
+	if left, _ := st.OutboxLen(context.Background()); left != n {
+		t.Fatalf("%d items in the outbox, want all %d back for after the lease", left, n)
+	}
+	c.add(pushLease + time.Second)
+	items, err := st.ClaimOutbox(context.Background(), n, c.now(), c.now().Add(time.Minute))
+	if err != nil || len(items) != n {
+		t.Fatalf("claimed %d (%v) after the lease, want %d", len(items), err, n)
+	}
+	for _, it := range items {
+		if it.Attempts != 0 {
+			t.Fatalf("%s: %d attempts, want none counted for a push the stop cut short", it.EnrollmentID, it.Attempts)
+		}
+	}
+}
+
+// pushLease is the pusher's lease on a claimed batch.
+const pushLease = time.Minute
+
+type safeBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *safeBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *safeBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
