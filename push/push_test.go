@@ -283,6 +283,53 @@ func TestTwoWorkersNeverPushTwice(t *testing.T) {
 	}
 }
 
+// TestRunningWorkersNeverPushTwice: two replicas running two workers each,
+// every worker claiming ahead of its answers, push each device once.
+func TestRunningWorkersNeverPushTwice(t *testing.T) {
+	dsn := storetest.DSN(t, "postgres")
+	st1 := storetest.OpenDSN(t, dsn, store.Options{})
+	st2 := storetest.OpenDSN(t, dsn, store.Options{})
+	apns := newAPNs(t)
+	c := &clock{t: time.Now()}
+	const n = 300
+	for i := range n {
+		approvedDevice(t, st1, hexToken(1000+i), c.now())
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var pushers []*push.Pusher
+	for _, st := range []*store.Store{st1, st2} {
+		p := newPusher(t, st, apns, c, func(o *push.Options) {
+			o.Batch, o.Workers, o.InFlight, o.Rate, o.Poll = 7, 2, 3, 5000, 10*time.Millisecond
+		})
+		p.Start(ctx)
+		pushers = append(pushers, p)
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if left, _ := st1.OutboxLen(ctx); left == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the outbox was not drained in 20 s")
+		}
+	}
+	cancel()
+	for _, p := range pushers {
+		p.Wait()
+	}
+	seen := map[string]int{}
+	for _, r := range apns.got() {
+		seen[r.token]++
+	}
+	if len(seen) != n {
+		t.Fatalf("%d devices pushed, want %d", len(seen), n)
+	}
+	for tok, k := range seen {
+		if k != 1 {
+			t.Fatalf("%s pushed %d times", tok, k)
+		}
+	}
+}
+
 func TestCertificateChecks(t *testing.T) {
 	st := storetest.Open(t, "sqlite")
 	if _, err := push.New(push.Options{Store: st}); err == nil {
@@ -553,8 +600,8 @@ func (b *blockingAPNs) awaitWaiting(n int) bool {
 // TestRunClaimsAheadOfAnswers: a running worker claims its next batch once
 // every push of the last one has started, not once APNs has answered them
 // all (waiting for the answers before each claim held a worker at 2,000 a
-// second to about half its rate); what it pushed still leaves the outbox
-// once answered, before the worker sleeps.
+// second to about half its rate), and InFlight still bounds its pushes
+// across batches; what it pushed leaves the outbox once answered.
 func TestRunClaimsAheadOfAnswers(t *testing.T) {
 	st := storetest.Open(t, "sqlite")
 	apns := newBlockingAPNs(t)
@@ -563,8 +610,9 @@ func TestRunClaimsAheadOfAnswers(t *testing.T) {
 	for i := range batch * batches {
 		approvedDevice(t, st, hexToken(500+i), c.now())
 	}
+	const inFlight = 4 // more than a batch, fewer than all
 	p, err := push.New(push.Options{Certificate: pushCert(t), Host: apns.URL, RootCAs: apns.Roots(), Store: st, Now: c.now,
-		Rate: 10_000, Batch: batch, InFlight: 10, Poll: 10 * time.Millisecond})
+		Rate: 10_000, Batch: batch, InFlight: inFlight, Poll: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -574,8 +622,12 @@ func TestRunClaimsAheadOfAnswers(t *testing.T) {
 		cancel()
 		p.Wait()
 	}()
-	if !apns.awaitWaiting(batch * batches) {
-		t.Fatalf("%d pushes on their way, want every batch's %d: the worker waited for answers before claiming", apns.peak(), batch*batches)
+	if !apns.awaitWaiting(inFlight) {
+		t.Fatalf("%d pushes on their way, want %d from two batches: the worker waited for answers before claiming", apns.peak(), inFlight)
+	}
+	time.Sleep(50 * time.Millisecond) // a push past InFlight would arrive meanwhile
+	if most := apns.peak(); most != inFlight {
+		t.Fatalf("%d pushes on their way at once, want InFlight's %d across batches", most, inFlight)
 	}
 	close(apns.release)
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
