@@ -239,17 +239,25 @@ func TestCoalescingAndRestart(t *testing.T) {
 	}
 }
 
+// twoReplicas opens two stores on one PostgreSQL database, as two
+// replicas would, with n approved devices (tokens from first on) waiting
+// for a push.
+func twoReplicas(t *testing.T, n, first int) (st1, st2 *store.Store, apns *apnsServer, c *clock) {
+	dsn := storetest.DSN(t, "postgres")
+	st1 = storetest.OpenDSN(t, dsn, store.Options{})
+	st2 = storetest.OpenDSN(t, dsn, store.Options{})
+	apns = newAPNs(t)
+	c = &clock{t: time.Now()}
+	for i := range n {
+		approvedDevice(t, st1, hexToken(first+i), c.now())
+	}
+	return st1, st2, apns, c
+}
+
 func TestTwoWorkersNeverPushTwice(t *testing.T) {
 	ctx := context.Background()
-	dsn := storetest.DSN(t, "postgres")
-	st1 := storetest.OpenDSN(t, dsn, store.Options{})
-	st2 := storetest.OpenDSN(t, dsn, store.Options{})
-	apns := newAPNs(t)
-	c := &clock{t: time.Now()}
 	const n = 120
-	for i := range n {
-		approvedDevice(t, st1, hexToken(100+i), c.now())
-	}
+	st1, st2, apns, c := twoReplicas(t, n, 100)
 	var wg sync.WaitGroup
 	for _, st := range []*store.Store{st1, st2} {
 		p := newPusher(t, st, apns, c)
@@ -269,6 +277,47 @@ func TestTwoWorkersNeverPushTwice(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	pushedOnceEach(t, apns, n)
+}
+
+// startPusher starts a pusher's workers until the test ends.
+func startPusher(t *testing.T, o push.Options) *push.Pusher {
+	t.Helper()
+	p, err := push.New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p.Start(ctx)
+	t.Cleanup(func() {
+		cancel()
+		p.Wait()
+	})
+	return p
+}
+
+// awaitOutbox waits until the outbox holds want items, failing t with
+// the count and why after within.
+func awaitOutbox(t *testing.T, st *store.Store, want int, within time.Duration, why string) {
+	t.Helper()
+	for deadline := time.Now().Add(within); ; time.Sleep(5 * time.Millisecond) {
+		n, err := st.OutboxLen(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d %s", n, why)
+		}
+	}
+}
+
+// pushedOnceEach fails t unless APNs got exactly one push for each of n
+// devices.
+func pushedOnceEach(t *testing.T, apns *apnsServer, n int) {
+	t.Helper()
 	seen := map[string]int{}
 	for _, r := range apns.got() {
 		seen[r.token]++
@@ -286,15 +335,8 @@ func TestTwoWorkersNeverPushTwice(t *testing.T) {
 // TestRunningWorkersNeverPushTwice: two replicas running two workers each,
 // every worker claiming ahead of its answers, push each device once.
 func TestRunningWorkersNeverPushTwice(t *testing.T) {
-	dsn := storetest.DSN(t, "postgres")
-	st1 := storetest.OpenDSN(t, dsn, store.Options{})
-	st2 := storetest.OpenDSN(t, dsn, store.Options{})
-	apns := newAPNs(t)
-	c := &clock{t: time.Now()}
 	const n = 300
-	for i := range n {
-		approvedDevice(t, st1, hexToken(1000+i), c.now())
-	}
+	st1, st2, apns, c := twoReplicas(t, n, 1000)
 	ctx, cancel := context.WithCancel(context.Background())
 	var pushers []*push.Pusher
 	for _, st := range []*store.Store{st1, st2} {
@@ -304,30 +346,12 @@ func TestRunningWorkersNeverPushTwice(t *testing.T) {
 		p.Start(ctx)
 		pushers = append(pushers, p)
 	}
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if left, _ := st1.OutboxLen(ctx); left == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the outbox was not drained in 20 s")
-		}
-	}
+	awaitOutbox(t, st1, 0, 20*time.Second, "items left in the outbox")
 	cancel()
 	for _, p := range pushers {
 		p.Wait()
 	}
-	seen := map[string]int{}
-	for _, r := range apns.got() {
-		seen[r.token]++
-	}
-	if len(seen) != n {
-		t.Fatalf("%d devices pushed, want %d", len(seen), n)
-	}
-	for tok, k := range seen {
-		if k != 1 {
-			t.Fatalf("%s pushed %d times", tok, k)
-		}
-	}
+	pushedOnceEach(t, apns, n)
 }
 
 func TestCertificateChecks(t *testing.T) {
@@ -611,17 +635,8 @@ func TestRunClaimsAheadOfAnswers(t *testing.T) {
 		approvedDevice(t, st, hexToken(500+i), c.now())
 	}
 	const inFlight = 4 // more than a batch, fewer than all
-	p, err := push.New(push.Options{Certificate: pushCert(t), Host: apns.URL, RootCAs: apns.Roots(), Store: st, Now: c.now,
+	startPusher(t, push.Options{Certificate: pushCert(t), Host: apns.URL, RootCAs: apns.Roots(), Store: st, Now: c.now,
 		Rate: 10_000, Batch: batch, InFlight: inFlight, Poll: 10 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	p.Start(ctx)
-	defer func() {
-		cancel()
-		p.Wait()
-	}()
 	if !apns.awaitWaiting(inFlight) {
 		t.Fatalf("%d pushes on their way, want %d from two batches: the worker waited for answers before claiming", apns.peak(), inFlight)
 	}
@@ -630,18 +645,7 @@ func TestRunClaimsAheadOfAnswers(t *testing.T) {
 		t.Fatalf("%d pushes on their way at once, want InFlight's %d across batches", most, inFlight)
 	}
 	close(apns.release)
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		n, err := st.OutboxLen(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d pushed items still in the outbox while the worker idles", n)
-		}
-	}
+	awaitOutbox(t, st, 0, 5*time.Second, "pushed items still in the outbox while the worker idles")
 	if got := apns.Tokens(); got != batch*batches {
 		t.Fatalf("%d devices pushed, want %d", got, batch*batches)
 	}
@@ -712,17 +716,8 @@ func TestAnsweredPushLeavesWhileOthersHang(t *testing.T) {
 		approvedDevice(t, st, token(i), c.now())
 		c.add(time.Millisecond) // claimed in this order
 	}
-	p, err := push.New(push.Options{Certificate: pushCert(t), Host: apns.URL, RootCAs: apns.Roots(), Store: st, Now: c.now,
+	startPusher(t, push.Options{Certificate: pushCert(t), Host: apns.URL, RootCAs: apns.Roots(), Store: st, Now: c.now,
 		Rate: 10_000, Batch: 3, InFlight: 2, Poll: 10 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	p.Start(ctx)
-	defer func() {
-		cancel()
-		p.Wait()
-	}()
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
 		mu.Lock()
 		h := hung
@@ -734,18 +729,7 @@ func TestAnsweredPushLeavesWhileOthersHang(t *testing.T) {
 			t.Fatalf("%d pushes hang, want 2", h)
 		}
 	}
-	for deadline := time.Now().Add(4 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		n, err := st.OutboxLen(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d items in the outbox, want the 2 hanging: an answered push waits behind them", n)
-		}
-	}
+	awaitOutbox(t, st, 2, 4*time.Second, "items in the outbox, want the 2 hanging: an answered push waits behind them")
 }
 
 // TestStopCutsPushesShortQuietly: stopping cancels the pushes on their

@@ -26,24 +26,7 @@ func TestAuditListsSeekTheirIndex(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			q, args := auditListQuery(tc.f)
-			rows, err := s.db.QueryContext(ctx, "EXPLAIN QUERY PLAN "+q, args...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer rows.Close()
-			var plan []string
-			for rows.Next() {
-				var id, parent, unused int
-				var detail string
-				if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
-					t.Fatal(err)
-				}
-				plan = append(plan, detail)
-			}
-			if err := rows.Err(); err != nil {
-				t.Fatal(err)
-			}
-			got := strings.Join(plan, "; ")
+			got := queryPlan(ctx, t, s, q, args)
 			if !strings.Contains(got, "SEARCH audit_log USING INDEX "+tc.index) || strings.Contains(got, "TEMP B-TREE") {
 				t.Errorf("plan %q, want a search of %s and no sort", got, tc.index)
 			}

@@ -16,22 +16,31 @@ func TestTrustDueSeeksItsIndex(t *testing.T) {
 	s := migratedSQLite(t, Options{})
 	for _, onlyNew := range []bool{true, false} {
 		q, args := trustDueQuery(time.Now(), time.Hour, time.Hour, onlyNew, 200)
-		rows, err := s.db.QueryContext(ctx, "EXPLAIN QUERY PLAN "+q, args...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var plan []string
-		for rows.Next() {
-			var id, parent, unused int
-			var detail string
-			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
-				t.Fatal(err)
-			}
-			plan = append(plan, detail)
-		}
-		rows.Close()
-		if got := strings.Join(plan, "; "); !strings.Contains(got, "SEARCH e USING INDEX enrollments_trust_due") {
+		if got := queryPlan(ctx, t, s, q, args); !strings.Contains(got, "SEARCH e USING INDEX enrollments_trust_due") {
 			t.Errorf("onlyNew=%v: plan %q", onlyNew, got)
 		}
 	}
+}
+
+// queryPlan is SQLite's plan for q, its steps joined by "; ".
+func queryPlan(ctx context.Context, t *testing.T, s *Store, q string, args []any) string {
+	t.Helper()
+	rows, err := s.db.QueryContext(ctx, "EXPLAIN QUERY PLAN "+q, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(plan, "; ")
 }
