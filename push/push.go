@@ -373,12 +373,17 @@ func (f *flight) complete(ctx context.Context) {
 	}
 	f.flush = nil
 	f.mu.Unlock()
-	// Completed even when the worker is stopping, within bounds.
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	cctx, cancel := outboxWrite(ctx)
 	defer cancel()
 	if err := f.p.o.Store.CompleteOutbox(cctx, done); err != nil {
 		f.p.log.Error("complete pushes", "count", len(done), "err", err)
 	}
+}
+
+// outboxWrite is the context of a write that records what APNs answered:
+// it is made even when the worker is stopping, within bounds.
+func outboxWrite(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 }
 
 // completeEvery is how many pushed items leave the outbox in one write;
@@ -403,6 +408,10 @@ func (p *Pusher) send(ctx context.Context, it Item) (pushed bool) {
 		return false
 	}
 	p.m.latency.Observe(time.Since(start).Seconds())
+	// APNs answered: what the answer asks of the outbox is written even
+	// if the worker is stopping meanwhile.
+	wctx, cancel := outboxWrite(ctx)
+	defer cancel()
 	now := p.o.Now()
 	switch {
 	case err == nil && res.Sent():
@@ -411,20 +420,20 @@ func (p *Pusher) send(ctx context.Context, it Item) (pushed bool) {
 	case err == nil && (res.StatusCode == http.StatusGone || res.Reason == apns2.ReasonBadDeviceToken || res.Reason == apns2.ReasonUnregistered):
 		p.m.failed.Inc()
 		p.log.Warn("push token no longer valid", "enrollment", it.EnrollmentID, "status", res.StatusCode, "reason", res.Reason)
-		if err := p.o.Store.DropOutbox(ctx, it.EnrollmentID, true, now, res.Reason); err != nil {
+		if err := p.o.Store.DropOutbox(wctx, it.EnrollmentID, true, now, res.Reason); err != nil {
 			p.log.Error("drop push", "err", err)
 		}
 	case it.Attempts+1 >= p.o.MaxAttempts || (err == nil && res.StatusCode < 500 && res.StatusCode != http.StatusTooManyRequests):
 		p.m.failed.Inc()
 		reason := describe(res, err)
 		p.log.Error("push given up", "enrollment", it.EnrollmentID, "attempts", it.Attempts+1, "reason", reason)
-		if err := p.o.Store.DropOutbox(ctx, it.EnrollmentID, false, now, reason); err != nil {
+		if err := p.o.Store.DropOutbox(wctx, it.EnrollmentID, false, now, reason); err != nil {
 			p.log.Error("drop push", "err", err)
 		}
 	default:
 		p.m.retried.Inc()
 		backoff := min(time.Duration(1<<it.Attempts)*time.Second, 10*time.Minute)
-		if err := p.o.Store.RetryOutbox(ctx, it, now.Add(backoff), describe(res, err)); err != nil {
+		if err := p.o.Store.RetryOutbox(wctx, it, now.Add(backoff), describe(res, err)); err != nil {
 			p.log.Error("retry push", "err", err)
 		}
 	}
