@@ -157,14 +157,6 @@ func seedEnrollments(b *testing.B, e *env, n, pending int) []seed.Device {
 	return devices
 }
 
-// BenchmarkBulkApproval approves VESTIBULE_BENCH_DEVICES pending devices
-// (200 by default; bench/README.md reports 10,000) in the console's bulk
-// action, 500 a request as an approver can, while the server's Pusher
-// (push.rate VESTIBULE_BENCH_PUSH_RATE, the default 200 otherwise) drains
-// the outbox to an in-process APNs, which answers each push after
-// VESTIBULE_BENCH_APNS_DELAY (0 by default; APNs over the Internet takes
-// tens of milliseconds). It reports the seconds from the first approval to
-// the last device's push reaching APNs, and the approvals' share of that.
 // analyze gives PostgreSQL statistics of the tables seeding just filled,
 // as autovacuum does within a minute of a bulk load; CI's PostgreSQL runs
 // without autovacuum. Without them, the plans it keeps for prepared
@@ -179,6 +171,14 @@ func analyze(b *testing.B, e *env) {
 	}
 }
 
+// BenchmarkBulkApproval approves VESTIBULE_BENCH_DEVICES pending devices
+// (200 by default; bench/README.md reports 10,000) in the console's bulk
+// action, 500 a request as an approver can, while the server's Pusher
+// (push.rate VESTIBULE_BENCH_PUSH_RATE, the default 200 otherwise) drains
+// the outbox to an in-process APNs, which answers each push after
+// VESTIBULE_BENCH_APNS_DELAY (0 by default; APNs over the Internet takes
+// tens of milliseconds). It reports the seconds from the first approval to
+// the last device's push reaching APNs, and the approvals' share of that.
 func BenchmarkBulkApproval(b *testing.B) {
 	n := 200
 	if v, err := strconv.Atoi(os.Getenv("VESTIBULE_BENCH_DEVICES")); err == nil && v > 0 {
