@@ -260,11 +260,10 @@ func (p *Pusher) Drain(ctx context.Context) (int, error) {
 }
 
 // flight is a worker's pushes on their way, across the batches it claims:
-// at most InFlight at once (HTTP/2 streams), and the
-// pushed ones waiting to leave the outbox completeEvery at a time, in one
-// write instead of one each (SQLite has one writer). A worker killed
-// before that pushes them again after the lease, which only wakes devices
-// twice.
+// at most InFlight at once (HTTP/2 streams), and the pushed ones waiting
+// to leave the outbox completeEvery at a time, in one write instead of
+// one each (SQLite has one writer). A worker killed before that pushes
+// them again after the lease, which only wakes devices twice.
 type flight struct {
 	p      *Pusher
 	slots  chan struct{}
@@ -408,15 +407,16 @@ func (p *Pusher) send(ctx context.Context, it Item) (pushed bool) {
 		return false
 	}
 	p.m.latency.Observe(time.Since(start).Seconds())
-	// APNs answered: what the answer asks of the outbox is written even
-	// if the worker is stopping meanwhile.
+	if err == nil && res.Sent() {
+		p.m.sent.Inc()
+		return true
+	}
+	// APNs refused it or could not be reached: what that asks of the
+	// outbox is written even if the worker is stopping meanwhile.
 	wctx, cancel := outboxWrite(ctx)
 	defer cancel()
 	now := p.o.Now()
 	switch {
-	case err == nil && res.Sent():
-		p.m.sent.Inc()
-		return true
 	case err == nil && (res.StatusCode == http.StatusGone || res.Reason == apns2.ReasonBadDeviceToken || res.Reason == apns2.ReasonUnregistered):
 		p.m.failed.Inc()
 		p.log.Warn("push token no longer valid", "enrollment", it.EnrollmentID, "status", res.StatusCode, "reason", res.Reason)
