@@ -495,30 +495,9 @@ func TestPushesRunSideBySide(t *testing.T) {
 	ctx := context.Background()
 	st := storetest.Open(t, "sqlite")
 	const inFlight = 4
-	var mu sync.Mutex
-	running, most := 0, 0
-	all := make(chan struct{})
-	var allOnce sync.Once
-	apns := apnstest.Start(func(string) {
-		mu.Lock()
-		running++
-		most = max(most, running)
-		if running == inFlight {
-			// Later waves fill every slot again: close once.
-			allOnce.Do(func() { close(all) })
-		}
-		mu.Unlock()
-		// Answer only once inFlight pushes are waiting together; pushes
-		// sent one at a time would each wait out the timeout instead.
-		select {
-		case <-all:
-		case <-time.After(5 * time.Second):
-		}
-		mu.Lock()
-		running--
-		mu.Unlock()
-	})
-	defer apns.Close()
+	// Answered only once inFlight pushes wait together; pushes sent one at
+	// a time would each wait out the timeout instead.
+	apns := newBlockingAPNs(t)
 	c := &clock{t: time.Now()}
 	for i := range 3 * inFlight {
 		approvedDevice(t, st, hexToken(300+i), c.now())
@@ -527,10 +506,10 @@ func TestPushesRunSideBySide(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n, err := p.Drain(ctx); n != 3*inFlight || err != nil {
+	if n, err := apns.drainHeld(p, inFlight); n != 3*inFlight || err != nil {
 		t.Fatalf("drained %d (%v), want %d", n, err, 3*inFlight)
 	}
-	if most != inFlight || apns.Tokens() != 3*inFlight {
+	if most := apns.peak(); most != inFlight || apns.Tokens() != 3*inFlight {
 		t.Fatalf("%d pushes on their way at most, %d devices pushed; want %d and %d", most, apns.Tokens(), inFlight, 3*inFlight)
 	}
 	if n, _ := st.OutboxLen(ctx); n != 0 {
@@ -621,6 +600,24 @@ func (b *blockingAPNs) awaitWaiting(n int) bool {
 	return false
 }
 
+// drainHeld drains one batch of p, holding every answer until n pushes
+// wait together (or awaitWaiting gives up), then answering them all.
+func (b *blockingAPNs) drainHeld(p *push.Pusher, n int) (int, error) {
+	type result struct {
+		n   int
+		err error
+	}
+	done := make(chan result)
+	go func() {
+		n, err := p.Drain(context.Background())
+		done <- result{n, err}
+	}()
+	b.awaitWaiting(n)
+	close(b.release)
+	r := <-done
+	return r.n, r.err
+}
+
 // TestRunClaimsAheadOfAnswers: a running worker claims its next batch once
 // every push of the last one has started, not once APNs has answered them
 // all (waiting for the answers before each claim held a worker at 2,000 a
@@ -666,17 +663,10 @@ func TestInFlightFollowsTheRate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan int)
-	go func() {
-		n, _ := p.Drain(context.Background())
-		done <- n
-	}()
-	reached := apns.awaitWaiting(want)
-	close(apns.release)
-	if n := <-done; n != want+5 {
-		t.Fatalf("drained %d, want %d", n, want+5)
+	if n, err := apns.drainHeld(p, want); n != want+5 || err != nil {
+		t.Fatalf("drained %d (%v), want %d", n, err, want+5)
 	}
-	if most := apns.peak(); !reached || most != want {
+	if most := apns.peak(); most != want {
 		t.Fatalf("%d pushes on their way at most, want %d", most, want)
 	}
 }
