@@ -197,17 +197,28 @@ func enqueueAs(ctx context.Context, tx txn, enrollmentID string, cmds []enrollme
 	if n, _ := res.RowsAffected(); n == 0 {
 		return fmt.Errorf("enqueue: enrollment %s: %w", enrollmentID, enrollment.ErrNotFound)
 	}
+	return enqueueOnLockedRow(ctx, tx, enrollmentID, cmds, by, at, preApproval)
+}
+
+// enqueueOnLockedRow appends commands for a transaction that has updated
+// the enrollment's row already, and so holds the lock that keeps another
+// enqueuer from picking the same seq: one read for the last seq, one
+// insert for every command.
+func enqueueOnLockedRow(ctx context.Context, tx txn, enrollmentID string, cmds []enrollment.NewCommand, by string, at time.Time,
+	preApproval bool) error {
+	if len(cmds) == 0 {
+		return nil
+	}
 	var seq int64
 	if err := tx.GetContext(ctx, &seq, tx.Rebind(`SELECT COALESCE(MAX(seq), 0) FROM commands WHERE enrollment_id = ?`), enrollmentID); err != nil {
 		return fmt.Errorf("enqueue: %w", err)
 	}
-	for _, c := range cmds {
+	rows := make([]queuedCommand, len(cmds))
+	for i, c := range cmds {
 		seq++
-		if err := insertCommands(ctx, tx, []queuedCommand{{enrollmentID: enrollmentID, seq: seq, cmd: c, preApproval: preApproval}}, by, at); err != nil {
-			return err
-		}
+		rows[i] = queuedCommand{enrollmentID: enrollmentID, seq: seq, cmd: c, preApproval: preApproval}
 	}
-	return nil
+	return insertCommands(ctx, tx, rows, by, at)
 }
 
 // queuedCommand is a command row to insert: cmd as the enrollment's

@@ -329,22 +329,24 @@ func (s *Store) decide(ctx context.Context, id string, from, to enrollment.State
 		if err := missedUpdate(ctx, tx, res, "decide", id); err != nil {
 			return err
 		}
-		e, err := getEnrollment(ctx, tx, id)
+		// Read once, with its trust, after the UPDATE that locks the row:
+		// nothing below changes what it says of this enrollment. Each read
+		// saved is a round trip on PostgreSQL, on every approval.
+		r, err := getEnrollmentTrust(ctx, tx, id)
 		if err != nil {
 			return err
 		}
+		e := r.enrollmentRow.enrollment()
 		if eff.Supersede {
 			if err := s.supersede(ctx, tx, e, at); err != nil {
 				return err
 			}
 		}
-		if len(eff.Commands) > 0 {
-			if err := enqueue(ctx, tx, id, eff.Commands, by, at); err != nil {
-				return err
-			}
+		if err := enqueueOnLockedRow(ctx, tx, id, eff.Commands, by, at, false); err != nil {
+			return err
 		}
 		if eff.Push {
-			if err := enqueuePush(ctx, tx, id, at); err != nil {
+			if err := enqueuePushFor(ctx, tx, e, at); err != nil {
 				return err
 			}
 		}
@@ -357,7 +359,7 @@ func (s *Store) decide(ctx context.Context, id string, from, to enrollment.State
 		if note != "" {
 			cause.reason += ": " + note
 		}
-		if err := syncTrust(ctx, tx, []string{id}, cause, at); err != nil {
+		if err := syncTrustRow(ctx, tx, r, cause, at); err != nil {
 			return err
 		}
 		if err := appendAudit(ctx, tx, ev); err != nil {

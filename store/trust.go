@@ -45,39 +45,58 @@ var selectEnrollmentTrust = strings.Replace(selectEnrollment, "SELECT ", "SELECT
 // changed does nothing, so every state change may call it.
 func syncTrust(ctx context.Context, tx txn, ids []string, cause trustCause, at time.Time) error {
 	for _, id := range ids {
-		// The enrollment and the trust last announced for it, in one read.
-		var r trustRow
-		if err := tx.GetContext(ctx, &r, tx.Rebind(selectEnrollmentTrust), id); err != nil {
-			return fmt.Errorf("trust: enrollment %s: %w", id, notFound(err))
+		r, err := getEnrollmentTrust(ctx, tx, id)
+		if err != nil {
+			return err
 		}
-		e, was := r.enrollmentRow.enrollment(), r.WasTrusted
-		now, why := e.Trusted()
-		if now == was {
-			continue
+		if err := syncTrustRow(ctx, tx, r, cause, at); err != nil {
+			return err
 		}
-		reason := why
-		if cause.reason != "" {
-			reason = cause.reason + " (" + why + ")"
+	}
+	return nil
+}
+
+// getEnrollmentTrust reads an enrollment and the trust last announced for
+// it, in one read.
+func getEnrollmentTrust(ctx context.Context, tx txn, id string) (trustRow, error) {
+	var r trustRow
+	if err := tx.GetContext(ctx, &r, tx.Rebind(selectEnrollmentTrust), id); err != nil {
+		return trustRow{}, fmt.Errorf("trust: enrollment %s: %w", id, notFound(err))
+	}
+	return r, nil
+}
+
+// syncTrustRow is syncTrust for an enrollment read in this transaction
+// after its last change.
+func syncTrustRow(ctx context.Context, tx txn, r trustRow, cause trustCause, at time.Time) error {
+	e, was := r.enrollmentRow.enrollment(), r.WasTrusted
+	now, why := e.Trusted()
+	if now == was {
+		return nil
+	}
+	reason := why
+	if cause.reason != "" {
+		reason = cause.reason + " (" + why + ")"
+	}
+	id := e.ID
+	if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE enrollments SET trust_compliant = ?, trust_requested_at = NULL WHERE id = ?`),
+		boolInt(now), id); err != nil {
+		return fmt.Errorf("trust: %w", err)
+	}
+	if !now {
+		if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE trust_certificates SET revoked_at = ?, revoke_reason = ?, revoke_code = ?
+			WHERE reservation_id = ? AND revoked_at IS NULL`), ms(at), enrollment.TrustReason(reason), cause.crlCode, id); err != nil {
+			return fmt.Errorf("trust: revoke: %w", err)
 		}
-		if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE enrollments SET trust_compliant = ?, trust_requested_at = NULL WHERE id = ?`),
-			boolInt(now), id); err != nil {
-			return fmt.Errorf("trust: %w", err)
+		if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE trust_challenges SET used_at = ? WHERE enrollment_id = ? AND used_at IS NULL`),
+			ms(at), id); err != nil {
+			return fmt.Errorf("trust: void challenges: %w", err)
 		}
-		if !now {
-			if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE trust_certificates SET revoked_at = ?, revoke_reason = ?, revoke_code = ?
-				WHERE reservation_id = ? AND revoked_at IS NULL`), ms(at), enrollment.TrustReason(reason), cause.crlCode, id); err != nil {
-				return fmt.Errorf("trust: revoke: %w", err)
-			}
-			if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE trust_challenges SET used_at = ? WHERE enrollment_id = ? AND used_at IS NULL`),
-				ms(at), id); err != nil {
-				return fmt.Errorf("trust: void challenges: %w", err)
-			}
-		}
-		if _, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO trust_events (id, enrollment_id, user_email, compliant, reason, initiator, occurred_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?)`), enrollment.NewID(), id, e.UserEmail, boolInt(now), enrollment.TrustReason(reason),
-			cause.initiator, ms(at)); err != nil {
-			return fmt.Errorf("trust: event: %w", err)
-		}
+	}
+	if _, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO trust_events (id, enrollment_id, user_email, compliant, reason, initiator, occurred_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?)`), enrollment.NewID(), id, e.UserEmail, boolInt(now), enrollment.TrustReason(reason),
+		cause.initiator, ms(at)); err != nil {
+		return fmt.Errorf("trust: event: %w", err)
 	}
 	return nil
 }

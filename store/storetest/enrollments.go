@@ -277,6 +277,83 @@ func testQuestionInClaim(t *testing.T, s *store.Store) {
 	}
 }
 
+// testApprovalEffects: an approval queues its commands after those the
+// enrollment has (its attestation question), owes a push only to a device
+// whose push token is known and valid, and makes the enrollment trusted.
+func testApprovalEffects(t *testing.T, s *store.Store) {
+	ctx := context.Background()
+	at := testNow.Add(time.Minute)
+	enrolled := func(udid string, q bool) string {
+		t.Helper()
+		r := reserve(t, s, "effects@example.com")
+		var question *enrollment.Question
+		if q {
+			question = attestQuestion(r.ID, at)
+		}
+		if _, err := s.ClaimReservation(ctx, r.ID, r.TokenNonce, device(udid, "SER-"+udid), at,
+			enrollment.AuditEvent{At: at, Actor: "device:" + udid, Action: "enrollment.authenticate"}, question); err != nil {
+			t.Fatal(err)
+		}
+		return r.ID
+	}
+	withToken := func(id string) {
+		t.Helper()
+		if err := s.UpdatePushInfo(ctx, id, enrollment.PushInfo{Token: "746f6b656e", Magic: "magic", Topic: "com.apple.mgmt.test"}, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	approve := func(id string, cmds []enrollment.NewCommand) {
+		t.Helper()
+		ev := enrollment.AuditEvent{At: at, Actor: "admin", Action: "enrollment.approve", TargetType: "enrollment", TargetID: id}
+		if _, err := s.Decide(ctx, id, enrollment.StatePending, enrollment.StateApproved, "admin", "", at,
+			enrollment.DecisionEffects(enrollment.StateApproved, cmds), ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	owed := func() int {
+		t.Helper()
+		n, err := s.OutboxLen(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+
+	asked := enrolled("UDID-E1", true)
+	withToken(asked)
+	cmds := []enrollment.NewCommand{{UUID: enrollment.NewID(), RequestType: "InstallProfile", Body: []byte("<plist>1</plist>")},
+		{UUID: enrollment.NewID(), RequestType: "InstallApplication", Body: []byte("<plist>2</plist>")}}
+	approve(asked, cmds)
+	queued, err := s.ListCommands(ctx, asked)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(queued) != 3 || queued[0].RequestType != "DeviceInformation" || queued[1].UUID != cmds[0].UUID || queued[2].UUID != cmds[1].UUID {
+		t.Fatalf("commands after the approval: %+v, want the question then the two approved", queued)
+	}
+	if n := owed(); n != 1 {
+		t.Fatalf("pushes owed after approving a device with a push token: %d, want 1", n)
+	}
+	if ok, err := s.TrustIssuance().EnrollmentApproved(ctx, asked); err != nil || !ok {
+		t.Fatalf("trusted after approval: %v %v", ok, err)
+	}
+
+	approve(enrolled("UDID-E2", false), cmds[:0])
+	if n := owed(); n != 1 {
+		t.Fatalf("pushes owed after approving a device with no push token: %d, want still 1", n)
+	}
+
+	invalid := enrolled("UDID-E3", false)
+	withToken(invalid)
+	if err := s.DropOutbox(ctx, invalid, true, at, "APNs: BadDeviceToken"); err != nil {
+		t.Fatal(err)
+	}
+	approve(invalid, nil)
+	if n := owed(); n != 1 {
+		t.Fatalf("pushes owed after approving a device whose token APNs refused: %d, want still 1", n)
+	}
+}
+
 // testConcurrentApprovalsOfOneDevice: a profile installed twice on one
 // device gives two pending enrollments of one owner, and approving both at
 // once (a bulk approval) makes each supersede the other's row. Exactly one
