@@ -197,28 +197,32 @@ func enqueueAs(ctx context.Context, tx txn, enrollmentID string, cmds []enrollme
 	if n, _ := res.RowsAffected(); n == 0 {
 		return fmt.Errorf("enqueue: enrollment %s: %w", enrollmentID, enrollment.ErrNotFound)
 	}
-	return enqueueOnLockedRow(ctx, tx, enrollmentID, cmds, by, at, preApproval)
+	var last int64
+	if err := tx.GetContext(ctx, &last, tx.Rebind(`SELECT COALESCE(MAX(seq), 0) FROM commands WHERE enrollment_id = ?`), enrollmentID); err != nil {
+		return fmt.Errorf("enqueue: %w", err)
+	}
+	return enqueueAfter(ctx, tx, enrollmentID, last, cmds, by, at, preApproval)
 }
 
-// enqueueOnLockedRow appends commands for a transaction that has updated
-// the enrollment's row already, and so holds the lock that keeps another
-// enqueuer from picking the same seq: one read for the last seq, one
-// insert for every command.
-func enqueueOnLockedRow(ctx context.Context, tx txn, enrollmentID string, cmds []enrollment.NewCommand, by string, at time.Time,
+// enqueueAfter inserts commands numbered from last+1, last being the
+// enrollment's last seq read under its row's lock.
+func enqueueAfter(ctx context.Context, tx txn, enrollmentID string, last int64, cmds []enrollment.NewCommand, by string, at time.Time,
 	preApproval bool) error {
 	if len(cmds) == 0 {
 		return nil
 	}
-	var seq int64
-	if err := tx.GetContext(ctx, &seq, tx.Rebind(`SELECT COALESCE(MAX(seq), 0) FROM commands WHERE enrollment_id = ?`), enrollmentID); err != nil {
-		return fmt.Errorf("enqueue: %w", err)
-	}
 	rows := make([]queuedCommand, len(cmds))
 	for i, c := range cmds {
-		seq++
-		rows[i] = queuedCommand{enrollmentID: enrollmentID, seq: seq, cmd: c, preApproval: preApproval}
+		rows[i] = queuedCommand{enrollmentID: enrollmentID, seq: last + int64(i) + 1, cmd: c, preApproval: preApproval}
 	}
-	return insertCommands(ctx, tx, rows, by, at)
+	// One statement for the few commands an approval queues; chunks keep
+	// a long list within the databases' limits on arguments.
+	for chunk := range slices.Chunk(rows, fleetChunk) {
+		if err := insertCommands(ctx, tx, chunk, by, at); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // queuedCommand is a command row to insert: cmd as the enrollment's

@@ -329,12 +329,13 @@ func (s *Store) decide(ctx context.Context, id string, from, to enrollment.State
 		if err := missedUpdate(ctx, tx, res, "decide", id); err != nil {
 			return err
 		}
-		// Read once, with its trust, after the UPDATE that locks the row:
-		// nothing below changes what it says of this enrollment. Each read
-		// saved is a round trip on PostgreSQL, on every approval.
-		r, err := getEnrollmentTrust(ctx, tx, id)
-		if err != nil {
-			return err
+		// Read once, with its trust and its last command's seq, after the
+		// UPDATE that locks the row: nothing below changes what it says of
+		// this enrollment, and other enqueuers wait for the lock. Each
+		// read saved is a round trip on PostgreSQL, on every approval.
+		var r decisionRow
+		if err := tx.GetContext(ctx, &r, tx.Rebind(selectDecision), id); err != nil {
+			return fmt.Errorf("decide: enrollment %s: %w", id, notFound(err))
 		}
 		e := r.enrollmentRow.enrollment()
 		if eff.Supersede {
@@ -342,7 +343,7 @@ func (s *Store) decide(ctx context.Context, id string, from, to enrollment.State
 				return err
 			}
 		}
-		if err := enqueueOnLockedRow(ctx, tx, id, eff.Commands, by, at, false); err != nil {
+		if err := enqueueAfter(ctx, tx, id, r.LastSeq, eff.Commands, by, at, false); err != nil {
 			return err
 		}
 		if eff.Push {
@@ -359,7 +360,7 @@ func (s *Store) decide(ctx context.Context, id string, from, to enrollment.State
 		if note != "" {
 			cause.reason += ": " + note
 		}
-		if err := syncTrustRow(ctx, tx, r, cause, at); err != nil {
+		if err := syncTrustRow(ctx, tx, r.trustRow, cause, at); err != nil {
 			return err
 		}
 		if err := appendAudit(ctx, tx, ev); err != nil {
@@ -370,6 +371,16 @@ func (s *Store) decide(ctx context.Context, id string, from, to enrollment.State
 	})
 	return out, err
 }
+
+// decisionRow is what a decision reads of its enrollment: the enrollment,
+// the trust last announced for it and its last command's seq.
+type decisionRow struct {
+	trustRow
+	LastSeq int64 `db:"last_seq"`
+}
+
+var selectDecision = strings.Replace(selectEnrollmentTrust, "SELECT ",
+	"SELECT (SELECT COALESCE(MAX(c.seq), 0) FROM commands c WHERE c.enrollment_id = e.id) AS last_seq, ", 1)
 
 // supersede retires the earlier enrollments that approving e replaces
 // (enrollment.Superseded decides which: the same user's only), and revokes

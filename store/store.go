@@ -17,8 +17,9 @@ import (
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
 
-	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
-	_ "modernc.org/sqlite"             // registers the "sqlite" driver
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
 
 	"github.com/vestibule-mdm/vestibule/migrations"
 	dsnpkg "github.com/vestibule-mdm/vestibule/store/dsn"
@@ -45,6 +46,10 @@ type Options struct {
 	// the database file (checkpoint.go); zero means
 	// DefaultCheckpointInterval.
 	CheckpointInterval time.Duration
+	// PostgresTracer, when set, sees every statement sent to PostgreSQL:
+	// pgx's tracing hook, which OpenTelemetry adapters implement; tests
+	// count an operation's round trips with it.
+	PostgresTracer pgx.QueryTracer
 }
 
 // Store is the database behind every store interface.
@@ -219,10 +224,12 @@ func openSQLite(path string, opts Options) (sqlitePools, error) {
 }
 
 func openPostgres(dsn string, opts Options) (*sqlx.DB, error) {
-	db, err := sql.Open("pgx", dsn)
+	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
+	cfg.Tracer = opts.PostgresTracer
+	db := stdlib.OpenDB(*cfg)
 	db.SetMaxOpenConns(opts.MaxOpenConns)
 	db.SetMaxIdleConns(opts.MaxOpenConns)
 	db.SetConnMaxIdleTime(5 * time.Minute)

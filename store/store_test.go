@@ -10,11 +10,16 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"testing/fstest"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
+	"github.com/vestibule-mdm/vestibule/enrollment"
 	"github.com/vestibule-mdm/vestibule/internal/seed"
 	"github.com/vestibule-mdm/vestibule/migrations"
 	"github.com/vestibule-mdm/vestibule/store"
@@ -136,17 +141,7 @@ func TestOpenRejectsUnknownDSN(t *testing.T) {
 // TestApprovedCountsStopAtTheCap: the pending queue's per-owner count
 // reads at most atMost rows per owner, however many devices they have.
 func TestApprovedCountsStopAtTheCap(t *testing.T) {
-	caKey, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"}, IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, caKey.Public(), caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(der)
+	ca, caKey := testCA(t)
 	storetest.ForEachDialect(t, func(t *testing.T, dialect string) {
 		ctx := context.Background()
 		s := storetest.Open(t, dialect)
@@ -177,3 +172,88 @@ func TestApprovedCountsStopAtTheCap(t *testing.T) {
 		}
 	})
 }
+
+// testCA is a CA the seeder issues device certificates from.
+func testCA(t *testing.T) (*x509.Certificate, *rsa.PrivateKey) {
+	t.Helper()
+	caKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, caKey.Public(), caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca, caKey
+}
+
+// TestApprovalRoundTrips: on PostgreSQL each statement of an approval is a
+// round trip and a plan, and a bulk approval makes thousands of them; a
+// statement added to Decide shows here, named, before it shows in
+// BenchmarkBulkApproval.
+func TestApprovalRoundTrips(t *testing.T) {
+	ctx := context.Background()
+	var log statementLog
+	s := storetest.OpenDSN(t, storetest.DSN(t, store.Postgres), store.Options{PostgresTracer: &log})
+	ca, caKey := testCA(t)
+	devices, err := seed.Run(ctx, s, seed.Options{Devices: 1, Pending: 1, Users: 1, Keys: []*rsa.PrivateKey{caKey}, CA: ca, CAKey: caKey, Prefix: "RT"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, at := devices[0].ID, time.Now()
+	cmds := []enrollment.NewCommand{{UUID: enrollment.NewID(), RequestType: "InstallProfile", Body: []byte("<plist>1</plist>")},
+		{UUID: enrollment.NewID(), RequestType: "InstallApplication", Body: []byte("<plist>2</plist>")}}
+	log.record(true)
+	_, err = s.Decide(ctx, id, enrollment.StatePending, enrollment.StateApproved, "admin", "", at,
+		enrollment.DecisionEffects(enrollment.StateApproved, cmds), enrollment.AuditEvent{At: at, Actor: "admin", Action: "enrollment.approve"})
+	log.record(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// begin; the state; the enrollment with its trust and last command
+	// seq; its earlier enrollments; the commands; the push; the trust;
+	// the trust event; the audit event; commit.
+	const want = 10
+	if got := log.statements(); len(got) != want {
+		t.Errorf("an approval sent %d statements, want %d:\n%s", len(got), want, strings.Join(got, "\n"))
+	}
+	if n, err := s.OutboxLen(ctx); err != nil || n != 1 {
+		t.Errorf("pushes owed after the approval: %d %v", n, err)
+	}
+}
+
+// statementLog records the statements sent to PostgreSQL while on.
+type statementLog struct {
+	mu   sync.Mutex
+	on   bool
+	sent []string
+}
+
+func (l *statementLog) record(on bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.on = on
+}
+
+func (l *statementLog) statements() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.sent)
+}
+
+func (l *statementLog) TraceQueryStart(ctx context.Context, _ *pgx.Conn, data pgx.TraceQueryStartData) context.Context {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.on {
+		l.sent = append(l.sent, strings.Join(strings.Fields(data.SQL), " "))
+	}
+	return ctx
+}
+
+func (l *statementLog) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}

@@ -45,25 +45,16 @@ var selectEnrollmentTrust = strings.Replace(selectEnrollment, "SELECT ", "SELECT
 // changed does nothing, so every state change may call it.
 func syncTrust(ctx context.Context, tx txn, ids []string, cause trustCause, at time.Time) error {
 	for _, id := range ids {
-		r, err := getEnrollmentTrust(ctx, tx, id)
-		if err != nil {
-			return err
+		// The enrollment and the trust last announced for it, in one read.
+		var r trustRow
+		if err := tx.GetContext(ctx, &r, tx.Rebind(selectEnrollmentTrust), id); err != nil {
+			return fmt.Errorf("trust: enrollment %s: %w", id, notFound(err))
 		}
 		if err := syncTrustRow(ctx, tx, r, cause, at); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-// getEnrollmentTrust reads an enrollment and the trust last announced for
-// it, in one read.
-func getEnrollmentTrust(ctx context.Context, tx txn, id string) (trustRow, error) {
-	var r trustRow
-	if err := tx.GetContext(ctx, &r, tx.Rebind(selectEnrollmentTrust), id); err != nil {
-		return trustRow{}, fmt.Errorf("trust: enrollment %s: %w", id, notFound(err))
-	}
-	return r, nil
 }
 
 // syncTrustRow is syncTrust for an enrollment read in this transaction

@@ -338,6 +338,23 @@ func testApprovalEffects(t *testing.T, s *store.Store) {
 		t.Fatalf("trusted after approval: %v %v", ok, err)
 	}
 
+	// More commands than one statement takes, numbered on.
+	var many []enrollment.NewCommand
+	for i := range 150 {
+		many = append(many, enrollment.NewCommand{UUID: enrollment.NewID(), RequestType: fmt.Sprintf("T%d", i), Body: []byte("b")})
+	}
+	if err := s.EnqueueCommands(ctx, asked, many, "admin", at, enrollment.AuditEvent{At: at, Actor: "admin", Action: "command.enqueue"}); err != nil {
+		t.Fatal(err)
+	}
+	if queued, err = s.ListCommands(ctx, asked); err != nil || len(queued) != 153 {
+		t.Fatalf("after 150 more: %d commands, %v", len(queued), err)
+	}
+	for i, c := range queued[3:] {
+		if c.UUID != many[i].UUID || c.Seq != int64(i+4) {
+			t.Fatalf("command %d: %s seq %d, want %s seq %d", i, c.UUID, c.Seq, many[i].UUID, i+4)
+		}
+	}
+
 	approve(enrolled("UDID-E2", false), cmds[:0])
 	if n := owed(); n != 1 {
 		t.Fatalf("pushes owed after approving a device with no push token: %d, want still 1", n)
