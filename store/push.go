@@ -147,13 +147,18 @@ func (s *Store) RetryOutbox(ctx context.Context, it push.Item, next time.Time, l
 // DropOutbox gives up on a push; invalidToken marks the device's token.
 func (s *Store) DropOutbox(ctx context.Context, enrollmentID string, invalidToken bool, at time.Time, reason string) error {
 	return s.inTx(ctx, func(tx txn) error {
-		if _, err := tx.ExecContext(ctx, tx.Rebind(`DELETE FROM push_outbox WHERE enrollment_id = ?`), enrollmentID); err != nil {
-			return err
-		}
+		// The token is marked first: that takes the enrollment's row lock,
+		// which an approval or an enqueuer holds while it owes a push, so
+		// the DELETE then sees the push owed meanwhile, and a later one
+		// sees the mark. The order of locks is theirs: enrollment, then
+		// outbox.
 		if invalidToken {
 			if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE enrollments SET push_invalid_at = ? WHERE id = ?`), ms(at), enrollmentID); err != nil {
 				return err
 			}
+		}
+		if _, err := tx.ExecContext(ctx, tx.Rebind(`DELETE FROM push_outbox WHERE enrollment_id = ?`), enrollmentID); err != nil {
+			return err
 		}
 		return appendAudit(ctx, tx, enrollment.AuditEvent{At: at, Actor: "push", Action: "push.drop", TargetType: "enrollment",
 			TargetID: enrollmentID, Outcome: enrollment.OutcomeRefused, Detail: reason})

@@ -371,6 +371,102 @@ func testApprovalEffects(t *testing.T, s *store.Store) {
 	}
 }
 
+// testApprovalAmongWriters: an approval reads its enrollment once, after
+// the UPDATE that locks the row, and numbers its commands from that read.
+// Enqueuers, a fleet command, a TokenUpdate and APNs's refusal of the token
+// run at the same moment on the same enrollment: the approval never fails,
+// the commands stay numbered 1, 2, 3..., and no push is owed to a refused
+// token.
+func testApprovalAmongWriters(t *testing.T, s *store.Store) {
+	ctx := context.Background()
+	at := testNow.Add(time.Minute)
+	cmd := func(requestType string) enrollment.NewCommand {
+		return enrollment.NewCommand{UUID: enrollment.NewID(), RequestType: requestType, Body: []byte("b")}
+	}
+	token := enrollment.PushInfo{Token: "746f6b656e", Magic: "magic", Topic: "com.apple.mgmt.test"}
+	ev := enrollment.AuditEvent{At: at, Actor: "admin", Action: "command.enqueue"}
+	for round := range 12 {
+		r := reserve(t, s, fmt.Sprintf("writers%d@example.com", round))
+		udid := fmt.Sprintf("UDID-W%d", round)
+		if _, err := s.ClaimReservation(ctx, r.ID, r.TokenNonce, device(udid, "SER-"+udid), at,
+			enrollment.AuditEvent{At: at, Actor: "device:" + udid, Action: "enrollment.authenticate"}, attestQuestion(r.ID, at)); err != nil {
+			t.Fatal(err)
+		}
+		refuse := round%2 == 0
+		if refuse {
+			if err := s.UpdatePushInfo(ctx, r.ID, token, at); err != nil {
+				t.Fatal(err)
+			}
+		}
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		var approval error
+		run := func(f func() error) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				// The others may fail (a deadlock on PostgreSQL); the
+				// approval may not.
+				_ = f()
+			}()
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			_, approval = s.Decide(ctx, r.ID, enrollment.StatePending, enrollment.StateApproved, "admin", "", at,
+				enrollment.DecisionEffects(enrollment.StateApproved, []enrollment.NewCommand{cmd("A1"), cmd("A2"), cmd("A3")}),
+				enrollment.AuditEvent{At: at, Actor: "admin", Action: "enrollment.approve"})
+		}()
+		for range 2 {
+			run(func() error {
+				return s.EnqueueCommands(ctx, r.ID, []enrollment.NewCommand{cmd("E"), cmd("E")}, "admin", at, ev)
+			})
+		}
+		run(func() error {
+			return s.EnqueueFleet(ctx, []enrollment.FleetCommand{{EnrollmentID: r.ID, Command: cmd("F"), Event: ev}}, "admin", at)
+		})
+		if refuse {
+			run(func() error { return s.DropOutbox(ctx, r.ID, true, at, "APNs: BadDeviceToken") })
+		} else {
+			run(func() error { return s.UpdatePushInfo(ctx, r.ID, token, at) })
+		}
+		close(start)
+		wg.Wait()
+		if approval != nil {
+			t.Fatalf("round %d: the approval failed: %v", round, approval)
+		}
+		cmds, err := s.ListCommands(ctx, r.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		approved := 0
+		for i, c := range cmds {
+			if c.Seq != int64(i+1) {
+				t.Fatalf("round %d: command %d (%s) has seq %d", round, i, c.RequestType, c.Seq)
+			}
+			if strings.HasPrefix(c.RequestType, "A") {
+				approved++
+			}
+		}
+		if approved != 3 {
+			t.Fatalf("round %d: %d of the approval's commands queued", round, approved)
+		}
+		var owedToRefused int
+		if err := s.DB().Get(&owedToRefused, s.DB().Rebind(`SELECT COUNT(*) FROM push_outbox o JOIN enrollments e ON e.id = o.enrollment_id
+			WHERE e.id = ? AND (e.push_invalid_at IS NOT NULL OR e.push_token = '')`), r.ID); err != nil {
+			t.Fatal(err)
+		}
+		if owedToRefused != 0 {
+			t.Fatalf("round %d: a push is owed to a refused or missing token", round)
+		}
+		if ok, err := s.TrustIssuance().EnrollmentApproved(ctx, r.ID); err != nil || !ok {
+			t.Fatalf("round %d: approved but not trusted: %v", round, err)
+		}
+	}
+}
+
 // testConcurrentApprovalsOfOneDevice: a profile installed twice on one
 // device gives two pending enrollments of one owner, and approving both at
 // once (a bulk approval) makes each supersede the other's row. Exactly one
