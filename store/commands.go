@@ -60,15 +60,16 @@ func (s *Store) EnqueueFleet(ctx context.Context, items []enrollment.FleetComman
 	})
 }
 
-// fleetChunk is the most devices one statement of a fleet command names.
+// fleetChunk is the most rows one statement of a fleet command, or of a
+// device's commands, names.
 const fleetChunk = 64
 
-// fleetChunks splits items into chunks whose sizes are powers of two, the
-// largest first, at most fleetChunk: the statements' text depends on the
-// chunk's size, and a handful of sizes keeps the prepared statements each
-// connection caches from filling with one variant per size.
-func fleetChunks(items []enrollment.FleetCommand) [][]enrollment.FleetCommand {
-	var out [][]enrollment.FleetCommand
+// powerOfTwoChunks splits items into chunks whose sizes are powers of two,
+// the largest first, at most fleetChunk: the statements' text depends on
+// the chunk's size, and a handful of sizes keeps the prepared statements
+// each connection caches from filling with one variant per size.
+func powerOfTwoChunks[T any](items []T) [][]T {
+	var out [][]T
 	for len(items) > 0 {
 		n := fleetChunk
 		for n > len(items) {
@@ -81,7 +82,7 @@ func fleetChunks(items []enrollment.FleetCommand) [][]enrollment.FleetCommand {
 }
 
 func enqueueFleet(ctx context.Context, tx txn, postgres bool, items []enrollment.FleetCommand, by string, at time.Time) error {
-	for _, chunk := range fleetChunks(items) {
+	for _, chunk := range powerOfTwoChunks(items) {
 		ids := make([]any, len(chunk))
 		for i, it := range chunk {
 			ids[i] = it.EnrollmentID
@@ -208,16 +209,13 @@ func enqueueAs(ctx context.Context, tx txn, enrollmentID string, cmds []enrollme
 // enrollment's last seq read under its row's lock.
 func enqueueAfter(ctx context.Context, tx txn, enrollmentID string, last int64, cmds []enrollment.NewCommand, by string, at time.Time,
 	preApproval bool) error {
-	if len(cmds) == 0 {
-		return nil
-	}
 	rows := make([]queuedCommand, len(cmds))
 	for i, c := range cmds {
 		rows[i] = queuedCommand{enrollmentID: enrollmentID, seq: last + int64(i) + 1, cmd: c, preApproval: preApproval}
 	}
 	// One statement for the few commands an approval queues; chunks keep
 	// a long list within the databases' limits on arguments.
-	for chunk := range slices.Chunk(rows, fleetChunk) {
+	for _, chunk := range powerOfTwoChunks(rows) {
 		if err := insertCommands(ctx, tx, chunk, by, at); err != nil {
 			return err
 		}

@@ -330,9 +330,11 @@ func (s *Store) decide(ctx context.Context, id string, from, to enrollment.State
 			return err
 		}
 		// Read once, with its trust and its last command's seq, after the
-		// UPDATE that locks the row: nothing below changes what it says of
-		// this enrollment, and other enqueuers wait for the lock. Each
-		// read saved is a round trip on PostgreSQL, on every approval.
+		// UPDATE that locks the row: nothing below changes the row, and
+		// every other writer of it (a TokenUpdate, an enqueuer, APNs's
+		// refusal of the token) waits for the lock. Its owner's row is
+		// not locked. Each read saved is a round trip on PostgreSQL, on
+		// every approval.
 		var r decisionRow
 		if err := tx.GetContext(ctx, &r, tx.Rebind(selectDecision), id); err != nil {
 			return fmt.Errorf("decide: enrollment %s: %w", id, notFound(err))

@@ -16,7 +16,7 @@ func TestFleetChunks(t *testing.T) {
 			items[i].EnrollmentID = string(rune('a' + i%26))
 		}
 		total := 0
-		for _, c := range fleetChunks(items) {
+		for _, c := range powerOfTwoChunks(items) {
 			if len(c) == 0 || len(c) > fleetChunk || len(c)&(len(c)-1) != 0 {
 				t.Fatalf("n=%d: a chunk of %d", n, len(c))
 			}

@@ -48,7 +48,7 @@ type Options struct {
 	CheckpointInterval time.Duration
 	// PostgresTracer, when set, sees every statement sent to PostgreSQL:
 	// pgx's tracing hook, which OpenTelemetry adapters implement; tests
-	// count an operation's round trips with it.
+	// count an operation's statements with it.
 	PostgresTracer pgx.QueryTracer
 }
 
@@ -229,7 +229,18 @@ func openPostgres(dsn string, opts Options) (*sqlx.DB, error) {
 		return nil, fmt.Errorf("postgres: %w", err)
 	}
 	cfg.Tracer = opts.PostgresTracer
-	db := stdlib.OpenDB(*cfg)
+	// Parsed again for every connection, as the driver does by name: the
+	// parse reads sslrootcert, sslcert, the passfile and PG* variables,
+	// which may have been rotated since the start.
+	db := stdlib.OpenDB(*cfg, stdlib.OptionBeforeConnect(func(_ context.Context, c *pgx.ConnConfig) error {
+		fresh, err := pgx.ParseConfig(dsn)
+		if err != nil {
+			return fmt.Errorf("postgres: %w", err)
+		}
+		fresh.Tracer = opts.PostgresTracer
+		*c = *fresh
+		return nil
+	}))
 	db.SetMaxOpenConns(opts.MaxOpenConns)
 	db.SetMaxIdleConns(opts.MaxOpenConns)
 	db.SetConnMaxIdleTime(5 * time.Minute)

@@ -194,7 +194,8 @@ func testCA(t *testing.T) (*x509.Certificate, *rsa.PrivateKey) {
 }
 
 // TestApprovalRoundTrips: on PostgreSQL each statement of an approval is a
-// round trip and a plan, and a bulk approval makes thousands of them; a
+// round trip (on a connection that has prepared it already) and an
+// execution of its plan, and a bulk approval makes thousands of them; a
 // statement added to Decide shows here, named, before it shows in
 // BenchmarkBulkApproval.
 func TestApprovalRoundTrips(t *testing.T) {
