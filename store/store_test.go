@@ -258,3 +258,66 @@ func (l *statementLog) TraceQueryStart(ctx context.Context, _ *pgx.Conn, data pg
 }
 
 func (l *statementLog) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+// TestOwnerDisabledWhileApproving: disabling a user denies their pending
+// enrollments and revokes those certificates; an enrollment whose approval
+// holds its row at that moment ends approved, untrusted, its certificate
+// valid, not approved with a revoked certificate. PostgreSQL only: SQLite
+// runs one write at a time.
+func TestOwnerDisabledWhileApproving(t *testing.T) {
+	ctx := context.Background()
+	s := storetest.OpenDSN(t, storetest.DSN(t, store.Postgres), store.Options{})
+	ca, caKey := testCA(t)
+	devices, err := seed.Run(ctx, s, seed.Options{Devices: 1, Pending: 1, Users: 1, Keys: []*rsa.PrivateKey{caKey}, CA: ca, CAKey: caKey, Prefix: "OD"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := s.Enrollment(ctx, devices[0].ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The approval, holding the enrollment's row while it works.
+	approval, err := s.DB().BeginTxx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = approval.Rollback() }()
+	if _, err := approval.ExecContext(ctx, `UPDATE enrollments SET state = 'approved' WHERE id = $1`, e.ID); err != nil {
+		t.Fatal(err)
+	}
+	disabled := make(chan error, 1)
+	go func() {
+		at := time.Now()
+		disabled <- s.SetUserDisabled(ctx, e.UserID, true, at, enrollment.AuditEvent{At: at, Actor: "admin", Action: "user.disable"})
+	}()
+	// Until the disable waits for the row, or has finished without.
+	for len(disabled) == 0 {
+		var waiting int
+		if err := s.DB().GetContext(ctx, &waiting, `SELECT COUNT(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock'`); err != nil {
+			t.Fatal(err)
+		}
+		if waiting > 0 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := approval.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-disabled; err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Enrollment(ctx, e.ID); err != nil || got.State != enrollment.StateApproved {
+		t.Fatalf("enrollment after the race: %s %v, want approved", got.State, err)
+	}
+	certs, err := s.ListCertificates(ctx, e.ID)
+	if err != nil || len(certs) == 0 {
+		t.Fatalf("certificates: %d %v", len(certs), err)
+	}
+	for _, c := range certs {
+		if c.RevokedAt != nil {
+			t.Errorf("certificate %s of the approved enrollment revoked (%s)", c.Serial, c.RevokeReason)
+		}
+	}
+}

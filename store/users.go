@@ -155,24 +155,21 @@ func (s *Store) SetUserDisabled(ctx context.Context, userID string, disabled boo
 			}
 			// Nobody approves a device for someone who has left: their
 			// waiting enrollments are denied and their certificates revoked.
-			var pending []string
-			if err := tx.SelectContext(ctx, &pending, tx.Rebind(`SELECT id FROM enrollments WHERE user_id = ? AND state = 'pending'`), userID); err != nil {
-				return fmt.Errorf("pending enrollments of a disabled user: %w", err)
+			// Only those this UPDATE denied: one approved meanwhile (its
+			// approval held the row) stays approved, its certificates
+			// valid, and loses its trust below.
+			var denied []string
+			if err := tx.SelectContext(ctx, &denied, tx.Rebind(`UPDATE enrollments SET state = 'denied', decided_at = ?, decided_by = ?,
+				decision_note = 'owner disabled', updated_at = ? WHERE user_id = ? AND state = 'pending' RETURNING id`),
+				ms(at), ev.Actor, ms(at), userID); err != nil {
+				return fmt.Errorf("deny pending enrollments of a disabled user: %w", err)
 			}
-			if len(pending) > 0 {
-				q, args, err := sqlx.In(`UPDATE enrollments SET state = 'denied', decided_at = ?, decided_by = ?, decision_note = 'owner disabled',
-					updated_at = ? WHERE id IN (?) AND state = 'pending'`, ms(at), ev.Actor, ms(at), pending)
-				if err != nil {
-					return err
-				}
-				if _, err := tx.ExecContext(ctx, tx.Rebind(q), args...); err != nil {
-					return fmt.Errorf("deny pending enrollments of a disabled user: %w", err)
-				}
-				if err := revokeEnrollmentCerts(ctx, tx, pending, "owner disabled", at); err != nil {
+			if len(denied) > 0 {
+				if err := revokeEnrollmentCerts(ctx, tx, denied, "owner disabled", at); err != nil {
 					return err
 				}
 			}
-			ev.Detail += fmt.Sprintf(" denied_pending=%d", len(pending))
+			ev.Detail += fmt.Sprintf(" denied_pending=%d", len(denied))
 		}
 		// Approved devices stay enrolled, but their trust follows the owner.
 		var approved []string
