@@ -334,7 +334,11 @@ func (s *Store) decide(ctx context.Context, id string, from, to enrollment.State
 		// every other writer of it (a TokenUpdate, an enqueuer, APNs's
 		// refusal of the token) waits for the lock. Its owner's row is
 		// not locked. Each read saved is a round trip on PostgreSQL, on
-		// every approval.
+		// every approval. Not folded into the UPDATE's RETURNING:
+		// PostgreSQL runs RETURNING's subqueries in the snapshot taken
+		// before the UPDATE waited for the lock, so the last seq would
+		// miss commands an enqueuer committed meanwhile ("an approval
+		// among other writers" fails so).
 		var r decisionRow
 		if err := tx.GetContext(ctx, &r, tx.Rebind(selectDecision), id); err != nil {
 			return fmt.Errorf("decide: enrollment %s: %w", id, notFound(err))
