@@ -101,7 +101,7 @@ func BuildCore(ctx context.Context, cfg config.Config, log *slog.Logger, migrate
 	}
 	a.Users = enrollment.NewUsers(st, time.Now)
 	a.Commands = enrollment.NewCommands(st, time.Now)
-	a.PostApproval = postApproval{dir: cfg.MDM.PostApprovalProfiles}
+	a.PostApproval = newPostApproval(cfg.MDM.PostApprovalProfiles, time.Now)
 	if cfg.MDM.WebhookURL != "" {
 		secret, err := os.ReadFile(cfg.MDM.WebhookSecretFile)
 		if err != nil {

@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"sync"
+	"time"
 
 	"github.com/vestibule-mdm/vestibule/enrollment"
 	"github.com/vestibule-mdm/vestibule/mdm"
@@ -15,12 +17,50 @@ import (
 // profile of the post-approval folder, in name order.
 type postApproval struct {
 	dir string
+	now func() time.Time
+
+	mu sync.Mutex
+	// read is when the folder was last read into cached.
+	read   time.Time
+	cached []mdm.CommandTemplate
+}
+
+// profileReload is how long one reading of the post-approval folder
+// serves approvals: a bulk approval reads it about once a second instead
+// of once per device, and a profile added, changed or removed applies to
+// the approvals that start a second later at most.
+const profileReload = time.Second
+
+func newPostApproval(dir string, now func() time.Time) *postApproval {
+	return &postApproval{dir: dir, now: now}
 }
 
 // maxProfileSize bounds a post-approval profile read into a command.
 const maxProfileSize = 4 << 20
 
-func (p postApproval) Commands(enrollment.Enrollment) ([]enrollment.NewCommand, error) {
+func (p *postApproval) Commands(enrollment.Enrollment) ([]enrollment.NewCommand, error) {
+	templates, err := p.templates()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]enrollment.NewCommand, len(templates))
+	for i, t := range templates {
+		uuid := mdm.NewUUID()
+		out[i] = enrollment.NewCommand{UUID: uuid, RequestType: t.RequestType(), Body: t.Fill(uuid)}
+	}
+	return out, nil
+}
+
+// templates returns the commands to queue, encoded, reading the folder
+// again once profileReload has passed. A failed reading is not kept: the
+// next approval tries again.
+func (p *postApproval) templates() ([]mdm.CommandTemplate, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := p.now()
+	if p.cached != nil && !now.Before(p.read) && now.Sub(p.read) < profileReload {
+		return p.cached, nil
+	}
 	cmds := []mdm.Command{mdm.NewDeviceInformation()}
 	if p.dir != "" {
 		files, err := filepath.Glob(filepath.Join(p.dir, "*.mobileconfig"))
@@ -43,7 +83,16 @@ func (p postApproval) Commands(enrollment.Enrollment) ([]enrollment.NewCommand, 
 			cmds = append(cmds, mdm.NewInstallProfile(b))
 		}
 	}
-	return newCommands(cmds...)
+	templates := make([]mdm.CommandTemplate, len(cmds))
+	for i, c := range cmds {
+		t, err := mdm.NewCommandTemplate(c)
+		if err != nil {
+			return nil, err
+		}
+		templates[i] = t
+	}
+	p.cached, p.read = templates, now
+	return templates, nil
 }
 
 // newCommands encodes MDM commands for the queue.
