@@ -234,7 +234,8 @@ type MDM struct {
 	// delivery; it doubles with each of the four retries.
 	WebhookRetryDelay Duration `yaml:"webhook_retry_delay"`
 	// PostApprovalProfiles is a folder of .mobileconfig files installed on
-	// a device once it is approved, never before.
+	// a device once it is approved, never before. It is read at most once
+	// a second.
 	PostApprovalProfiles string `yaml:"post_approval_profiles"`
 	// TrustedProxyHeader names the header in which a TLS-terminating proxy
 	// forwards the client certificate (RFC 9440 Client-Cert or URL-escaped
