@@ -31,17 +31,23 @@ func NewCommandTemplate(c Command) (CommandTemplate, error) {
 	}
 	cut := i + len(mark) - len("</string>")
 	uuidAt := cut - len(c.CommandUUID)
+	// before's capacity ends at the UUID, so that nothing appended to it
+	// could write over after's bytes.
 	return CommandTemplate{requestType: c.RequestType(), before: b[:uuidAt:uuidAt], after: b[cut:]}, nil
 }
 
 // RequestType names the command.
 func (t CommandTemplate) RequestType() string { return t.requestType }
 
-// Fill returns the encoded command with uuid as its CommandUUID. uuid is
-// one of NewUUID's: nothing in it needs escaping in XML.
-func (t CommandTemplate) Fill(uuid string) []byte {
+// New returns a fresh CommandUUID and the encoded command carrying it.
+// The UUID is NewUUID's, so nothing in it needs escaping in XML.
+func (t CommandTemplate) New() (uuid string, body []byte) {
+	return t.fill(NewUUID())
+}
+
+func (t CommandTemplate) fill(uuid string) (string, []byte) {
 	out := make([]byte, 0, len(t.before)+len(uuid)+len(t.after))
 	out = append(out, t.before...)
 	out = append(out, uuid...)
-	return append(out, t.after...)
+	return uuid, append(out, t.after...)
 }

@@ -23,9 +23,13 @@ func TestCommandTemplateFillsLikeEncode(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := tmpl.Fill(c.CommandUUID); !bytes.Equal(got, want) {
+			if _, got := tmpl.fill(c.CommandUUID); !bytes.Equal(got, want) {
 				t.Fatalf("%s: filled\n%s\nwant\n%s", c.RequestType(), got, want)
 			}
+		}
+		uuid, body := tmpl.New()
+		if c.CommandUUID = uuid; !bytes.Equal(body, must(c.Encode())) {
+			t.Fatalf("%s: New gave\n%s", c.RequestType(), body)
 		}
 	}
 }
@@ -43,4 +47,11 @@ func TestCommandTemplateNeedsItsUUIDOnce(t *testing.T) {
 	if _, err := NewCommandTemplate(c); err == nil {
 		t.Fatal("a template of a command without a UUID")
 	}
+}
+
+func must(b []byte, err error) []byte {
+	if err != nil {
+		panic(err)
+	}
+	return b
 }

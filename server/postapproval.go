@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -38,6 +39,25 @@ func newPostApproval(dir string, now func() time.Time) *postApproval {
 // maxProfileSize bounds a post-approval profile read into a command.
 const maxProfileSize = 4 << 20
 
+// readProfile reads one post-approval profile, never more than
+// maxProfileSize bytes of it: a larger file, or one grown past the limit
+// since it was listed, is refused, never cut short.
+func readProfile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("post-approval profile: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxProfileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("post-approval profile %s: %w", path, err)
+	}
+	if len(b) > maxProfileSize {
+		return nil, fmt.Errorf("post-approval profile %s is larger than %d bytes", path, maxProfileSize)
+	}
+	return b, nil
+}
+
 func (p *postApproval) Commands(enrollment.Enrollment) ([]enrollment.NewCommand, error) {
 	templates, err := p.templates()
 	if err != nil {
@@ -45,8 +65,8 @@ func (p *postApproval) Commands(enrollment.Enrollment) ([]enrollment.NewCommand,
 	}
 	out := make([]enrollment.NewCommand, len(templates))
 	for i, t := range templates {
-		uuid := mdm.NewUUID()
-		out[i] = enrollment.NewCommand{UUID: uuid, RequestType: t.RequestType(), Body: t.Fill(uuid)}
+		uuid, body := t.New()
+		out[i] = enrollment.NewCommand{UUID: uuid, RequestType: t.RequestType(), Body: body}
 	}
 	return out, nil
 }
@@ -69,14 +89,7 @@ func (p *postApproval) templates() ([]mdm.CommandTemplate, error) {
 		}
 		sort.Strings(files)
 		for _, f := range files {
-			fi, err := os.Stat(f)
-			if err != nil {
-				return nil, err
-			}
-			if fi.Size() > maxProfileSize {
-				return nil, fmt.Errorf("%s is larger than %d bytes", f, maxProfileSize)
-			}
-			b, err := os.ReadFile(f)
+			b, err := readProfile(f)
 			if err != nil {
 				return nil, err
 			}

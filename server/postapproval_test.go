@@ -78,6 +78,12 @@ func TestPostApprovalFollowsTheFolder(t *testing.T) {
 	now = now.Add(time.Millisecond)
 	expect("DeviceInformation:", "InstallProfile:<plist>a, changed</plist>", "InstallProfile:<plist>c</plist>")
 
+	// A clock set back reads the folder again rather than serving it
+	// until the clock catches up.
+	write("a.mobileconfig", "<plist>a, once more</plist>")
+	now = now.Add(-time.Hour)
+	expect("DeviceInformation:", "InstallProfile:<plist>a, once more</plist>", "InstallProfile:<plist>c</plist>")
+
 	// A profile too large fails the approval, and every one after it
 	// until it is fixed: nothing is queued without it.
 	write("d.mobileconfig", strings.Repeat("x", maxProfileSize+1))
@@ -88,7 +94,7 @@ func TestPostApprovalFollowsTheFolder(t *testing.T) {
 		}
 	}
 	write("d.mobileconfig", "<plist>d</plist>")
-	expect("DeviceInformation:", "InstallProfile:<plist>a, changed</plist>", "InstallProfile:<plist>c</plist>", "InstallProfile:<plist>d</plist>")
+	expect("DeviceInformation:", "InstallProfile:<plist>a, once more</plist>", "InstallProfile:<plist>c</plist>", "InstallProfile:<plist>d</plist>")
 }
 
 // BenchmarkPostApprovalCommands: the commands one approval queues, with
