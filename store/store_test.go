@@ -266,9 +266,48 @@ func (l *statementLog) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryE
 // runs one write at a time.
 func TestOwnerDisabledWhileApproving(t *testing.T) {
 	ctx := context.Background()
+	s, e := ownerChangeDuringApproval(t, true)
+	if got, err := s.Enrollment(ctx, e.ID); err != nil || got.State != enrollment.StateApproved {
+		t.Fatalf("enrollment after the race: %s %v, want approved", got.State, err)
+	}
+	certs, err := s.ListCertificates(ctx, e.ID)
+	if err != nil || len(certs) == 0 {
+		t.Fatalf("certificates: %d %v", len(certs), err)
+	}
+	for _, c := range certs {
+		if c.RevokedAt != nil {
+			t.Errorf("certificate %s of the approved enrollment revoked (%s)", c.Serial, c.RevokeReason)
+		}
+	}
+	if ok, err := s.TrustIssuance().EnrollmentApproved(ctx, e.ID); err != nil || ok {
+		t.Errorf("the disabled owner's device trusted: %v %v", ok, err)
+	}
+}
+
+// TestOwnerEnabledWhileApproving: an approval that read its owner as
+// disabled leaves the device untrusted; enabling the owner meanwhile waits
+// for the approval's row and then trusts the device, rather than missing
+// it because it was still pending when read. PostgreSQL only.
+func TestOwnerEnabledWhileApproving(t *testing.T) {
+	ctx := context.Background()
+	s, e := ownerChangeDuringApproval(t, false)
+	if ok, err := s.TrustIssuance().EnrollmentApproved(ctx, e.ID); err != nil || !ok {
+		t.Errorf("approved, owner enabled, but not trusted: %v %v", ok, err)
+	}
+}
+
+// ownerChangeDuringApproval disables (or, from disabled, enables) the owner
+// of a pending enrollment while an approval of it holds its row, the
+// approval committing only once the change waits for the row (or has
+// finished without waiting). The approval is the decision's UPDATE as the
+// store makes it, with the trust it judged: none while the owner was
+// disabled, none before its trust sync in the other case.
+func ownerChangeDuringApproval(t *testing.T, disable bool) (*store.Store, enrollment.Enrollment) {
+	t.Helper()
+	ctx := context.Background()
 	s := storetest.OpenDSN(t, storetest.DSN(t, store.Postgres), store.Options{})
 	ca, caKey := testCA(t)
-	devices, err := seed.Run(ctx, s, seed.Options{Devices: 1, Pending: 1, Users: 1, Keys: []*rsa.PrivateKey{caKey}, CA: ca, CAKey: caKey, Prefix: "OD"})
+	devices, err := seed.Run(ctx, s, seed.Options{Devices: 1, Pending: 1, Users: 1, Keys: []*rsa.PrivateKey{caKey}, CA: ca, CAKey: caKey, Prefix: "OC"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,7 +315,13 @@ func TestOwnerDisabledWhileApproving(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The approval, holding the enrollment's row while it works.
+	if !disable {
+		// A pending enrollment of a disabled owner: a claim that raced
+		// the disable.
+		if _, err := s.DB().ExecContext(ctx, `UPDATE users SET disabled_at = $1 WHERE id = $2`, time.Now().UnixMilli(), e.UserID); err != nil {
+			t.Fatal(err)
+		}
+	}
 	approval, err := s.DB().BeginTxx(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -285,13 +330,12 @@ func TestOwnerDisabledWhileApproving(t *testing.T) {
 	if _, err := approval.ExecContext(ctx, `UPDATE enrollments SET state = 'approved' WHERE id = $1`, e.ID); err != nil {
 		t.Fatal(err)
 	}
-	disabled := make(chan error, 1)
+	changed := make(chan error, 1)
 	go func() {
 		at := time.Now()
-		disabled <- s.SetUserDisabled(ctx, e.UserID, true, at, enrollment.AuditEvent{At: at, Actor: "admin", Action: "user.disable"})
+		changed <- s.SetUserDisabled(ctx, e.UserID, disable, at, enrollment.AuditEvent{At: at, Actor: "admin", Action: "user.disable"})
 	}()
-	// Until the disable waits for the row, or has finished without.
-	for len(disabled) == 0 {
+	for len(changed) == 0 {
 		var waiting int
 		if err := s.DB().GetContext(ctx, &waiting, `SELECT COUNT(*) FROM pg_stat_activity
 			WHERE datname = current_database() AND wait_event_type = 'Lock'`); err != nil {
@@ -305,19 +349,8 @@ func TestOwnerDisabledWhileApproving(t *testing.T) {
 	if err := approval.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	if err := <-disabled; err != nil {
+	if err := <-changed; err != nil {
 		t.Fatal(err)
 	}
-	if got, err := s.Enrollment(ctx, e.ID); err != nil || got.State != enrollment.StateApproved {
-		t.Fatalf("enrollment after the race: %s %v, want approved", got.State, err)
-	}
-	certs, err := s.ListCertificates(ctx, e.ID)
-	if err != nil || len(certs) == 0 {
-		t.Fatalf("certificates: %d %v", len(certs), err)
-	}
-	for _, c := range certs {
-		if c.RevokedAt != nil {
-			t.Errorf("certificate %s of the approved enrollment revoked (%s)", c.Serial, c.RevokeReason)
-		}
-	}
+	return s, e
 }

@@ -172,9 +172,23 @@ func (s *Store) SetUserDisabled(ctx context.Context, userID string, disabled boo
 			ev.Detail += fmt.Sprintf(" denied_pending=%d", len(denied))
 		}
 		// Approved devices stay enrolled, but their trust follows the owner.
-		var approved []string
-		if err := tx.SelectContext(ctx, &approved, tx.Rebind(`SELECT id FROM enrollments WHERE user_id = ? AND state = 'approved'`), userID); err != nil {
+		// The rows are locked as they are read (a write that changes
+		// nothing): an approval in flight, which read the owner before
+		// this change, is waited for and its enrollment's trust synced
+		// here, not missed because it was still pending.
+		var rows []struct {
+			ID    string `db:"id"`
+			State string `db:"state"`
+		}
+		if err := tx.SelectContext(ctx, &rows, tx.Rebind(`UPDATE enrollments SET updated_at = updated_at
+			WHERE user_id = ? AND state IN ('pending', 'approved') RETURNING id, state`), userID); err != nil {
 			return fmt.Errorf("approved enrollments of a user: %w", err)
+		}
+		var approved []string
+		for _, r := range rows {
+			if r.State == string(enrollment.StateApproved) {
+				approved = append(approved, r.ID)
+			}
 		}
 		cause := trustCause{reason: map[bool]string{true: "owner disabled", false: "owner enabled"}[disabled] + " by " + ev.Actor,
 			initiator: "admin", crlCode: crlPrivilegeWithdrawn}
