@@ -257,11 +257,7 @@ func WithAttestationRoots(roots *x509.CertPool) Option {
 type attestationQuestion struct{}
 
 func (attestationQuestion) AttestationQuestion(nonce []byte) (enrollment.NewCommand, error) {
-	cmds, err := newCommands(mdm.NewAttestationQuestion(nonce))
-	if err != nil {
-		return enrollment.NewCommand{}, err
-	}
-	return cmds[0], nil
+	return newCommand(mdm.NewAttestationQuestion(nonce))
 }
 
 // scepStore is the store as SCEP sees it, its refusals aggregated.

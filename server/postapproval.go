@@ -108,17 +108,13 @@ func (p *postApproval) templates() ([]mdm.CommandTemplate, error) {
 	return templates, nil
 }
 
-// newCommands encodes MDM commands for the queue.
-func newCommands(cmds ...mdm.Command) ([]enrollment.NewCommand, error) {
-	out := make([]enrollment.NewCommand, 0, len(cmds))
-	for _, c := range cmds {
-		b, err := c.Encode()
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, enrollment.NewCommand{UUID: c.CommandUUID, RequestType: c.RequestType(), Body: b})
+// newCommand encodes an MDM command for the queue.
+func newCommand(c mdm.Command) (enrollment.NewCommand, error) {
+	b, err := c.Encode()
+	if err != nil {
+		return enrollment.NewCommand{}, err
 	}
-	return out, nil
+	return enrollment.NewCommand{UUID: c.CommandUUID, RequestType: c.RequestType(), Body: b}, nil
 }
 
 // commandBuilder makes the commands an admin may queue by name.
@@ -146,9 +142,5 @@ func NewCommand(requestType string, payload []byte) (enrollment.NewCommand, erro
 	default:
 		return enrollment.NewCommand{}, fmt.Errorf("%w: request type %q is not one of DeviceInformation, ProfileList, InstallProfile", enrollment.ErrInvalid, requestType)
 	}
-	cmds, err := newCommands(c)
-	if err != nil {
-		return enrollment.NewCommand{}, err
-	}
-	return cmds[0], nil
+	return newCommand(c)
 }

@@ -136,11 +136,7 @@ func (t trustProfiles) TrustProfile(e enrollment.Enrollment, challenge string) (
 	if err != nil {
 		return enrollment.NewCommand{}, err
 	}
-	cmds, err := newCommands(mdm.NewInstallProfile(signed))
-	if err != nil {
-		return enrollment.NewCommand{}, err
-	}
-	return cmds[0], nil
+	return newCommand(mdm.NewInstallProfile(signed))
 }
 
 // receivers admits API tokens of the receiver role.
