@@ -42,12 +42,13 @@ func (t CommandTemplate) RequestType() string { return t.requestType }
 // New returns a fresh CommandUUID and the encoded command carrying it.
 // The UUID is NewUUID's, so nothing in it needs escaping in XML.
 func (t CommandTemplate) New() (uuid string, body []byte) {
-	return t.fill(NewUUID())
+	uuid = NewUUID()
+	return uuid, t.fill(uuid)
 }
 
-func (t CommandTemplate) fill(uuid string) (string, []byte) {
+func (t CommandTemplate) fill(uuid string) []byte {
 	out := make([]byte, 0, len(t.before)+len(uuid)+len(t.after))
 	out = append(out, t.before...)
 	out = append(out, uuid...)
-	return uuid, append(out, t.after...)
+	return append(out, t.after...)
 }

@@ -23,7 +23,7 @@ func TestCommandTemplateFillsLikeEncode(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, got := tmpl.fill(c.CommandUUID); !bytes.Equal(got, want) {
+			if got := tmpl.fill(c.CommandUUID); !bytes.Equal(got, want) {
 				t.Fatalf("%s: filled\n%s\nwant\n%s", c.RequestType(), got, want)
 			}
 		}
