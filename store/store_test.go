@@ -201,17 +201,12 @@ func testCA(t *testing.T) (*x509.Certificate, *rsa.PrivateKey) {
 func TestApprovalRoundTrips(t *testing.T) {
 	ctx := context.Background()
 	var log statementLog
-	s := storetest.OpenDSN(t, storetest.DSN(t, store.Postgres), store.Options{PostgresTracer: &log})
-	ca, caKey := testCA(t)
-	devices, err := seed.Run(ctx, s, seed.Options{Devices: 1, Pending: 1, Users: 1, Keys: []*rsa.PrivateKey{caKey}, CA: ca, CAKey: caKey, Prefix: "RT"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, at := devices[0].ID, time.Now()
+	s, id := onePendingOnPostgres(t, store.Options{PostgresTracer: &log})
+	at := time.Now()
 	cmds := []enrollment.NewCommand{{UUID: enrollment.NewID(), RequestType: "InstallProfile", Body: []byte("<plist>1</plist>")},
 		{UUID: enrollment.NewID(), RequestType: "InstallApplication", Body: []byte("<plist>2</plist>")}}
 	log.record(true)
-	_, err = s.Decide(ctx, id, enrollment.StatePending, enrollment.StateApproved, "admin", "", at,
+	_, err := s.Decide(ctx, id, enrollment.StatePending, enrollment.StateApproved, "admin", "", at,
 		enrollment.DecisionEffects(enrollment.StateApproved, cmds), enrollment.AuditEvent{At: at, Actor: "admin", Action: "enrollment.approve"})
 	log.record(false)
 	if err != nil {
@@ -227,6 +222,20 @@ func TestApprovalRoundTrips(t *testing.T) {
 	if n, err := s.OutboxLen(ctx); err != nil || n != 1 {
 		t.Errorf("pushes owed after the approval: %d %v", n, err)
 	}
+}
+
+// onePendingOnPostgres opens a store on PostgreSQL with one pending
+// device (push token and certificate seeded) and returns its enrollment.
+func onePendingOnPostgres(t *testing.T, opts store.Options) (*store.Store, string) {
+	t.Helper()
+	s := storetest.OpenDSN(t, storetest.DSN(t, store.Postgres), opts)
+	ca, caKey := testCA(t)
+	devices, err := seed.Run(context.Background(), s, seed.Options{Devices: 1, Pending: 1, Users: 1, Keys: []*rsa.PrivateKey{caKey},
+		CA: ca, CAKey: caKey, Prefix: "PG"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, devices[0].ID
 }
 
 // statementLog records the statements sent to PostgreSQL while on.
@@ -305,13 +314,8 @@ func TestOwnerEnabledWhileApproving(t *testing.T) {
 func ownerChangeDuringApproval(t *testing.T, disable bool) (*store.Store, enrollment.Enrollment) {
 	t.Helper()
 	ctx := context.Background()
-	s := storetest.OpenDSN(t, storetest.DSN(t, store.Postgres), store.Options{})
-	ca, caKey := testCA(t)
-	devices, err := seed.Run(ctx, s, seed.Options{Devices: 1, Pending: 1, Users: 1, Keys: []*rsa.PrivateKey{caKey}, CA: ca, CAKey: caKey, Prefix: "OC"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := s.Enrollment(ctx, devices[0].ID)
+	s, id := onePendingOnPostgres(t, store.Options{})
+	e, err := s.Enrollment(ctx, id)
 	if err != nil {
 		t.Fatal(err)
 	}
