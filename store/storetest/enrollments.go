@@ -39,8 +39,13 @@ func device(udid, serial string) enrollment.Enrollment {
 }
 
 func claim(s *store.Store, r enrollment.Reservation, e enrollment.Enrollment, at time.Time) (enrollment.ClaimResult, error) {
+	return claimAsked(s, r, e, at, nil)
+}
+
+// claimAsked is claim with the attestation question q (nil: none).
+func claimAsked(s *store.Store, r enrollment.Reservation, e enrollment.Enrollment, at time.Time, q *enrollment.Question) (enrollment.ClaimResult, error) {
 	ev := enrollment.AuditEvent{At: at, Actor: "device:" + e.Facts.UDID, Action: "enrollment.authenticate", TargetID: r.ID}
-	return s.ClaimReservation(context.Background(), r.ID, r.TokenNonce, e, at, ev, nil)
+	return s.ClaimReservation(context.Background(), r.ID, r.TokenNonce, e, at, ev, q)
 }
 
 func testClaims(t *testing.T, s *store.Store) {
@@ -290,8 +295,7 @@ func testApprovalEffects(t *testing.T, s *store.Store) {
 		if q {
 			question = attestQuestion(r.ID, at)
 		}
-		if _, err := s.ClaimReservation(ctx, r.ID, r.TokenNonce, device(udid, "SER-"+udid), at,
-			enrollment.AuditEvent{At: at, Actor: "device:" + udid, Action: "enrollment.authenticate"}, question); err != nil {
+		if _, err := claimAsked(s, r, device(udid, "SER-"+udid), at, question); err != nil {
 			t.Fatal(err)
 		}
 		return r.ID
@@ -388,8 +392,7 @@ func testApprovalAmongWriters(t *testing.T, s *store.Store) {
 	for round := range 12 {
 		r := reserve(t, s, fmt.Sprintf("writers%d@example.com", round))
 		udid := fmt.Sprintf("UDID-W%d", round)
-		if _, err := s.ClaimReservation(ctx, r.ID, r.TokenNonce, device(udid, "SER-"+udid), at,
-			enrollment.AuditEvent{At: at, Actor: "device:" + udid, Action: "enrollment.authenticate"}, attestQuestion(r.ID, at)); err != nil {
+		if _, err := claimAsked(s, r, device(udid, "SER-"+udid), at, attestQuestion(r.ID, at)); err != nil {
 			t.Fatal(err)
 		}
 		refuse := round%2 == 0
