@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -216,6 +217,12 @@ type EnrollmentStore interface {
 	// and carries out eff (see Effects), all in one transaction with ev. An
 	// enrollment no longer in from is ErrConflict.
 	Decide(ctx context.Context, id string, from, to State, by, note string, at time.Time, eff Effects, ev AuditEvent) (Enrollment, error)
+	// DecideMany is Decide for many enrollments in one transaction, each
+	// with its effects and event. The result for each decision is the
+	// enrollment or, for one no longer in from, ErrConflict; the error is
+	// for the transaction, none of whose decisions then happened. No two
+	// of ds may supersede each other (one device and owner).
+	DecideMany(ctx context.Context, from, to State, by, note string, at time.Time, ds []Decision) ([]DecisionResult, error)
 	UpdatePushInfo(ctx context.Context, id string, p PushInfo, at time.Time) error
 	MarkUnenrolled(ctx context.Context, id string, at time.Time, ev AuditEvent) error
 	Touch(ctx context.Context, id string, at time.Time) error
@@ -228,6 +235,21 @@ type EnrollmentStore interface {
 	// RecordAttestation stores the result of the question asked with
 	// nonceHex, with ev; ErrConflict when it was judged already.
 	RecordAttestation(ctx context.Context, id, nonceHex string, a Attestation, ev AuditEvent) error
+}
+
+// A Decision is one enrollment of a DecideMany: what its decision
+// carries out, and its audit event.
+type Decision struct {
+	ID      string
+	Effects Effects
+	Event   AuditEvent
+}
+
+// DecisionResult is what became of one Decision: the enrollment as
+// decided, or why it was not.
+type DecisionResult struct {
+	Enrollment Enrollment
+	Err        error
 }
 
 // NotMe is the owner's "this wasn't me": the enrollment is marked
@@ -389,37 +411,180 @@ func (s *Enrollments) decide(ctx context.Context, actor Actor, id string, to Sta
 	if err != nil {
 		return Enrollment{}, fmt.Errorf("%s: %w", op, err)
 	}
+	d, err := s.decision(actor, e, to, note)
+	if err != nil {
+		return Enrollment{}, err
+	}
+	out, err := s.store.Decide(ctx, id, d.from, to, actor.Name, note, d.Event.At, d.Effects, d.Event)
+	if err != nil {
+		return Enrollment{}, fmt.Errorf("%s: %w", d.op, err)
+	}
+	return out, nil
+}
+
+// ruledDecision is a Decision the rules allowed, with the state it moves
+// from and the name it is audited under.
+type ruledDecision struct {
+	Decision
+	from State
+	op   string
+}
+
+// decision applies the rules of moving e to state to: the transition,
+// the duty of a second person, the attestation an approval may require,
+// and the commands an approval queues.
+func (s *Enrollments) decision(actor Actor, e Enrollment, to State, note string) (ruledDecision, error) {
 	from, op, err := Transition(e.State, to)
 	if err != nil {
-		return Enrollment{}, fmt.Errorf("%s %s: %w", op, id, err)
+		return ruledDecision{}, fmt.Errorf("%s %s: %w", op, e.ID, err)
 	}
 	if to == StateApproved && ownEnrollment(actor, e) {
 		if !actor.SelfApproval {
-			return Enrollment{}, fmt.Errorf("%s: %w: nobody approves an enrollment made in their own name (%s); ask another approver",
+			return ruledDecision{}, fmt.Errorf("%s: %w: nobody approves an enrollment made in their own name (%s); ask another approver",
 				op, ErrForbidden, e.UserEmail)
 		}
 		op = "self_approve"
 	}
 	if to == StateApproved && s.requireAttestation && !e.Attestation.Attested() {
 		if !actor.Admin || strings.TrimSpace(note) == "" {
-			return Enrollment{}, fmt.Errorf("%s: %w: this server requires hardware attestation and enrollment %s is not attested (%s); "+
-				"only an admin may approve it, with a written reason", op, ErrForbidden, id, attestationWord(e.Attestation))
+			return ruledDecision{}, fmt.Errorf("%s: %w: this server requires hardware attestation and enrollment %s is not attested (%s); "+
+				"only an admin may approve it, with a written reason", op, ErrForbidden, e.ID, attestationWord(e.Attestation))
 		}
 		op = "approve_unattested"
 	}
 	var cmds []NewCommand
 	if to == StateApproved && s.post != nil {
 		if cmds, err = s.post.Commands(e); err != nil {
-			return Enrollment{}, fmt.Errorf("%s: post-approval commands: %w", op, err)
+			return ruledDecision{}, fmt.Errorf("%s: post-approval commands: %w", op, err)
 		}
 	}
 	now := s.now()
-	ev := actor.event(now, "enrollment."+op, "enrollment", id, note)
-	out, err := s.store.Decide(ctx, id, from, to, actor.Name, note, now, DecisionEffects(to, cmds), ev)
+	return ruledDecision{Decision: Decision{ID: e.ID, Effects: DecisionEffects(to, cmds), Event: actor.event(now, "enrollment."+op, "enrollment", e.ID, note)},
+		from: from, op: op}, nil
+}
+
+// MaxBulkApproval is the most enrollments one bulk approval takes.
+const MaxBulkApproval = 500
+
+const (
+	// bulkBatch is how many approvals share a transaction: on PostgreSQL
+	// a batch costs about the round trips of one approval.
+	bulkBatch = 32
+	// bulkWorkers is how many batches of one bulk approval run at once.
+	bulkWorkers = 4
+)
+
+// BulkResult is what became of one enrollment of a bulk approval.
+type BulkResult struct {
+	ID         string
+	Enrollment Enrollment
+	Err        error
+}
+
+// ApproveAll approves each of ids as Approve would, under the same rules
+// and with the same audit events, a batch of them in each transaction. A
+// result's Err is why that enrollment was not approved; the error is for
+// the request as a whole. The results follow ids, an ID given twice once.
+func (s *Enrollments) ApproveAll(ctx context.Context, actor Actor, ids []string, note string) ([]BulkResult, error) {
+	if len(ids) > MaxBulkApproval {
+		return nil, fmt.Errorf("approve: %w: %d enrollments, at most %d at once", ErrInvalid, len(ids), MaxBulkApproval)
+	}
+	if len(note) > 2000 {
+		return nil, fmt.Errorf("approve: %w: note longer than 2000 characters", ErrInvalid)
+	}
+	var out []BulkResult
+	index := map[string]int{}
+	var valid []string
+	for _, id := range ids {
+		if _, seen := index[id]; seen {
+			continue
+		}
+		index[id] = len(out)
+		out = append(out, BulkResult{ID: id})
+		if !ValidID(id) {
+			out[len(out)-1].Err = fmt.Errorf("approve: %w: enrollment %q", ErrNotFound, id)
+			continue
+		}
+		valid = append(valid, id)
+	}
+	found, err := s.store.EnrollmentsByID(ctx, valid)
 	if err != nil {
-		return Enrollment{}, fmt.Errorf("%s: %w", op, err)
+		return nil, fmt.Errorf("approve: %w", err)
+	}
+	// Two enrollments of one device and owner supersede each other: the
+	// first is approved in its batch, the others one at a time after it,
+	// as if approved in turn.
+	var batch, later []ruledDecision
+	device := map[string]bool{}
+	for _, id := range valid {
+		e, ok := found[id]
+		if !ok {
+			out[index[id]].Err = fmt.Errorf("approve: %w: enrollment %s", ErrNotFound, id)
+			continue
+		}
+		d, err := s.decision(actor, e, StateApproved, note)
+		if err != nil {
+			out[index[id]].Err = err
+			continue
+		}
+		keys := []string{e.UserID + " udid " + e.Facts.UDID}
+		if e.Facts.Serial != "" {
+			keys = append(keys, e.UserID+" serial "+e.Facts.Serial)
+		}
+		if device[keys[0]] || (len(keys) > 1 && device[keys[1]]) {
+			later = append(later, d)
+			continue
+		}
+		for _, k := range keys {
+			device[k] = true
+		}
+		batch = append(batch, d)
+	}
+	var wg sync.WaitGroup
+	work := make(chan []ruledDecision)
+	for range min(bulkWorkers, (len(batch)+bulkBatch-1)/bulkBatch) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ds := range work {
+				s.approveBatch(ctx, actor, note, ds, out, index)
+			}
+		}()
+	}
+	for len(batch) > 0 {
+		n := min(bulkBatch, len(batch))
+		work <- batch[:n]
+		batch = batch[n:]
+	}
+	close(work)
+	wg.Wait()
+	for _, d := range later {
+		r := &out[index[d.ID]]
+		r.Enrollment, r.Err = s.decide(ctx, actor, d.ID, StateApproved, note)
 	}
 	return out, nil
+}
+
+// approveBatch approves ds in one transaction, and writes each one's
+// result at its index in out. A transaction that fails as a whole is
+// tried again one approval at a time, so that each is judged on its own.
+func (s *Enrollments) approveBatch(ctx context.Context, actor Actor, note string, ds []ruledDecision, out []BulkResult, index map[string]int) {
+	plain := make([]Decision, len(ds))
+	for i, d := range ds {
+		plain[i] = d.Decision
+	}
+	res, err := s.store.DecideMany(ctx, StatePending, StateApproved, actor.Name, note, s.now(), plain)
+	for i, d := range ds {
+		r := &out[index[d.ID]]
+		switch {
+		case err != nil:
+			r.Enrollment, r.Err = s.decide(ctx, actor, d.ID, StateApproved, note)
+		case res[i].Err != nil:
+			r.Err = fmt.Errorf("%s: %w", d.op, res[i].Err)
+		default:
+			r.Enrollment = res[i].Enrollment
+		}
+	}
 }
 
 // Retire ends another enrollment of a device on an approver's explicit

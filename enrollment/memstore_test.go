@@ -169,6 +169,14 @@ func (m *memStore) Decide(_ context.Context, id string, from, to State, by, note
 	return *e, nil
 }
 
+func (m *memStore) DecideMany(ctx context.Context, from, to State, by, note string, at time.Time, ds []Decision) ([]DecisionResult, error) {
+	out := make([]DecisionResult, len(ds))
+	for i, d := range ds {
+		out[i].Enrollment, out[i].Err = m.Decide(ctx, d.ID, from, to, by, note, at, d.Effects, d.Event)
+	}
+	return out, nil
+}
+
 func (m *memStore) UpdatePushInfo(_ context.Context, id string, p PushInfo, at time.Time) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -256,6 +256,20 @@ func repeatRows(row string, n int) string {
 	return strings.Repeat(row+", ", n-1) + row
 }
 
+// inList is the parenthesised list of n placeholders that follows IN.
+func inList(n int) string {
+	return "(" + repeatRows("?", n) + ")"
+}
+
+// anys is strings as a statement's arguments.
+func anys(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
+}
+
 // RecordResult stores the device's answer to a command it was sent; a
 // result for a command not in flight changes nothing.
 func (s *Store) RecordResult(ctx context.Context, enrollmentID, uuid string, status enrollment.CommandStatus, result []byte, at time.Time) error {

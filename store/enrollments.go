@@ -75,14 +75,20 @@ func (r enrollmentRow) enrollment() enrollment.Enrollment {
 		Identity: enrollment.IdentityAttestation{HardwareBound: r.IdentityHardware, Serial: r.IdentitySerial, UDID: r.IdentityUDID}}
 }
 
-const selectEnrollment = `SELECT e.id, e.user_id, u.email AS user_email, e.state, e.re_enrollment <> 0 AS re_enrollment, e.previous_id, e.conflict_id,
+// enrollmentColumns and enrollmentFrom make selectEnrollment; the reads
+// that need more of the row (its trust, its last command) put their
+// columns in front of the same ones.
+const (
+	enrollmentColumns = `e.id, e.user_id, u.email AS user_email, e.state, e.re_enrollment <> 0 AS re_enrollment, e.previous_id, e.conflict_id,
 	e.udid, e.serial, e.model, e.model_name, e.product_name, e.os_version, e.build_version, e.imei, e.meid, e.device_name,
 	e.checkin_ip, e.created_at, e.updated_at, e.decided_at, e.decided_by, e.decision_note, e.suspicious <> 0 AS suspicious,
 	e.push_token, e.push_magic, e.push_topic, e.token_updated_at, e.push_invalid_at, e.last_seen_at,
 	u.disabled_at IS NOT NULL AS owner_disabled, e.attest_nonce, e.attest_command, e.attest_status, e.attest_reason, e.attest_serial, e.attest_udid,
 	e.attest_os, e.attest_sepos, e.attest_issued_at, e.attest_checked_at,
-	e.identity_hardware <> 0 AS identity_hardware, e.identity_serial, e.identity_udid
-	FROM enrollments e JOIN users u ON u.id = e.user_id`
+	e.identity_hardware <> 0 AS identity_hardware, e.identity_serial, e.identity_udid`
+	enrollmentFrom   = ` FROM enrollments e JOIN users u ON u.id = e.user_id`
+	selectEnrollment = `SELECT ` + enrollmentColumns + enrollmentFrom
+)
 
 func getEnrollment(ctx context.Context, q sqlx.QueryerContext, id string) (enrollment.Enrollment, error) {
 	var r enrollmentRow
@@ -146,11 +152,11 @@ func (s *Store) ClaimReservation(ctx context.Context, resID, nonce string, e enr
 			refused = miss.Err()
 			return nil
 		}
-		earlier, err := earlierEnrollments(ctx, tx, e.Facts.UDID, e.Facts.Serial)
+		earlier, err := earlierEnrollments(ctx, tx, []enrollment.Enrollment{e})
 		if err != nil {
 			return fmt.Errorf("claim reservation: %w", err)
 		}
-		lin := enrollment.ClassifyClaim(userID, earlier)
+		lin := enrollment.ClassifyClaim(userID, earliers(earlier))
 		f := e.Facts
 		// A new enrollment is asked its question as it is made: the row
 		// carries the question, and the command is its first (ask does
@@ -212,6 +218,12 @@ func missedUpdate(ctx context.Context, tx txn, res sql.Result, op, id string) er
 	if n, _ := res.RowsAffected(); n > 0 {
 		return nil
 	}
+	return alreadyIn(ctx, tx, op, id)
+}
+
+// alreadyIn is why enrollment id was not moved: it is unknown, or in
+// another state.
+func alreadyIn(ctx context.Context, tx txn, op, id string) error {
 	e, err := getEnrollment(ctx, tx, id)
 	if err != nil {
 		return err
@@ -219,26 +231,52 @@ func missedUpdate(ctx context.Context, tx txn, res sql.Result, op, id string) er
 	return fmt.Errorf("%s: %w: enrollment %s is already %s", op, enrollment.ErrConflict, id, e.State)
 }
 
-// earlierEnrollments finds the enrollments that share a UDID or a serial,
-// with two indexed lookups rather than one OR (which the planners answer by
-// scanning the table).
-func earlierEnrollments(ctx context.Context, tx txn, udid, serial string) ([]enrollment.Earlier, error) {
-	var rows []struct {
-		ID        string `db:"id"`
-		UserID    string `db:"user_id"`
-		State     string `db:"state"`
-		CreatedAt int64  `db:"created_at"`
-	}
-	err := tx.SelectContext(ctx, &rows, tx.Rebind(`SELECT id, user_id, state, created_at FROM enrollments WHERE udid = ?
-		UNION SELECT id, user_id, state, created_at FROM enrollments WHERE serial = ? AND serial <> ''`), udid, serial)
-	if err != nil {
-		return nil, fmt.Errorf("earlier enrollments: %w", err)
-	}
-	out := make([]enrollment.Earlier, len(rows))
-	for i, r := range rows {
-		out[i] = enrollment.Earlier{ID: r.ID, UserID: r.UserID, State: enrollment.State(r.State), CreatedAt: fromMS(r.CreatedAt)}
+// earlierRow is an enrollment that shares a UDID or a serial with one
+// being approved.
+type earlierRow struct {
+	enrollment.Earlier
+	udid, serial string
+}
+
+// earlierEnrollments finds the enrollments that share a UDID or a serial
+// with any of es, with indexed lookups rather than one OR (which the
+// planners answer by scanning the table).
+func earlierEnrollments(ctx context.Context, tx txn, es []enrollment.Enrollment) ([]earlierRow, error) {
+	var out []earlierRow
+	for _, chunk := range powerOfTwoChunks(es) {
+		udids, serials := make([]any, len(chunk)), make([]any, len(chunk))
+		for i, e := range chunk {
+			udids[i], serials[i] = e.Facts.UDID, e.Facts.Serial
+		}
+		var rows []struct {
+			ID        string `db:"id"`
+			UserID    string `db:"user_id"`
+			State     string `db:"state"`
+			CreatedAt int64  `db:"created_at"`
+			UDID      string `db:"udid"`
+			Serial    string `db:"serial"`
+		}
+		in := inList(len(chunk))
+		err := tx.SelectContext(ctx, &rows, tx.Rebind(`SELECT id, user_id, state, created_at, udid, serial FROM enrollments WHERE udid IN `+in+`
+			UNION SELECT id, user_id, state, created_at, udid, serial FROM enrollments WHERE serial IN `+in+` AND serial <> ''`),
+			append(udids, serials...)...)
+		if err != nil {
+			return nil, fmt.Errorf("earlier enrollments: %w", err)
+		}
+		for _, r := range rows {
+			out = append(out, earlierRow{Earlier: enrollment.Earlier{ID: r.ID, UserID: r.UserID, State: enrollment.State(r.State),
+				CreatedAt: fromMS(r.CreatedAt)}, udid: r.UDID, serial: r.Serial})
+		}
 	}
 	return out, nil
+}
+
+func earliers(rows []earlierRow) []enrollment.Earlier {
+	out := make([]enrollment.Earlier, len(rows))
+	for i, r := range rows {
+		out[i] = r.Earlier
+	}
+	return out
 }
 
 func nullString(s string) sql.NullString { return sql.NullString{String: s, Valid: s != ""} }
@@ -305,60 +343,105 @@ func (s *Store) ListEnrollments(ctx context.Context, f enrollment.EnrollmentFilt
 // UPDATE makes two admins deciding at once safe: exactly one wins.
 func (s *Store) Decide(ctx context.Context, id string, from, to enrollment.State, by, note string, at time.Time,
 	eff enrollment.Effects, ev enrollment.AuditEvent) (enrollment.Enrollment, error) {
+	res, err := s.DecideMany(ctx, from, to, by, note, at, []enrollment.Decision{{ID: id, Effects: eff, Event: ev}})
+	if err != nil {
+		return enrollment.Enrollment{}, err
+	}
+	return res[0].Enrollment, res[0].Err
+}
+
+// DecideMany is Decide for many enrollments in one transaction: a bulk
+// approval costs about as many statements per batch as one approval, where
+// PostgreSQL's round trips are the cost.
+func (s *Store) DecideMany(ctx context.Context, from, to enrollment.State, by, note string, at time.Time,
+	ds []enrollment.Decision) ([]enrollment.DecisionResult, error) {
 	// Two approvals of one device's enrollments at once (a bulk approval
 	// of a profile installed twice) each supersede the other's row: on
 	// PostgreSQL one is rolled back as a deadlock. Run again, it finds the
 	// other decided and answers as any late decision does.
-	var out enrollment.Enrollment
+	var out []enrollment.DecisionResult
 	err := retryDeadlocks(func() (err error) {
-		out, err = s.decide(ctx, id, from, to, by, note, at, eff, ev)
+		out, err = s.decideMany(ctx, from, to, by, note, at, ds)
 		return err
 	})
 	return out, err
 }
 
-func (s *Store) decide(ctx context.Context, id string, from, to enrollment.State, by, note string, at time.Time,
-	eff enrollment.Effects, ev enrollment.AuditEvent) (enrollment.Enrollment, error) {
-	var out enrollment.Enrollment
+func (s *Store) decideMany(ctx context.Context, from, to enrollment.State, by, note string, at time.Time,
+	ds []enrollment.Decision) ([]enrollment.DecisionResult, error) {
+	out := make([]enrollment.DecisionResult, len(ds))
 	err := s.inTx(ctx, func(tx txn) error {
-		res, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE enrollments SET state = ?, decided_at = ?, decided_by = ?, decision_note = ?, updated_at = ?
-			WHERE id = ? AND state = ?`), string(to), ms(at), by, note, ms(at), id, string(from))
+		ids := make([]string, len(ds))
+		for i, d := range ds {
+			ids[i] = d.ID
+		}
+		moved, err := moveStates(ctx, tx, ids, from, to, by, note, at)
 		if err != nil {
-			return fmt.Errorf("decide: %w", err)
-		}
-		if err := missedUpdate(ctx, tx, res, "decide", id); err != nil {
 			return err
 		}
-		// Read once, with its trust and its last command's seq, after the
-		// UPDATE that locks the row: nothing below changes the row, and
-		// every other writer of it (a TokenUpdate, an enqueuer, APNs's
-		// refusal of the token) waits for the lock. Its owner's row is
-		// not locked. Each read saved is a round trip on PostgreSQL, on
-		// every approval. Not folded into the UPDATE's RETURNING:
-		// PostgreSQL runs RETURNING's subqueries in the snapshot taken
-		// before the UPDATE waited for the lock, so the last seq would
-		// miss commands an enqueuer committed meanwhile ("an approval
-		// among other writers" fails so).
-		var r decisionRow
-		if err := tx.GetContext(ctx, &r, tx.Rebind(selectDecision), id); err != nil {
-			return fmt.Errorf("decide: enrollment %s: %w", id, notFound(err))
+		// Read once, with their trust and their last command's seq, after
+		// the UPDATE that locks the rows: nothing below changes them, and
+		// every other writer of them (a TokenUpdate, an enqueuer, APNs's
+		// refusal of the token) waits for the lock. Owners' rows are not
+		// locked. Each read saved is a round trip on PostgreSQL, on every
+		// approval. Not folded into the UPDATE's RETURNING: PostgreSQL runs
+		// RETURNING's subqueries in the snapshot taken before the UPDATE
+		// waited for the lock, so the last seq would miss commands an
+		// enqueuer committed meanwhile ("an approval among other writers"
+		// fails so).
+		rows, err := readDecisions(ctx, tx, moved)
+		if err != nil {
+			return err
 		}
-		e := r.enrollmentRow.enrollment()
-		if eff.Supersede {
-			if err := s.supersede(ctx, tx, e, at); err != nil {
+		var decided []enrollment.Decision
+		for i, d := range ds {
+			r, ok := rows[d.ID]
+			if !ok {
+				out[i].Err = alreadyIn(ctx, tx, "decide", d.ID)
+				if !errors.Is(out[i].Err, enrollment.ErrConflict) && !errors.Is(out[i].Err, enrollment.ErrNotFound) {
+					return out[i].Err
+				}
+				continue
+			}
+			out[i].Enrollment = r.enrollmentRow.enrollment()
+			decided = append(decided, d)
+		}
+		if err := s.supersedeFor(ctx, tx, decided, rows, at); err != nil {
+			return err
+		}
+		var cmds []queuedCommand
+		var pushes []string
+		revoke := map[string][]string{}
+		trust := make([]trustRow, 0, len(decided))
+		events := make([]enrollment.AuditEvent, 0, len(decided))
+		for _, d := range decided {
+			r := rows[d.ID]
+			for i, c := range d.Effects.Commands {
+				cmds = append(cmds, queuedCommand{enrollmentID: d.ID, seq: r.LastSeq + int64(i) + 1, cmd: c})
+			}
+			if d.Effects.Push && r.PushToken != "" && !r.PushInvalidAt.Valid {
+				pushes = append(pushes, d.ID)
+			}
+			if why := d.Effects.RevokeCertificates; why != "" {
+				revoke[why] = append(revoke[why], d.ID)
+			}
+			trust = append(trust, r.trustRow)
+			events = append(events, d.Event)
+		}
+		// Chunks keep a long list within the databases' limits on
+		// arguments, and the statements' texts few.
+		for _, chunk := range powerOfTwoChunks(cmds) {
+			if err := insertCommands(ctx, tx, chunk, by, at); err != nil {
 				return err
 			}
 		}
-		if err := enqueueAfter(ctx, tx, id, r.LastSeq, eff.Commands, by, at, false); err != nil {
-			return err
-		}
-		if eff.Push {
-			if err := enqueuePushFor(ctx, tx, e, at); err != nil {
+		for _, chunk := range powerOfTwoChunks(pushes) {
+			if err := insertPushes(ctx, tx, chunk, at); err != nil {
 				return err
 			}
 		}
-		if eff.RevokeCertificates != "" {
-			if err := revokeEnrollmentCerts(ctx, tx, []string{id}, eff.RevokeCertificates, at); err != nil {
+		for why, ids := range revoke {
+			if err := revokeEnrollmentCerts(ctx, tx, ids, why, at); err != nil {
 				return err
 			}
 		}
@@ -366,16 +449,37 @@ func (s *Store) decide(ctx context.Context, id string, from, to enrollment.State
 		if note != "" {
 			cause.reason += ": " + note
 		}
-		if err := syncTrustRow(ctx, tx, r.trustRow, cause, at); err != nil {
+		if err := syncTrustRows(ctx, tx, trust, cause, at); err != nil {
 			return err
 		}
-		if err := appendAudit(ctx, tx, ev); err != nil {
-			return err
+		for _, chunk := range powerOfTwoChunks(events) {
+			if err := appendAudits(ctx, tx, chunk); err != nil {
+				return err
+			}
 		}
-		out = e
 		return nil
 	})
-	return out, err
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// moveStates moves the enrollments of ids still in state from to state
+// to, locking their rows, and returns those it moved.
+func moveStates(ctx context.Context, tx txn, ids []string, from, to enrollment.State, by, note string, at time.Time) ([]string, error) {
+	var moved []string
+	for _, chunk := range powerOfTwoChunks(ids) {
+		var got []string
+		err := tx.SelectContext(ctx, &got, tx.Rebind(`UPDATE enrollments SET state = ?, decided_at = ?, decided_by = ?, decision_note = ?, updated_at = ?
+			WHERE id IN `+inList(len(chunk))+` AND state = ? RETURNING id`),
+			append(append([]any{string(to), ms(at), by, note, ms(at)}, anys(chunk)...), string(from))...)
+		if err != nil {
+			return nil, fmt.Errorf("decide: %w", err)
+		}
+		moved = append(moved, got...)
+	}
+	return moved, nil
 }
 
 // decisionRow is what a decision reads of its enrollment: the enrollment,
@@ -385,21 +489,65 @@ type decisionRow struct {
 	LastSeq int64 `db:"last_seq"`
 }
 
-var selectDecision = strings.Replace(selectEnrollmentTrust, "SELECT ",
-	"SELECT (SELECT COALESCE(MAX(c.seq), 0) FROM commands c WHERE c.enrollment_id = e.id) AS last_seq, ", 1)
+const selectDecisions = `SELECT (SELECT COALESCE(MAX(c.seq), 0) FROM commands c WHERE c.enrollment_id = e.id) AS last_seq,
+	e.trust_compliant <> 0 AS was_trusted, ` + enrollmentColumns + enrollmentFrom + ` WHERE e.id IN `
 
-// supersede retires the earlier enrollments that approving e replaces
-// (enrollment.Superseded decides which: the same user's only), and revokes
-// their certificates: one identity per device and owner.
-func (s *Store) supersede(ctx context.Context, tx txn, e enrollment.Enrollment, at time.Time) error {
-	earlier, err := earlierEnrollments(ctx, tx, e.Facts.UDID, e.Facts.Serial)
+// readDecisions reads the decision rows of ids, by ID.
+func readDecisions(ctx context.Context, tx txn, ids []string) (map[string]decisionRow, error) {
+	out := make(map[string]decisionRow, len(ids))
+	for _, chunk := range powerOfTwoChunks(ids) {
+		var rows []decisionRow
+		if err := tx.SelectContext(ctx, &rows, tx.Rebind(selectDecisions+inList(len(chunk))), anys(chunk)...); err != nil {
+			return nil, fmt.Errorf("decide: %w", err)
+		}
+		for _, r := range rows {
+			out[r.ID] = r
+		}
+	}
+	return out, nil
+}
+
+// supersedeFor retires the earlier enrollments that approving each of
+// decided replaces (enrollment.Superseded decides which: the same user's
+// only), and revokes their certificates: one identity per device and
+// owner. Their earlier enrollments are found in one read.
+func (s *Store) supersedeFor(ctx context.Context, tx txn, decided []enrollment.Decision, rows map[string]decisionRow, at time.Time) error {
+	var es []enrollment.Enrollment
+	for _, d := range decided {
+		if d.Effects.Supersede {
+			es = append(es, rows[d.ID].enrollmentRow.enrollment())
+		}
+	}
+	earlier, err := earlierEnrollments(ctx, tx, es)
 	if err != nil {
 		return fmt.Errorf("supersede: %w", err)
 	}
-	ids := enrollment.Superseded(e.UserID, e.ID, earlier)
-	if len(ids) == 0 {
-		return nil
+	for _, e := range es {
+		var mine []enrollment.Earlier
+		for _, r := range earlier {
+			if r.udid == e.Facts.UDID || (e.Facts.Serial != "" && r.serial == e.Facts.Serial) {
+				mine = append(mine, r.Earlier)
+			}
+		}
+		ids := enrollment.Superseded(e.UserID, e.ID, mine)
+		if len(ids) == 0 {
+			continue
+		}
+		for _, id := range ids {
+			if _, ok := rows[id]; ok {
+				return fmt.Errorf("supersede: %w: enrollments %s and %s are of one device and owner; decide them one at a time",
+					enrollment.ErrConflict, e.ID, id)
+			}
+		}
+		if err := supersede(ctx, tx, e.ID, ids, at); err != nil {
+			return err
+		}
 	}
+	return nil
+}
+
+// supersede retires ids, replaced by enrollment by.
+func supersede(ctx context.Context, tx txn, by string, ids []string, at time.Time) error {
 	q, args, err := sqlx.In(`UPDATE enrollments SET state = 'superseded', updated_at = ? WHERE id IN (?) AND state IN ('pending', 'approved')`, ms(at), ids)
 	if err != nil {
 		return err
@@ -407,10 +555,10 @@ func (s *Store) supersede(ctx context.Context, tx txn, e enrollment.Enrollment, 
 	if _, err := tx.ExecContext(ctx, tx.Rebind(q), args...); err != nil {
 		return fmt.Errorf("supersede: %w", err)
 	}
-	if err := syncTrust(ctx, tx, ids, trustCause{reason: "superseded by " + e.ID, initiator: "admin", crlCode: crlSuperseded}, at); err != nil {
+	if err := syncTrust(ctx, tx, ids, trustCause{reason: "superseded by " + by, initiator: "admin", crlCode: crlSuperseded}, at); err != nil {
 		return err
 	}
-	return revokeEnrollmentCerts(ctx, tx, ids, "superseded by "+e.ID, at)
+	return revokeEnrollmentCerts(ctx, tx, ids, "superseded by "+by, at)
 }
 
 // Retire ends an enrollment by an approver's explicit decision (the device

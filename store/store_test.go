@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"fmt"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -197,30 +198,53 @@ func testCA(t *testing.T) (*x509.Certificate, *rsa.PrivateKey) {
 // round trip (on a connection that has prepared it already) and an
 // execution of its plan, and a bulk approval makes thousands of them; a
 // statement added to Decide shows here, named, before it shows in
-// BenchmarkBulkApproval.
+// BenchmarkBulkApproval. A batch of DecideMany costs about what one
+// approval does.
 func TestApprovalRoundTrips(t *testing.T) {
-	ctx := context.Background()
-	var log statementLog
-	s, id := onePendingOnPostgres(t, store.Options{PostgresTracer: &log})
-	at := time.Now()
-	cmds := []enrollment.NewCommand{{UUID: enrollment.NewID(), RequestType: "InstallProfile", Body: []byte("<plist>1</plist>")},
-		{UUID: enrollment.NewID(), RequestType: "InstallApplication", Body: []byte("<plist>2</plist>")}}
-	log.record(true)
-	_, err := s.Decide(ctx, id, enrollment.StatePending, enrollment.StateApproved, "admin", "", at,
-		enrollment.DecisionEffects(enrollment.StateApproved, cmds), enrollment.AuditEvent{At: at, Actor: "admin", Action: "enrollment.approve"})
-	log.record(false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// begin; the state; the enrollment with its trust and last command
-	// seq; its earlier enrollments; the commands; the push; the trust;
-	// the trust event; the audit event; commit.
-	const want = 10
-	if got := log.statements(); len(got) != want {
-		t.Errorf("an approval sent %d statements, want %d:\n%s", len(got), want, strings.Join(got, "\n"))
-	}
-	if n, err := s.OutboxLen(ctx); err != nil || n != 1 {
-		t.Errorf("pushes owed after the approval: %d %v", n, err)
+	for _, tc := range []struct {
+		name      string
+		approvals int
+		// begin; the states; the enrollments with their trust and last
+		// command seq; their earlier enrollments; the commands; the
+		// pushes; the trust; the trust events; the audit events; commit.
+		want int
+	}{
+		{"one approval", 1, 10},
+		// Two commands each: 64 rows, one chunk.
+		{"a batch of 32", 32, 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			var log statementLog
+			s, ids := pendingOnPostgres(t, store.Options{PostgresTracer: &log}, tc.approvals)
+			at := time.Now()
+			ds := make([]enrollment.Decision, len(ids))
+			for i, id := range ids {
+				var cmds []enrollment.NewCommand
+				for j := range 2 {
+					cmds = append(cmds, enrollment.NewCommand{UUID: enrollment.NewID(), RequestType: "InstallProfile", Body: fmt.Appendf(nil, "<plist>%d</plist>", j)})
+				}
+				ds[i] = enrollment.Decision{ID: id, Effects: enrollment.DecisionEffects(enrollment.StateApproved, cmds),
+					Event: enrollment.AuditEvent{At: at, Actor: "admin", Action: "enrollment.approve"}}
+			}
+			log.record(true)
+			res, err := s.DecideMany(ctx, enrollment.StatePending, enrollment.StateApproved, "admin", "", at, ds)
+			log.record(false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range res {
+				if r.Err != nil {
+					t.Fatal(r.Err)
+				}
+			}
+			if got := log.statements(); len(got) != tc.want {
+				t.Errorf("%d approvals sent %d statements, want %d:\n%s", tc.approvals, len(got), tc.want, strings.Join(got, "\n"))
+			}
+			if n, err := s.OutboxLen(ctx); err != nil || n != tc.approvals {
+				t.Errorf("pushes owed after the approvals: %d %v", n, err)
+			}
+		})
 	}
 }
 
@@ -228,14 +252,25 @@ func TestApprovalRoundTrips(t *testing.T) {
 // device (push token and certificate seeded) and returns its enrollment.
 func onePendingOnPostgres(t *testing.T, opts store.Options) (*store.Store, string) {
 	t.Helper()
+	s, ids := pendingOnPostgres(t, opts, 1)
+	return s, ids[0]
+}
+
+// pendingOnPostgres is onePendingOnPostgres with n devices.
+func pendingOnPostgres(t *testing.T, opts store.Options, n int) (*store.Store, []string) {
+	t.Helper()
 	s := storetest.OpenDSN(t, storetest.DSN(t, store.Postgres), opts)
 	ca, caKey := testCA(t)
-	devices, err := seed.Run(context.Background(), s, seed.Options{Devices: 1, Pending: 1, Users: 1, Keys: []*rsa.PrivateKey{caKey},
+	devices, err := seed.Run(context.Background(), s, seed.Options{Devices: n, Pending: n, Users: 1, Keys: []*rsa.PrivateKey{caKey},
 		CA: ca, CAKey: caKey, Prefix: "PG"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return s, devices[0].ID
+	ids := make([]string, len(devices))
+	for i, d := range devices {
+		ids[i] = d.ID
+	}
+	return s, ids
 }
 
 // statementLog records the statements sent to PostgreSQL while on.

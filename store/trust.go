@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"encoding/base64"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/vestibule-mdm/vestibule/enrollment"
@@ -36,7 +35,9 @@ type trustRow struct {
 	WasTrusted bool `db:"was_trusted"`
 }
 
-var selectEnrollmentTrust = strings.Replace(selectEnrollment, "SELECT ", "SELECT e.trust_compliant <> 0 AS was_trusted, ", 1) + ` WHERE e.id = ?`
+// selectTrustRows reads enrollments with the trust last announced for
+// them; an IN list of their IDs follows.
+const selectTrustRows = `SELECT e.trust_compliant <> 0 AS was_trusted, ` + enrollmentColumns + enrollmentFrom + ` WHERE e.id IN `
 
 // syncTrust brings the announced trust of these enrollments in line with
 // their state, in the transaction that changed it: a change records a
@@ -44,52 +45,87 @@ var selectEnrollmentTrust = strings.Replace(selectEnrollment, "SELECT ", "SELECT
 // certificates and voids unused trust challenges. Calling it when nothing
 // changed does nothing, so every state change may call it.
 func syncTrust(ctx context.Context, tx txn, ids []string, cause trustCause, at time.Time) error {
-	for _, id := range ids {
-		// The enrollment and the trust last announced for it, in one read.
-		var r trustRow
-		if err := tx.GetContext(ctx, &r, tx.Rebind(selectEnrollmentTrust), id); err != nil {
-			return fmt.Errorf("trust: enrollment %s: %w", id, notFound(err))
+	var rows []trustRow
+	for _, chunk := range powerOfTwoChunks(ids) {
+		var got []trustRow
+		if err := tx.SelectContext(ctx, &got, tx.Rebind(selectTrustRows+inList(len(chunk))), anys(chunk)...); err != nil {
+			return fmt.Errorf("trust: %w", err)
 		}
-		if err := syncTrustRow(ctx, tx, r, cause, at); err != nil {
-			return err
+		rows = append(rows, got...)
+	}
+	if len(rows) != len(ids) {
+		return fmt.Errorf("trust: %w: %d of %d enrollments", enrollment.ErrNotFound, len(ids)-len(rows), len(ids))
+	}
+	return syncTrustRows(ctx, tx, rows, cause, at)
+}
+
+// trustChange is an enrollment whose trust changes, and why.
+type trustChange struct {
+	id, email string
+	now       bool
+	reason    string
+}
+
+// syncTrustRows is syncTrust for enrollments read in this transaction
+// after their last change, in a few statements however many there are.
+func syncTrustRows(ctx context.Context, tx txn, rows []trustRow, cause trustCause, at time.Time) error {
+	var gained, lost []trustChange
+	for _, r := range rows {
+		e := r.enrollmentRow.enrollment()
+		now, why := e.Trusted()
+		if now == r.WasTrusted {
+			continue
+		}
+		reason := why
+		if cause.reason != "" {
+			reason = cause.reason + " (" + why + ")"
+		}
+		c := trustChange{id: e.ID, email: e.UserEmail, now: now, reason: enrollment.TrustReason(reason)}
+		if now {
+			gained = append(gained, c)
+		} else {
+			lost = append(lost, c)
+		}
+	}
+	for _, group := range [][]trustChange{gained, lost} {
+		for _, chunk := range powerOfTwoChunks(group) {
+			if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE enrollments SET trust_compliant = ?, trust_requested_at = NULL WHERE id IN `+inList(len(chunk))),
+				append([]any{boolInt(chunk[0].now)}, changeIDs(chunk)...)...); err != nil {
+				return fmt.Errorf("trust: %w", err)
+			}
+		}
+	}
+	// A loss is rare and one at a time (a denial, a disabled owner), and
+	// each revocation records its own reason.
+	for _, c := range lost {
+		if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE trust_certificates SET revoked_at = ?, revoke_reason = ?, revoke_code = ?
+			WHERE reservation_id = ? AND revoked_at IS NULL`), ms(at), c.reason, cause.crlCode, c.id); err != nil {
+			return fmt.Errorf("trust: revoke: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE trust_challenges SET used_at = ? WHERE enrollment_id = ? AND used_at IS NULL`),
+			ms(at), c.id); err != nil {
+			return fmt.Errorf("trust: void challenges: %w", err)
+		}
+	}
+	for _, chunk := range powerOfTwoChunks(append(gained, lost...)) {
+		args := make([]any, 0, 7*len(chunk))
+		for _, c := range chunk {
+			args = append(args, enrollment.NewID(), c.id, c.email, boolInt(c.now), c.reason, cause.initiator, ms(at))
+		}
+		if _, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO trust_events (id, enrollment_id, user_email, compliant, reason, initiator, occurred_at)
+			VALUES `+repeatRows("(?, ?, ?, ?, ?, ?, ?)", len(chunk))), args...); err != nil {
+			return fmt.Errorf("trust: event: %w", err)
 		}
 	}
 	return nil
 }
 
-// syncTrustRow is syncTrust for an enrollment read in this transaction
-// after its last change.
-func syncTrustRow(ctx context.Context, tx txn, r trustRow, cause trustCause, at time.Time) error {
-	e, was := r.enrollmentRow.enrollment(), r.WasTrusted
-	now, why := e.Trusted()
-	if now == was {
-		return nil
+func changeIDs(cs []trustChange) []any {
+	out := make([]any, len(cs))
+	for i, c := range cs {
+		out[i] = c.id
 	}
-	reason := why
-	if cause.reason != "" {
-		reason = cause.reason + " (" + why + ")"
-	}
-	id := e.ID
-	if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE enrollments SET trust_compliant = ?, trust_requested_at = NULL WHERE id = ?`),
-		boolInt(now), id); err != nil {
-		return fmt.Errorf("trust: %w", err)
-	}
-	if !now {
-		if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE trust_certificates SET revoked_at = ?, revoke_reason = ?, revoke_code = ?
-			WHERE reservation_id = ? AND revoked_at IS NULL`), ms(at), enrollment.TrustReason(reason), cause.crlCode, id); err != nil {
-			return fmt.Errorf("trust: revoke: %w", err)
-		}
-		if _, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE trust_challenges SET used_at = ? WHERE enrollment_id = ? AND used_at IS NULL`),
-			ms(at), id); err != nil {
-			return fmt.Errorf("trust: void challenges: %w", err)
-		}
-	}
-	if _, err := tx.ExecContext(ctx, tx.Rebind(`INSERT INTO trust_events (id, enrollment_id, user_email, compliant, reason, initiator, occurred_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?)`), enrollment.NewID(), id, e.UserEmail, boolInt(now), enrollment.TrustReason(reason),
-		cause.initiator, ms(at)); err != nil {
-		return fmt.Errorf("trust: event: %w", err)
-	}
-	return nil
+	return out
 }
 
 // TrustIssuance is the store as the trust CA's SCEP service sees it: the

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/vestibule-mdm/vestibule/enrollment"
@@ -126,47 +125,30 @@ func (c *Console) retire(w http.ResponseWriter, r *http.Request) {
 // devices ("100+ other devices" past it).
 const otherDevicesShown = 100
 
-// bulkApprovers is how many approvals of one bulk action run at once.
-const bulkApprovers = 4
-
 func (c *Console) bulkApprove(w http.ResponseWriter, r *http.Request) {
 	if err := r.ParseForm(); err != nil {
 		back(w, r, "/console/pending", "error", "unreadable form")
 		return
 	}
 	ids := r.PostForm["id"]
-	if len(ids) == 0 || len(ids) > 500 {
-		back(w, r, "/console/pending", "error", "select 1 to 500 devices")
+	if len(ids) == 0 || len(ids) > enrollment.MaxBulkApproval {
+		back(w, r, "/console/pending", "error", fmt.Sprintf("select 1 to %d devices", enrollment.MaxBulkApproval))
 		return
 	}
-	// A few at once: each approval is its own transaction and, on
-	// PostgreSQL, mostly waits on round trips; 500 in a row took 0.9 s.
-	var mu sync.Mutex
+	results, err := c.o.Enrollments.ApproveAll(r.Context(), actor(r), ids, "bulk approval")
+	if err != nil {
+		back(w, r, "/console/pending", "error", userMessage(err))
+		return
+	}
 	var done int
 	var failed []string
-	work := make(chan string)
-	var wg sync.WaitGroup
-	for range min(bulkApprovers, len(ids)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for id := range work {
-				_, err := c.o.Enrollments.Approve(r.Context(), actor(r), id, "bulk approval")
-				mu.Lock()
-				if err != nil {
-					failed = append(failed, userMessage(err))
-				} else {
-					done++
-				}
-				mu.Unlock()
-			}
-		}()
+	for _, res := range results {
+		if res.Err != nil {
+			failed = append(failed, userMessage(res.Err))
+		} else {
+			done++
+		}
 	}
-	for _, id := range ids {
-		work <- id
-	}
-	close(work)
-	wg.Wait()
 	if len(failed) > 0 {
 		back(w, r, "/console/pending", "error", fmt.Sprintf("Approved %d; %d failed: %s", done, len(failed), strings.Join(failed, "; ")))
 		return

@@ -17,6 +17,7 @@ type EnrollmentService interface {
 	Resolve(ctx context.Context, device string) (enrollment.Enrollment, error)
 	ResolveEach(ctx context.Context, devices []string) ([]enrollment.Enrollment, error)
 	Approve(ctx context.Context, actor enrollment.Actor, id, note string) (enrollment.Enrollment, error)
+	ApproveAll(ctx context.Context, actor enrollment.Actor, ids []string, note string) ([]enrollment.BulkResult, error)
 	Deny(ctx context.Context, actor enrollment.Actor, id, reason string) (enrollment.Enrollment, error)
 	Retire(ctx context.Context, actor enrollment.Actor, id, reason string) (enrollment.Enrollment, error)
 }

@@ -751,3 +751,178 @@ func testClaimUpdateError(t *testing.T, s *store.Store) {
 		t.Fatalf("a good claim after it: %+v %v", res, err)
 	}
 }
+
+// testDecideMany: a batch of decisions in one transaction does for each
+// enrollment what its own decision would (commands numbered after its
+// own, a push only to a valid token, trust, its audit event, its earlier
+// enrollment superseded), and answers for each: a decided enrollment is a
+// conflict, an unknown one not found, neither stops the others. A batch
+// holding two enrollments of one device and owner is refused whole. Two
+// batches racing for one device approve exactly one of its enrollments.
+func testDecideMany(t *testing.T, s *store.Store) {
+	ctx := context.Background()
+	at := testNow.Add(time.Minute)
+	const email = "many@example.com"
+	enroll := func(udid string) string {
+		t.Helper()
+		r := reserve(t, s, email)
+		if _, err := claimAsked(s, r, device(udid, "SER-"+udid), at, attestQuestion(r.ID, at)); err != nil {
+			t.Fatal(err)
+		}
+		return r.ID
+	}
+	decision := func(id string, cmds ...enrollment.NewCommand) enrollment.Decision {
+		return enrollment.Decision{ID: id, Effects: enrollment.DecisionEffects(enrollment.StateApproved, cmds),
+			Event: enrollment.AuditEvent{At: at, Actor: "admin", Action: "enrollment.approve_many", TargetType: "enrollment", TargetID: id}}
+	}
+	approveMany := func(ds []enrollment.Decision) ([]enrollment.DecisionResult, error) {
+		return s.DecideMany(ctx, enrollment.StatePending, enrollment.StateApproved, "admin", "bulk", at, ds)
+	}
+	events := func() int {
+		t.Helper()
+		evs, err := s.ListAudit(ctx, enrollment.AuditFilter{Action: "enrollment.approve_many", Limit: 1000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(evs)
+	}
+	token := enrollment.PushInfo{Token: "746f6b656e", Magic: "magic", Topic: "com.apple.mgmt.test"}
+
+	// The device of the first pending enrollment was approved before for
+	// the same owner: approving the new one supersedes it.
+	earlier := enroll("UDID-M0")
+	if _, err := approveMany([]enrollment.Decision{decision(earlier)}); err != nil {
+		t.Fatal(err)
+	}
+	decidedBefore := enroll("UDID-DONE")
+	if _, err := approveMany([]enrollment.Decision{decision(decidedBefore)}); err != nil {
+		t.Fatal(err)
+	}
+	before := events()
+	// More than one chunk of every statement (64).
+	var ds []enrollment.Decision
+	withToken := 0
+	for i := range 70 {
+		id := enroll(fmt.Sprintf("UDID-M%d", i))
+		switch {
+		case i%3 == 0:
+			if err := s.UpdatePushInfo(ctx, id, token, at); err != nil {
+				t.Fatal(err)
+			}
+			withToken++
+		case i == 1:
+			if err := s.UpdatePushInfo(ctx, id, token, at); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.DropOutbox(ctx, id, true, at, "APNs: BadDeviceToken"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ds = append(ds, decision(id,
+			enrollment.NewCommand{UUID: enrollment.NewID(), RequestType: "InstallProfile", Body: []byte("<plist>1</plist>")},
+			enrollment.NewCommand{UUID: enrollment.NewID(), RequestType: "InstallApplication", Body: []byte("<plist>2</plist>")}))
+	}
+	unknown := enrollment.NewID()
+	ds = slices.Insert(ds, 10, decision(decidedBefore), decision(unknown))
+	owedBefore, err := s.OutboxLen(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := approveMany(ds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != len(ds) {
+		t.Fatalf("%d results for %d decisions", len(res), len(ds))
+	}
+	for i, d := range ds {
+		r := res[i]
+		switch d.ID {
+		case decidedBefore:
+			if !errors.Is(r.Err, enrollment.ErrConflict) || !strings.Contains(r.Err.Error(), "already approved") {
+				t.Fatalf("an enrollment approved before: %v, want a conflict naming its state", r.Err)
+			}
+			continue
+		case unknown:
+			if !errors.Is(r.Err, enrollment.ErrNotFound) {
+				t.Fatalf("an unknown enrollment: %v, want not found", r.Err)
+			}
+			continue
+		}
+		if r.Err != nil || r.Enrollment.ID != d.ID || r.Enrollment.State != enrollment.StateApproved {
+			t.Fatalf("decision %d (%s): %+v %v", i, d.ID, r.Enrollment.State, r.Err)
+		}
+		queued, err := s.ListCommands(ctx, d.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(queued) != 3 || queued[0].RequestType != "DeviceInformation" || queued[1].UUID != d.Effects.Commands[0].UUID ||
+			queued[2].UUID != d.Effects.Commands[1].UUID || queued[2].Seq != 3 {
+			t.Fatalf("commands of %s: %+v, want the question then the two approved", d.ID, queued)
+		}
+		if ok, err := s.TrustIssuance().EnrollmentApproved(ctx, d.ID); err != nil || !ok {
+			t.Fatalf("%s trusted after approval: %v %v", d.ID, ok, err)
+		}
+	}
+	if owed, err := s.OutboxLen(ctx); err != nil || owed != owedBefore+withToken {
+		t.Fatalf("pushes owed: %d, want %d (%v)", owed, owedBefore+withToken, err)
+	}
+	if n := events() - before; n != 70 {
+		t.Fatalf("%d audit events for 70 approvals", n)
+	}
+	if e, err := s.Enrollment(ctx, earlier); err != nil || e.State != enrollment.StateSuperseded {
+		t.Fatalf("the device's earlier enrollment: %s %v, want superseded", e.State, err)
+	}
+
+	// Two enrollments of one device and owner in one batch: refused whole.
+	a, b, other := enroll("UDID-PAIR"), enroll("UDID-PAIR"), enroll("UDID-ALONE")
+	before = events()
+	if _, err := approveMany([]enrollment.Decision{decision(other), decision(a), decision(b)}); !errors.Is(err, enrollment.ErrConflict) {
+		t.Fatalf("a batch superseding its own decision: %v, want a conflict", err)
+	}
+	for _, id := range []string{a, b, other} {
+		if e, err := s.Enrollment(ctx, id); err != nil || e.State != enrollment.StatePending {
+			t.Fatalf("after the refused batch %s is %s (%v), want pending", id, e.State, err)
+		}
+	}
+	if n := events() - before; n != 0 {
+		t.Fatalf("the refused batch left %d audit events", n)
+	}
+
+	// The same pair in two batches at once, each with another device: the
+	// one approved second finds its sibling's supersession (on PostgreSQL
+	// after a deadlock, retried) and is a conflict; the others approve.
+	for round := range 3 {
+		udid := fmt.Sprintf("UDID-RACE-%d", round)
+		pair := []string{enroll(udid), enroll(udid)}
+		var wg sync.WaitGroup
+		results := make([][]enrollment.DecisionResult, 2)
+		errs := make([]error, 2)
+		for i := range pair {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				results[i], errs[i] = approveMany([]enrollment.Decision{decision(enroll(fmt.Sprintf("%s-%d", udid, i))), decision(pair[i])})
+			}()
+		}
+		wg.Wait()
+		approved := 0
+		for i := range pair {
+			if errs[i] != nil {
+				t.Fatalf("round %d: batch %d failed: %v", round, i, errs[i])
+			}
+			if results[i][0].Err != nil {
+				t.Fatalf("round %d: the other device of batch %d: %v", round, i, results[i][0].Err)
+			}
+			switch err := results[i][1].Err; {
+			case err == nil:
+				approved++
+			case !errors.Is(err, enrollment.ErrConflict):
+				t.Fatalf("round %d: %v, want a conflict", round, err)
+			}
+		}
+		if approved != 1 {
+			t.Fatalf("round %d: %d enrollments of one device approved", round, approved)
+		}
+	}
+}

@@ -25,6 +25,7 @@ func Run(t *testing.T, open func(t *testing.T) *store.Store) {
 	t.Run("approval gate", func(t *testing.T) { testApprovalGate(t, open(t)) })
 	t.Run("what an approval does", func(t *testing.T) { testApprovalEffects(t, open(t)) })
 	t.Run("an approval among other writers", func(t *testing.T) { testApprovalAmongWriters(t, open(t)) })
+	t.Run("many decisions in one transaction", func(t *testing.T) { testDecideMany(t, open(t)) })
 	t.Run("command queue", func(t *testing.T) { testCommandQueue(t, open(t)) })
 	t.Run("fleet command is all or nothing", func(t *testing.T) { testFleetCommandAtomic(t, open(t)) })
 	t.Run("check-in record", func(t *testing.T) { testCheckinRecord(t, open(t)) })
