@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -243,6 +244,7 @@ type earlierRow struct {
 // planners answer by scanning the table).
 func earlierEnrollments(ctx context.Context, tx txn, es []enrollment.Enrollment) ([]earlierRow, error) {
 	var out []earlierRow
+	seen := map[string]bool{}
 	for _, chunk := range powerOfTwoChunks(es) {
 		udids, serials := make([]any, len(chunk)), make([]any, len(chunk))
 		for i, e := range chunk {
@@ -264,6 +266,12 @@ func earlierEnrollments(ctx context.Context, tx txn, es []enrollment.Enrollment)
 			return nil, fmt.Errorf("earlier enrollments: %w", err)
 		}
 		for _, r := range rows {
+			// UNION removes a row found twice within a chunk; one shared
+			// by enrollments of two chunks is read twice.
+			if seen[r.ID] {
+				continue
+			}
+			seen[r.ID] = true
 			out = append(out, earlierRow{Earlier: enrollment.Earlier{ID: r.ID, UserID: r.UserID, State: enrollment.State(r.State),
 				CreatedAt: fromMS(r.CreatedAt)}, udid: r.UDID, serial: r.Serial})
 		}
@@ -359,6 +367,13 @@ func (s *Store) DecideMany(ctx context.Context, from, to enrollment.State, by, n
 	// of a profile installed twice) each supersede the other's row: on
 	// PostgreSQL one is rolled back as a deadlock. Run again, it finds the
 	// other decided and answers as any late decision does.
+	seen := make(map[string]bool, len(ds))
+	for _, d := range ds {
+		if seen[d.ID] {
+			return nil, fmt.Errorf("decide: %w: enrollment %s twice in one batch", enrollment.ErrInvalid, d.ID)
+		}
+		seen[d.ID] = true
+	}
 	var out []enrollment.DecisionResult
 	err := retryDeadlocks(func() (err error) {
 		out, err = s.decideMany(ctx, from, to, by, note, at, ds)
@@ -375,7 +390,7 @@ func (s *Store) decideMany(ctx context.Context, from, to enrollment.State, by, n
 		for i, d := range ds {
 			ids[i] = d.ID
 		}
-		moved, err := moveStates(ctx, tx, ids, from, to, by, note, at)
+		moved, err := moveStates(ctx, tx, s.dialect == Postgres, ids, from, to, by, note, at)
 		if err != nil {
 			return err
 		}
@@ -435,6 +450,8 @@ func (s *Store) decideMany(ctx context.Context, from, to enrollment.State, by, n
 				return err
 			}
 		}
+		// In ID order, as the outbox's other writers take its rows.
+		slices.Sort(pushes)
 		for _, chunk := range powerOfTwoChunks(pushes) {
 			if err := insertPushes(ctx, tx, chunk, at); err != nil {
 				return err
@@ -466,15 +483,31 @@ func (s *Store) decideMany(ctx context.Context, from, to enrollment.State, by, n
 }
 
 // moveStates moves the enrollments of ids still in state from to state
-// to, locking their rows, and returns those it moved.
-func moveStates(ctx context.Context, tx txn, ids []string, from, to enrollment.State, by, note string, at time.Time) ([]string, error) {
+// to, locking their rows, and returns those it moved. On PostgreSQL the
+// rows are locked first, in ID order, as every writer of several
+// enrollments locks them (a fleet command, disabling their owner): an
+// UPDATE with IN locks in the order its plan reads, and two orders
+// deadlock. SQLite's immediate transaction holds the whole database.
+func moveStates(ctx context.Context, tx txn, postgres bool, ids []string, from, to enrollment.State, by, note string, at time.Time) ([]string, error) {
+	ids = slices.Clone(ids)
+	slices.Sort(ids)
 	var moved []string
 	for _, chunk := range powerOfTwoChunks(ids) {
+		set := []any{string(to), ms(at), by, note, ms(at)}
+		var q string
+		var args []any
+		if postgres {
+			q = `WITH locked AS (SELECT id FROM enrollments WHERE id IN ` + inList(len(chunk)) + ` ORDER BY id COLLATE "C" FOR NO KEY UPDATE)
+				UPDATE enrollments e SET state = ?, decided_at = ?, decided_by = ?, decision_note = ?, updated_at = ?
+				FROM locked WHERE e.id = locked.id AND e.state = ? RETURNING e.id`
+			args = append(append(anys(chunk), set...), string(from))
+		} else {
+			q = `UPDATE enrollments SET state = ?, decided_at = ?, decided_by = ?, decision_note = ?, updated_at = ?
+				WHERE id IN ` + inList(len(chunk)) + ` AND state = ? RETURNING id`
+			args = append(append(set, anys(chunk)...), string(from))
+		}
 		var got []string
-		err := tx.SelectContext(ctx, &got, tx.Rebind(`UPDATE enrollments SET state = ?, decided_at = ?, decided_by = ?, decision_note = ?, updated_at = ?
-			WHERE id IN `+inList(len(chunk))+` AND state = ? RETURNING id`),
-			append(append([]any{string(to), ms(at), by, note, ms(at)}, anys(chunk)...), string(from))...)
-		if err != nil {
+		if err := tx.SelectContext(ctx, &got, tx.Rebind(q), args...); err != nil {
 			return nil, fmt.Errorf("decide: %w", err)
 		}
 		moved = append(moved, got...)

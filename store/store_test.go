@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/vestibule-mdm/vestibule/enrollment"
 	"github.com/vestibule-mdm/vestibule/internal/seed"
@@ -273,11 +274,13 @@ func pendingOnPostgres(t *testing.T, opts store.Options, n int) (*store.Store, [
 	return s, ids
 }
 
-// statementLog records the statements sent to PostgreSQL while on.
+// statementLog records the statements sent to PostgreSQL while on, and
+// those that failed as deadlocks.
 type statementLog struct {
-	mu   sync.Mutex
-	on   bool
-	sent []string
+	mu     sync.Mutex
+	on     bool
+	sent   []string
+	failed int
 }
 
 func (l *statementLog) record(on bool) {
@@ -301,7 +304,22 @@ func (l *statementLog) TraceQueryStart(ctx context.Context, _ *pgx.Conn, data pg
 	return ctx
 }
 
-func (l *statementLog) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+func (l *statementLog) TraceQueryEnd(_ context.Context, _ *pgx.Conn, data pgx.TraceQueryEndData) {
+	var pgErr *pgconn.PgError
+	if errors.As(data.Err, &pgErr) && pgErr.Code == "40P01" {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if l.on {
+			l.failed++
+		}
+	}
+}
+
+func (l *statementLog) deadlocks() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.failed
+}
 
 // TestOwnerDisabledWhileApproving: disabling a user denies their pending
 // enrollments and revokes those certificates; an enrollment whose approval
@@ -392,4 +410,110 @@ func ownerChangeDuringApproval(t *testing.T, disable bool) (*store.Store, enroll
 		t.Fatal(err)
 	}
 	return s, e
+}
+
+// TestBatchLocksInIDOrder: a batch of approvals locks its rows in ID
+// order, as a fleet command and disabling their owner lock theirs, so
+// each waits for the other instead of deadlocking. Three rows stored out
+// of ID order are decided while a third transaction holds the middle one
+// until both writers wait; no statement may fail as a deadlock (which
+// would be retried, a second later). PostgreSQL only: SQLite runs one
+// write at a time.
+func TestBatchLocksInIDOrder(t *testing.T) {
+	at := time.Now()
+	for _, tc := range []struct {
+		name  string
+		other func(ctx context.Context, s *store.Store, ids []string, userID string) error
+	}{
+		{"a fleet command", func(ctx context.Context, s *store.Store, ids []string, _ string) error {
+			var items []enrollment.FleetCommand
+			for _, id := range ids {
+				items = append(items, enrollment.FleetCommand{EnrollmentID: id,
+					Command: enrollment.NewCommand{UUID: enrollment.NewID(), RequestType: "DeviceInformation", Body: []byte("b")},
+					Event:   enrollment.AuditEvent{At: at, Actor: "admin", Action: "command.enqueue"}})
+			}
+			return s.EnqueueFleet(ctx, items, "admin", at)
+		}},
+		{"disabling their owner", func(ctx context.Context, s *store.Store, _ []string, userID string) error {
+			return s.SetUserDisabled(ctx, userID, true, at, enrollment.AuditEvent{At: at, Actor: "admin", Action: "user.disable"})
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for round := range 3 {
+				ctx := context.Background()
+				var log statementLog
+				s, _ := pendingOnPostgres(t, store.Options{PostgresTracer: &log}, 16)
+				// x, z, y in the order the table stores them, y < z < x.
+				var stored []string
+				if err := s.DB().SelectContext(ctx, &stored, `SELECT id FROM enrollments ORDER BY ctid`); err != nil {
+					t.Fatal(err)
+				}
+				x, z, y := decreasingTriple(stored)
+				if x == "" {
+					t.Fatalf("no three of %d random IDs stored in decreasing order", len(stored))
+				}
+				e, err := s.Enrollment(ctx, x)
+				if err != nil {
+					t.Fatal(err)
+				}
+				holder, err := s.DB().BeginTxx(ctx, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer func() { _ = holder.Rollback() }()
+				if _, err := holder.ExecContext(ctx, `UPDATE enrollments SET updated_at = updated_at WHERE id = $1`, z); err != nil {
+					t.Fatal(err)
+				}
+				log.record(true)
+				done := make(chan error, 2)
+				go func() {
+					var ds []enrollment.Decision
+					for _, id := range []string{x, z, y} {
+						ds = append(ds, enrollment.Decision{ID: id, Effects: enrollment.DecisionEffects(enrollment.StateApproved, nil),
+							Event: enrollment.AuditEvent{At: at, Actor: "admin", Action: "enrollment.approve"}})
+					}
+					_, err := s.DecideMany(ctx, enrollment.StatePending, enrollment.StateApproved, "admin", "", at, ds)
+					done <- err
+				}()
+				go func() { done <- tc.other(ctx, s, []string{x, z, y}, e.UserID) }()
+				for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+					var waiting int
+					if err := s.DB().GetContext(ctx, &waiting, `SELECT COUNT(*) FROM pg_stat_activity
+						WHERE datname = current_database() AND wait_event_type = 'Lock'`); err != nil {
+						t.Fatal(err)
+					}
+					if waiting >= 2 {
+						break
+					}
+				}
+				if err := holder.Commit(); err != nil {
+					t.Fatal(err)
+				}
+				for range 2 {
+					if err := <-done; err != nil {
+						t.Fatalf("round %d: %v", round, err)
+					}
+				}
+				log.record(false)
+				if n := log.deadlocks(); n > 0 {
+					t.Fatalf("round %d: %d statements failed as deadlocks", round, n)
+				}
+			}
+		})
+	}
+}
+
+// decreasingTriple returns the first x, z, y of ids, in their order, with
+// y < z < x.
+func decreasingTriple(ids []string) (x, z, y string) {
+	for i := range ids {
+		for j := i + 1; j < len(ids); j++ {
+			for k := j + 1; k < len(ids); k++ {
+				if ids[i] > ids[j] && ids[j] > ids[k] {
+					return ids[i], ids[j], ids[k]
+				}
+			}
+		}
+	}
+	return "", "", ""
 }

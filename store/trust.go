@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/base64"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/vestibule-mdm/vestibule/enrollment"
@@ -45,6 +46,7 @@ const selectTrustRows = `SELECT e.trust_compliant <> 0 AS was_trusted, ` + enrol
 // certificates and voids unused trust challenges. Calling it when nothing
 // changed does nothing, so every state change may call it.
 func syncTrust(ctx context.Context, tx txn, ids []string, cause trustCause, at time.Time) error {
+	ids = slices.Compact(slices.Sorted(slices.Values(ids)))
 	var rows []trustRow
 	for _, chunk := range powerOfTwoChunks(ids) {
 		var got []trustRow

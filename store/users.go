@@ -125,6 +125,13 @@ func (s *Store) SetUserPassword(ctx context.Context, userID, hash string, ev enr
 // user's open reservations, ends their sessions and denies their pending
 // enrollments (revoking those certificates), in one transaction.
 func (s *Store) SetUserDisabled(ctx context.Context, userID string, disabled bool, at time.Time, ev enrollment.AuditEvent) error {
+	// Its enrollments are locked in ID order, as a bulk approval and a
+	// fleet command lock theirs; a deadlock with another order (a
+	// supersession) is retried, with the event as given.
+	return retryDeadlocks(func() error { return s.setUserDisabled(ctx, userID, disabled, at, ev) })
+}
+
+func (s *Store) setUserDisabled(ctx context.Context, userID string, disabled bool, at time.Time, ev enrollment.AuditEvent) error {
 	return s.inTx(ctx, func(tx txn) error {
 		var res sql.Result
 		var err error
@@ -141,6 +148,22 @@ func (s *Store) SetUserDisabled(ctx context.Context, userID string, disabled boo
 				return err
 			}
 			return fmt.Errorf("user %s: %w: already %s", userID, enrollment.ErrConflict, map[bool]string{true: "disabled", false: "enabled"}[disabled])
+		}
+		// Approved devices stay enrolled, but their trust follows the owner.
+		// The rows are locked as they are read: an approval in flight,
+		// which read the owner before this change, is waited for and its
+		// enrollment's trust synced here, not missed because it was still
+		// pending. A row waited for is read as that approval left it.
+		lock := `SELECT id, state FROM enrollments WHERE user_id = ? AND state IN ('pending', 'approved')`
+		if s.dialect == Postgres {
+			lock += ` ORDER BY id COLLATE "C" FOR NO KEY UPDATE`
+		}
+		var rows []struct {
+			ID    string `db:"id"`
+			State string `db:"state"`
+		}
+		if err := tx.SelectContext(ctx, &rows, tx.Rebind(lock), userID); err != nil {
+			return fmt.Errorf("enrollments of a user: %w", err)
 		}
 		if disabled {
 			r, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE reservations SET state = 'revoked', revoked_at = ?, revoked_by = ? WHERE user_id = ? AND state = 'open'`),
@@ -170,19 +193,6 @@ func (s *Store) SetUserDisabled(ctx context.Context, userID string, disabled boo
 				}
 			}
 			ev.Detail += fmt.Sprintf(" denied_pending=%d", len(denied))
-		}
-		// Approved devices stay enrolled, but their trust follows the owner.
-		// The rows are locked as they are read (a write that changes
-		// nothing): an approval in flight, which read the owner before
-		// this change, is waited for and its enrollment's trust synced
-		// here, not missed because it was still pending.
-		var rows []struct {
-			ID    string `db:"id"`
-			State string `db:"state"`
-		}
-		if err := tx.SelectContext(ctx, &rows, tx.Rebind(`UPDATE enrollments SET updated_at = updated_at
-			WHERE user_id = ? AND state IN ('pending', 'approved') RETURNING id, state`), userID); err != nil {
-			return fmt.Errorf("approved enrollments of a user: %w", err)
 		}
 		var approved []string
 		for _, r := range rows {

@@ -788,9 +788,10 @@ func testDecideMany(t *testing.T, s *store.Store) {
 	}
 	token := enrollment.PushInfo{Token: "746f6b656e", Magic: "magic", Topic: "com.apple.mgmt.test"}
 
-	// The device of the first pending enrollment was approved before for
-	// the same owner: approving the new one supersedes it.
-	earlier := enroll("UDID-M0")
+	// The device of the last pending enrollment (in the last chunk of
+	// every read) was approved before for the same owner: approving the
+	// new one supersedes it.
+	earlier := enroll("UDID-M69")
 	if _, err := approveMany([]enrollment.Decision{decision(earlier)}); err != nil {
 		t.Fatal(err)
 	}
@@ -872,6 +873,51 @@ func testDecideMany(t *testing.T, s *store.Store) {
 	}
 	if e, err := s.Enrollment(ctx, earlier); err != nil || e.State != enrollment.StateSuperseded {
 		t.Fatalf("the device's earlier enrollment: %s %v, want superseded", e.State, err)
+	}
+	if ok, err := s.TrustIssuance().EnrollmentApproved(ctx, earlier); err != nil || ok {
+		t.Fatalf("the superseded enrollment is still trusted: %v %v", ok, err)
+	}
+	revoked := ds[0].ID
+	if _, err := s.DecideMany(ctx, enrollment.StateApproved, enrollment.StateDenied, "admin", "lost", at, []enrollment.Decision{{ID: revoked,
+		Effects: enrollment.DecisionEffects(enrollment.StateDenied, nil), Event: enrollment.AuditEvent{At: at, Actor: "admin", Action: "enrollment.revoke"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.TrustIssuance().EnrollmentApproved(ctx, revoked); err != nil || ok {
+		t.Fatalf("a revoked enrollment is still trusted: %v %v", ok, err)
+	}
+
+	// One ID twice: refused before anything is written.
+	twice := enroll("UDID-TWICE")
+	before = events()
+	if _, err := approveMany([]enrollment.Decision{decision(twice), decision(twice)}); !errors.Is(err, enrollment.ErrInvalid) {
+		t.Fatalf("one enrollment twice in a batch: %v, want invalid", err)
+	}
+	if e, err := s.Enrollment(ctx, twice); err != nil || e.State != enrollment.StatePending || events() != before {
+		t.Fatalf("after the refused batch: %s %v, %d events", e.State, err, events()-before)
+	}
+
+	// Two owners' new enrollments of one device, read in different chunks
+	// (three decisions: chunks of two and one), share its earlier
+	// enrollment: it is superseded once, by its owner's.
+	shared := enroll("UDID-SHARED")
+	if _, err := approveMany([]enrollment.Decision{decision(shared)}); err != nil {
+		t.Fatal(err)
+	}
+	r := reserve(t, s, "other-owner@example.com")
+	if _, err := claim(s, r, device("UDID-SHARED", "SER-UDID-SHARED"), at); err != nil {
+		t.Fatal(err)
+	}
+	res, err = approveMany([]enrollment.Decision{decision(enroll("UDID-SHARED")), decision(enroll("UDID-FILLER")), decision(r.ID)})
+	if err != nil {
+		t.Fatalf("a batch whose chunks share an earlier enrollment: %v", err)
+	}
+	for i, r := range res {
+		if r.Err != nil {
+			t.Fatalf("decision %d: %v", i, r.Err)
+		}
+	}
+	if e, err := s.Enrollment(ctx, shared); err != nil || e.State != enrollment.StateSuperseded {
+		t.Fatalf("the shared earlier enrollment: %s %v, want superseded", e.State, err)
 	}
 
 	// Two enrollments of one device and owner in one batch: refused whole.
