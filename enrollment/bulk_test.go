@@ -1,10 +1,12 @@
 package enrollment
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vestibule-mdm/vestibule/attest"
 )
@@ -30,9 +32,14 @@ func TestApproveAll(t *testing.T) {
 	given := append([]string{first, own, "x;DROP", denied, second, unknown}, bobs...)
 	ids := append(append([]string{}, given[:7]...), given[6:]...) // bobs[0] twice
 
-	res, err := c.gate.ApproveAll(c.ctx, alice, ids, "bulk approval")
+	res, err := c.gate.ApproveAll(c.ctx, alice, ids, "")
 	if err != nil {
 		t.Fatal(err)
+	}
+	// 70 approvable (the device's second after them): three batches,
+	// none refused.
+	if c.store.batches != 3 || c.store.refused != 0 {
+		t.Fatalf("%d batches, %d refused; want 3, none refused", c.store.batches, c.store.refused)
 	}
 	want := map[string]error{own: ErrForbidden, "x;DROP": ErrNotFound, denied: ErrConflict, second: ErrConflict, unknown: ErrNotFound}
 	if len(res) != len(given) {
@@ -52,27 +59,87 @@ func TestApproveAll(t *testing.T) {
 	if s := c.store.enrollments[second].State; s != StateSuperseded {
 		t.Fatalf("the device's second enrollment is %s, want superseded by the first", s)
 	}
-	if n := strings.Count(strings.Join(c.store.auditActions(), " "), "enrollment.approve"); n != len(bobs)+1 {
-		t.Fatalf("%d approvals audited, want %d", n, len(bobs)+1)
+	var approvals int
+	for _, ev := range c.store.audit {
+		if ev.Action == "enrollment.approve" {
+			approvals++
+			if ev.Detail != "bulk approval" || ev.Actor != alice.Name {
+				t.Fatalf("approval audited as %q by %q", ev.Detail, ev.Actor)
+			}
+		}
+	}
+	if approvals != len(bobs)+1 {
+		t.Fatalf("%d approvals audited, want %d", approvals, len(bobs)+1)
 	}
 
+	many := make([]string, MaxBulkApproval+1)
+	for i := range many {
+		many[i] = fmt.Sprintf("x%d", i)
+	}
 	for _, tc := range []struct {
 		name string
 		ids  []string
 		note string
+		want error
 	}{
-		{"error/too many", make([]string, MaxBulkApproval+1), ""},
-		{"error/note too long", []string{own}, strings.Repeat("n", 2001)},
+		{"error/too many", many, "", ErrInvalid},
+		{"ok/as many as allowed", many[:MaxBulkApproval], "", nil},
+		{"error/note too long", []string{own}, strings.Repeat("n", 2001), ErrInvalid},
+		{"ok/the longest note", []string{own}, strings.Repeat("n", 2000), nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := len(c.store.auditActions())
-			if _, err := c.gate.ApproveAll(c.ctx, admin, tc.ids, tc.note); !errors.Is(err, ErrInvalid) {
-				t.Fatalf("%v, want invalid", err)
+			res, err := c.gate.ApproveAll(c.ctx, admin, tc.ids, tc.note)
+			if !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
+				t.Fatalf("%v, want %v", err, tc.want)
 			}
-			if len(c.store.auditActions()) != before {
-				t.Fatal("a refused bulk approval was audited")
+			if tc.want == nil && len(res) != len(tc.ids) {
+				t.Fatalf("%d results for %d IDs", len(res), len(tc.ids))
+			}
+			if len(c.store.auditActions()) != before+map[bool]int{true: 1, false: 0}[tc.want == nil && len(tc.ids) == 1] {
+				t.Fatalf("audit events %d → %d", before, len(c.store.auditActions()))
 			}
 		})
+	}
+}
+
+// failingBatches is the in-memory store whose batches all fail whole.
+type failingBatches struct{ *memStore }
+
+func (failingBatches) DecideMany(context.Context, State, State, string, string, time.Time, []Decision) ([]DecisionResult, error) {
+	return nil, errors.New("the batch failed")
+}
+
+// TestApproveAllDecidesAFailedBatchOneByOne: a batch that fails whole is
+// decided again one enrollment at a time, each judged on its own.
+func TestApproveAllDecidesAFailedBatchOneByOne(t *testing.T) {
+	c := newCeremony(t)
+	gate := NewEnrollments(failingBatches{c.store}, c.tokens, fixedPost{}, c.clock.Now)
+	var ids []string
+	for i := range bulkBatch + 8 {
+		ids = append(ids, c.enrolled(bobID, fmt.Sprintf("UDID-F%d", i), fmt.Sprintf("SER-F%d", i)).ID)
+	}
+	denied := ids[5]
+	if _, err := c.gate.Deny(c.ctx, admin, denied, "no"); err != nil {
+		t.Fatal(err)
+	}
+	res, err := gate.ApproveAll(c.ctx, admin, ids, "checked")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range res {
+		if r.ID == denied {
+			if !errors.Is(r.Err, ErrConflict) {
+				t.Fatalf("the denied enrollment: %v, want a conflict", r.Err)
+			}
+			continue
+		}
+		if r.Err != nil || c.store.enrollments[r.ID].State != StateApproved {
+			t.Fatalf("%s: %v, %s", r.ID, r.Err, c.store.enrollments[r.ID].State)
+		}
+	}
+	if !c.store.hasAudit("enrollment.approve", OutcomeOK) || c.store.audit[len(c.store.audit)-1].Detail != "bulk approval: checked" {
+		t.Fatalf("last event %+v", c.store.audit[len(c.store.audit)-1])
 	}
 }
 
@@ -87,6 +154,8 @@ func TestApproveAllRequiresAttestation(t *testing.T) {
 		action string
 	}{
 		{"error/approver", Actor{Name: "user:ann@example.com", Email: "ann@example.com"}, "looks fine", ErrForbidden, ""},
+		// The note a bulk approval records is not the admin's reason.
+		{"error/admin without a reason", Actor{Name: "user:root@example.com", Email: "root@example.com", Admin: true}, " ", ErrForbidden, ""},
 		{"ok/admin with a reason", Actor{Name: "user:root@example.com", Email: "root@example.com", Admin: true}, "checked in person", nil,
 			"enrollment.approve_unattested"},
 	} {

@@ -400,6 +400,12 @@ func (s *Enrollments) Deny(ctx context.Context, actor Actor, id, reason string) 
 }
 
 func (s *Enrollments) decide(ctx context.Context, actor Actor, id string, to State, note string) (Enrollment, error) {
+	return s.decideNoted(ctx, actor, id, to, note, note)
+}
+
+// decideNoted is decide where the note recorded is not only the person's
+// own (a bulk approval says it is one); the rules read the person's.
+func (s *Enrollments) decideNoted(ctx context.Context, actor Actor, id string, to State, note, recorded string) (Enrollment, error) {
 	op := map[State]string{StateApproved: "approve", StateDenied: "deny"}[to]
 	if !ValidID(id) {
 		return Enrollment{}, fmt.Errorf("%s: %w: enrollment %q", op, ErrNotFound, id)
@@ -411,11 +417,12 @@ func (s *Enrollments) decide(ctx context.Context, actor Actor, id string, to Sta
 	if err != nil {
 		return Enrollment{}, fmt.Errorf("%s: %w", op, err)
 	}
-	d, err := s.decision(actor, e, to, note)
+	now := s.now()
+	d, err := s.decision(actor, e, to, note, recorded, now)
 	if err != nil {
 		return Enrollment{}, err
 	}
-	out, err := s.store.Decide(ctx, id, d.from, to, actor.Name, note, d.Event.At, d.Effects, d.Event)
+	out, err := s.store.Decide(ctx, id, d.from, to, actor.Name, recorded, now, d.Effects, d.Event)
 	if err != nil {
 		return Enrollment{}, fmt.Errorf("%s: %w", d.op, err)
 	}
@@ -430,10 +437,11 @@ type ruledDecision struct {
 	op   string
 }
 
-// decision applies the rules of moving e to state to: the transition,
-// the duty of a second person, the attestation an approval may require,
-// and the commands an approval queues.
-func (s *Enrollments) decision(actor Actor, e Enrollment, to State, note string) (ruledDecision, error) {
+// decision applies the rules of moving e to state to at now, with the
+// person's note, recorded as recorded: the transition, the duty of a
+// second person, the attestation an approval may require, and the
+// commands an approval queues.
+func (s *Enrollments) decision(actor Actor, e Enrollment, to State, note, recorded string, now time.Time) (ruledDecision, error) {
 	from, op, err := Transition(e.State, to)
 	if err != nil {
 		return ruledDecision{}, fmt.Errorf("%s %s: %w", op, e.ID, err)
@@ -458,8 +466,7 @@ func (s *Enrollments) decision(actor Actor, e Enrollment, to State, note string)
 			return ruledDecision{}, fmt.Errorf("%s: post-approval commands: %w", op, err)
 		}
 	}
-	now := s.now()
-	return ruledDecision{Decision: Decision{ID: e.ID, Effects: DecisionEffects(to, cmds), Event: actor.event(now, "enrollment."+op, "enrollment", e.ID, note)},
+	return ruledDecision{Decision: Decision{ID: e.ID, Effects: DecisionEffects(to, cmds), Event: actor.event(now, "enrollment."+op, "enrollment", e.ID, recorded)},
 		from: from, op: op}, nil
 }
 
@@ -482,9 +489,12 @@ type BulkResult struct {
 }
 
 // ApproveAll approves each of ids as Approve would, under the same rules
-// and with the same audit events, a batch of them in each transaction. A
-// result's Err is why that enrollment was not approved; the error is for
-// the request as a whole. The results follow ids, an ID given twice once.
+// and with the same audit events, a batch of them in each transaction.
+// note is the person's own, which the rules read (an unattested device
+// needs a written reason); the note recorded says it was a bulk approval.
+// A result's Err is why that enrollment was not approved; the error is
+// for the request as a whole. The results follow ids, an ID given twice
+// once.
 func (s *Enrollments) ApproveAll(ctx context.Context, actor Actor, ids []string, note string) ([]BulkResult, error) {
 	if len(ids) > MaxBulkApproval {
 		return nil, fmt.Errorf("approve: %w: %d enrollments, at most %d at once", ErrInvalid, len(ids), MaxBulkApproval)
@@ -514,6 +524,11 @@ func (s *Enrollments) ApproveAll(ctx context.Context, actor Actor, ids []string,
 	// Two enrollments of one device and owner supersede each other: the
 	// first is approved in its batch, the others one at a time after it,
 	// as if approved in turn.
+	recorded := "bulk approval"
+	if strings.TrimSpace(note) != "" {
+		recorded += ": " + note
+	}
+	now := s.now()
 	var batch, later []ruledDecision
 	device := map[string]bool{}
 	for _, id := range valid {
@@ -522,7 +537,7 @@ func (s *Enrollments) ApproveAll(ctx context.Context, actor Actor, ids []string,
 			out[index[id]].Err = fmt.Errorf("approve: %w: enrollment %s", ErrNotFound, id)
 			continue
 		}
-		d, err := s.decision(actor, e, StateApproved, note)
+		d, err := s.decision(actor, e, StateApproved, note, recorded, now)
 		if err != nil {
 			out[index[id]].Err = err
 			continue
@@ -547,7 +562,7 @@ func (s *Enrollments) ApproveAll(ctx context.Context, actor Actor, ids []string,
 		go func() {
 			defer wg.Done()
 			for ds := range work {
-				s.approveBatch(ctx, actor, note, ds, out, index)
+				s.approveBatch(ctx, actor, note, recorded, now, ds, out, index)
 			}
 		}()
 	}
@@ -560,7 +575,7 @@ func (s *Enrollments) ApproveAll(ctx context.Context, actor Actor, ids []string,
 	wg.Wait()
 	for _, d := range later {
 		r := &out[index[d.ID]]
-		r.Enrollment, r.Err = s.decide(ctx, actor, d.ID, StateApproved, note)
+		r.Enrollment, r.Err = s.decideNoted(ctx, actor, d.ID, StateApproved, note, recorded)
 	}
 	return out, nil
 }
@@ -568,17 +583,18 @@ func (s *Enrollments) ApproveAll(ctx context.Context, actor Actor, ids []string,
 // approveBatch approves ds in one transaction, and writes each one's
 // result at its index in out. A transaction that fails as a whole is
 // tried again one approval at a time, so that each is judged on its own.
-func (s *Enrollments) approveBatch(ctx context.Context, actor Actor, note string, ds []ruledDecision, out []BulkResult, index map[string]int) {
+func (s *Enrollments) approveBatch(ctx context.Context, actor Actor, note, recorded string, at time.Time, ds []ruledDecision, out []BulkResult,
+	index map[string]int) {
 	plain := make([]Decision, len(ds))
 	for i, d := range ds {
 		plain[i] = d.Decision
 	}
-	res, err := s.store.DecideMany(ctx, StatePending, StateApproved, actor.Name, note, s.now(), plain)
+	res, err := s.store.DecideMany(ctx, StatePending, StateApproved, actor.Name, recorded, at, plain)
 	for i, d := range ds {
 		r := &out[index[d.ID]]
 		switch {
 		case err != nil:
-			r.Enrollment, r.Err = s.decide(ctx, actor, d.ID, StateApproved, note)
+			r.Enrollment, r.Err = s.decideNoted(ctx, actor, d.ID, StateApproved, note, recorded)
 		case res[i].Err != nil:
 			r.Err = fmt.Errorf("%s: %w", d.op, res[i].Err)
 		default:

@@ -26,6 +26,10 @@ type memStore struct {
 	audit        []AuditEvent
 	touched      int
 	questions    []NewCommand
+	// batches counts DecideMany's transactions; refused, those it refused
+	// whole, as the real store refuses a batch holding two enrollments
+	// of one device and owner.
+	batches, refused int
 }
 
 type memReservation struct {
@@ -170,6 +174,22 @@ func (m *memStore) Decide(_ context.Context, id string, from, to State, by, note
 }
 
 func (m *memStore) DecideMany(ctx context.Context, from, to State, by, note string, at time.Time, ds []Decision) ([]DecisionResult, error) {
+	m.mu.Lock()
+	m.batches++
+	for _, d := range ds {
+		e, ok := m.enrollments[d.ID]
+		if !ok || !d.Effects.Supersede {
+			continue
+		}
+		for _, other := range Superseded(e.UserID, e.ID, m.earlier(e.Facts.UDID, e.Facts.Serial)) {
+			if slices.ContainsFunc(ds, func(o Decision) bool { return o.ID == other }) {
+				m.refused++
+				m.mu.Unlock()
+				return nil, fmt.Errorf("decide: %w: enrollments %s and %s are of one device and owner", ErrConflict, e.ID, other)
+			}
+		}
+	}
+	m.mu.Unlock()
 	out := make([]DecisionResult, len(ds))
 	for i, d := range ds {
 		out[i].Enrollment, out[i].Err = m.Decide(ctx, d.ID, from, to, by, note, at, d.Effects, d.Event)

@@ -135,7 +135,7 @@ func (c *Console) bulkApprove(w http.ResponseWriter, r *http.Request) {
 		back(w, r, "/console/pending", "error", fmt.Sprintf("select 1 to %d devices", enrollment.MaxBulkApproval))
 		return
 	}
-	results, err := c.o.Enrollments.ApproveAll(r.Context(), actor(r), ids, "bulk approval")
+	results, err := c.o.Enrollments.ApproveAll(r.Context(), actor(r), ids, r.PostFormValue("note"))
 	if err != nil {
 		back(w, r, "/console/pending", "error", userMessage(err))
 		return

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 
 	"github.com/vestibule-mdm/vestibule/auth"
@@ -159,6 +160,49 @@ func TestConsoleInABrowser(t *testing.T) {
 	}
 	if en, _ := e.app.Enrollments.Get(e.ctx, badRes.ID); en.State != enrollment.StateDenied {
 		t.Errorf("denied device: %s", en.State)
+	}
+
+	// Bulk approval: every device waiting (the re-enrollment and two
+	// more), with a note of the approver's own, after the page's
+	// confirmation.
+	var waiting []string
+	for _, serial := range []string{"C02BOBMAC001", "C02BOBMAC002"} {
+		d, res := e.enrolledDevice("bob@example.com", serial)
+		if code, err := d.Authenticate(e.ctx); err != nil || code != 200 {
+			t.Fatal(code, err)
+		}
+		waiting = append(waiting, res.ID)
+	}
+	if err := chromedp.Listen(ctx, func(ev any) {
+		if _, ok := ev.(*page.EventJavascriptDialogOpening); ok {
+			go func() { _, _ = chromedp.Call(ctx, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: true}) }()
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	err = chromedp.Do(ctx,
+		chromedp.Navigate(e.url+"/console/pending"),
+		chromedp.WaitVisible(`table`),
+		chromedp.Click(`#select-all`),
+		chromedp.SendKeys(`input[name=note][form=bulk]`, "batch checked in person"),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shot(t, ctx, dir, "console-pending-bulk.png")
+	err = chromedp.Do(ctx, chromedp.Click(`button[form=bulk]`), chromedp.WaitVisible(`.flash`))
+	text = textOf(t, ctx, `.flash`)
+	if err != nil || !strings.Contains(text, "Approved 3 device(s).") {
+		t.Fatalf("bulk approval: %v %q", err, text)
+	}
+	shot(t, ctx, dir, "console-pending-bulk-done.png")
+	for _, id := range waiting {
+		if en, _ := e.app.Enrollments.Get(e.ctx, id); en.State != enrollment.StateApproved || en.DecisionNote != "bulk approval: batch checked in person" {
+			t.Errorf("bulk-approved device: %s, note %q", en.State, en.DecisionNote)
+		}
+	}
+	if en, _ := e.app.Enrollments.Get(e.ctx, goodRes.ID); en.State != enrollment.StateSuperseded {
+		t.Errorf("the device approved before its re-enrollment was: %s, want superseded", en.State)
 	}
 	t.Logf("screenshots in %s", dir)
 }
