@@ -521,14 +521,14 @@ func (s *Enrollments) ApproveAll(ctx context.Context, actor Actor, ids []string,
 	if err != nil {
 		return nil, fmt.Errorf("approve: %w", err)
 	}
-	// Two enrollments of one device and owner supersede each other: the
-	// first is approved in its batch, the others one at a time after it,
-	// as if approved in turn.
 	recorded := "bulk approval"
 	if strings.TrimSpace(note) != "" {
 		recorded += ": " + note
 	}
 	now := s.now()
+	// Two enrollments of one device and owner supersede each other: the
+	// first is approved in its batch, the others one at a time after it,
+	// as if approved in turn.
 	var batch, later []ruledDecision
 	device := map[string]bool{}
 	for _, id := range valid {
