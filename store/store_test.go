@@ -20,6 +20,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jmoiron/sqlx"
 
 	"github.com/vestibule-mdm/vestibule/enrollment"
 	"github.com/vestibule-mdm/vestibule/internal/seed"
@@ -384,7 +385,10 @@ func ownerChangeDuringApproval(t *testing.T, disable bool) (*store.Store, enroll
 		t.Fatal(err)
 	}
 	defer func() { _ = approval.Rollback() }()
-	if _, err := approval.ExecContext(ctx, `UPDATE enrollments SET state = 'approved' WHERE id = $1`, e.ID); err != nil {
+	// As an approval that read the owner before the change writes it: the
+	// device trusted while the owner was enabled, not while disabled.
+	if _, err := approval.ExecContext(ctx, `UPDATE enrollments SET state = 'approved', trust_compliant = $2 WHERE id = $1`,
+		e.ID, map[bool]int{true: 1, false: 0}[disable]); err != nil {
 		t.Fatal(err)
 	}
 	changed := make(chan error, 1)
@@ -392,17 +396,7 @@ func ownerChangeDuringApproval(t *testing.T, disable bool) (*store.Store, enroll
 		at := time.Now()
 		changed <- s.SetUserDisabled(ctx, e.UserID, disable, at, enrollment.AuditEvent{At: at, Actor: "admin", Action: "user.disable"})
 	}()
-	for len(changed) == 0 {
-		var waiting int
-		if err := s.DB().GetContext(ctx, &waiting, `SELECT COUNT(*) FROM pg_stat_activity
-			WHERE datname = current_database() AND wait_event_type = 'Lock'`); err != nil {
-			t.Fatal(err)
-		}
-		if waiting > 0 {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitBlockedBy(t, s, approval, func() bool { return len(changed) > 0 })
 	if err := approval.Commit(); err != nil {
 		t.Fatal(err)
 	}
@@ -476,16 +470,7 @@ func TestBatchLocksInIDOrder(t *testing.T) {
 					done <- err
 				}()
 				go func() { done <- tc.other(ctx, s, []string{x, z, y}, e.UserID) }()
-				for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-					var waiting int
-					if err := s.DB().GetContext(ctx, &waiting, `SELECT COUNT(*) FROM pg_stat_activity
-						WHERE datname = current_database() AND wait_event_type = 'Lock'`); err != nil {
-						t.Fatal(err)
-					}
-					if waiting >= 2 {
-						break
-					}
-				}
+				waitBlockedBy(t, s, holder, func() bool { return len(done) > 0 }, 2)
 				if err := holder.Commit(); err != nil {
 					t.Fatal(err)
 				}
@@ -516,4 +501,189 @@ func decreasingTriple(ids []string) (x, z, y string) {
 		}
 	}
 	return "", "", ""
+}
+
+// waitBlockedBy waits until want (1 unless given) sessions wait for a lock
+// tx holds, directly or behind another waiting session, or until done
+// says there is nothing left to wait for.
+func waitBlockedBy(t *testing.T, s *store.Store, tx *sqlx.Tx, done func() bool, want ...int) {
+	t.Helper()
+	n := 1
+	if len(want) > 0 {
+		n = want[0]
+	}
+	var pid int
+	if err := tx.Get(&pid, `SELECT pg_backend_pid()`); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); !done(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("fewer than %d sessions waited for the lock", n)
+		}
+		var waiting int
+		if err := s.DB().Get(&waiting, `WITH RECURSIVE blocked AS (
+				SELECT pid FROM pg_stat_activity WHERE $1 = ANY (pg_blocking_pids(pid))
+				UNION SELECT a.pid FROM pg_stat_activity a JOIN blocked b ON b.pid = ANY (pg_blocking_pids(a.pid)))
+			SELECT COUNT(*) FROM blocked`, pid); err != nil {
+			t.Fatal(err)
+		}
+		if waiting >= n {
+			return
+		}
+	}
+}
+
+// TestDecideManyAfterWaitingForARow: a batch that waits for a row held by
+// a concurrent transaction judges that row as the transaction committed
+// it: decided meanwhile (approved, denied), it is a conflict and keeps
+// its decider; only touched, it is moved, once. PostgreSQL only.
+func TestDecideManyAfterWaitingForARow(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		holder  string // run by the holder on the middle row ($1)
+		moved   bool
+		state   enrollment.State
+		decider string
+	}{
+		{"approved meanwhile", `UPDATE enrollments SET state = 'approved', decided_at = 1, decided_by = 'single-approver', decision_note = 'single',
+			updated_at = updated_at + 1 WHERE id = $1`, false, enrollment.StateApproved, "single-approver"},
+		{"denied meanwhile", `UPDATE enrollments SET state = 'denied', decided_at = 1, decided_by = 'denier', decision_note = 'no',
+			updated_at = updated_at + 1 WHERE id = $1`, false, enrollment.StateDenied, "denier"},
+		{"touched only", `UPDATE enrollments SET updated_at = updated_at + 1 WHERE id = $1`, true, enrollment.StateApproved, "bulk-admin"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			s, ids := pendingOnPostgres(t, store.Options{}, 3)
+			slices.Sort(ids)
+			held := ids[1]
+			holder, err := s.DB().BeginTxx(ctx, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = holder.Rollback() }()
+			if _, err := holder.ExecContext(ctx, tc.holder, held); err != nil {
+				t.Fatal(err)
+			}
+			at := time.Now()
+			type outcome struct {
+				res []enrollment.DecisionResult
+				err error
+			}
+			done := make(chan outcome, 1)
+			go func() {
+				var ds []enrollment.Decision
+				for _, id := range []string{ids[2], ids[1], ids[0]} { // out of ID order
+					ds = append(ds, enrollment.Decision{ID: id, Effects: enrollment.DecisionEffects(enrollment.StateApproved, nil),
+						Event: enrollment.AuditEvent{At: at, Actor: "bulk-admin", Action: "enrollment.approve", TargetType: "enrollment", TargetID: id}})
+				}
+				res, err := s.DecideMany(ctx, enrollment.StatePending, enrollment.StateApproved, "bulk-admin", "bulk approval", at, ds)
+				done <- outcome{res, err}
+			}()
+			waitBlockedBy(t, s, holder, func() bool { return len(done) > 0 })
+			if len(done) != 0 {
+				t.Fatal("the batch finished while the row was held")
+			}
+			if err := holder.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			o := <-done
+			if o.err != nil {
+				t.Fatal(o.err)
+			}
+			// Results follow the decisions: ids[2], ids[1], ids[0].
+			if err := o.res[1].Err; tc.moved != (err == nil) || (!tc.moved && !errors.Is(err, enrollment.ErrConflict)) {
+				t.Fatalf("the held row's result: %v, want moved=%v", err, tc.moved)
+			}
+			for _, i := range []int{0, 2} {
+				if o.res[i].Err != nil {
+					t.Fatalf("a row not held: %v", o.res[i].Err)
+				}
+			}
+			if e, err := s.Enrollment(ctx, held); err != nil || e.State != tc.state || e.DecidedBy != tc.decider {
+				t.Fatalf("the held row after the race: %s by %q (%v), want %s by %q", e.State, e.DecidedBy, err, tc.state, tc.decider)
+			}
+			evs, err := s.ListAudit(ctx, enrollment.AuditFilter{TargetID: held, Actor: "bulk-admin"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := map[bool]int{true: 1, false: 0}[tc.moved]; len(evs) != want {
+				t.Fatalf("%d bulk audit events for the held row, want %d", len(evs), want)
+			}
+		})
+	}
+}
+
+// TestDisableSyncsAnApprovalBeforeItsLock: an enrollment that appeared
+// and was approved (trusted: the approval read the owner still enabled)
+// while a disable ran, before it locked the owner's enrollments, is found
+// by that lock and loses its trust. The disable is paused at DELETE FROM
+// sessions; the enrollment is written directly, as any way one could
+// appear there. PostgreSQL only.
+func TestDisableSyncsAnApprovalBeforeItsLock(t *testing.T) {
+	ctx := context.Background()
+	s, ids := pendingOnPostgres(t, store.Options{}, 1)
+	e0, err := s.Enrollment(ctx, ids[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := s.DB()
+	if _, err := db.ExecContext(ctx, `INSERT INTO sessions (id_hash, user_id, method, created_at, last_seen_at, expires_at)
+		VALUES ('paused', $1, 'password', 0, 0, 9999999999999)`, e0.UserID); err != nil {
+		t.Fatal(err)
+	}
+	pause, err := db.BeginTxx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = pause.Rollback() }()
+	if _, err := pause.ExecContext(ctx, `SELECT 1 FROM sessions WHERE id_hash = 'paused' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Now()
+	done := make(chan error, 1)
+	go func() {
+		done <- s.SetUserDisabled(ctx, e0.UserID, true, at, enrollment.AuditEvent{At: at, Actor: "admin", Action: "user.disable"})
+	}()
+	waitBlockedBy(t, s, pause, func() bool { return len(done) > 0 })
+	p := enrollment.NewID()
+	appear, err := db.BeginTxx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = appear.Rollback() }()
+	for _, q := range []struct{ sql, arg string }{
+		{`CREATE TEMP TABLE r ON COMMIT DROP AS SELECT * FROM reservations WHERE id = $1`, e0.ID},
+		{`UPDATE r SET id = $1, challenge_hash = $1, token_nonce = $1, state = 'claimed'`, p},
+		{`INSERT INTO reservations SELECT * FROM r`, ""},
+		{`CREATE TEMP TABLE e ON COMMIT DROP AS SELECT * FROM enrollments WHERE id = $1`, e0.ID},
+		{`UPDATE e SET id = $1, udid = 'UDID-' || $1, serial = 'SER-' || $1, state = 'pending', trust_compliant = 0`, p},
+		{`INSERT INTO enrollments SELECT * FROM e`, ""},
+	} {
+		var args []any
+		if q.arg != "" {
+			args = append(args, q.arg)
+		}
+		if _, err := appear.ExecContext(ctx, q.sql, args...); err != nil {
+			t.Fatalf("%s: %v", q.sql, err)
+		}
+	}
+	if err := appear.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Decide(ctx, p, enrollment.StatePending, enrollment.StateApproved, "approver", "", at,
+		enrollment.DecisionEffects(enrollment.StateApproved, nil), enrollment.AuditEvent{At: at, Actor: "approver", Action: "enrollment.approve"}); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.TrustIssuance().EnrollmentApproved(ctx, p); err != nil || !ok {
+		t.Fatalf("the approval did not trust the device: %v %v", ok, err)
+	}
+	if err := pause.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.TrustIssuance().EnrollmentApproved(ctx, p); err != nil || ok {
+		t.Fatalf("an approved device of a disabled owner is still trusted: %v %v", ok, err)
+	}
 }

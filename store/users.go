@@ -149,11 +149,25 @@ func (s *Store) setUserDisabled(ctx context.Context, userID string, disabled boo
 			}
 			return fmt.Errorf("user %s: %w: already %s", userID, enrollment.ErrConflict, map[bool]string{true: "disabled", false: "enabled"}[disabled])
 		}
+		if disabled {
+			r, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE reservations SET state = 'revoked', revoked_at = ?, revoked_by = ? WHERE user_id = ? AND state = 'open'`),
+				ms(at), ev.Actor+" (user disabled)", userID)
+			if err != nil {
+				return fmt.Errorf("revoke reservations of a disabled user: %w", err)
+			}
+			n, _ := r.RowsAffected()
+			ev.Detail += fmt.Sprintf(" revoked_reservations=%d", n)
+			if _, err := tx.ExecContext(ctx, tx.Rebind(`DELETE FROM sessions WHERE user_id = ?`), userID); err != nil {
+				return fmt.Errorf("end sessions of a disabled user: %w", err)
+			}
+		}
 		// Approved devices stay enrolled, but their trust follows the owner.
-		// The rows are locked as they are read: an approval in flight,
-		// which read the owner before this change, is waited for and its
-		// enrollment's trust synced here, not missed because it was still
-		// pending. A row waited for is read as that approval left it.
+		// The rows are locked as they are read, after the reservations are
+		// revoked (a claim waits for its reservation's row, then finds it
+		// revoked: no enrollment appears after this read): an approval in
+		// flight, which read the owner before this change, is waited for
+		// and its enrollment's trust synced here, not missed because it was
+		// still pending. A row waited for is read as that approval left it.
 		lock := `SELECT id, state FROM enrollments WHERE user_id = ? AND state IN ('pending', 'approved')`
 		if s.dialect == Postgres {
 			lock += ` ORDER BY id COLLATE "C" FOR NO KEY UPDATE`
@@ -166,16 +180,6 @@ func (s *Store) setUserDisabled(ctx context.Context, userID string, disabled boo
 			return fmt.Errorf("enrollments of a user: %w", err)
 		}
 		if disabled {
-			r, err := tx.ExecContext(ctx, tx.Rebind(`UPDATE reservations SET state = 'revoked', revoked_at = ?, revoked_by = ? WHERE user_id = ? AND state = 'open'`),
-				ms(at), ev.Actor+" (user disabled)", userID)
-			if err != nil {
-				return fmt.Errorf("revoke reservations of a disabled user: %w", err)
-			}
-			n, _ := r.RowsAffected()
-			ev.Detail += fmt.Sprintf(" revoked_reservations=%d", n)
-			if _, err := tx.ExecContext(ctx, tx.Rebind(`DELETE FROM sessions WHERE user_id = ?`), userID); err != nil {
-				return fmt.Errorf("end sessions of a disabled user: %w", err)
-			}
 			// Nobody approves a device for someone who has left: their
 			// waiting enrollments are denied and their certificates revoked.
 			// Only those this UPDATE denied: one approved meanwhile (its
