@@ -84,8 +84,8 @@ func TestApproveAll(t *testing.T) {
 	}{
 		{"error/too many", many, "", ErrInvalid},
 		{"ok/as many as allowed", many[:MaxBulkApproval], "", nil},
-		{"error/note too long", []string{own}, strings.Repeat("n", 2001), ErrInvalid},
-		{"ok/the longest note", []string{own}, strings.Repeat("n", 2000), nil},
+		{"error/note too long", []string{own}, strings.Repeat("n", 1986), ErrInvalid},
+		{"ok/the longest note", []string{own}, strings.Repeat("n", 1984) + "!", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := len(c.store.auditActions())
@@ -98,6 +98,11 @@ func TestApproveAll(t *testing.T) {
 			}
 			if len(c.store.auditActions()) != before+map[bool]int{true: 1, false: 0}[tc.want == nil && len(tc.ids) == 1] {
 				t.Fatalf("audit events %d → %d", before, len(c.store.auditActions()))
+			}
+			// The note is recorded whole, within what an event's detail keeps.
+			if last := c.store.audit[len(c.store.audit)-1]; tc.want == nil && len(tc.ids) == 1 &&
+				(last.Detail != "bulk approval: "+tc.note || last.Bounded().Detail != last.Detail) {
+				t.Fatalf("recorded %d characters ending %q", len(last.Detail), last.Detail[len(last.Detail)-5:])
 			}
 		})
 	}

@@ -473,6 +473,9 @@ func (s *Enrollments) decision(actor Actor, e Enrollment, to State, note, record
 // MaxBulkApproval is the most enrollments one bulk approval takes.
 const MaxBulkApproval = 500
 
+// bulkNotePrefix starts the note a bulk approval records.
+const bulkNotePrefix = "bulk approval: "
+
 const (
 	// bulkBatch is how many approvals share a transaction: on PostgreSQL
 	// a batch costs about the round trips of one approval.
@@ -499,8 +502,10 @@ func (s *Enrollments) ApproveAll(ctx context.Context, actor Actor, ids []string,
 	if len(ids) > MaxBulkApproval {
 		return nil, fmt.Errorf("approve: %w: %d enrollments, at most %d at once", ErrInvalid, len(ids), MaxBulkApproval)
 	}
-	if len(note) > 2000 {
-		return nil, fmt.Errorf("approve: %w: note longer than 2000 characters", ErrInvalid)
+	// The note is recorded after the prefix, within the 2,000 characters
+	// an audit event's detail keeps.
+	if longest := 2000 - len(bulkNotePrefix); len(note) > longest {
+		return nil, fmt.Errorf("approve: %w: note longer than %d characters", ErrInvalid, longest)
 	}
 	var out []BulkResult
 	index := map[string]int{}
@@ -521,9 +526,9 @@ func (s *Enrollments) ApproveAll(ctx context.Context, actor Actor, ids []string,
 	if err != nil {
 		return nil, fmt.Errorf("approve: %w", err)
 	}
-	recorded := "bulk approval"
+	recorded := strings.TrimSuffix(bulkNotePrefix, ": ")
 	if strings.TrimSpace(note) != "" {
-		recorded += ": " + note
+		recorded = bulkNotePrefix + note
 	}
 	now := s.now()
 	// Two enrollments of one device and owner supersede each other: the
