@@ -121,3 +121,95 @@ func TestIdPErrorIsNotEchoed(t *testing.T) {
 		}
 	}
 }
+
+// TestBulkApprovalInput: the console's bulk approval answers for each
+// device it was given (approved, already decided, unknown, malformed, given
+// twice) and changes only the pending ones; the same form sent again
+// changes nothing; too many devices or too long a note change nothing.
+func TestBulkApprovalInput(t *testing.T) {
+	storetest.ForEachDialect(t, func(t *testing.T, dialect string) {
+		e := newEnv(t, dialect)
+		approver := e.browser(enrollment.RoleApprover)
+		var pending []string
+		for _, serial := range []string{"C02BULK00001", "C02BULK00002", "C02BULK00003", "C02BULK00004"} {
+			d, r := e.enrolledDevice("alice@example.com", serial)
+			code, err := d.Authenticate(e.ctx)
+			e.expect("Authenticate", code, err, 200)
+			pending = append(pending, r.ID)
+		}
+		decided := pending[3]
+		if _, err := e.app.Enrollments.Approve(e.ctx, admin, decided, ""); err != nil {
+			t.Fatal(err)
+		}
+		approvals := func() int {
+			evs, err := e.app.Store.ListAudit(e.ctx, enrollment.AuditFilter{Action: "enrollment.approve", Limit: 100})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return len(evs)
+		}
+		banner := func() string {
+			t.Helper()
+			_, body := do(t, approver, "GET", e.url+"/console/pending", nil, nil)
+			m := regexp.MustCompile(`class="(?:flash|error)[^"]*"[^>]*>([^<]*)<`).FindStringSubmatch(body)
+			if m == nil {
+				t.Fatal("no message on the page")
+			}
+			return html.UnescapeString(m[1])
+		}
+		post := func(ids []string, note string) string {
+			t.Helper()
+			form := url.Values{"id": ids, "note": {note}}
+			if code, body := do(t, approver, "POST", e.url+"/console/enrollments/bulk-approve", form, nil); code != http.StatusSeeOther {
+				t.Fatalf("bulk approval: %d %.200s", code, body)
+			}
+			return banner()
+		}
+
+		form := []string{pending[0], pending[1], decided, "x;DROP", pending[2], pending[0]}
+		before := approvals()
+		msg := post(form, "checked")
+		if !strings.Contains(msg, "Approved 3; 2 failed") || !strings.Contains(msg, "approved, not pending") || !strings.Contains(msg, `"x;DROP"`) {
+			t.Fatalf("first bulk approval: %q", msg)
+		}
+		for _, id := range pending[:3] {
+			if en := e.enrollment(id); en.State != enrollment.StateApproved || en.DecisionNote != "bulk approval: checked" {
+				t.Fatalf("%s: %s, note %q", id, en.State, en.DecisionNote)
+			}
+		}
+		if n := approvals() - before; n != 3 {
+			t.Fatalf("%d approvals audited, want 3", n)
+		}
+
+		before = approvals()
+		if msg := post(form, "checked"); !strings.Contains(msg, "Approved 0; 5 failed") {
+			t.Fatalf("the same form again: %q", msg)
+		}
+		if n := approvals() - before; n != 0 {
+			t.Fatalf("the form sent again audited %d approvals", n)
+		}
+
+		d, r := e.enrolledDevice("alice@example.com", "C02BULK00005")
+		code, err := d.Authenticate(e.ctx)
+		e.expect("Authenticate", code, err, 200)
+		many := make([]string, enrollment.MaxBulkApproval+1)
+		for i := range many {
+			many[i] = r.ID
+		}
+		for _, tc := range []struct {
+			ids  []string
+			note string
+			want string
+		}{
+			{many, "", "select 1 to 500 devices"},
+			{[]string{r.ID}, strings.Repeat("n", 1986), "note longer than 1985 characters"},
+		} {
+			if msg := post(tc.ids, tc.note); !strings.Contains(msg, tc.want) {
+				t.Fatalf("%q, want %q", msg, tc.want)
+			}
+			if en := e.enrollment(r.ID); en.State != enrollment.StatePending {
+				t.Fatalf("after a refused bulk approval the device is %s", en.State)
+			}
+		}
+	})
+}
