@@ -38,6 +38,11 @@ func TestApproveAll(t *testing.T) {
 	}
 	// 70 approvable (the device's second after them): three batches,
 	// none refused.
+	for _, r := range res {
+		if r.BatchErr != nil {
+			t.Fatalf("%s: its batch failed: %v", r.ID, r.BatchErr)
+		}
+	}
 	if c.store.batches != 3 || c.store.refused != 0 {
 		t.Fatalf("%d batches, %d refused; want 3, none refused", c.store.batches, c.store.refused)
 	}
@@ -139,8 +144,8 @@ func TestApproveAllDecidesAFailedBatchOneByOne(t *testing.T) {
 			}
 			continue
 		}
-		if r.Err != nil || c.store.enrollments[r.ID].State != StateApproved {
-			t.Fatalf("%s: %v, %s", r.ID, r.Err, c.store.enrollments[r.ID].State)
+		if r.Err != nil || c.store.enrollments[r.ID].State != StateApproved || r.BatchErr == nil {
+			t.Fatalf("%s: %v, %s, batch error %v", r.ID, r.Err, c.store.enrollments[r.ID].State, r.BatchErr)
 		}
 	}
 	if !c.store.hasAudit("enrollment.approve", OutcomeOK) || c.store.audit[len(c.store.audit)-1].Detail != "bulk approval: checked" {

@@ -489,6 +489,10 @@ type BulkResult struct {
 	ID         string
 	Enrollment Enrollment
 	Err        error
+	// BatchErr is why the transaction of its batch failed whole, when it
+	// did: the enrollment was then decided alone. A batch should not
+	// fail; this is for the operator's log.
+	BatchErr error
 }
 
 // ApproveAll approves each of ids as Approve would, under the same rules
@@ -599,6 +603,7 @@ func (s *Enrollments) approveBatch(ctx context.Context, actor Actor, note, recor
 		r := &out[index[d.ID]]
 		switch {
 		case err != nil:
+			r.BatchErr = err
 			r.Enrollment, r.Err = s.decideNoted(ctx, actor, d.ID, StateApproved, note, recorded)
 		case res[i].Err != nil:
 			r.Err = fmt.Errorf("%s: %w", d.op, res[i].Err)

@@ -142,12 +142,19 @@ func (c *Console) bulkApprove(w http.ResponseWriter, r *http.Request) {
 	}
 	var done int
 	var failed []string
+	batchErrs := map[string]int{}
 	for _, res := range results {
+		if res.BatchErr != nil {
+			batchErrs[res.BatchErr.Error()]++
+		}
 		if res.Err != nil {
 			failed = append(failed, userMessage(res.Err))
 		} else {
 			done++
 		}
+	}
+	for msg, n := range batchErrs {
+		c.log.ErrorContext(r.Context(), "bulk approval: a batch failed whole; its devices were decided one by one", "err", msg, "devices", n)
 	}
 	if len(failed) > 0 {
 		back(w, r, "/console/pending", "error", fmt.Sprintf("Approved %d; %d failed: %s", done, len(failed), strings.Join(failed, "; ")))
