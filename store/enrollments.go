@@ -409,6 +409,7 @@ func (s *Store) decideMany(ctx context.Context, from, to enrollment.State, by, n
 			return err
 		}
 		var decided []enrollment.Decision
+		var superseding []enrollment.Enrollment
 		for i, d := range ds {
 			r, ok := rows[d.ID]
 			if !ok {
@@ -420,8 +421,11 @@ func (s *Store) decideMany(ctx context.Context, from, to enrollment.State, by, n
 			}
 			out[i].Enrollment = r.enrollmentRow.enrollment()
 			decided = append(decided, d)
+			if d.Effects.Supersede {
+				superseding = append(superseding, out[i].Enrollment)
+			}
 		}
-		if err := s.supersedeFor(ctx, tx, decided, rows, at); err != nil {
+		if err := supersedeFor(ctx, tx, superseding, rows, at); err != nil {
 			return err
 		}
 		var cmds []queuedCommand
@@ -540,17 +544,12 @@ func readDecisions(ctx context.Context, tx txn, ids []string) (map[string]decisi
 	return out, nil
 }
 
-// supersedeFor retires the earlier enrollments that approving each of
-// decided replaces (enrollment.Superseded decides which: the same user's
-// only), and revokes their certificates: one identity per device and
-// owner. Their earlier enrollments are found in one read.
-func (s *Store) supersedeFor(ctx context.Context, tx txn, decided []enrollment.Decision, rows map[string]decisionRow, at time.Time) error {
-	var es []enrollment.Enrollment
-	for _, d := range decided {
-		if d.Effects.Supersede {
-			es = append(es, rows[d.ID].enrollmentRow.enrollment())
-		}
-	}
+// supersedeFor retires the earlier enrollments that approving each of es
+// replaces (enrollment.Superseded decides which: the same user's only),
+// and revokes their certificates: one identity per device and owner.
+// Their earlier enrollments are found in one read; one that is itself in
+// the batch (decided) refuses it.
+func supersedeFor(ctx context.Context, tx txn, es []enrollment.Enrollment, decided map[string]decisionRow, at time.Time) error {
 	earlier, err := earlierEnrollments(ctx, tx, es)
 	if err != nil {
 		return fmt.Errorf("supersede: %w", err)
@@ -567,7 +566,7 @@ func (s *Store) supersedeFor(ctx context.Context, tx txn, decided []enrollment.D
 			continue
 		}
 		for _, id := range ids {
-			if _, ok := rows[id]; ok {
+			if _, ok := decided[id]; ok {
 				return fmt.Errorf("supersede: %w: enrollments %s and %s are of one device and owner; decide them one at a time",
 					enrollment.ErrConflict, e.ID, id)
 			}

@@ -22,16 +22,6 @@ func enqueuePush(ctx context.Context, tx txn, enrollmentID string, at time.Time)
 	return insertPushes(ctx, tx, []string{enrollmentID}, at)
 }
 
-// enqueuePushFor is enqueuePush for an enrollment the transaction has
-// read after locking its row: its push token is known and cannot change
-// before the commit.
-func enqueuePushFor(ctx context.Context, tx txn, e enrollment.Enrollment, at time.Time) error {
-	if e.PushToken == "" || e.PushInvalidAt != nil {
-		return nil
-	}
-	return insertPushes(ctx, tx, []string{e.ID}, at)
-}
-
 // insertPushes owes each enrollment a push, in one statement, coalescing
 // with one already owed (it is due now again, its attempts start over).
 func insertPushes(ctx context.Context, tx txn, enrollmentIDs []string, at time.Time) error {
