@@ -400,12 +400,6 @@ func (s *Enrollments) Deny(ctx context.Context, actor Actor, id, reason string) 
 }
 
 func (s *Enrollments) decide(ctx context.Context, actor Actor, id string, to State, note string) (Enrollment, error) {
-	return s.decideNoted(ctx, actor, id, to, note, note)
-}
-
-// decideNoted is decide where the note recorded is not only the person's
-// own (a bulk approval says it is one); the rules read the person's.
-func (s *Enrollments) decideNoted(ctx context.Context, actor Actor, id string, to State, note, recorded string) (Enrollment, error) {
 	op := map[State]string{StateApproved: "approve", StateDenied: "deny"}[to]
 	if !ValidID(id) {
 		return Enrollment{}, fmt.Errorf("%s: %w: enrollment %q", op, ErrNotFound, id)
@@ -418,15 +412,22 @@ func (s *Enrollments) decideNoted(ctx context.Context, actor Actor, id string, t
 		return Enrollment{}, fmt.Errorf("%s: %w", op, err)
 	}
 	now := s.now()
-	d, err := s.decision(actor, e, to, note, recorded, now)
+	d, err := s.decision(actor, e, to, note, note, now)
 	if err != nil {
 		return Enrollment{}, err
 	}
-	out, err := s.store.Decide(ctx, id, d.from, to, actor.Name, recorded, now, d.Effects, d.Event)
+	return s.carryOut(ctx, actor, to, note, now, d)
+}
+
+// carryOut moves d's enrollment to state to in a transaction of its own,
+// recording note: the store's conditional move from d.from judges whether
+// it was decided since the rules read it.
+func (s *Enrollments) carryOut(ctx context.Context, actor Actor, to State, note string, at time.Time, d ruledDecision) (Enrollment, error) {
+	e, err := s.store.Decide(ctx, d.ID, d.from, to, actor.Name, note, at, d.Effects, d.Event)
 	if err != nil {
 		return Enrollment{}, fmt.Errorf("%s: %w", d.op, err)
 	}
-	return out, nil
+	return e, nil
 }
 
 // ruledDecision is a Decision the rules allowed, with the state it moves
@@ -571,7 +572,7 @@ func (s *Enrollments) ApproveAll(ctx context.Context, actor Actor, ids []string,
 		go func() {
 			defer wg.Done()
 			for ds := range work {
-				s.approveBatch(ctx, actor, note, recorded, now, ds, out, index)
+				s.approveBatch(ctx, actor, recorded, now, ds, out, index)
 			}
 		}()
 	}
@@ -584,7 +585,7 @@ func (s *Enrollments) ApproveAll(ctx context.Context, actor Actor, ids []string,
 	wg.Wait()
 	for _, d := range later {
 		r := &out[index[d.ID]]
-		r.Enrollment, r.Err = s.decideNoted(ctx, actor, d.ID, StateApproved, note, recorded)
+		r.Enrollment, r.Err = s.carryOut(ctx, actor, StateApproved, recorded, now, d)
 	}
 	return out, nil
 }
@@ -592,7 +593,7 @@ func (s *Enrollments) ApproveAll(ctx context.Context, actor Actor, ids []string,
 // approveBatch approves ds in one transaction, and writes each one's
 // result at its index in out. A transaction that fails as a whole is
 // tried again one approval at a time, so that each is judged on its own.
-func (s *Enrollments) approveBatch(ctx context.Context, actor Actor, note, recorded string, at time.Time, ds []ruledDecision, out []BulkResult,
+func (s *Enrollments) approveBatch(ctx context.Context, actor Actor, recorded string, at time.Time, ds []ruledDecision, out []BulkResult,
 	index map[string]int) {
 	plain := make([]Decision, len(ds))
 	for i, d := range ds {
@@ -604,7 +605,7 @@ func (s *Enrollments) approveBatch(ctx context.Context, actor Actor, note, recor
 		switch {
 		case err != nil:
 			r.BatchErr = err
-			r.Enrollment, r.Err = s.decideNoted(ctx, actor, d.ID, StateApproved, note, recorded)
+			r.Enrollment, r.Err = s.carryOut(ctx, actor, StateApproved, recorded, at, d)
 		case res[i].Err != nil:
 			r.Err = fmt.Errorf("%s: %w", d.op, res[i].Err)
 		default:
