@@ -461,12 +461,7 @@ func TestBatchLocksInIDOrder(t *testing.T) {
 				log.record(true)
 				done := make(chan error, 2)
 				go func() {
-					var ds []enrollment.Decision
-					for _, id := range []string{x, z, y} {
-						ds = append(ds, enrollment.Decision{ID: id, Effects: enrollment.DecisionEffects(enrollment.StateApproved, nil),
-							Event: enrollment.AuditEvent{At: at, Actor: "admin", Action: "enrollment.approve"}})
-					}
-					_, err := s.DecideMany(ctx, enrollment.StatePending, enrollment.StateApproved, "admin", "", at, ds)
+					_, err := s.DecideMany(ctx, enrollment.StatePending, enrollment.StateApproved, "admin", "", at, approvals("admin", at, x, z, y))
 					done <- err
 				}()
 				go func() { done <- tc.other(ctx, s, []string{x, z, y}, e.UserID) }()
@@ -486,6 +481,17 @@ func TestBatchLocksInIDOrder(t *testing.T) {
 			}
 		})
 	}
+}
+
+// approvals are approvals of ids by actor at at, with no commands, each
+// audited against its enrollment.
+func approvals(actor string, at time.Time, ids ...string) []enrollment.Decision {
+	ds := make([]enrollment.Decision, len(ids))
+	for i, id := range ids {
+		ds[i] = enrollment.Decision{ID: id, Effects: enrollment.DecisionEffects(enrollment.StateApproved, nil),
+			Event: enrollment.AuditEvent{At: at, Actor: actor, Action: "enrollment.approve", TargetType: "enrollment", TargetID: id}}
+	}
+	return ds
 }
 
 // decreasingTriple returns the first x, z, y of ids, in their order, with
@@ -571,11 +577,8 @@ func TestDecideManyAfterWaitingForARow(t *testing.T) {
 			}
 			done := make(chan outcome, 1)
 			go func() {
-				var ds []enrollment.Decision
-				for _, id := range []string{ids[2], ids[1], ids[0]} { // out of ID order
-					ds = append(ds, enrollment.Decision{ID: id, Effects: enrollment.DecisionEffects(enrollment.StateApproved, nil),
-						Event: enrollment.AuditEvent{At: at, Actor: "bulk-admin", Action: "enrollment.approve", TargetType: "enrollment", TargetID: id}})
-				}
+				// Out of ID order.
+				ds := approvals("bulk-admin", at, ids[2], ids[1], ids[0])
 				res, err := s.DecideMany(ctx, enrollment.StatePending, enrollment.StateApproved, "bulk-admin", "bulk approval", at, ds)
 				done <- outcome{res, err}
 			}()
